@@ -1,0 +1,297 @@
+//! The engine's front door: queries on pooled snapshots, mutations through a
+//! single committer thread that group-commits.
+//!
+//! The committer takes every mutation waiting in its queue, runs each inside
+//! its own savepoint of one storage batch (so one failing mutation rolls back
+//! alone) and commits the batch once: many mutations, one fsync. Mutations run
+//! one after another, so they are serializable without conflict checks; each
+//! gets its own commit timestamp, unique and increasing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, oneshot};
+
+use super::error::EngineError;
+use super::schema::Schema;
+use super::sets::{ReadSet, WriteSet};
+use super::storage::{Batch, Storage, StorageError, Timestamp};
+use super::transaction::Transaction;
+
+/// The most mutations one commit carries.
+const MAX_GROUP: usize = 1024;
+/// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
+const MIN_TS_STEP: Timestamp = 1_000;
+
+/// What one commit changed, for subscriptions.
+#[derive(Debug)]
+pub struct Commit {
+    pub ts: Timestamp,
+    pub writes: WriteSet,
+}
+
+/// The outcome of a query: its value, what it read and at which snapshot.
+#[derive(Debug)]
+pub struct QueryOutcome<T> {
+    pub value: T,
+    pub reads: ReadSet,
+    pub ts: Timestamp,
+}
+
+/// A committed mutation's value and commit timestamp.
+#[derive(Debug)]
+pub struct MutationOutcome<T> {
+    pub value: T,
+    pub ts: Timestamp,
+}
+
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub groups: AtomicU64,
+    pub mutations: AtomicU64,
+}
+
+trait Job: Send {
+    /// Runs the mutation; returns false when it failed and must be rolled back.
+    fn run(&mut self, tx: &mut Transaction<'_>) -> bool;
+    /// Answers the caller once the batch is durable (or failed to commit).
+    fn finish(self: Box<Self>, commit: Result<Timestamp, StorageError>);
+}
+
+struct MutationJob<F, T, E> {
+    body: Option<F>,
+    result: Option<Result<T, E>>,
+    ts: Timestamp,
+    reply: oneshot::Sender<Result<MutationOutcome<T>, E>>,
+}
+
+impl<F, T, E> Job for MutationJob<F, T, E>
+where
+    F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send,
+    T: Send,
+    E: From<EngineError> + Send,
+{
+    fn run(&mut self, tx: &mut Transaction<'_>) -> bool {
+        let body = self.body.take().expect("a job runs once");
+        self.ts = tx.ts();
+        let result = body(tx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<Timestamp, StorageError>) {
+        let outcome = match (self.result, commit) {
+            (Some(Ok(value)), Ok(_)) => Ok(MutationOutcome { value, ts: self.ts }),
+            (Some(Err(e)), _) => Err(e),
+            (_, Err(e)) => Err(E::from(EngineError::Storage(e))),
+            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError("mutation did not run".into())))),
+        };
+        // The caller may have gone away; the commit stands regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+pub struct Database {
+    schema: Arc<Schema>,
+    storage: Arc<dyn Storage>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    stats: Arc<CommitStats>,
+}
+
+/// Joins the committer thread once every `Database` handle is gone.
+pub struct CommitterHandle(JoinHandle<()>);
+
+impl CommitterHandle {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl Database {
+    pub fn start(schema: Arc<Schema>, storage: Arc<dyn Storage>) -> Result<(Arc<Database>, CommitterHandle), StorageError> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let (commits, _) = broadcast::channel(4096);
+        let stats = Arc::new(CommitStats::default());
+        let last_ts = storage.snapshot()?.ts();
+        let committer = Committer {
+            schema: schema.clone(),
+            storage: storage.clone(),
+            commits: commits.clone(),
+            stats: stats.clone(),
+            last_ts,
+            last_creation_time: 0.0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("jangar-committer".into())
+            .spawn(move || committer.run(queue))
+            .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
+        Ok((Arc::new(Database { schema, storage, jobs, commits, stats }), CommitterHandle(thread)))
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// Every commit from now on, in order.
+    pub fn subscribe_commits(&self) -> broadcast::Receiver<Arc<Commit>> {
+        self.commits.subscribe()
+    }
+
+    /// Runs a read-only function on one snapshot of the latest committed state.
+    pub async fn query<T, E, F>(self: &Arc<Self>, body: F) -> Result<QueryOutcome<T>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<EngineError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.query_blocking(body))
+            .await
+            .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
+    }
+
+    /// The blocking form of `query`, for callers already off the async runtime.
+    pub fn query_blocking<T, E, F>(&self, body: F) -> Result<QueryOutcome<T>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E>,
+        E: From<EngineError>,
+    {
+        let mut snapshot = self.storage.snapshot().map_err(|e| E::from(e.into()))?;
+        let mut tx = Transaction::read_only(&self.schema, &mut *snapshot);
+        let value = body(&mut tx)?;
+        let ts = tx.ts();
+        let (reads, _, _) = tx.into_sets();
+        Ok(QueryOutcome { value, reads, ts })
+    }
+
+    /// Several read-only functions on the same snapshot.
+    pub async fn query_many<T, F>(self: &Arc<Self>, bodies: Vec<F>) -> Result<(Vec<T>, Timestamp), EngineError>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        let run = move || -> Result<(Vec<T>, Timestamp), EngineError> {
+            let mut snapshot = db.storage.snapshot()?;
+            let ts = snapshot.ts();
+            let results = bodies
+                .into_iter()
+                .map(|body| body(&mut Transaction::read_only(&db.schema, &mut *snapshot)))
+                .collect();
+            Ok((results, ts))
+        };
+        tokio::task::spawn_blocking(run)
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Storage(StorageError(format!("query task failed: {e}")))))
+    }
+
+    /// The timestamp of the latest commit.
+    pub fn latest_ts(&self) -> Result<Timestamp, StorageError> {
+        Ok(self.storage.snapshot()?.ts())
+    }
+
+    /// Runs a mutation in the next group commit and answers once it is durable.
+    pub async fn mutate<T, E, F>(&self, body: F) -> Result<MutationOutcome<T>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<EngineError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
+        let stopped = || E::from(EngineError::Storage(StorageError("the committer has stopped".into())));
+        self.jobs.send(Box::new(job)).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+struct Committer {
+    schema: Arc<Schema>,
+    storage: Arc<dyn Storage>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    stats: Arc<CommitStats>,
+    last_ts: Timestamp,
+    last_creation_time: f64,
+}
+
+fn now_ns() -> Timestamp {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as Timestamp).unwrap_or(0)
+}
+
+impl Committer {
+    fn run(mut self, queue: mpsc::Receiver<Box<dyn Job>>) {
+        // Ends when every sender is gone, after the queue is drained.
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, mut group: Vec<Box<dyn Job>>) {
+        let storage = self.storage.clone();
+        let mut commits = Vec::with_capacity(group.len());
+        let result = (|| -> Result<Timestamp, StorageError> {
+            let mut batch = storage.begin_batch()?;
+            for job in group.iter_mut() {
+                if let Some(commit) = self.run_job(&mut *batch, job.as_mut())? {
+                    commits.push(commit);
+                }
+            }
+            let ts = self.last_ts;
+            batch.commit(ts)?;
+            Ok(ts)
+        })();
+        match &result {
+            Ok(_) => {
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
+                for commit in commits {
+                    // No receivers is fine: nobody is subscribed.
+                    let _ = self.commits.send(Arc::new(commit));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, mutations = group.len(), "group commit failed; every mutation in it fails");
+                // Reload the durable timestamp so the next batch continues from it.
+                if let Ok(snapshot) = self.storage.snapshot() {
+                    self.last_ts = snapshot.ts();
+                }
+            }
+        }
+        for job in group {
+            job.finish(result.as_ref().map(|ts| *ts).map_err(|e| StorageError(e.0.clone())));
+        }
+    }
+
+    /// Runs one mutation in its own savepoint; returns its commit if it wrote anything.
+    fn run_job(&mut self, batch: &mut dyn Batch, job: &mut dyn Job) -> Result<Option<Commit>, StorageError> {
+        let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
+        batch.savepoint()?;
+        let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);
+        let ok = job.run(&mut tx);
+        let (_, writes, last_creation_time) = tx.into_sets();
+        if !ok {
+            batch.rollback_savepoint()?;
+            return Ok(None);
+        }
+        batch.release_savepoint()?;
+        self.last_ts = ts;
+        self.last_creation_time = last_creation_time;
+        Ok((!writes.is_empty()).then_some(Commit { ts, writes }))
+    }
+}

@@ -1,0 +1,18 @@
+//! The generic document engine: values, ids, schemas, index keys, storage,
+//! transactions with read and write sets, and the group committer. It knows
+//! nothing of Jangar's tables.
+
+pub mod base64;
+pub mod database;
+pub mod document;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod schema;
+pub mod sets;
+pub mod storage;
+pub mod transaction;
+pub mod value;
+
+#[cfg(test)]
+mod tests;

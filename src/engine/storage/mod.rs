@@ -1,0 +1,58 @@
+//! The narrow persistence interface the engine needs, one implementation per
+//! database. A snapshot reads one consistent committed state; a batch is the
+//! single writer's transaction, holding many mutations (each inside its own
+//! savepoint) that become durable together in one commit.
+
+pub mod sqlite;
+
+use super::document::Document;
+use super::id::DocumentId;
+use super::keys::KeyRange;
+use super::schema::IndexId;
+use super::sets::IndexWrite;
+
+/// Nanoseconds since the Unix epoch; unique and increasing across commits.
+pub type Timestamp = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("storage error: {0}")]
+pub struct StorageError(pub String);
+
+pub trait Storage: Send + Sync {
+    /// A read-only view of the latest committed state.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError>;
+    /// Opens the write batch; the committer holds at most one at a time.
+    fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError>;
+}
+
+pub trait Snapshot {
+    /// The timestamp of the last commit this view contains.
+    fn ts(&self) -> Timestamp;
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError>;
+    /// Up to `limit` entries of `index` inside `range`, in key order, with their documents.
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError>;
+}
+
+pub trait Batch: Snapshot {
+    fn savepoint(&mut self) -> Result<(), StorageError>;
+    /// Undoes everything since the savepoint and ends it.
+    fn rollback_savepoint(&mut self) -> Result<(), StorageError>;
+    /// Keeps everything since the savepoint and ends it.
+    fn release_savepoint(&mut self) -> Result<(), StorageError>;
+    /// Stores `document` (a new version of `id`) and applies its index changes.
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError>;
+    /// Makes the batch durable, recording `ts` as the last commit timestamp.
+    fn commit(self: Box<Self>, ts: Timestamp) -> Result<(), StorageError>;
+}

@@ -1,0 +1,354 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! Documents live in `documents` (keyed by table number and internal id) as
+//! encoded JSON; every declared index is a set of `(index_number, key) -> id`
+//! rows in `index_entries`, whose keys compare bytewise in Convex value order.
+//! Readers each use their own connection, so they never wait for the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Batch, Order, Snapshot, Storage, StorageError, Timestamp};
+use crate::engine::document::Document;
+use crate::engine::id::DocumentId;
+use crate::engine::keys::KeyRange;
+use crate::engine::schema::{IndexId, Schema};
+use crate::engine::sets::IndexWrite;
+use crate::engine::value::Value;
+
+/// How hard a commit pushes data to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// fsync on every commit (`synchronous=FULL`): an acknowledged write survives power loss.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of Jangar, may lose the last commits on power loss.
+    Normal,
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> StorageError {
+        StorageError(e.to_string())
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for StorageError {
+    fn from(e: rusqlite::types::FromSqlError) -> StorageError {
+        StorageError(e.to_string())
+    }
+}
+
+pub struct SqliteStorage {
+    path: PathBuf,
+    durability: Durability,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// The stored number of each declared index.
+    index_numbers: HashMap<IndexId, i64>,
+}
+
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    table_number INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (table_number, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_entries (
+    index_number INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (index_number, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexes (
+    definition TEXT PRIMARY KEY,
+    index_number INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('last_commit_ts', 0);
+";
+
+/// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
+const KEY_CEILING: &[u8] = &[0xff];
+
+impl SqliteStorage {
+    /// Opens (or creates) `dir/jangar.sqlite3`, registers the schema's indexes
+    /// and builds any index that is new since the last start.
+    pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("jangar.sqlite3");
+        let mut writer = open_connection(&path, durability)?;
+        writer.execute_batch(SCHEMA_SQL)?;
+        let index_numbers = register_indexes(&mut writer, schema)?;
+        Ok(SqliteStorage { path, durability, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), index_numbers })
+    }
+
+    fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+    }
+
+    fn reader(&self) -> Result<Connection, StorageError> {
+        match self.readers.lock().expect("reader pool lock").pop() {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, self.durability),
+        }
+    }
+}
+
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StorageError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
+    let tx = conn.transaction()?;
+    let mut numbers = HashMap::new();
+    let mut wanted = Vec::new();
+    for table in schema.tables() {
+        for (position, index) in table.indexes.iter().enumerate() {
+            let id = IndexId { table: table.number, slot: position as u16 + 1 };
+            // The definition names the fields, so changing an index's fields builds it anew.
+            let definition = format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","));
+            let existing: Option<i64> = tx
+                .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
+                .optional()?;
+            let number = match existing {
+                Some(number) => number,
+                None => {
+                    let number: i64 =
+                        tx.query_row("SELECT COALESCE(MAX(index_number), 0) + 1 FROM indexes", [], |r| r.get(0))?;
+                    tx.execute("INSERT INTO indexes (definition, index_number) VALUES (?1, ?2)", params![definition, number])?;
+                    backfill(&tx, table.number, number, &index.fields)?;
+                    number
+                }
+            };
+            numbers.insert(id, number);
+            wanted.push(definition);
+        }
+    }
+    let stale: Vec<(String, i64)> = tx
+        .prepare("SELECT definition, index_number FROM indexes")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (definition, number) in stale.into_iter().filter(|(d, _)| !wanted.contains(d)) {
+        tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
+        tx.execute("DELETE FROM indexes WHERE definition = ?1", [definition])?;
+    }
+    tx.commit()?;
+    Ok(numbers)
+}
+
+fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -> Result<(), StorageError> {
+    let mut select = conn.prepare("SELECT id, json FROM documents WHERE table_number = ?1")?;
+    let mut insert = conn.prepare("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?;
+    let mut rows = select.query([table])?;
+    while let Some(row) = rows.next()? {
+        let id = row_id(table, row.get_ref(0)?.as_blob()?)?;
+        let document = parse_document(id, row.get_ref(1)?.as_str()?)?;
+        insert.execute(params![index_number, document.index_key(fields), &id.internal[..]])?;
+    }
+    Ok(())
+}
+
+fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
+    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
+    Ok(DocumentId { table, internal })
+}
+
+fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
+    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
+    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
+}
+
+/// A connection inside a read (or write) transaction.
+struct SqliteSnapshot<'a> {
+    storage: &'a SqliteStorage,
+    conn: Option<Connection>,
+    ts: Timestamp,
+}
+
+impl SqliteSnapshot<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+fn read_ts(conn: &Connection) -> Result<Timestamp, StorageError> {
+    let ts: i64 = conn.query_row("SELECT value FROM meta WHERE name = 'last_commit_ts'", [], |r| r.get(0))?;
+    Ok(ts as Timestamp)
+}
+
+fn get(conn: &Connection, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+    let mut statement = conn.prepare_cached("SELECT json FROM documents WHERE table_number = ?1 AND id = ?2")?;
+    let json: Option<String> = statement.query_row(params![id.table, &id.internal[..]], |r| r.get(0)).optional()?;
+    json.map(|json| parse_document(*id, &json)).transpose()
+}
+
+fn scan(
+    conn: &Connection,
+    index_number: i64,
+    table: u32,
+    range: &KeyRange,
+    order: Order,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+    let sql = match order {
+        Order::Asc => {
+            "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
+             WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key ASC LIMIT ?5"
+        }
+        Order::Desc => {
+            "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
+             WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key DESC LIMIT ?5"
+        }
+    };
+    let mut statement = conn.prepare_cached(sql)?;
+    let end = range.end.as_deref().unwrap_or(KEY_CEILING);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = statement.query(params![index_number, table, range.start, end, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let key: Vec<u8> = row.get(0)?;
+        let id = row_id(table, row.get_ref(1)?.as_blob()?)?;
+        out.push((key, parse_document(id, row.get_ref(2)?.as_str()?)?));
+    }
+    Ok(out)
+}
+
+impl Snapshot for SqliteSnapshot<'_> {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+        get(self.conn(), id)
+    }
+
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        scan(self.conn(), self.storage.index_number(index)?, index.table, range, order, limit)
+    }
+}
+
+impl Drop for SqliteSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // A connection that cannot end its transaction is not reused.
+            if conn.execute_batch("COMMIT").is_ok() {
+                self.storage.readers.lock().expect("reader pool lock").push(conn);
+            }
+        }
+    }
+}
+
+struct SqliteBatch<'a> {
+    storage: &'a SqliteStorage,
+    conn: std::sync::MutexGuard<'a, Connection>,
+    ts: Timestamp,
+    open: bool,
+}
+
+impl Snapshot for SqliteBatch<'_> {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+        get(&self.conn, id)
+    }
+
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        scan(&self.conn, self.storage.index_number(index)?, index.table, range, order, limit)
+    }
+}
+
+impl Batch for SqliteBatch<'_> {
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.conn.execute_batch("SAVEPOINT mutation")?)
+    }
+
+    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.conn.execute_batch("ROLLBACK TO mutation; RELEASE mutation")?)
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.conn.execute_batch("RELEASE mutation")?)
+    }
+
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
+        let id = &document.id;
+        let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)")?
+            .execute(params![id.table, &id.internal[..], json])?;
+        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
+            let number = self.storage.index_number(write.index)?;
+            if let Some(old) = &write.old {
+                self.conn
+                    .prepare_cached("DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2")?
+                    .execute(params![number, old])?;
+            }
+            if let Some(new) = &write.new {
+                self.conn
+                    .prepare_cached("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?
+                    .execute(params![number, new, &id.internal[..]])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, ts: Timestamp) -> Result<(), StorageError> {
+        self.conn
+            .prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?
+            .execute([ts as i64])?;
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteBatch<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        let conn = self.reader()?;
+        conn.execute_batch("BEGIN")?;
+        // The first read fixes the snapshot; reading the commit timestamp inside
+        // it names exactly the state the rest of the reads will see.
+        let ts = read_ts(&conn)?;
+        Ok(Box::new(SqliteSnapshot { storage: self, conn: Some(conn), ts }))
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
+        let conn = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let ts = read_ts(&conn)?;
+        Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
+    }
+}

@@ -1,0 +1,229 @@
+//! Engine tests on a real SQLite file: read sets, write sets, group commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::database::Database;
+use super::error::EngineError;
+use super::id::DocumentId;
+use super::keys::IndexRange;
+use super::schema::{Schema, TableDef, v};
+use super::storage::Order;
+use super::storage::sqlite::{Durability, SqliteStorage};
+use super::value::{Object, Value};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap();
+        let path = std::env::temp_dir().join(format!("jangar-engine-{}", u64::from_le_bytes(bytes)));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn schema() -> Schema {
+    Schema::new(vec![
+        TableDef::new("items", 10_001, vec![("group", v::string()), ("rank", v::number()), ("note", v::optional(v::string()))])
+            .index("by_group", &["group", "rank"]),
+    ])
+    .unwrap()
+}
+
+fn open(dir: &TempDir) -> Arc<Database> {
+    let schema = Arc::new(schema());
+    let storage = SqliteStorage::open(&dir.0, &schema, Durability::Normal).unwrap();
+    Database::start(schema, Arc::new(storage)).unwrap().0
+}
+
+fn item(group: &str, rank: f64) -> Object {
+    Object::from([("group".to_owned(), Value::from(group)), ("rank".to_owned(), Value::from(rank))])
+}
+
+async fn insert(db: &Database, group: &str, rank: f64) -> DocumentId {
+    let fields = item(group, rank);
+    db.mutate(move |tx| tx.insert("items", fields)).await.map(|o| o.value).unwrap()
+}
+
+fn ranks(db: &Database, range: IndexRange, order: Order, limit: usize) -> Vec<f64> {
+    db.query_blocking(move |tx| {
+        let docs = tx.query("items", "by_group", range, order)?.take(limit, |_| true)?;
+        Ok::<_, EngineError>(docs.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect())
+    })
+    .unwrap()
+    .value
+}
+
+#[tokio::test]
+async fn index_ranges_return_ordered_limited_results() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    for rank in [3.0, 1.0, 2.0, 5.0, 4.0] {
+        insert(&db, "a", rank).await;
+    }
+    insert(&db, "b", 0.0).await;
+    assert_eq!(ranks(&db, IndexRange::default().eq("a"), Order::Asc, 10), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("a"), Order::Desc, 2), vec![5.0, 4.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("a").gt(2.0).lte(4.0), Order::Asc, 10), vec![3.0, 4.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("c"), Order::Asc, 10), Vec::<f64>::new());
+}
+
+#[tokio::test]
+async fn a_limited_read_records_only_what_it_read() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    for rank in 1..=5 {
+        insert(&db, "a", rank as f64).await;
+    }
+    let reads = db
+        .query_blocking(|tx| {
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Desc)?.take(2, |_| true)?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap()
+        .reads;
+    let mut commits = db.subscribe_commits();
+    // Below the two newest: outside the read interval.
+    insert(&db, "a", 0.5).await;
+    let below = commits.recv().await.unwrap();
+    assert!(!reads.overlaps(&below.writes), "a write below the limit does not touch the read set");
+    // Above them: inside it.
+    insert(&db, "a", 9.0).await;
+    let above = commits.recv().await.unwrap();
+    assert!(reads.overlaps(&above.writes));
+    // Another group: never.
+    insert(&db, "b", 9.0).await;
+    assert!(!reads.overlaps(&commits.recv().await.unwrap().writes));
+}
+
+#[tokio::test]
+async fn a_get_is_a_point_read_and_a_patch_writes_old_and_new_keys() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    let first = insert(&db, "a", 1.0).await;
+    let second = insert(&db, "a", 2.0).await;
+    let reads = db.query_blocking(move |tx| tx.get("items", first).map(|_| ())).unwrap().reads;
+    let group_a = db
+        .query_blocking(|tx| {
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.take(10, |_| true)?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap()
+        .reads;
+    let mut commits = db.subscribe_commits();
+    db.mutate(move |tx| tx.patch("items", second, [("group".to_owned(), Some(Value::from("z")))])).await.unwrap();
+    let commit = commits.recv().await.unwrap();
+    assert!(!reads.overlaps(&commit.writes), "a write to another document");
+    assert!(group_a.overlaps(&commit.writes), "moving a document out of a range touches it");
+    db.mutate(move |tx| tx.patch("items", first, [("note".to_owned(), Some(Value::from("x")))])).await.unwrap();
+    assert!(reads.overlaps(&commits.recv().await.unwrap().writes));
+}
+
+#[tokio::test]
+async fn group_commit_keeps_each_mutation_atomic() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    // Many concurrent mutations; every third writes once and then fails.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            db.mutate(move |tx| {
+                tx.insert("items", item("g", i as f64))?;
+                if i % 3 == 0 {
+                    // A second, invalid write fails the whole mutation.
+                    tx.insert("items", Object::from([("group".to_owned(), Value::from(1.0))]))?;
+                }
+                Ok::<_, EngineError>(i)
+            })
+            .await
+        }));
+    }
+    let mut ok = Vec::new();
+    let mut timestamps = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcome) => {
+                ok.push(outcome.value);
+                timestamps.push(outcome.ts);
+            }
+            Err(EngineError::Validation(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok.len(), 200);
+    assert!(ok.iter().all(|i| i % 3 != 0));
+    let stored = ranks(&db, IndexRange::default().eq("g"), Order::Asc, 1000);
+    let mut expected: Vec<f64> = ok.iter().map(|&i| i as f64).collect();
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(stored, expected, "exactly the successful mutations' writes are stored");
+    timestamps.sort();
+    timestamps.dedup();
+    assert_eq!(timestamps.len(), 200, "commit timestamps are unique");
+    let groups = db.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(groups < 300, "mutations shared commits ({groups} groups for 300)");
+}
+
+#[tokio::test]
+async fn writes_are_validated_and_survive_a_restart() {
+    let dir = TempDir::new();
+    let id = {
+        let db = open(&dir);
+        let bad = db.mutate(|tx| tx.insert("items", Object::from([("group".to_owned(), Value::from("a"))]))).await;
+        assert!(matches!(bad, Err(EngineError::Validation(m)) if m.contains("`rank`")));
+        let big = Value::from("x".repeat(1 << 20));
+        let mut fields = item("a", 1.0);
+        fields.insert("note".into(), big);
+        let too_big = db.mutate(move |tx| tx.insert("items", fields));
+        assert!(matches!(too_big.await, Err(EngineError::LimitExceeded(_))));
+        insert(&db, "a", 7.0).await
+    };
+    let db = open(&dir);
+    let doc = db.query_blocking(move |tx| tx.get("items", id)).unwrap().value.unwrap();
+    assert_eq!(doc.fields["rank"], Value::from(7.0));
+    assert!(db.latest_ts().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn pagination_continues_where_it_stopped_while_documents_arrive() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    for rank in 1..=5 {
+        insert(&db, "a", rank as f64).await;
+    }
+    let page = |cursor: Option<String>| {
+        db.query_blocking(move |tx| {
+            let page = tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.paginate(
+                2,
+                cursor.as_deref(),
+                |_| true,
+            )?;
+            let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
+            Ok::<_, EngineError>((ranks, page.is_done, page.continue_cursor))
+        })
+        .unwrap()
+        .value
+    };
+    let (first, done, cursor) = page(None);
+    assert_eq!((first, done), (vec![1.0, 2.0], false));
+    insert(&db, "a", 0.5).await; // before the cursor: not repeated
+    insert(&db, "a", 2.5).await; // after it: seen
+    let (second, done, cursor) = page(Some(cursor));
+    assert_eq!((second, done), (vec![2.5, 3.0], false));
+    let (third, done, cursor) = page(Some(cursor));
+    assert_eq!((third, done), (vec![4.0, 5.0], true));
+    let (fourth, done, _) = page(Some(cursor));
+    assert_eq!((fourth, done), (vec![], true));
+    let bad = db.query_blocking(|tx| {
+        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?.paginate(2, Some("!!"), |_| true).map(|_| ())
+    });
+    assert!(matches!(bad, Err(EngineError::InvalidCursor(_))));
+}

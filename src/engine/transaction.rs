@@ -1,0 +1,347 @@
+//! A transaction over one snapshot: index-range reads that record their read
+//! set and, for mutations, validated writes that record their write set.
+
+use super::document::Document;
+use super::error::EngineError;
+use super::id::DocumentId;
+use super::keys::{IndexRange, KeyRange, key_successor};
+use super::schema::{IndexId, Schema, TableDef, Validator};
+use super::sets::{IndexWrite, ReadSet, WriteSet};
+use super::storage::{Batch, Order, Snapshot, Timestamp};
+use super::value::{MAX_NESTING, Object, Value};
+use super::base64;
+
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub const MAX_READ_DOCUMENTS: usize = 32_000;
+pub const MAX_READ_BYTES: usize = 16 << 20;
+pub const MAX_READ_RANGES: usize = 4_096;
+pub const MAX_WRITE_DOCUMENTS: usize = 16_000;
+pub const MAX_WRITE_BYTES: usize = 16 << 20;
+/// Rows fetched per storage call while filtering an index range.
+const SCAN_CHUNK: usize = 128;
+
+enum Store<'a> {
+    Read(&'a mut dyn Snapshot),
+    Write(&'a mut dyn Batch),
+}
+
+impl Store<'_> {
+    fn snapshot(&mut self) -> &mut dyn Snapshot {
+        match self {
+            Store::Read(s) => *s,
+            Store::Write(b) => {
+                let b: &mut dyn Batch = *b;
+                b
+            }
+        }
+    }
+}
+
+/// The result shape of Convex's `paginate`.
+#[derive(Debug)]
+pub struct Page {
+    pub page: Vec<Document>,
+    pub is_done: bool,
+    pub continue_cursor: String,
+}
+
+struct ReadOutcome {
+    documents: Vec<Document>,
+    last_key: Option<Vec<u8>>,
+    exhausted: bool,
+}
+
+pub struct Transaction<'a> {
+    schema: &'a Schema,
+    store: Store<'a>,
+    ts: Timestamp,
+    /// The creation time of the newest document, so new ones are strictly later.
+    last_creation_time: f64,
+    reads: ReadSet,
+    writes: WriteSet,
+    documents_read: usize,
+    bytes_read: usize,
+    documents_written: usize,
+    bytes_written: usize,
+}
+
+/// A read through one index: `query(table, index).range(..).order(..)` then `take` or `paginate`.
+pub struct Query<'t, 'a> {
+    tx: &'t mut Transaction<'a>,
+    index: IndexId,
+    range: KeyRange,
+    order: Order,
+}
+
+impl<'a> Transaction<'a> {
+    pub fn read_only(schema: &'a Schema, snapshot: &'a mut dyn Snapshot) -> Transaction<'a> {
+        let ts = snapshot.ts();
+        Transaction::new(schema, Store::Read(snapshot), ts, 0.0)
+    }
+
+    /// A mutation committing at `ts`, inside the batch's current savepoint.
+    pub fn writing(schema: &'a Schema, batch: &'a mut dyn Batch, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
+        Transaction::new(schema, Store::Write(batch), ts, last_creation_time)
+    }
+
+    fn new(schema: &'a Schema, store: Store<'a>, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
+        Transaction {
+            schema,
+            store,
+            ts,
+            last_creation_time,
+            reads: ReadSet::default(),
+            writes: WriteSet::default(),
+            documents_read: 0,
+            bytes_read: 0,
+            documents_written: 0,
+            bytes_written: 0,
+        }
+    }
+
+    /// The snapshot timestamp of a query, or the commit timestamp of a mutation.
+    pub fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    /// Wall-clock milliseconds of this transaction, for `createdAt`-style fields.
+    pub fn now_ms(&self) -> f64 {
+        (self.ts / 1_000_000) as f64
+    }
+
+    pub fn schema(&self) -> &'a Schema {
+        self.schema
+    }
+
+    pub fn read_set(&self) -> &ReadSet {
+        &self.reads
+    }
+
+    pub fn into_sets(self) -> (ReadSet, WriteSet, f64) {
+        (self.reads, self.writes, self.last_creation_time)
+    }
+
+    fn table(&self, name: &str) -> Result<&'a TableDef, EngineError> {
+        self.schema.table(name).ok_or_else(|| EngineError::Schema(format!("table {name:?} is not in the schema")))
+    }
+
+    fn record_read(&mut self, index: IndexId, range: KeyRange) -> Result<(), EngineError> {
+        self.reads.record(index, range);
+        if self.reads.len() > MAX_READ_RANGES {
+            return Err(EngineError::LimitExceeded(format!(
+                "Too many index ranges read in one function (limit: {MAX_READ_RANGES})."
+            )));
+        }
+        Ok(())
+    }
+
+    fn count_read(&mut self, document: &Document) -> Result<(), EngineError> {
+        self.documents_read += 1;
+        self.bytes_read += document.size();
+        if self.documents_read > MAX_READ_DOCUMENTS || self.bytes_read > MAX_READ_BYTES {
+            return Err(EngineError::LimitExceeded(format!(
+                "Too many reads in one function (limits: {MAX_READ_DOCUMENTS} documents, {MAX_READ_BYTES} bytes)."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a document of `table` by id; an id of another table reads as absent.
+    pub fn get(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
+        let table = self.table(table)?;
+        if id.table != table.number {
+            return Ok(None);
+        }
+        self.record_read(table.by_id(), KeyRange::point(&Document::id_key(&id)))?;
+        let document = self.store.snapshot().get(&id)?;
+        if let Some(document) = &document {
+            self.count_read(document)?;
+        }
+        Ok(document)
+    }
+
+    /// Starts a read of `table` through `index`; fails if the range does not fit the index.
+    pub fn query<'t>(
+        &'t mut self,
+        table: &str,
+        index: &str,
+        range: IndexRange,
+        order: Order,
+    ) -> Result<Query<'t, 'a>, EngineError> {
+        let def = self.table(table)?;
+        let index_id = def
+            .index_id(index)
+            .ok_or_else(|| EngineError::Schema(format!("index {table}.{index} is not in the schema")))?;
+        if range.fields_used() > self.schema.index_fields(index_id).len() {
+            return Err(EngineError::Schema(format!("range uses more fields than index {table}.{index} has")));
+        }
+        Ok(Query { tx: self, index: index_id, range: range.to_key_range(), order })
+    }
+
+    /// Inserts a new document into `table` and returns its id.
+    pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, EngineError> {
+        let def = self.table(table)?;
+        let Store::Write(_) = self.store else {
+            return Err(EngineError::Schema("a query cannot write".into()));
+        };
+        let now_ms = self.ts / 1_000_000;
+        let creation_time = (self.ts as f64 / 1e6).max(self.last_creation_time.next_up());
+        self.last_creation_time = creation_time;
+        let document = Document { id: DocumentId::generate(def.number, now_ms), creation_time, fields };
+        self.write(def, None, document.clone())?;
+        Ok(document.id)
+    }
+
+    /// Sets (`Some`) or removes (`None`) top-level fields of an existing document; returns the new version.
+    pub fn patch(
+        &mut self,
+        table: &str,
+        id: DocumentId,
+        changes: impl IntoIterator<Item = (String, Option<Value>)>,
+    ) -> Result<Document, EngineError> {
+        let def = self.table(table)?;
+        let old = self.get(table, id)?.ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
+        let mut new = old.clone();
+        for (field, value) in changes {
+            match value {
+                Some(value) => new.fields.insert(field, value),
+                None => new.fields.remove(&field),
+            };
+        }
+        self.write(def, Some(&old), new.clone())?;
+        Ok(new)
+    }
+
+    fn write(&mut self, table: &TableDef, old: Option<&Document>, new: Document) -> Result<(), EngineError> {
+        check_document(self.schema, table, &new)?;
+        self.documents_written += 1;
+        self.bytes_written += new.size();
+        if self.documents_written > MAX_WRITE_DOCUMENTS || self.bytes_written > MAX_WRITE_BYTES {
+            return Err(EngineError::LimitExceeded(format!(
+                "Too many writes in one mutation (limits: {MAX_WRITE_DOCUMENTS} documents, {MAX_WRITE_BYTES} bytes)."
+            )));
+        }
+        let id_key = Document::id_key(&new.id);
+        let mut index_writes = vec![IndexWrite {
+            index: table.by_id(),
+            old: old.map(|_| id_key.clone()),
+            new: Some(id_key),
+        }];
+        for (position, index) in table.indexes.iter().enumerate() {
+            index_writes.push(IndexWrite {
+                index: IndexId { table: table.number, slot: position as u16 + 1 },
+                old: old.map(|d| d.index_key(&index.fields)),
+                new: Some(new.index_key(&index.fields)),
+            });
+        }
+        let Store::Write(batch) = &mut self.store else {
+            return Err(EngineError::Schema("a query cannot write".into()));
+        };
+        batch.put(&new, &index_writes)?;
+        self.writes.entries.extend(index_writes);
+        Ok(())
+    }
+}
+
+/// Validates a document against its table: field names, validator, size and nesting.
+fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Result<(), EngineError> {
+    if let Some(name) = document.fields.keys().find(|k| k.starts_with('_')) {
+        return Err(EngineError::Validation(format!(
+            "Field name {name:?} starts with '_', which is reserved for system fields."
+        )));
+    }
+    let value = Value::Object(document.fields.clone());
+    if value.nesting() > MAX_NESTING {
+        return Err(EngineError::Validation(format!("Document is nested more than {MAX_NESTING} levels deep.")));
+    }
+    let size = document.size();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(EngineError::LimitExceeded(format!(
+            "Document is too large ({size} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes)."
+        )));
+    }
+    if let Validator::Object(_) = &table.document {
+        table.document.check(&value, "", schema).map_err(|e| {
+            EngineError::Validation(format!("Failed to insert or update a document in table {:?}: {e}", table.name))
+        })?;
+    }
+    Ok(())
+}
+
+impl Query<'_, '_> {
+    /// Up to `limit` documents of the range, in order, that pass `keep`.
+    pub fn take(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<Vec<Document>, EngineError> {
+        Ok(self.read(limit, keep)?.documents)
+    }
+
+    /// One page of Convex pagination, continuing after `cursor`.
+    pub fn paginate(
+        mut self,
+        num_items: usize,
+        cursor: Option<&str>,
+        keep: impl Fn(&Document) -> bool,
+    ) -> Result<Page, EngineError> {
+        if let Some(cursor) = cursor {
+            let key = base64::decode(cursor)
+                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))?;
+            // The cursor is the last key returned: continue strictly past it.
+            match self.order {
+                Order::Asc => self.range.start = self.range.start.max(key_successor(&key)),
+                Order::Desc => {
+                    self.range.end = Some(match self.range.end.take() {
+                        Some(end) => end.min(key),
+                        None => key,
+                    })
+                }
+            }
+        }
+        let order = self.order;
+        let range = self.range.clone();
+        let ReadOutcome { documents: page, last_key, exhausted: is_done } = self.read(num_items, keep)?;
+        let continue_cursor = match (last_key, order) {
+            (Some(key), _) => key,
+            // Past the end: a cursor that continues to an empty page.
+            (None, Order::Asc) => range.end.unwrap_or_else(|| vec![0xff]),
+            (None, Order::Desc) => range.start,
+        };
+        Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) })
+    }
+
+    /// Reads until `limit` documents passed `keep` or the range ends. Returns the
+    /// documents, the last key read and whether the range is exhausted. Only the
+    /// part of the range actually read enters the read set.
+    fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
+        let Query { tx, index, range, order } = self;
+        let mut remaining = range.clone();
+        let mut documents = Vec::new();
+        let mut last_key: Option<Vec<u8>> = None;
+        let mut exhausted = range.is_empty();
+        while documents.len() < limit && !exhausted {
+            // One row more than needed tells whether the range goes on.
+            let want = (limit - documents.len()).min(SCAN_CHUNK) + 1;
+            let chunk = tx.store.snapshot().scan(index, &remaining, order, want)?;
+            exhausted = chunk.len() < want;
+            for (key, document) in chunk {
+                if documents.len() == limit {
+                    break;
+                }
+                tx.count_read(&document)?;
+                match order {
+                    Order::Asc => remaining.start = key_successor(&key),
+                    Order::Desc => remaining.end = Some(key.clone()),
+                }
+                if keep(&document) {
+                    documents.push(document);
+                }
+                last_key = Some(key);
+            }
+        }
+        let read_range = match (&last_key, order) {
+            (Some(key), Order::Asc) if !exhausted => KeyRange { start: range.start.clone(), end: Some(key_successor(key)) },
+            (Some(key), Order::Desc) if !exhausted => KeyRange { start: key.clone(), end: range.end.clone() },
+            _ => range,
+        };
+        tx.record_read(index, read_range)?;
+        Ok(ReadOutcome { documents, last_key, exhausted })
+    }
+}

@@ -1,0 +1,164 @@
+// Starts a Jangar server for the end-to-end tests and stops it again.
+//
+//   const server = await startServer();   // { url, stop(), output() }
+//   ...
+//   await server.stop();
+//
+// The binary is $JANGAR_BIN (resolved against the current directory) or, by
+// default, target/debug/jangar in the repository that holds this file. Every
+// server gets a fresh data directory and a free port on 127.0.0.1; both are
+// gone after stop().
+
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(HERE, "..", "..");
+
+const STARTUP_TIMEOUT_MS = 10_000;
+const POLL_INTERVAL_MS = 50;
+const STOP_GRACE_MS = 5_000;
+// Keep at most this much of the server's output for error messages.
+const MAX_OUTPUT_CHARS = 64 * 1024;
+
+export function jangarBin() {
+  const fromEnv = process.env.JANGAR_BIN;
+  if (fromEnv !== undefined && fromEnv !== "") {
+    return path.resolve(fromEnv);
+  }
+  return path.join(REPO_ROOT, "target", "debug", "jangar");
+}
+
+// Asks the kernel for a free TCP port on 127.0.0.1 by listening on port 0.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.unref();
+    probe.once("error", reject);
+    probe.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => {
+      const { port } = probe.address();
+      probe.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function describeExit(code, signal) {
+  return signal !== null ? `signal ${signal}` : `exit code ${code}`;
+}
+
+export async function startServer({ env = {}, extraArgs = [] } = {}) {
+  const bin = jangarBin();
+  const dataDir = await mkdtemp(path.join(tmpdir(), "jangar-e2e-"));
+  const port = await freePort();
+  const listen = `127.0.0.1:${port}`;
+  const url = `http://${listen}`;
+  const args = ["serve", "--listen", listen, "--data-dir", dataDir, ...extraArgs];
+
+  let output = "";
+  const keep = (chunk) => {
+    output += chunk.toString("utf8");
+    if (output.length > MAX_OUTPUT_CHARS) {
+      output = output.slice(output.length - MAX_OUTPUT_CHARS);
+    }
+  };
+
+  const child = spawn(bin, args, {
+    cwd: dataDir,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+
+  let spawnError = null;
+  child.once("error", (err) => {
+    spawnError = err;
+  });
+  let exitInfo = null;
+  const exitPromise = new Promise((resolve) => {
+    child.once("exit", (code, signal) => {
+      exitInfo = describeExit(code, signal);
+      resolve(exitInfo);
+    });
+    // 'exit' is not emitted when the binary could not be spawned at all.
+    child.once("error", () => resolve(null));
+  });
+
+  let stopped = false;
+  async function stop() {
+    if (stopped) return;
+    stopped = true;
+    try {
+      if (spawnError === null && exitInfo === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => {
+          if (exitInfo === null) child.kill("SIGKILL");
+        }, STOP_GRACE_MS);
+        try {
+          await exitPromise;
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+    } finally {
+      // A grandchild that inherited the pipes must not keep the test alive.
+      child.stdout.destroy();
+      child.stderr.destroy();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }
+
+  const describe = () =>
+    `${bin} ${args.join(" ")}\n--- server output ---\n${output || "(none)"}\n---------------------`;
+
+  try {
+    const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+    let lastProblem = "no answer yet";
+    for (;;) {
+      if (spawnError !== null) {
+        throw new Error(
+          `could not start the Jangar server (${spawnError.message}); ` +
+            `build it first or set JANGAR_BIN\n${describe()}`,
+        );
+      }
+      if (exitInfo !== null) {
+        throw new Error(`the Jangar server exited during startup (${exitInfo})\n${describe()}`);
+      }
+      try {
+        const res = await fetch(`${url}/version`, { signal: AbortSignal.timeout(1_000) });
+        await res.arrayBuffer();
+        if (res.status === 200) break;
+        lastProblem = `GET /version answered ${res.status}`;
+      } catch (err) {
+        lastProblem = `GET /version failed: ${err.cause?.code ?? err.message}`;
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `the Jangar server did not answer GET /version with 200 within ` +
+            `${STARTUP_TIMEOUT_MS} ms (${lastProblem})\n${describe()}`,
+        );
+      }
+      await sleep(POLL_INTERVAL_MS);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  return {
+    url,
+    port,
+    dataDir,
+    stop,
+    // The server's stdout and stderr so far (the last 64 KiB), for diagnostics.
+    output: () => output,
+  };
+}
