@@ -206,7 +206,7 @@ class PocketBase:
         # The CLI creates the data dir, runs the migrations and writes the superuser directly.
         sh([str(self.binary), "superuser", "upsert", PB_EMAIL, PB_PASSWORD, "--dir", str(data)], check=True)
         self.proc = start_server(self.name, [str(self.binary), "serve", "--http", f"127.0.0.1:{self.port}",
-                                             "--dir", str(data)], RUN)
+                                             "--dir", str(data), "--automigrate=false"], RUN)
         self.http = Client(self.port)
         wait_ready(self.name, self.proc, self.http, "/api/health")
         token = self.http.ok("POST", "/api/collections/_superusers/auth-with-password",
@@ -218,7 +218,7 @@ class PocketBase:
         if not self.request_logs:
             settings["logs"] = {"maxDays": 0}
         admin.ok("PATCH", "/api/settings", settings)
-        # "" = anyone may, null = superusers only.
+        # "" = anyone may, null = superusers only. (--automigrate=false: no pb_migrations/*.js written.)
         admin.ok("POST", "/api/collections", {
             "name": "messages", "type": "base",
             "fields": [{"name": "session", "type": "text", "required": True},
@@ -376,7 +376,7 @@ def report(results, systems, bound, secs, versions):
         g = j.get("group")
         print("\nJangar commit groups during (a): " +
               (f"{g[2]} mutations in {g[1]} groups, average group size {g[0]:.1f}" if g and g[0]
-               else "n/a (/jangar/stats missing)"))
+               else "n/a (no /jangar/stats, or no groups)"))
     print("\ncorrectness:")
     for s in systems:
         r = results[s.name]
@@ -404,6 +404,7 @@ def main():
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     if not names or set(names) - {"jangar", "pocketbase"}:
         ap.error("--systems takes jangar and/or pocketbase")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     ensure_wrk()
@@ -434,4 +435,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted; servers stopped")

@@ -5,4 +5,8 @@
 //! [`domain`] (Jangar's tables and functions), [`api`] (HTTP protocol), and the
 //! `jangar` binary (CLI and configuration).
 
+pub mod api;
+pub mod client;
+pub mod domain;
 pub mod engine;
+pub mod server;

@@ -1,1 +1,119 @@
-fn main() {}
+//! The `jangar` binary: `jangar serve` and `jangar run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jangar::client::HttpClient;
+use jangar::engine::storage::sqlite::Durability;
+use jangar::server::{ServerConfig, serve};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "jangar", version, about = "A Convex-compatible backend for coding-agent control planes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite storage).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "JANGAR_LISTEN", default_value = "127.0.0.1:3210")]
+        listen: SocketAddr,
+        /// Directory of the database, created on first start.
+        #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
+        data_dir: PathBuf,
+        /// `full` fsyncs every group commit (survives power loss); `normal` survives
+        /// a crash of Jangar but may lose the last commits on power loss.
+        #[arg(long, env = "JANGAR_DURABILITY", value_enum, default_value = "full")]
+        durability: Durability,
+    },
+    /// Call a function on a running server and print its result as JSON
+    /// (the server is CONVEX_URL, else CONVEX_SELF_HOSTED_URL, else http://127.0.0.1:3210).
+    Run {
+        /// Function path, such as `chatSessions:list`.
+        path: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match Cli::parse().command {
+        Command::Serve { listen, data_dir, durability } => {
+            runtime.block_on(serve(ServerConfig { listen, data_dir, durability }, shutdown_signal(), |_| {}))
+        }
+        Command::Run { path, args } => runtime.block_on(run(&path, &args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await.unwrap_or(());
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+}
+
+fn server_url() -> String {
+    ["CONVEX_URL", "CONVEX_SELF_HOSTED_URL"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "http://127.0.0.1:3210".into())
+}
+
+async fn run(path: &str, args: &str) -> Result<(), String> {
+    let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
+    let url = format!("{}/api/function", server_url().trim_end_matches('/'));
+    let response = HttpClient::default().post_json(&url, &json!({"path": path, "args": args, "format": "json"})).await?;
+    let body = response.json()?;
+    if !response.status.is_success() {
+        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
+    }
+    match body["status"].as_str() {
+        Some("success") => {
+            println!("{}", serde_json::to_string_pretty(&body["value"]).unwrap_or_default());
+            Ok(())
+        }
+        _ => {
+            let data = body.get("errorData").map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
+            Err(format!("{}{}", body["errorMessage"].as_str().unwrap_or("function failed"), data.unwrap_or_default()))
+        }
+    }
+}

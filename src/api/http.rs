@@ -1,0 +1,284 @@
+//! The Convex HTTP API: `/api/query`, `/api/mutation`, `/api/action`,
+//! `/api/function`, `/api/run/{module}/{fn}`, `/api/query_ts`, `/api/query_batch`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json_, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::error::FunctionError;
+use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query};
+use crate::engine::base64;
+use crate::engine::value::{JsonFormat, Value};
+
+/// One function call as the API received it.
+struct Call {
+    path: String,
+    args: Json_,
+    format: JsonFormat,
+}
+
+/// Reads a JSON body whatever its Content-Type (plain `fetch` sends text/plain).
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Json_, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
+        ApiError::new(status, code, rejection.body_text())
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
+}
+
+fn parse_format(format: Option<&Json_>, default: JsonFormat) -> Result<JsonFormat, ApiError> {
+    match format {
+        None | Some(Json_::Null) => Ok(default),
+        Some(Json_::String(name)) => JsonFormat::parse(Some(name)).ok_or_else(|| {
+            ApiError::bad_request("BadFormat", format!("format must be one of json, convex_encoded_json; got {name:?}"))
+        }),
+        Some(other) => Err(ApiError::bad_request("BadFormat", format!("format must be a string, not {other}"))),
+    }
+}
+
+fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) -> Result<Call, ApiError> {
+    let Json_::Object(fields) = body else {
+        return Err(ApiError::bad_request("BadJsonBody", "The request body must be a JSON object."));
+    };
+    let path = match path {
+        Some(path) => path,
+        None => match fields.get("path") {
+            Some(Json_::String(path)) => path.clone(),
+            _ => return Err(ApiError::bad_request("BadJsonBody", "The request body needs a string field `path`.")),
+        },
+    };
+    Ok(Call {
+        path,
+        args: fields.get("args").cloned().unwrap_or_else(|| json!({})),
+        format: parse_format(fields.get("format"), default_format)?,
+    })
+}
+
+/// Checks the `Convex-Client` header: `{client}-{semver}`.
+pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get("convex-client") else { return Ok(()) };
+    let valid = value.to_str().ok().and_then(|v| v.rsplit_once('-')).is_some_and(|(name, version)| {
+        !name.is_empty() && version.split(['.', '-', '+']).next().is_some_and(|major| major.parse::<u32>().is_ok()) && version.contains('.')
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("BadConvexClientHeader", format!("Convex-Client header {value:?} is not `client-semver`.")))
+    }
+}
+
+/// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
+fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
+    let invalid = |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
+    let args = match args {
+        Json_::Array(items) if items.len() == 1 => &items[0],
+        Json_::Array(items) => return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len()))),
+        other => other,
+    };
+    let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
+    if value.size() > crate::api::MAX_ARGS_BYTES {
+        return Err(FunctionError::App(crate::domain::error::AppError::new(
+            "LimitExceeded",
+            format!("Arguments are larger than {} bytes.", crate::api::MAX_ARGS_BYTES),
+        )));
+    }
+    Ok(value)
+}
+
+fn success(value: &Value, format: JsonFormat) -> Json_ {
+    json!({"status": "success", "value": value.to_json(format), "logLines": []})
+}
+
+/// A function's failure as a UdfResponse, or an infrastructure error.
+fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> {
+    match error {
+        FunctionError::App(app) => Ok(json!({
+            "status": "error",
+            "errorMessage": app.message,
+            "errorData": app.data().to_json(format),
+            "logLines": [],
+        })),
+        FunctionError::Engine(e) => Err(ApiError::internal(e)),
+    }
+}
+
+fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Result<Json_, ApiError> {
+    match result {
+        Ok(value) => Ok(success(&value, format)),
+        Err(error) => failure(error, format),
+    }
+}
+
+fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError> {
+    state.registry.get(path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "FunctionPathNotFound",
+            format!("Could not find public function for '{}'.", crate::domain::registry::canonical_path(path)),
+        )
+    })
+}
+
+/// Runs one call; `expected` is the kind the route serves (`None`: any kind).
+async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Json_, ApiError> {
+    let function = find_function(state, &call.path)?;
+    if let Some(expected) = expected.filter(|k| *k != function.kind) {
+        return Ok(json!({
+            "status": "error",
+            "errorMessage": format!(
+                "Trying to execute {} as {}, but it is defined as {}.",
+                function.path, expected.name(), function.kind.name()
+            ),
+            "logLines": [],
+        }));
+    }
+    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => args,
+        Err(e) => return failure(e, call.format),
+    };
+    let result = match function.kind {
+        Kind::Query => run_query(&state.db, function, args).await.map(|o| o.value),
+        Kind::Mutation => run_mutation(&state.db, function, args).await.map(|o| o.value),
+        Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", "Actions are not supported."))),
+    };
+    udf_response(result, call.format)
+}
+
+async fn call_route(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    expected: Option<Kind>,
+) -> Result<Json<Json_>, ApiError> {
+    check_client_header(&headers)?;
+    let call = parse_call(&json_body(body)?, None, JsonFormat::Clean)?;
+    Ok(Json(run(&state, call, expected).await?))
+}
+
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+    call_route(state, headers, body, Some(Kind::Query)).await
+}
+
+pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+    call_route(state, headers, body, Some(Kind::Mutation)).await
+}
+
+pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+    call_route(state, headers, body, Some(Kind::Action)).await
+}
+
+/// `/api/function` runs a function of any kind.
+pub async fn function(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+    call_route(state, headers, body, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct QueryParams {
+    path: String,
+    args: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /api/query?path=..&args=<json>&format=..`
+pub async fn query_get(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<QueryParams>) -> Result<Json<Json_>, ApiError> {
+    check_client_header(&headers)?;
+    let args = match params.args.as_deref() {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
+        None => json!({}),
+    };
+    let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
+    Ok(Json(run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await?))
+}
+
+/// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
+pub async fn run_by_path(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Json_>, ApiError> {
+    check_client_header(&headers)?;
+    let Some((module, name)) = route.rsplit_once('/') else {
+        return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
+    };
+    let body = match body {
+        Ok(bytes) if bytes.is_empty() => json!({}),
+        other => json_body(other)?,
+    };
+    let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
+    Ok(Json(run(&state, call, None).await?))
+}
+
+pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {
+    let ts = state.db.latest_ts().map_err(ApiError::internal)?;
+    Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
+}
+
+/// `/api/query_batch`: every query of the batch reads the same snapshot.
+pub async fn query_batch(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+    check_client_header(&headers)?;
+    let body = json_body(body)?;
+    let Some(Json_::Array(queries)) = body.get("queries") else {
+        return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
+    };
+    let mut bodies = Vec::with_capacity(queries.len());
+    let mut formats = Vec::with_capacity(queries.len());
+    for item in queries {
+        let call = parse_call(item, None, JsonFormat::Clean)?;
+        let function = find_function(&state, &call.path)?;
+        formats.push(call.format);
+        let prepared = if function.kind != Kind::Query {
+            Err(FunctionError::App(crate::domain::error::AppError::new(
+                "InvalidArgument",
+                format!("{} is a {}, not a query.", function.path, function.kind.name()),
+            )))
+        } else {
+            decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())).map(|args| (function, args))
+        };
+        bodies.push(move |tx: &mut crate::engine::transaction::Transaction<'_>| {
+            let (function, args) = prepared?;
+            (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
+        });
+    }
+    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;
+    let results = results
+        .into_iter()
+        .zip(formats)
+        .map(|(result, format)| udf_response(result, format))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"results": results})))
+}
+
+pub async fn version() -> &'static str {
+    concat!("jangar ", env!("CARGO_PKG_VERSION"))
+}
+
+pub async fn root() -> &'static str {
+    "This Jangar deployment is running. It speaks the Convex HTTP and sync protocols."
+}
+
+/// Group-commit counters, for benchmarks and operators.
+pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.db.stats();
+    Json(json!({
+        "commitGroups": stats.groups.load(Ordering::Relaxed),
+        "mutationsCommitted": stats.mutations.load(Ordering::Relaxed),
+    }))
+}
+
+/// Unknown routes answer in the API's error shape.
+pub async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "NotFound", "No such route.").into_response()
+}

@@ -1,0 +1,62 @@
+//! A minimal HTTP/1.1 client for `jangar run` and the black-box tests
+//! (plain `http://` only; put TLS in front of Jangar with a proxy).
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build_http() }
+    }
+}
+
+impl HttpClient {
+    /// Sends a request with optional extra headers; `body` is sent as-is.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<HttpResponse, String> {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).map_err(|e| format!("bad request for {url}: {e}"))?;
+        let response = self.inner.request(request).await.map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| format!("reading the response from {url}: {e}"))?.to_bytes();
+        Ok(HttpResponse { status: parts.status, headers: parts.headers, body })
+    }
+
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<HttpResponse, String> {
+        self.send(Method::POST, url, &[("content-type", "application/json")], body.to_string()).await
+    }
+
+    pub async fn get(&self, url: &str) -> Result<HttpResponse, String> {
+        self.send(Method::GET, url, &[], Bytes::new()).await
+    }
+}

@@ -1,0 +1,101 @@
+//! The function catalogue: every public function by its Convex path, with its
+//! kind, argument validator and handler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::database::{Database, MutationOutcome, QueryOutcome};
+use crate::engine::schema::{Schema, Validator};
+use crate::engine::transaction::Transaction;
+use crate::engine::value::Value;
+
+use super::common::Args;
+use super::error::{AppError, FunctionError, FunctionResult};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Query,
+    Mutation,
+    Action,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Query => "query",
+            Kind::Mutation => "mutation",
+            Kind::Action => "action",
+        }
+    }
+}
+
+pub type Handler = fn(&mut Transaction<'_>, &Args) -> FunctionResult;
+
+pub struct Function {
+    pub path: &'static str,
+    pub kind: Kind,
+    pub args: Validator,
+    pub handler: Handler,
+}
+
+impl Function {
+    pub fn query(path: &'static str, args: Validator, handler: Handler) -> Function {
+        Function { path, kind: Kind::Query, args, handler }
+    }
+
+    pub fn mutation(path: &'static str, args: Validator, handler: Handler) -> Function {
+        Function { path, kind: Kind::Mutation, args, handler }
+    }
+}
+
+pub struct Registry {
+    functions: HashMap<&'static str, Arc<Function>>,
+}
+
+/// Convex path rules: `module` alone means `module:default`; a `.js` suffix on the module is dropped.
+pub fn canonical_path(path: &str) -> String {
+    let (module, name) = path.split_once(':').unwrap_or((path, "default"));
+    format!("{}:{name}", module.strip_suffix(".js").unwrap_or(module))
+}
+
+impl Registry {
+    pub fn new(functions: Vec<Function>) -> Registry {
+        let mut map = HashMap::new();
+        for function in functions {
+            let path = function.path;
+            assert!(map.insert(path, Arc::new(function)).is_none(), "function {path} is registered twice");
+        }
+        Registry { functions: map }
+    }
+
+    pub fn get(&self, path: &str) -> Option<Arc<Function>> {
+        self.functions.get(canonical_path(path).as_str()).cloned()
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &Function> {
+        self.functions.values().map(|f| &**f)
+    }
+}
+
+/// Checks `args` against the function's validator and unwraps them.
+pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<Args, FunctionError> {
+    let Value::Object(object) = args else {
+        return Err(AppError::new("InvalidArgument", format!("Arguments of {} must be an object.", function.path)).into());
+    };
+    let object = Value::Object(object);
+    function.args.check(&object, "", schema).map_err(|e| {
+        AppError::new("InvalidArgument", format!("ArgumentValidationError for {}: {e}", function.path))
+    })?;
+    let Value::Object(object) = object else { unreachable!("checked above") };
+    Ok(Args(object))
+}
+
+/// Runs a query function on a fresh snapshot.
+pub async fn run_query(db: &Arc<Database>, function: Arc<Function>, args: Args) -> Result<QueryOutcome<Value>, FunctionError> {
+    db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+}
+
+/// Runs a mutation function in the next group commit.
+pub async fn run_mutation(db: &Database, function: Arc<Function>, args: Args) -> Result<MutationOutcome<Value>, FunctionError> {
+    db.mutate(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+}

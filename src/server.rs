@@ -1,0 +1,47 @@
+//! Starting and stopping a Jangar server: storage, committer, HTTP listener,
+//! graceful shutdown. Used by `jangar serve` and by the tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::domain;
+use crate::engine::database::Database;
+use crate::engine::storage::sqlite::{Durability, SqliteStorage};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests and commits finish, and returns.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    let schema = Arc::new(domain::schema::schema());
+    let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
+    let (db, committer) = Database::start(schema, Arc::new(storage)).map_err(|e| e.to_string())?;
+    let state = AppState { db, registry: Arc::new(domain::registry()) };
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.durability, "Jangar is serving");
+    on_ready(address);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    // Every handle to the database is gone with the router: the committer
+    // drains its queue and stops.
+    let joined = tokio::task::spawn_blocking(move || committer.join());
+    if tokio::time::timeout(Duration::from_secs(30), joined).await.is_err() {
+        return Err("the committer did not stop within 30 s".into());
+    }
+    tracing::info!("Jangar stopped");
+    Ok(())
+}
