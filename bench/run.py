@@ -185,7 +185,17 @@ class Jangar:
         return self.call("query", "chatMessages:listBySession", {"sessionId": sid, "limit": limit})
 
     def count(self, sids, upper):
-        return sum(len(self.list(s, upper)) for s in sids)
+        total = 0
+        for sid in sids:
+            cursor = None
+            while True:
+                page = self.call("query", "chatMessages:listBySession",
+                                 {"sessionId": sid, "paginationOpts": {"numItems": 1000, "cursor": cursor}})
+                total += len(page["page"])
+                if page["isDone"]:
+                    break
+                cursor = page["continueCursor"]
+        return total
 
     def stats(self):
         status, out = self.http.request("GET", "/jangar/stats")

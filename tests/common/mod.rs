@@ -1,0 +1,93 @@
+//! A Jangar server on a free loopback port with a fresh data directory, for black-box tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use jangar::client::{HttpClient, HttpResponse};
+use jangar::engine::storage::sqlite::Durability;
+use jangar::server::{ServerConfig, serve};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let unique = format!("jangar-test-{}-{:?}", std::process::id(), std::time::Instant::now());
+        let path = std::env::temp_dir().join(unique.replace([' ', ':', '.'], "_"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub client: HttpClient,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &TempDir) -> TestServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, address) = oneshot::channel();
+        let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.0.clone(), durability: Durability::Normal };
+        let task = tokio::spawn(serve(
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+            move |address| {
+                let _ = ready.send(address);
+            },
+        ));
+        let address = address.await.expect("server started");
+        TestServer { url: format!("http://{address}"), client: HttpClient::default(), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub async fn post(&self, route: &str, body: Value) -> HttpResponse {
+        self.client.post_json(&format!("{}{route}", self.url), &body).await.unwrap()
+    }
+
+    /// Calls a function and returns the UdfResponse body (asserting HTTP 200).
+    pub async fn call(&self, route: &str, path: &str, args: Value) -> Value {
+        let response = self.post(route, json!({"path": path, "args": args, "format": "json"})).await;
+        assert_eq!(response.status, 200, "{path}: {}", String::from_utf8_lossy(&response.body));
+        response.json().unwrap()
+    }
+
+    /// Calls a function that must succeed and returns its value.
+    pub async fn ok(&self, route: &str, path: &str, args: Value) -> Value {
+        let body = self.call(route, path, args.clone()).await;
+        assert_eq!(body["status"], "success", "{path} {args}: {body}");
+        body["value"].clone()
+    }
+
+    pub async fn mutation(&self, path: &str, args: Value) -> Value {
+        self.ok("/api/mutation", path, args).await
+    }
+
+    pub async fn query(&self, path: &str, args: Value) -> Value {
+        self.ok("/api/query", path, args).await
+    }
+
+    /// Calls a function that must fail with an application error; returns its errorData.
+    pub async fn app_error(&self, route: &str, path: &str, args: Value) -> Value {
+        let body = self.call(route, path, args.clone()).await;
+        assert_eq!(body["status"], "error", "{path} {args} should fail: {body}");
+        body["errorData"].clone()
+    }
+}
