@@ -96,6 +96,26 @@ fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
     Ok(value)
 }
 
+/// A UdfResponse body, ready to send.
+pub struct UdfBody(String);
+
+impl IntoResponse for UdfBody {
+    fn into_response(self) -> Response {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+impl From<Json_> for UdfBody {
+    fn from(json: Json_) -> UdfBody {
+        UdfBody(json.to_string())
+    }
+}
+
+/// A success response around an already-serialized value.
+fn success_body(value_json: &str) -> UdfBody {
+    UdfBody(format!(r#"{{"status":"success","value":{value_json},"logLines":[]}}"#))
+}
+
 fn success(value: &Value, format: JsonFormat) -> Json_ {
     json!({"status": "success", "value": value.to_json(format), "logLines": []})
 }
@@ -131,28 +151,31 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
 }
 
 /// Runs one call; `expected` is the kind the route serves (`None`: any kind).
-async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Json_, ApiError> {
+async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<UdfBody, ApiError> {
     let function = find_function(state, &call.path)?;
     if let Some(expected) = expected.filter(|k| *k != function.kind) {
-        return Ok(json!({
+        return Ok(UdfBody::from(json!({
             "status": "error",
             "errorMessage": format!(
                 "Trying to execute {} as {}, but it is defined as {}.",
                 function.path, expected.name(), function.kind.name()
             ),
             "logLines": [],
-        }));
+        })));
     }
     let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
         Ok(args) => args,
-        Err(e) => return failure(e, call.format),
+        Err(e) => return failure(e, call.format).map(UdfBody::from),
     };
     let result = match function.kind {
-        Kind::Query => run_query(&state.db, function, args).await.map(|o| o.value),
+        Kind::Query => match run_query(&state.db, function, args).await {
+            Ok(cached) => return Ok(success_body(&cached.json(call.format))),
+            Err(e) => Err(e),
+        },
         Kind::Mutation => run_mutation(&state.db, function, args).await.map(|o| o.value),
         Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", "Actions are not supported."))),
     };
-    udf_response(result, call.format)
+    udf_response(result, call.format).map(UdfBody::from)
 }
 
 async fn call_route(
@@ -160,26 +183,26 @@ async fn call_route(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     expected: Option<Kind>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let call = parse_call(&json_body(body)?, None, JsonFormat::Clean)?;
-    Ok(Json(run(&state, call, expected).await?))
+    run(&state, call, expected).await
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Query)).await
 }
 
-pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Mutation)).await
 }
 
-pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Action)).await
 }
 
 /// `/api/function` runs a function of any kind.
-pub async fn function(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+pub async fn function(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, None).await
 }
 
@@ -191,7 +214,7 @@ pub struct QueryParams {
 }
 
 /// `GET /api/query?path=..&args=<json>&format=..`
-pub async fn query_get(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<QueryParams>) -> Result<Json<Json_>, ApiError> {
+pub async fn query_get(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<QueryParams>) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let args = match params.args.as_deref() {
         Some(text) => serde_json::from_str(text)
@@ -199,7 +222,7 @@ pub async fn query_get(State(state): State<AppState>, headers: HeaderMap, Query(
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
-    Ok(Json(run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await?))
+    run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
@@ -208,7 +231,7 @@ pub async fn run_by_path(
     Path(route): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let Some((module, name)) = route.rsplit_once('/') else {
         return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
@@ -218,7 +241,7 @@ pub async fn run_by_path(
         other => json_body(other)?,
     };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
-    Ok(Json(run(&state, call, None).await?))
+    run(&state, call, None).await
 }
 
 pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::engine::database::{Database, MutationOutcome, QueryOutcome};
+use crate::engine::cache::CachedResult;
+use crate::engine::database::{Database, MutationOutcome};
 use crate::engine::schema::{Schema, Validator};
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
@@ -90,9 +91,17 @@ pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<A
     Ok(Args(object))
 }
 
-/// Runs a query function on a fresh snapshot.
-pub async fn run_query(db: &Arc<Database>, function: Arc<Function>, args: Args) -> Result<QueryOutcome<Value>, FunctionError> {
-    db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+/// Runs a query function, or answers from the query cache when the same call
+/// was computed and nothing it read has changed since.
+pub async fn run_query(db: &Arc<Database>, function: Arc<Function>, args: Args) -> Result<Arc<CachedResult>, FunctionError> {
+    let key = format!("{}\u{0}{}", function.path, Value::Object(args.0.clone()));
+    if let Some(hit) = db.cache().get(&key) {
+        return Ok(hit);
+    }
+    let outcome = db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
+    let result = Arc::new(CachedResult::new(outcome.value));
+    db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
+    Ok(result)
 }
 
 /// Runs a mutation function in the next group commit.

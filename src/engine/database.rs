@@ -15,12 +15,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, oneshot};
 
+use super::cache::QueryCache;
 use super::error::EngineError;
 use super::schema::Schema;
 use super::sets::{ReadSet, WriteSet};
 use super::storage::{Batch, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
 
+/// Concurrent snapshot readers (each holds a storage connection while it runs).
+const MAX_READERS: usize = 4;
+/// Results the query cache holds at most.
+const QUERY_CACHE_ENTRIES: usize = 10_000;
 /// The most mutations one commit carries.
 const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
@@ -97,10 +102,13 @@ where
 
 pub struct Database {
     schema: Arc<Schema>,
+    /// Bounds concurrent snapshots, so readers (and their connections) stay few and warm.
+    readers: tokio::sync::Semaphore,
     storage: Arc<dyn Storage>,
     jobs: mpsc::Sender<Box<dyn Job>>,
     commits: broadcast::Sender<Arc<Commit>>,
     stats: Arc<CommitStats>,
+    cache: Arc<QueryCache>,
 }
 
 /// Joins the committer thread once every `Database` handle is gone.
@@ -118,7 +126,9 @@ impl Database {
         let (commits, _) = broadcast::channel(4096);
         let stats = Arc::new(CommitStats::default());
         let last_ts = storage.snapshot()?.ts();
+        let cache = Arc::new(QueryCache::new(QUERY_CACHE_ENTRIES));
         let committer = Committer {
+            cache: cache.clone(),
             schema: schema.clone(),
             storage: storage.clone(),
             commits: commits.clone(),
@@ -130,11 +140,17 @@ impl Database {
             .name("jangar-committer".into())
             .spawn(move || committer.run(queue))
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
-        Ok((Arc::new(Database { schema, storage, jobs, commits, stats }), CommitterHandle(thread)))
+        let readers = tokio::sync::Semaphore::new(MAX_READERS);
+        Ok((Arc::new(Database { schema, readers, storage, jobs, commits, stats, cache }), CommitterHandle(thread)))
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
+    }
+
+    /// Query results shared by all callers, kept valid by every commit.
+    pub fn cache(&self) -> &QueryCache {
+        &self.cache
     }
 
     pub fn stats(&self) -> &CommitStats {
@@ -153,6 +169,7 @@ impl Database {
         T: Send + 'static,
         E: From<EngineError> + Send + 'static,
     {
+        let _permit = self.readers.acquire().await.map_err(|_| E::from(stopped()))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.query_blocking(body))
             .await
@@ -179,6 +196,7 @@ impl Database {
         F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
         T: Send + 'static,
     {
+        let _permit = self.readers.acquire().await.map_err(|_| stopped())?;
         let db = self.clone();
         let run = move || -> Result<(Vec<T>, Timestamp), EngineError> {
             let mut snapshot = db.storage.snapshot()?;
@@ -208,13 +226,17 @@ impl Database {
     {
         let (reply, answer) = oneshot::channel();
         let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
-        let stopped = || E::from(EngineError::Storage(StorageError("the committer has stopped".into())));
-        self.jobs.send(Box::new(job)).map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        self.jobs.send(Box::new(job)).map_err(|_| E::from(stopped()))?;
+        answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
 
+fn stopped() -> EngineError {
+    EngineError::Storage(StorageError("the database has stopped".into()))
+}
+
 struct Committer {
+    cache: Arc<QueryCache>,
     schema: Arc<Schema>,
     storage: Arc<dyn Storage>,
     commits: broadcast::Sender<Arc<Commit>>,
@@ -261,8 +283,11 @@ impl Committer {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
                 for commit in commits {
+                    let commit = Arc::new(commit);
+                    // Before any mutation is answered, so nobody reads a result older than their write.
+                    self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
-                    let _ = self.commits.send(Arc::new(commit));
+                    let _ = self.commits.send(commit);
                 }
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 //! nothing of Jangar's tables.
 
 pub mod base64;
+pub mod cache;
 pub mod database;
 pub mod document;
 pub mod error;

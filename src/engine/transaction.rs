@@ -59,6 +59,8 @@ pub struct Transaction<'a> {
     last_creation_time: f64,
     reads: ReadSet,
     writes: WriteSet,
+    /// Documents this transaction already read or wrote, so repeated gets do not go to storage.
+    seen: std::collections::HashMap<DocumentId, Option<Document>>,
     documents_read: usize,
     bytes_read: usize,
     documents_written: usize,
@@ -92,6 +94,7 @@ impl<'a> Transaction<'a> {
             last_creation_time,
             reads: ReadSet::default(),
             writes: WriteSet::default(),
+            seen: std::collections::HashMap::new(),
             documents_read: 0,
             bytes_read: 0,
             documents_written: 0,
@@ -152,11 +155,15 @@ impl<'a> Transaction<'a> {
         if id.table != table.number {
             return Ok(None);
         }
+        if let Some(known) = self.seen.get(&id) {
+            return Ok(known.clone());
+        }
         self.record_read(table.by_id(), KeyRange::point(&Document::id_key(&id)))?;
         let document = self.store.snapshot().get(&id)?;
         if let Some(document) = &document {
             self.count_read(document)?;
         }
+        self.seen.insert(id, document.clone());
         Ok(document)
     }
 
@@ -239,6 +246,7 @@ impl<'a> Transaction<'a> {
         };
         batch.put(&new, &index_writes)?;
         self.writes.entries.extend(index_writes);
+        self.seen.insert(new.id, Some(new));
         Ok(())
     }
 }

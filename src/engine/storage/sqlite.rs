@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -47,6 +48,55 @@ pub struct SqliteStorage {
     readers: Mutex<Vec<Connection>>,
     /// The stored number of each declared index.
     index_numbers: HashMap<IndexId, i64>,
+    checkpointer: Checkpointer,
+}
+
+/// Copies the WAL into the database file on its own thread and connection, so
+/// the committer rarely pays for checkpoints. A writer that never pauses keeps
+/// a passive checkpoint from ever finishing, so once the WAL is long the
+/// committer restarts it after its next commit (cheap: most frames are copied
+/// already). Stops when dropped.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    restart_wanted: Arc<AtomicBool>,
+}
+
+/// WAL frames (pages) after which the committer restarts the WAL: 16 MiB of 4 KiB pages.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+impl Checkpointer {
+    fn start(path: &Path, durability: Durability) -> Result<Checkpointer, StorageError> {
+        let conn = open_connection(path, durability)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let flag = restart_wanted.clone();
+        let thread = std::thread::Builder::new()
+            .name("jangar-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(std::time::Duration::from_millis(100))
+                {
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                        Ok(frames) if frames > WAL_RESTART_FRAMES => flag.store(true, Ordering::Relaxed),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
+                    }
+                }
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            })
+            .map_err(|e| StorageError(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread), restart_wanted })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 const SCHEMA_SQL: &str = "
@@ -82,7 +132,16 @@ impl SqliteStorage {
         let mut writer = open_connection(&path, durability)?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
-        Ok(SqliteStorage { path, durability, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), index_numbers })
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(&path, durability)?;
+        Ok(SqliteStorage {
+            path,
+            durability,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+            checkpointer,
+        })
     }
 
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
@@ -103,6 +162,11 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
+    // Savepoint journals (one per mutation) stay in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Memory-mapped reads share the OS page cache between connections instead
+    // of copying pages into each connection's own cache.
+    conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -183,7 +247,8 @@ impl SqliteSnapshot<'_> {
 }
 
 fn read_ts(conn: &Connection) -> Result<Timestamp, StorageError> {
-    let ts: i64 = conn.query_row("SELECT value FROM meta WHERE name = 'last_commit_ts'", [], |r| r.get(0))?;
+    let ts: i64 =
+        conn.prepare_cached("SELECT value FROM meta WHERE name = 'last_commit_ts'")?.query_row([], |r| r.get(0))?;
     Ok(ts as Timestamp)
 }
 
@@ -284,15 +349,18 @@ impl Snapshot for SqliteBatch<'_> {
 
 impl Batch for SqliteBatch<'_> {
     fn savepoint(&mut self) -> Result<(), StorageError> {
-        Ok(self.conn.execute_batch("SAVEPOINT mutation")?)
+        self.conn.prepare_cached("SAVEPOINT mutation")?.execute([])?;
+        Ok(())
     }
 
     fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        Ok(self.conn.execute_batch("ROLLBACK TO mutation; RELEASE mutation")?)
+        self.conn.prepare_cached("ROLLBACK TO mutation")?.execute([])?;
+        self.release_savepoint()
     }
 
     fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        Ok(self.conn.execute_batch("RELEASE mutation")?)
+        self.conn.prepare_cached("RELEASE mutation")?.execute([])?;
+        Ok(())
     }
 
     fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
@@ -323,6 +391,12 @@ impl Batch for SqliteBatch<'_> {
             .execute([ts as i64])?;
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
+        if self.storage.checkpointer.restart_wanted.swap(false, Ordering::Relaxed) {
+            // Waits for readers of old frames (short); a failure only delays the restart.
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL restart failed");
+            }
+        }
         Ok(())
     }
 }
