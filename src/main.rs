@@ -11,7 +11,11 @@ use jangar::server::{ServerConfig, serve};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "jangar", version, about = "A Convex-compatible backend for coding-agent control planes")]
+#[command(
+    name = "jangar",
+    version,
+    about = "A Convex-compatible backend for coding-agent control planes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -58,9 +63,19 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability } => {
-            runtime.block_on(serve(ServerConfig { listen, data_dir, durability }, shutdown_signal(), |_| {}))
-        }
+        Command::Serve {
+            listen,
+            data_dir,
+            durability,
+        } => runtime.block_on(serve(
+            ServerConfig {
+                listen,
+                data_dir,
+                durability,
+            },
+            shutdown_signal(),
+            |_| {},
+        )),
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
     };
     match result {
@@ -77,10 +92,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return interrupt.await.unwrap_or(()),
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return interrupt.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -99,21 +115,37 @@ fn server_url() -> String {
 }
 
 async fn run(path: &str, args: &str) -> Result<(), String> {
-    let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
+    let args: serde_json::Value =
+        serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
     let url = format!("{}/api/function", server_url().trim_end_matches('/'));
-    let response = HttpClient::default().post_json(&url, &json!({"path": path, "args": args, "format": "json"})).await?;
+    let response = HttpClient::default()
+        .post_json(&url, &json!({"path": path, "args": args, "format": "json"}))
+        .await?;
     let body = response.json()?;
     if !response.status.is_success() {
-        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
+        return Err(format!(
+            "{} {}",
+            response.status,
+            body["message"].as_str().unwrap_or(&body.to_string())
+        ));
     }
     match body["status"].as_str() {
         Some("success") => {
-            println!("{}", serde_json::to_string_pretty(&body["value"]).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body["value"]).unwrap_or_default()
+            );
             Ok(())
         }
         _ => {
-            let data = body.get("errorData").map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
-            Err(format!("{}{}", body["errorMessage"].as_str().unwrap_or("function failed"), data.unwrap_or_default()))
+            let data = body
+                .get("errorData")
+                .map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
+            Err(format!(
+                "{}{}",
+                body["errorMessage"].as_str().unwrap_or("function failed"),
+                data.unwrap_or_default()
+            ))
         }
     }
 }

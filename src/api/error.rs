@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -25,12 +29,20 @@ impl ApiError {
 
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Your request couldn't be completed. Try again later.")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "Your request couldn't be completed. Try again later.",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }

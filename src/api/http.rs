@@ -30,32 +30,58 @@ struct Call {
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Json_, ApiError> {
     let bytes = body.map_err(|rejection| {
         let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "PayloadTooLarge"
+        } else {
+            "BadRequest"
+        };
         ApiError::new(status, code, rejection.body_text())
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "BadJsonBody",
+            format!("Failed to parse the request body as JSON: {e}"),
+        )
+    })
 }
 
 fn parse_format(format: Option<&Json_>, default: JsonFormat) -> Result<JsonFormat, ApiError> {
     match format {
         None | Some(Json_::Null) => Ok(default),
         Some(Json_::String(name)) => JsonFormat::parse(Some(name)).ok_or_else(|| {
-            ApiError::bad_request("BadFormat", format!("format must be one of json, convex_encoded_json; got {name:?}"))
+            ApiError::bad_request(
+                "BadFormat",
+                format!("format must be one of json, convex_encoded_json; got {name:?}"),
+            )
         }),
-        Some(other) => Err(ApiError::bad_request("BadFormat", format!("format must be a string, not {other}"))),
+        Some(other) => Err(ApiError::bad_request(
+            "BadFormat",
+            format!("format must be a string, not {other}"),
+        )),
     }
 }
 
-fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) -> Result<Call, ApiError> {
+fn parse_call(
+    body: &Json_,
+    path: Option<String>,
+    default_format: JsonFormat,
+) -> Result<Call, ApiError> {
     let Json_::Object(fields) = body else {
-        return Err(ApiError::bad_request("BadJsonBody", "The request body must be a JSON object."));
+        return Err(ApiError::bad_request(
+            "BadJsonBody",
+            "The request body must be a JSON object.",
+        ));
     };
     let path = match path {
         Some(path) => path,
         None => match fields.get("path") {
             Some(Json_::String(path)) => path.clone(),
-            _ => return Err(ApiError::bad_request("BadJsonBody", "The request body needs a string field `path`.")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "BadJsonBody",
+                    "The request body needs a string field `path`.",
+                ));
+            }
         },
     };
     Ok(Call {
@@ -67,30 +93,53 @@ fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) ->
 
 /// Checks the `Convex-Client` header: `{client}-{semver}`.
 pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get("convex-client") else { return Ok(()) };
-    let valid = value.to_str().ok().and_then(|v| v.rsplit_once('-')).is_some_and(|(name, version)| {
-        !name.is_empty() && version.split(['.', '-', '+']).next().is_some_and(|major| major.parse::<u32>().is_ok()) && version.contains('.')
-    });
+    let Some(value) = headers.get("convex-client") else {
+        return Ok(());
+    };
+    let valid = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.rsplit_once('-'))
+        .is_some_and(|(name, version)| {
+            !name.is_empty()
+                && version
+                    .split(['.', '-', '+'])
+                    .next()
+                    .is_some_and(|major| major.parse::<u32>().is_ok())
+                && version.contains('.')
+        });
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request("BadConvexClientHeader", format!("Convex-Client header {value:?} is not `client-semver`.")))
+        Err(ApiError::bad_request(
+            "BadConvexClientHeader",
+            format!("Convex-Client header {value:?} is not `client-semver`."),
+        ))
     }
 }
 
 /// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
 fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
-    let invalid = |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
+    let invalid =
+        |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
     let args = match args {
         Json_::Array(items) if items.len() == 1 => &items[0],
-        Json_::Array(items) => return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len()))),
+        Json_::Array(items) => {
+            return Err(invalid(format!(
+                "Expected one argument object, got {} arguments.",
+                items.len()
+            )));
+        }
         other => other,
     };
     let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
     if value.size() > crate::api::MAX_ARGS_BYTES {
         return Err(FunctionError::App(crate::domain::error::AppError::new(
             "LimitExceeded",
-            format!("Arguments are larger than {} bytes.", crate::api::MAX_ARGS_BYTES),
+            format!(
+                "Arguments are larger than {} bytes.",
+                crate::api::MAX_ARGS_BYTES
+            ),
         )));
     }
     Ok(value)
@@ -101,7 +150,11 @@ pub struct UdfBody(String);
 
 impl IntoResponse for UdfBody {
     fn into_response(self) -> Response {
-        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.0,
+        )
+            .into_response()
     }
 }
 
@@ -113,7 +166,9 @@ impl From<Json_> for UdfBody {
 
 /// A success response around an already-serialized value.
 fn success_body(value_json: &str) -> UdfBody {
-    UdfBody(format!(r#"{{"status":"success","value":{value_json},"logLines":[]}}"#))
+    UdfBody(format!(
+        r#"{{"status":"success","value":{value_json},"logLines":[]}}"#
+    ))
 }
 
 fn success(value: &Value, format: JsonFormat) -> Json_ {
@@ -133,7 +188,10 @@ fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> 
     }
 }
 
-fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Result<Json_, ApiError> {
+fn udf_response(
+    result: Result<Value, FunctionError>,
+    format: JsonFormat,
+) -> Result<Json_, ApiError> {
     match result {
         Ok(value) => Ok(success(&value, format)),
         Err(error) => failure(error, format),
@@ -145,7 +203,10 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
         ApiError::new(
             StatusCode::NOT_FOUND,
             "FunctionPathNotFound",
-            format!("Could not find public function for '{}'.", crate::domain::registry::canonical_path(path)),
+            format!(
+                "Could not find public function for '{}'.",
+                crate::domain::registry::canonical_path(path)
+            ),
         )
     })
 }
@@ -163,7 +224,9 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
             "logLines": [],
         })));
     }
-    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+    let args = match decode_args(&call.args)
+        .and_then(|args| check_args(&function, args, state.db.schema()))
+    {
         Ok(args) => args,
         Err(e) => return failure(e, call.format).map(UdfBody::from),
     };
@@ -172,8 +235,13 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
             Ok(cached) => return Ok(success_body(&cached.json(call.format))),
             Err(e) => Err(e),
         },
-        Kind::Mutation => run_mutation(&state.db, function, args).await.map(|o| o.value),
-        Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", "Actions are not supported."))),
+        Kind::Mutation => run_mutation(&state.db, function, args)
+            .await
+            .map(|o| o.value),
+        Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new(
+            "InvalidArgument",
+            "Actions are not supported.",
+        ))),
     };
     udf_response(result, call.format).map(UdfBody::from)
 }
@@ -189,20 +257,36 @@ async fn call_route(
     run(&state, call, expected).await
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
+pub async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Query)).await
 }
 
-pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
+pub async fn mutation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Mutation)).await
 }
 
-pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
+pub async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Action)).await
 }
 
 /// `/api/function` runs a function of any kind.
-pub async fn function(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<UdfBody, ApiError> {
+pub async fn function(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, None).await
 }
 
@@ -214,15 +298,29 @@ pub struct QueryParams {
 }
 
 /// `GET /api/query?path=..&args=<json>&format=..`
-pub async fn query_get(State(state): State<AppState>, headers: HeaderMap, Query(params): Query<QueryParams>) -> Result<UdfBody, ApiError> {
+pub async fn query_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<QueryParams>,
+) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let args = match params.args.as_deref() {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}"))
+        })?,
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
-    run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await
+    run(
+        &state,
+        Call {
+            path: params.path,
+            args,
+            format,
+        },
+        Some(Kind::Query),
+    )
+    .await
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
@@ -234,7 +332,10 @@ pub async fn run_by_path(
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let Some((module, name)) = route.rsplit_once('/') else {
-        return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
+        return Err(ApiError::bad_request(
+            "BadConvexFunctionIdentifier",
+            format!("{route:?} is not module/function."),
+        ));
     };
     let body = match body {
         Ok(bytes) if bytes.is_empty() => json!({}),
@@ -250,11 +351,18 @@ pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiE
 }
 
 /// `/api/query_batch`: every query of the batch reads the same snapshot.
-pub async fn query_batch(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Json_>, ApiError> {
+pub async fn query_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Json_>, ApiError> {
     check_client_header(&headers)?;
     let body = json_body(body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
-        return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
+        return Err(ApiError::bad_request(
+            "BadJsonBody",
+            "The request body needs an array field `queries`.",
+        ));
     };
     let mut bodies = Vec::with_capacity(queries.len());
     let mut formats = Vec::with_capacity(queries.len());
@@ -265,17 +373,29 @@ pub async fn query_batch(State(state): State<AppState>, headers: HeaderMap, body
         let prepared = if function.kind != Kind::Query {
             Err(FunctionError::App(crate::domain::error::AppError::new(
                 "InvalidArgument",
-                format!("{} is a {}, not a query.", function.path, function.kind.name()),
+                format!(
+                    "{} is a {}, not a query.",
+                    function.path,
+                    function.kind.name()
+                ),
             )))
         } else {
-            decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())).map(|args| (function, args))
+            decode_args(&call.args)
+                .and_then(|args| check_args(&function, args, state.db.schema()))
+                .map(|args| (function, args))
         };
-        bodies.push(move |tx: &mut crate::engine::transaction::Transaction<'_>| {
-            let (function, args) = prepared?;
-            (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
-        });
+        bodies.push(
+            move |tx: &mut crate::engine::transaction::Transaction<'_>| {
+                let (function, args) = prepared?;
+                (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
+            },
+        );
     }
-    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;
+    let (results, _) = state
+        .db
+        .query_many(bodies)
+        .await
+        .map_err(ApiError::internal)?;
     let results = results
         .into_iter()
         .zip(formats)

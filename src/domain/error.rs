@@ -14,7 +14,11 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: &'static str, message: impl Into<String>) -> AppError {
-        AppError { code, message: message.into(), details: Object::new() }
+        AppError {
+            code,
+            message: message.into(),
+            details: Object::new(),
+        }
     }
 
     pub fn with(mut self, field: &str, value: impl Into<Value>) -> AppError {
@@ -53,10 +57,12 @@ impl FunctionError {
             FunctionError::Engine(EngineError::Validation(m) | EngineError::InvalidCursor(m)) => {
                 FunctionError::App(AppError::new("InvalidArgument", m))
             }
-            FunctionError::Engine(EngineError::LimitExceeded(m)) => FunctionError::App(AppError::new("LimitExceeded", m)),
-            FunctionError::Engine(EngineError::NoSuchDocument(id)) => {
-                FunctionError::App(AppError::new("NotFound", format!("Document {id} does not exist.")).with("id", id))
+            FunctionError::Engine(EngineError::LimitExceeded(m)) => {
+                FunctionError::App(AppError::new("LimitExceeded", m))
             }
+            FunctionError::Engine(EngineError::NoSuchDocument(id)) => FunctionError::App(
+                AppError::new("NotFound", format!("Document {id} does not exist.")).with("id", id),
+            ),
             other => other,
         }
     }

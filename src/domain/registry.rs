@@ -41,11 +41,21 @@ pub struct Function {
 
 impl Function {
     pub fn query(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Query, args, handler }
+        Function {
+            path,
+            kind: Kind::Query,
+            args,
+            handler,
+        }
     }
 
     pub fn mutation(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Mutation, args, handler }
+        Function {
+            path,
+            kind: Kind::Mutation,
+            args,
+            handler,
+        }
     }
 }
 
@@ -64,7 +74,10 @@ impl Registry {
         let mut map = HashMap::new();
         for function in functions {
             let path = function.path;
-            assert!(map.insert(path, Arc::new(function)).is_none(), "function {path} is registered twice");
+            assert!(
+                map.insert(path, Arc::new(function)).is_none(),
+                "function {path} is registered twice"
+            );
         }
         Registry { functions: map }
     }
@@ -79,32 +92,59 @@ impl Registry {
 }
 
 /// Checks `args` against the function's validator and unwraps them.
-pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<Args, FunctionError> {
+pub fn check_args(
+    function: &Function,
+    args: Value,
+    schema: &Schema,
+) -> Result<Args, FunctionError> {
     let Value::Object(object) = args else {
-        return Err(AppError::new("InvalidArgument", format!("Arguments of {} must be an object.", function.path)).into());
+        return Err(AppError::new(
+            "InvalidArgument",
+            format!("Arguments of {} must be an object.", function.path),
+        )
+        .into());
     };
     let object = Value::Object(object);
     function.args.check(&object, "", schema).map_err(|e| {
-        AppError::new("InvalidArgument", format!("ArgumentValidationError for {}: {e}", function.path))
+        AppError::new(
+            "InvalidArgument",
+            format!("ArgumentValidationError for {}: {e}", function.path),
+        )
     })?;
-    let Value::Object(object) = object else { unreachable!("checked above") };
+    let Value::Object(object) = object else {
+        unreachable!("checked above")
+    };
     Ok(Args(object))
 }
 
 /// Runs a query function, or answers from the query cache when the same call
 /// was computed and nothing it read has changed since.
-pub async fn run_query(db: &Arc<Database>, function: Arc<Function>, args: Args) -> Result<Arc<CachedResult>, FunctionError> {
+pub async fn run_query(
+    db: &Arc<Database>,
+    function: Arc<Function>,
+    args: Args,
+) -> Result<Arc<CachedResult>, FunctionError> {
     let key = format!("{}\u{0}{}", function.path, Value::Object(args.0.clone()));
     if let Some(hit) = db.cache().get(&key) {
         return Ok(hit);
     }
-    let outcome = db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
+    let outcome = db
+        .query(move |tx| (function.handler)(tx, &args))
+        .await
+        .map_err(FunctionError::into_client_facing)?;
     let result = Arc::new(CachedResult::new(outcome.value));
-    db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
+    db.cache()
+        .insert(key, result.clone(), outcome.reads, outcome.ts);
     Ok(result)
 }
 
 /// Runs a mutation function in the next group commit.
-pub async fn run_mutation(db: &Database, function: Arc<Function>, args: Args) -> Result<MutationOutcome<Value>, FunctionError> {
-    db.mutate(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+pub async fn run_mutation(
+    db: &Database,
+    function: Arc<Function>,
+    args: Args,
+) -> Result<MutationOutcome<Value>, FunctionError> {
+    db.mutate(move |tx| (function.handler)(tx, &args))
+        .await
+        .map_err(FunctionError::into_client_facing)
 }

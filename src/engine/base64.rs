@@ -6,7 +6,11 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -36,7 +40,7 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     if text.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
         return None;
     }
-    if text.len() != trimmed.len() && text.len() % 4 != 0 {
+    if text.len() != trimmed.len() && !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);

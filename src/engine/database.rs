@@ -93,7 +93,9 @@ where
             (Some(Ok(value)), Ok(_)) => Ok(MutationOutcome { value, ts: self.ts }),
             (Some(Err(e)), _) => Err(e),
             (_, Err(e)) => Err(E::from(EngineError::Storage(e))),
-            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError("mutation did not run".into())))),
+            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError(
+                "mutation did not run".into(),
+            )))),
         };
         // The caller may have gone away; the commit stands regardless.
         let _ = self.reply.send(outcome);
@@ -121,7 +123,10 @@ impl CommitterHandle {
 }
 
 impl Database {
-    pub fn start(schema: Arc<Schema>, storage: Arc<dyn Storage>) -> Result<(Arc<Database>, CommitterHandle), StorageError> {
+    pub fn start(
+        schema: Arc<Schema>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Arc<Database>, CommitterHandle), StorageError> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (commits, _) = broadcast::channel(4096);
         let stats = Arc::new(CommitStats::default());
@@ -141,7 +146,18 @@ impl Database {
             .spawn(move || committer.run(queue))
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let readers = tokio::sync::Semaphore::new(MAX_READERS);
-        Ok((Arc::new(Database { schema, readers, storage, jobs, commits, stats, cache }), CommitterHandle(thread)))
+        Ok((
+            Arc::new(Database {
+                schema,
+                readers,
+                storage,
+                jobs,
+                commits,
+                stats,
+                cache,
+            }),
+            CommitterHandle(thread),
+        ))
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -169,11 +185,19 @@ impl Database {
         T: Send + 'static,
         E: From<EngineError> + Send + 'static,
     {
-        let _permit = self.readers.acquire().await.map_err(|_| E::from(stopped()))?;
+        let _permit = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| E::from(stopped()))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.query_blocking(body))
             .await
-            .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
+            .unwrap_or_else(|e| {
+                Err(E::from(EngineError::Storage(StorageError(format!(
+                    "query task failed: {e}"
+                )))))
+            })
     }
 
     /// The blocking form of `query`, for callers already off the async runtime.
@@ -191,7 +215,10 @@ impl Database {
     }
 
     /// Several read-only functions on the same snapshot.
-    pub async fn query_many<T, F>(self: &Arc<Self>, bodies: Vec<F>) -> Result<(Vec<T>, Timestamp), EngineError>
+    pub async fn query_many<T, F>(
+        self: &Arc<Self>,
+        bodies: Vec<F>,
+    ) -> Result<(Vec<T>, Timestamp), EngineError>
     where
         F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
         T: Send + 'static,
@@ -207,9 +234,11 @@ impl Database {
                 .collect();
             Ok((results, ts))
         };
-        tokio::task::spawn_blocking(run)
-            .await
-            .unwrap_or_else(|e| Err(EngineError::Storage(StorageError(format!("query task failed: {e}")))))
+        tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
+            Err(EngineError::Storage(StorageError(format!(
+                "query task failed: {e}"
+            ))))
+        })
     }
 
     /// The timestamp of the latest commit.
@@ -225,8 +254,15 @@ impl Database {
         E: From<EngineError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
-        self.jobs.send(Box::new(job)).map_err(|_| E::from(stopped()))?;
+        let job = MutationJob {
+            body: Some(body),
+            result: None,
+            ts: 0,
+            reply,
+        };
+        self.jobs
+            .send(Box::new(job))
+            .map_err(|_| E::from(stopped()))?;
         answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
@@ -246,7 +282,10 @@ struct Committer {
 }
 
 fn now_ns() -> Timestamp {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as Timestamp).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Timestamp)
+        .unwrap_or(0)
 }
 
 impl Committer {
@@ -281,7 +320,9 @@ impl Committer {
         match &result {
             Ok(_) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .mutations
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 for commit in commits {
                     let commit = Arc::new(commit);
                     // Before any mutation is answered, so nobody reads a result older than their write.
@@ -299,12 +340,21 @@ impl Committer {
             }
         }
         for job in group {
-            job.finish(result.as_ref().map(|ts| *ts).map_err(|e| StorageError(e.0.clone())));
+            job.finish(
+                result
+                    .as_ref()
+                    .map(|ts| *ts)
+                    .map_err(|e| StorageError(e.0.clone())),
+            );
         }
     }
 
     /// Runs one mutation in its own savepoint; returns its commit if it wrote anything.
-    fn run_job(&mut self, batch: &mut dyn Batch, job: &mut dyn Job) -> Result<Option<Commit>, StorageError> {
+    fn run_job(
+        &mut self,
+        batch: &mut dyn Batch,
+        job: &mut dyn Job,
+    ) -> Result<Option<Commit>, StorageError> {
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
         batch.savepoint()?;
         let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);

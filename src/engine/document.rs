@@ -32,10 +32,16 @@ impl Document {
 
     /// Rebuilds a document from its client form (the inverse of `to_value`).
     pub fn from_value(id: DocumentId, value: Value) -> Option<Document> {
-        let Value::Object(mut fields) = value else { return None };
+        let Value::Object(mut fields) = value else {
+            return None;
+        };
         fields.remove("_id");
         let creation_time = fields.remove("_creationTime")?.as_f64()?;
-        Some(Document { id, creation_time, fields })
+        Some(Document {
+            id,
+            creation_time,
+            fields,
+        })
     }
 
     /// The key of this document in an index on `fields`. Like Convex, every index
@@ -57,6 +63,12 @@ impl Document {
     }
 
     pub fn size(&self) -> usize {
-        self.fields.iter().map(|(k, v)| k.len() + 1 + v.size()).sum::<usize>() + 2 + 32 + 9
+        self.fields
+            .iter()
+            .map(|(k, v)| k.len() + 1 + v.size())
+            .sum::<usize>()
+            + 2
+            + 32
+            + 9
     }
 }

@@ -12,7 +12,12 @@ pub struct ReadSet {
 
 impl ReadSet {
     pub fn record(&mut self, index: IndexId, range: KeyRange) {
-        if !range.is_empty() && !self.intervals.iter().any(|(i, r)| *i == index && *r == range) {
+        if !range.is_empty()
+            && !self
+                .intervals
+                .iter()
+                .any(|(i, r)| *i == index && *r == range)
+        {
             self.intervals.push((index, range));
         }
     }
@@ -69,28 +74,61 @@ impl WriteSet {
 mod tests {
     use super::*;
 
-    const INDEX: IndexId = IndexId { table: 10_001, slot: 1 };
-    const OTHER: IndexId = IndexId { table: 10_001, slot: 2 };
+    const INDEX: IndexId = IndexId {
+        table: 10_001,
+        slot: 1,
+    };
+    const OTHER: IndexId = IndexId {
+        table: 10_001,
+        slot: 2,
+    };
 
     fn write(index: IndexId, old: Option<&[u8]>, new: Option<&[u8]>) -> WriteSet {
-        WriteSet { entries: vec![IndexWrite { index, old: old.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) }] }
+        WriteSet {
+            entries: vec![IndexWrite {
+                index,
+                old: old.map(<[u8]>::to_vec),
+                new: new.map(<[u8]>::to_vec),
+            }],
+        }
     }
 
     #[test]
     fn a_write_inside_an_interval_overlaps() {
         let mut reads = ReadSet::default();
-        reads.record(INDEX, KeyRange { start: vec![5], end: Some(vec![9]) });
+        reads.record(
+            INDEX,
+            KeyRange {
+                start: vec![5],
+                end: Some(vec![9]),
+            },
+        );
         assert!(reads.overlaps(&write(INDEX, None, Some(&[5]))));
-        assert!(reads.overlaps(&write(INDEX, Some(&[8, 200]), Some(&[20]))), "moving a key out of the range");
-        assert!(!reads.overlaps(&write(INDEX, None, Some(&[9]))), "end is exclusive");
+        assert!(
+            reads.overlaps(&write(INDEX, Some(&[8, 200]), Some(&[20]))),
+            "moving a key out of the range"
+        );
+        assert!(
+            !reads.overlaps(&write(INDEX, None, Some(&[9]))),
+            "end is exclusive"
+        );
         assert!(!reads.overlaps(&write(INDEX, Some(&[1]), Some(&[4]))));
-        assert!(!reads.overlaps(&write(OTHER, None, Some(&[6]))), "another index");
+        assert!(
+            !reads.overlaps(&write(OTHER, None, Some(&[6]))),
+            "another index"
+        );
     }
 
     #[test]
     fn empty_and_duplicate_intervals_are_not_recorded() {
         let mut reads = ReadSet::default();
-        reads.record(INDEX, KeyRange { start: vec![5], end: Some(vec![5]) });
+        reads.record(
+            INDEX,
+            KeyRange {
+                start: vec![5],
+                end: Some(vec![5]),
+            },
+        );
         reads.record(INDEX, KeyRange::point(&[1]));
         reads.record(INDEX, KeyRange::point(&[1]));
         assert_eq!(reads.len(), 1);

@@ -1,6 +1,7 @@
 //! A transaction over one snapshot: index-range reads that record their read
 //! set and, for mutations, validated writes that record their write set.
 
+use super::base64;
 use super::document::Document;
 use super::error::EngineError;
 use super::id::DocumentId;
@@ -9,7 +10,6 @@ use super::schema::{IndexId, Schema, TableDef, Validator};
 use super::sets::{IndexWrite, ReadSet, WriteSet};
 use super::storage::{Batch, Order, Snapshot, Timestamp};
 use super::value::{MAX_NESTING, Object, Value};
-use super::base64;
 
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 pub const MAX_READ_DOCUMENTS: usize = 32_000;
@@ -82,11 +82,21 @@ impl<'a> Transaction<'a> {
     }
 
     /// A mutation committing at `ts`, inside the batch's current savepoint.
-    pub fn writing(schema: &'a Schema, batch: &'a mut dyn Batch, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
+    pub fn writing(
+        schema: &'a Schema,
+        batch: &'a mut dyn Batch,
+        ts: Timestamp,
+        last_creation_time: f64,
+    ) -> Transaction<'a> {
         Transaction::new(schema, Store::Write(batch), ts, last_creation_time)
     }
 
-    fn new(schema: &'a Schema, store: Store<'a>, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
+    fn new(
+        schema: &'a Schema,
+        store: Store<'a>,
+        ts: Timestamp,
+        last_creation_time: f64,
+    ) -> Transaction<'a> {
         Transaction {
             schema,
             store,
@@ -125,7 +135,9 @@ impl<'a> Transaction<'a> {
     }
 
     fn table(&self, name: &str) -> Result<&'a TableDef, EngineError> {
-        self.schema.table(name).ok_or_else(|| EngineError::Schema(format!("table {name:?} is not in the schema")))
+        self.schema
+            .table(name)
+            .ok_or_else(|| EngineError::Schema(format!("table {name:?} is not in the schema")))
     }
 
     fn record_read(&mut self, index: IndexId, range: KeyRange) -> Result<(), EngineError> {
@@ -176,13 +188,20 @@ impl<'a> Transaction<'a> {
         order: Order,
     ) -> Result<Query<'t, 'a>, EngineError> {
         let def = self.table(table)?;
-        let index_id = def
-            .index_id(index)
-            .ok_or_else(|| EngineError::Schema(format!("index {table}.{index} is not in the schema")))?;
+        let index_id = def.index_id(index).ok_or_else(|| {
+            EngineError::Schema(format!("index {table}.{index} is not in the schema"))
+        })?;
         if range.fields_used() > self.schema.index_fields(index_id).len() {
-            return Err(EngineError::Schema(format!("range uses more fields than index {table}.{index} has")));
+            return Err(EngineError::Schema(format!(
+                "range uses more fields than index {table}.{index} has"
+            )));
         }
-        Ok(Query { tx: self, index: index_id, range: range.to_key_range(), order })
+        Ok(Query {
+            tx: self,
+            index: index_id,
+            range: range.to_key_range(),
+            order,
+        })
     }
 
     /// Inserts a new document into `table` and returns its id.
@@ -194,7 +213,11 @@ impl<'a> Transaction<'a> {
         let now_ms = self.ts / 1_000_000;
         let creation_time = (self.ts as f64 / 1e6).max(self.last_creation_time.next_up());
         self.last_creation_time = creation_time;
-        let document = Document { id: DocumentId::generate(def.number, now_ms), creation_time, fields };
+        let document = Document {
+            id: DocumentId::generate(def.number, now_ms),
+            creation_time,
+            fields,
+        };
         self.write(def, None, document.clone())?;
         Ok(document.id)
     }
@@ -207,7 +230,9 @@ impl<'a> Transaction<'a> {
         changes: impl IntoIterator<Item = (String, Option<Value>)>,
     ) -> Result<Document, EngineError> {
         let def = self.table(table)?;
-        let old = self.get(table, id)?.ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
+        let old = self
+            .get(table, id)?
+            .ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
         let mut new = old.clone();
         for (field, value) in changes {
             match value {
@@ -219,7 +244,12 @@ impl<'a> Transaction<'a> {
         Ok(new)
     }
 
-    fn write(&mut self, table: &TableDef, old: Option<&Document>, new: Document) -> Result<(), EngineError> {
+    fn write(
+        &mut self,
+        table: &TableDef,
+        old: Option<&Document>,
+        new: Document,
+    ) -> Result<(), EngineError> {
         check_document(self.schema, table, &new)?;
         self.documents_written += 1;
         self.bytes_written += new.size();
@@ -236,7 +266,10 @@ impl<'a> Transaction<'a> {
         }];
         for (position, index) in table.indexes.iter().enumerate() {
             index_writes.push(IndexWrite {
-                index: IndexId { table: table.number, slot: position as u16 + 1 },
+                index: IndexId {
+                    table: table.number,
+                    slot: position as u16 + 1,
+                },
                 old: old.map(|d| d.index_key(&index.fields)),
                 new: Some(new.index_key(&index.fields)),
             });
@@ -252,7 +285,11 @@ impl<'a> Transaction<'a> {
 }
 
 /// Validates a document against its table: field names, validator, size and nesting.
-fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Result<(), EngineError> {
+fn check_document(
+    schema: &Schema,
+    table: &TableDef,
+    document: &Document,
+) -> Result<(), EngineError> {
     if let Some(name) = document.fields.keys().find(|k| k.starts_with('_')) {
         return Err(EngineError::Validation(format!(
             "Field name {name:?} starts with '_', which is reserved for system fields."
@@ -260,7 +297,9 @@ fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Res
     }
     let value = Value::Object(document.fields.clone());
     if value.nesting() > MAX_NESTING {
-        return Err(EngineError::Validation(format!("Document is nested more than {MAX_NESTING} levels deep.")));
+        return Err(EngineError::Validation(format!(
+            "Document is nested more than {MAX_NESTING} levels deep."
+        )));
     }
     let size = document.size();
     if size > MAX_DOCUMENT_BYTES {
@@ -270,7 +309,10 @@ fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Res
     }
     if let Validator::Object(_) = &table.document {
         table.document.check(&value, "", schema).map_err(|e| {
-            EngineError::Validation(format!("Failed to insert or update a document in table {:?}: {e}", table.name))
+            EngineError::Validation(format!(
+                "Failed to insert or update a document in table {:?}: {e}",
+                table.name
+            ))
         })?;
     }
     Ok(())
@@ -278,7 +320,11 @@ fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Res
 
 impl Query<'_, '_> {
     /// Up to `limit` documents of the range, in order, that pass `keep`.
-    pub fn take(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<Vec<Document>, EngineError> {
+    pub fn take(
+        self,
+        limit: usize,
+        keep: impl Fn(&Document) -> bool,
+    ) -> Result<Vec<Document>, EngineError> {
         Ok(self.read(limit, keep)?.documents)
     }
 
@@ -290,8 +336,9 @@ impl Query<'_, '_> {
         keep: impl Fn(&Document) -> bool,
     ) -> Result<Page, EngineError> {
         if let Some(cursor) = cursor {
-            let key = base64::decode(cursor)
-                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))?;
+            let key = base64::decode(cursor).ok_or_else(|| {
+                EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor."))
+            })?;
             // The cursor is the last key returned: continue strictly past it.
             match self.order {
                 Order::Asc => self.range.start = self.range.start.max(key_successor(&key)),
@@ -305,21 +352,38 @@ impl Query<'_, '_> {
         }
         let order = self.order;
         let range = self.range.clone();
-        let ReadOutcome { documents: page, last_key, exhausted: is_done } = self.read(num_items, keep)?;
+        let ReadOutcome {
+            documents: page,
+            last_key,
+            exhausted: is_done,
+        } = self.read(num_items, keep)?;
         let continue_cursor = match (last_key, order) {
             (Some(key), _) => key,
             // Past the end: a cursor that continues to an empty page.
             (None, Order::Asc) => range.end.unwrap_or_else(|| vec![0xff]),
             (None, Order::Desc) => range.start,
         };
-        Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) })
+        Ok(Page {
+            page,
+            is_done,
+            continue_cursor: base64::encode(&continue_cursor),
+        })
     }
 
     /// Reads until `limit` documents passed `keep` or the range ends. Returns the
     /// documents, the last key read and whether the range is exhausted. Only the
     /// part of the range actually read enters the read set.
-    fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
-        let Query { tx, index, range, order } = self;
+    fn read(
+        self,
+        limit: usize,
+        keep: impl Fn(&Document) -> bool,
+    ) -> Result<ReadOutcome, EngineError> {
+        let Query {
+            tx,
+            index,
+            range,
+            order,
+        } = self;
         let mut remaining = range.clone();
         let mut documents = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
@@ -345,11 +409,21 @@ impl Query<'_, '_> {
             }
         }
         let read_range = match (&last_key, order) {
-            (Some(key), Order::Asc) if !exhausted => KeyRange { start: range.start.clone(), end: Some(key_successor(key)) },
-            (Some(key), Order::Desc) if !exhausted => KeyRange { start: key.clone(), end: range.end.clone() },
+            (Some(key), Order::Asc) if !exhausted => KeyRange {
+                start: range.start.clone(),
+                end: Some(key_successor(key)),
+            },
+            (Some(key), Order::Desc) if !exhausted => KeyRange {
+                start: key.clone(),
+                end: range.end.clone(),
+            },
             _ => range,
         };
         tx.record_read(index, read_range)?;
-        Ok(ReadOutcome { documents, last_key, exhausted })
+        Ok(ReadOutcome {
+            documents,
+            last_key,
+            exhausted,
+        })
     }
 }

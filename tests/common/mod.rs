@@ -14,7 +14,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let unique = format!("jangar-test-{}-{:?}", std::process::id(), std::time::Instant::now());
+        let unique = format!(
+            "jangar-test-{}-{:?}",
+            std::process::id(),
+            std::time::Instant::now()
+        );
         let path = std::env::temp_dir().join(unique.replace([' ', ':', '.'], "_"));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -38,7 +42,11 @@ impl TestServer {
     pub async fn start(dir: &TempDir) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, address) = oneshot::channel();
-        let config = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.0.clone(), durability: Durability::Normal };
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.0.clone(),
+            durability: Durability::Normal,
+        };
         let task = tokio::spawn(serve(
             config,
             async move {
@@ -49,7 +57,12 @@ impl TestServer {
             },
         ));
         let address = address.await.expect("server started");
-        TestServer { url: format!("http://{address}"), client: HttpClient::default(), stop: Some(stop), task: Some(task) }
+        TestServer {
+            url: format!("http://{address}"),
+            client: HttpClient::default(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Stops the server gracefully and waits until it has.
@@ -59,13 +72,23 @@ impl TestServer {
     }
 
     pub async fn post(&self, route: &str, body: Value) -> HttpResponse {
-        self.client.post_json(&format!("{}{route}", self.url), &body).await.unwrap()
+        self.client
+            .post_json(&format!("{}{route}", self.url), &body)
+            .await
+            .unwrap()
     }
 
     /// Calls a function and returns the UdfResponse body (asserting HTTP 200).
     pub async fn call(&self, route: &str, path: &str, args: Value) -> Value {
-        let response = self.post(route, json!({"path": path, "args": args, "format": "json"})).await;
-        assert_eq!(response.status, 200, "{path}: {}", String::from_utf8_lossy(&response.body));
+        let response = self
+            .post(route, json!({"path": path, "args": args, "format": "json"}))
+            .await;
+        assert_eq!(
+            response.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
         response.json().unwrap()
     }
 

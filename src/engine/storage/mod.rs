@@ -52,7 +52,8 @@ pub trait Batch: Snapshot {
     /// Keeps everything since the savepoint and ends it.
     fn release_savepoint(&mut self) -> Result<(), StorageError>;
     /// Stores `document` (a new version of `id`) and applies its index changes.
-    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError>;
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite])
+    -> Result<(), StorageError>;
     /// Makes the batch durable, recording `ts` as the last commit timestamp.
     fn commit(self: Box<Self>, ts: Timestamp) -> Result<(), StorageError>;
 }
