@@ -153,17 +153,18 @@ class Client:
 # ---------------------------------------------------------------- systems
 
 class Jangar:
-    name, label = "jangar", "Jangar"
+    name, label, protocol = "jangar", "Jangar", "jangar"
+    extra_args = []
 
     def __init__(self, binary):
         self.binary = binary
 
     def start(self):
         self.port = free_port()
-        data = RUN / "jangar-data"
+        data = RUN / f"{self.name}-data"
         data.mkdir()
         self.proc = start_server(self.name, [str(self.binary), "serve", "--listen",
-                                             f"127.0.0.1:{self.port}", "--data-dir", str(data)], ROOT)
+                                             f"127.0.0.1:{self.port}", "--data-dir", str(data)] + self.extra_args, ROOT)
         self.http = Client(self.port)
         body = wait_ready(self.name, self.proc, self.http, "/version")
         self.version = (body if isinstance(body, str) else json.dumps(body)).strip()[:80]
@@ -202,8 +203,14 @@ class Jangar:
         return out if status == 200 and isinstance(out, dict) else None
 
 
+class JangarNoCache(Jangar):
+    """Jangar with its query cache off: every list reads SQLite and serializes anew."""
+    name, label = "jangar-nocache", "Jangar, no query cache"
+    extra_args = ["--query-cache-entries", "0"]
+
+
 class PocketBase:
-    name, label = "pocketbase", "PocketBase"
+    name, label, protocol = "pocketbase", "PocketBase", "pocketbase"
 
     def __init__(self, binary, request_logs):
         self.binary, self.request_logs = binary, request_logs
@@ -262,7 +269,7 @@ class PocketBase:
 
 def wrk(system, op, sessions_file, secs):
     cmd = ["wrk", f"-t{THREADS}", f"-c{CONNS}", f"-d{secs}s", "--timeout", "5s", "--latency",
-           "-s", str(LUA), f"http://127.0.0.1:{system.port}", "--", system.name, op, str(sessions_file)]
+           "-s", str(LUA), f"http://127.0.0.1:{system.port}", "--", system.protocol, op, str(sessions_file)]
     out = sh(cmd, timeout=secs + 60)
     (RUN / f"wrk-{system.name}-{op}.txt").write_text(out.stdout + out.stderr)
     line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH ")), None)
@@ -381,6 +388,15 @@ def report(results, systems, bound, secs, versions):
             extra = fmt(bound, "rps") if op == "append" and key == "rps" and bound else ""
             print(f"{title:<24}{metric:<10}{fmt(jv, kind):>12}{fmt(pv, kind):>12}{ratio:>8}{extra:>14}")
             title = ""
+    n = results.get("jangar-nocache")
+    if n:
+        title = "(b) list, no cache"
+        for key, metric, kind in (("rps", "req/s", "rps"), ("p50_us", "p50 ms", "ms"), ("p99_us", "p99 ms", "ms")):
+            jv = n["list"][key]
+            pv = p["list"][key] if p else None
+            ratio = f"{jv / pv:.2f}x" if pv else "-"
+            print(f"{title:<24}{metric:<10}{fmt(jv, kind):>12}{fmt(pv, kind):>12}{ratio:>8}")
+            title = ""
     print("(req/s: higher is better; latency in ms: lower is better; J/PB = Jangar / PocketBase)")
     if j:
         g = j.get("group")
@@ -425,6 +441,7 @@ def main():
         if not Path(args.jangar_bin).exists():
             sys.exit(f"{args.jangar_bin} not found (build it, or use --systems pocketbase)")
         systems.append(Jangar(Path(args.jangar_bin)))
+        systems.append(JangarNoCache(Path(args.jangar_bin)))
     if "pocketbase" in names:
         systems.append(PocketBase(ensure_pocketbase(), args.pb_request_logs))
 

@@ -35,6 +35,9 @@ enum Command {
         /// a crash of Jangar but may lose the last commits on power loss.
         #[arg(long, env = "JANGAR_DURABILITY", value_enum, default_value = "full")]
         durability: Durability,
+        /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
+        #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
+        query_cache_entries: usize,
     },
     /// Call a function on a running server and print its result as JSON
     /// (the server is CONVEX_URL, else CONVEX_SELF_HOSTED_URL, else http://127.0.0.1:3210).
@@ -67,11 +70,13 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             durability,
+            query_cache_entries,
         } => runtime.block_on(serve(
             ServerConfig {
                 listen,
                 data_dir,
                 durability,
+                query_cache_entries,
             },
             shutdown_signal(),
             |_| {},

@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub durability: Durability,
+    /// Results the query cache holds at most; 0 turns it off.
+    pub query_cache_entries: usize,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -30,7 +32,8 @@ pub async fn serve(
     let schema = Arc::new(domain::schema::schema());
     let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability)
         .map_err(|e| e.to_string())?;
-    let (db, committer) = Database::start(schema, Arc::new(storage)).map_err(|e| e.to_string())?;
+    let (db, committer) = Database::start(schema, Arc::new(storage), config.query_cache_entries)
+        .map_err(|e| e.to_string())?;
     let state = AppState {
         db,
         registry: Arc::new(domain::registry()),

@@ -24,8 +24,6 @@ use super::transaction::Transaction;
 
 /// Concurrent snapshot readers (each holds a storage connection while it runs).
 const MAX_READERS: usize = 4;
-/// Results the query cache holds at most.
-const QUERY_CACHE_ENTRIES: usize = 10_000;
 /// The most mutations one commit carries.
 const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
@@ -123,15 +121,17 @@ impl CommitterHandle {
 }
 
 impl Database {
+    /// Starts the committer; the query cache holds at most `cache_entries` results (0 turns it off).
     pub fn start(
         schema: Arc<Schema>,
         storage: Arc<dyn Storage>,
+        cache_entries: usize,
     ) -> Result<(Arc<Database>, CommitterHandle), StorageError> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (commits, _) = broadcast::channel(4096);
         let stats = Arc::new(CommitStats::default());
         let last_ts = storage.snapshot()?.ts();
-        let cache = Arc::new(QueryCache::new(QUERY_CACHE_ENTRIES));
+        let cache = Arc::new(QueryCache::new(cache_entries));
         let committer = Committer {
             cache: cache.clone(),
             schema: schema.clone(),

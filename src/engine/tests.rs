@@ -50,7 +50,7 @@ fn schema() -> Schema {
 fn open(dir: &TempDir) -> Arc<Database> {
     let schema = Arc::new(schema());
     let storage = SqliteStorage::open(&dir.0, &schema, Durability::Normal).unwrap();
-    Database::start(schema, Arc::new(storage)).unwrap().0
+    Database::start(schema, Arc::new(storage), 100).unwrap().0
 }
 
 fn item(group: &str, rank: f64) -> Object {

@@ -46,6 +46,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.0.clone(),
             durability: Durability::Normal,
+            query_cache_entries: 1000,
         };
         let task = tokio::spawn(serve(
             config,
