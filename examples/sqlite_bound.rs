@@ -10,10 +10,7 @@ use rusqlite::{Connection, params};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_owned())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,25 +34,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while Instant::now() < deadline {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO messages (session, created, body) VALUES (?1, ?2, ?3)",
-            )?;
+            let mut insert =
+                conn.prepare_cached("INSERT INTO messages (session, created, body) VALUES (?1, ?2, ?3)")?;
             for _ in 0..group {
                 inserted += 1;
-                insert.execute(params![
-                    format!("session-{}", inserted % 100),
-                    inserted as f64,
-                    body
-                ])?;
+                insert.execute(params![format!("session-{}", inserted % 100), inserted as f64, body])?;
             }
         }
         conn.execute_batch("COMMIT")?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!("inserts_per_sec={:.1}", inserted as f64 / elapsed);
-    println!(
-        "commits_per_sec={:.1}",
-        inserted as f64 / group as f64 / elapsed
-    );
+    println!("commits_per_sec={:.1}", inserted as f64 / group as f64 / elapsed);
     Ok(())
 }

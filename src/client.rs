@@ -22,20 +22,14 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            format!(
-                "response is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 impl Default for HttpClient {
     fn default() -> Self {
-        HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build_http() }
     }
 }
 
@@ -52,39 +46,15 @@ impl HttpClient {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(body.into()))
-            .map_err(|e| format!("bad request for {url}: {e}"))?;
-        let response = self
-            .inner
-            .request(request)
-            .await
-            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let request = request.body(Full::new(body.into())).map_err(|e| format!("bad request for {url}: {e}"))?;
+        let response = self.inner.request(request).await.map_err(|e| format!("cannot reach {url}: {e}"))?;
         let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("reading the response from {url}: {e}"))?
-            .to_bytes();
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        let body = body.collect().await.map_err(|e| format!("reading the response from {url}: {e}"))?.to_bytes();
+        Ok(HttpResponse { status: parts.status, headers: parts.headers, body })
     }
 
-    pub async fn post_json(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-    ) -> Result<HttpResponse, String> {
-        self.send(
-            Method::POST,
-            url,
-            &[("content-type", "application/json")],
-            body.to_string(),
-        )
-        .await
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<HttpResponse, String> {
+        self.send(Method::POST, url, &[("content-type", "application/json")], body.to_string()).await
     }
 
     pub async fn get(&self, url: &str) -> Result<HttpResponse, String> {

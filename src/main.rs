@@ -11,11 +11,7 @@ use jangar::server::{ServerConfig, serve};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(
-    name = "jangar",
-    version,
-    about = "A Convex-compatible backend for coding-agent control planes"
-)]
+#[command(name = "jangar", version, about = "A Convex-compatible backend for coding-agent control planes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,18 +62,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve {
-            listen,
-            data_dir,
-            durability,
-            query_cache_entries,
-        } => runtime.block_on(serve(
-            ServerConfig {
-                listen,
-                data_dir,
-                durability,
-                query_cache_entries,
-            },
+        Command::Serve { listen, data_dir, durability, query_cache_entries } => runtime.block_on(serve(
+            ServerConfig { listen, data_dir, durability, query_cache_entries },
             shutdown_signal(),
             |_| {},
         )),
@@ -97,11 +83,10 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return interrupt.await.unwrap_or(()),
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -120,37 +105,23 @@ fn server_url() -> String {
 }
 
 async fn run(path: &str, args: &str) -> Result<(), String> {
-    let args: serde_json::Value =
-        serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
+    let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
     let url = format!("{}/api/function", server_url().trim_end_matches('/'));
-    let response = HttpClient::default()
-        .post_json(&url, &json!({"path": path, "args": args, "format": "json"}))
-        .await?;
+    let response =
+        HttpClient::default().post_json(&url, &json!({"path": path, "args": args, "format": "json"})).await?;
     let body = response.json()?;
     if !response.status.is_success() {
-        return Err(format!(
-            "{} {}",
-            response.status,
-            body["message"].as_str().unwrap_or(&body.to_string())
-        ));
+        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
     }
     match body["status"].as_str() {
         Some("success") => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&body["value"]).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&body["value"]).unwrap_or_default());
             Ok(())
         }
         _ => {
-            let data = body
-                .get("errorData")
-                .map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
-            Err(format!(
-                "{}{}",
-                body["errorMessage"].as_str().unwrap_or("function failed"),
-                data.unwrap_or_default()
-            ))
+            let data =
+                body.get("errorData").map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
+            Err(format!("{}{}", body["errorMessage"].as_str().unwrap_or("function failed"), data.unwrap_or_default()))
         }
     }
 }

@@ -30,31 +30,20 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     let schema = Arc::new(domain::schema::schema());
-    let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability)
-        .map_err(|e| e.to_string())?;
-    let (db, committer) = Database::start(schema, Arc::new(storage), config.query_cache_entries)
-        .map_err(|e| e.to_string())?;
-    let state = AppState {
-        db,
-        registry: Arc::new(domain::registry()),
-    };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
+    let (db, committer) =
+        Database::start(schema, Arc::new(storage), config.query_cache_entries).map_err(|e| e.to_string())?;
+    let state = AppState { db, registry: Arc::new(domain::registry()) };
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.durability, "Jangar is serving");
     on_ready(address);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || committer.join());
-    if tokio::time::timeout(Duration::from_secs(30), joined)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(30), joined).await.is_err() {
         return Err("the committer did not stop within 30 s".into());
     }
     tracing::info!("Jangar stopped");

@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn jangar() -> Command {
@@ -24,43 +20,22 @@ fn serve_then_run_then_sigterm_exits_cleanly() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = jangar()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let run = |path: &str, args: &str| {
-        jangar()
-            .args(["run", path, args])
-            .env("CONVEX_URL", &url)
-            .output()
-            .unwrap()
-    };
+    let run = |path: &str, args: &str| jangar().args(["run", path, args]).env("CONVEX_URL", &url).output().unwrap();
     let created = loop {
-        let out = run(
-            "chatSessions:create",
-            r#"{"userId":"cli","title":"from the CLI"}"#,
-        );
+        let out = run("chatSessions:create", r#"{"userId":"cli","title":"from the CLI"}"#);
         if out.status.success() {
             break out;
         }
-        assert!(
-            Instant::now() < deadline,
-            "server did not come up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(Instant::now() < deadline, "server did not come up: {}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(
-        data.join("jangar.sqlite3").exists(),
-        "the data directory is created on first start"
-    );
+    assert!(data.join("jangar.sqlite3").exists(), "the data directory is created on first start");
     let id: String = serde_json::from_slice(&created.stdout).unwrap();
     let listed = run("chatSessions:list", r#"{"userId":"cli"}"#);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -71,10 +46,7 @@ fn serve_then_run_then_sigterm_exits_cleanly() {
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("InvalidArgument"));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
@@ -89,16 +61,9 @@ fn serve_then_run_then_sigterm_exits_cleanly() {
 
 #[test]
 fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["serve", "--help"],
-        vec!["run", "--help"],
-    ] {
+    for args in [vec!["--help"], vec!["serve", "--help"], vec!["run", "--help"]] {
         let out = jangar().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }

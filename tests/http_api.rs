@@ -7,12 +7,7 @@ use jangar::engine::base64;
 use serde_json::{Value, json};
 
 async fn session(server: &TestServer, user: &str) -> String {
-    server
-        .mutation("chatSessions:create", json!({"userId": user, "title": "t"}))
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned()
+    server.mutation("chatSessions:create", json!({"userId": user, "title": "t"})).await.as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -22,7 +17,10 @@ async fn args_as_object_or_array_and_both_output_formats() {
     let id = session(&server, "u").await;
     // The JS client's shape: args in a one-element array, encoded output.
     let encoded = server
-        .post("/api/query", json!({"path": "chatSessions:get", "args": [{"sessionId": id}], "format": "convex_encoded_json"}))
+        .post(
+            "/api/query",
+            json!({"path": "chatSessions:get", "args": [{"sessionId": id}], "format": "convex_encoded_json"}),
+        )
         .await
         .json()
         .unwrap();
@@ -44,18 +42,24 @@ async fn args_as_object_or_array_and_both_output_formats() {
         let id = id.clone();
         let server = &server;
         async move {
-            server.post("/api/query", json!({"path": "chatMessages:listBySession", "args": {"sessionId": id}, "format": format})).await.json().unwrap()
+            server
+                .post(
+                    "/api/query",
+                    json!({"path": "chatMessages:listBySession", "args": {"sessionId": id}, "format": format}),
+                )
+                .await
+                .json()
+                .unwrap()
         }
     };
     assert_eq!(
         list("convex_encoded_json").await["value"][0]["metadata"],
         json!({"n": {"$integer": "BwAAAAAAAAA="}, "b": {"$bytes": "AAE="}})
     );
-    assert_eq!(
-        list("json").await["value"][0]["metadata"],
-        json!({"n": "7", "b": "AAE="})
-    );
-    let bad = server.post("/api/query", json!({"path": "chatMessages:listBySession", "args": {"sessionId": id}, "format": "xml"})).await;
+    assert_eq!(list("json").await["value"][0]["metadata"], json!({"n": "7", "b": "AAE="}));
+    let bad = server
+        .post("/api/query", json!({"path": "chatMessages:listBySession", "args": {"sessionId": id}, "format": "xml"}))
+        .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json().unwrap()["code"], "BadFormat");
 }
@@ -67,33 +71,19 @@ async fn malformed_requests_get_clear_http_errors() {
     let client = &server.client;
     let url = |route: &str| format!("{}{route}", server.url);
 
-    let malformed = client
-        .send(hyper::Method::POST, &url("/api/mutation"), &[], "{not json")
-        .await
-        .unwrap();
+    let malformed = client.send(hyper::Method::POST, &url("/api/mutation"), &[], "{not json").await.unwrap();
     assert_eq!(malformed.status, 400);
     assert_eq!(malformed.json().unwrap()["code"], "BadJsonBody");
 
     let no_path = server.post("/api/query", json!({"args": {}})).await;
-    assert_eq!(
-        (
-            no_path.status.as_u16(),
-            no_path.json().unwrap()["code"].clone()
-        ),
-        (400, json!("BadJsonBody"))
-    );
+    assert_eq!((no_path.status.as_u16(), no_path.json().unwrap()["code"].clone()), (400, json!("BadJsonBody")));
 
-    let unknown = server
-        .post("/api/query", json!({"path": "nope:missing", "args": {}}))
-        .await;
+    let unknown = server.post("/api/query", json!({"path": "nope:missing", "args": {}})).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json().unwrap()["code"], "FunctionPathNotFound");
 
     let huge = "x".repeat(jangar::api::MAX_BODY_BYTES + 10);
-    let too_large = client
-        .send(hyper::Method::POST, &url("/api/mutation"), &[], huge)
-        .await
-        .unwrap();
+    let too_large = client.send(hyper::Method::POST, &url("/api/mutation"), &[], huge).await.unwrap();
     assert_eq!(too_large.status, 413);
     assert_eq!(too_large.json().unwrap()["code"], "PayloadTooLarge");
 
@@ -119,17 +109,10 @@ async fn malformed_requests_get_clear_http_errors() {
     assert_eq!(good_client.status, 200);
 
     // Special forms that do not decode are argument errors, not crashes.
-    let bad_value = server
-        .call(
-            "/api/mutation",
-            "chatSessions:create",
-            json!({"userId": {"$integer": "xx"}, "title": "t"}),
-        )
-        .await;
+    let bad_value =
+        server.call("/api/mutation", "chatSessions:create", json!({"userId": {"$integer": "xx"}, "title": "t"})).await;
     assert_eq!(bad_value["errorData"]["code"], "InvalidArgument");
-    let two_args = server
-        .call("/api/mutation", "chatSessions:create", json!([{}, {}]))
-        .await;
+    let two_args = server.call("/api/mutation", "chatSessions:create", json!([{}, {}])).await;
     assert_eq!(two_args["errorData"]["code"], "InvalidArgument");
 }
 
@@ -137,65 +120,26 @@ async fn malformed_requests_get_clear_http_errors() {
 async fn wrong_kind_unknown_args_and_action_errors() {
     let dir = TempDir::new();
     let server = TestServer::start(&dir).await;
-    let as_query = server
-        .call(
-            "/api/query",
-            "chatSessions:create",
-            json!({"userId": "u", "title": "t"}),
-        )
-        .await;
+    let as_query = server.call("/api/query", "chatSessions:create", json!({"userId": "u", "title": "t"})).await;
     assert_eq!(as_query["status"], "error");
-    assert!(
-        as_query["errorMessage"]
-            .as_str()
-            .unwrap()
-            .contains("defined as mutation"),
-        "{as_query}"
-    );
-    let action = server
-        .call("/api/action", "chatSessions:list", json!({"userId": "u"}))
-        .await;
+    assert!(as_query["errorMessage"].as_str().unwrap().contains("defined as mutation"), "{as_query}");
+    let action = server.call("/api/action", "chatSessions:list", json!({"userId": "u"})).await;
     assert_eq!(action["status"], "error");
     let extra = server
-        .app_error(
-            "/api/mutation",
-            "chatSessions:create",
-            json!({"userId": "u", "title": "t", "bogus": 1}),
-        )
+        .app_error("/api/mutation", "chatSessions:create", json!({"userId": "u", "title": "t", "bogus": 1}))
         .await;
     assert_eq!(extra["code"], "InvalidArgument");
     assert!(extra["message"].as_str().unwrap().contains("bogus"));
-    let missing = server
-        .app_error(
-            "/api/mutation",
-            "chatSessions:create",
-            json!({"userId": "u"}),
-        )
-        .await;
-    assert!(
-        missing["message"].as_str().unwrap().contains("`title`"),
-        "{missing}"
-    );
+    let missing = server.app_error("/api/mutation", "chatSessions:create", json!({"userId": "u"})).await;
+    assert!(missing["message"].as_str().unwrap().contains("`title`"), "{missing}");
     let message_id = server
         .mutation(
             "chatMessages:append",
             json!({"sessionId": session(&server, "u").await, "role": "user", "content": "c"}),
         )
         .await;
-    let wrong_table = server
-        .app_error(
-            "/api/query",
-            "chatSessions:get",
-            json!({"sessionId": message_id}),
-        )
-        .await;
-    assert!(
-        wrong_table["message"]
-            .as_str()
-            .unwrap()
-            .contains("another table"),
-        "{wrong_table}"
-    );
+    let wrong_table = server.app_error("/api/query", "chatSessions:get", json!({"sessionId": message_id})).await;
+    assert!(wrong_table["message"].as_str().unwrap().contains("another table"), "{wrong_table}");
     let bad_role = server
         .app_error(
             "/api/mutation",
@@ -212,48 +156,24 @@ async fn other_routes_run_query_ts_batch_function_version_and_cors() {
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     // /api/run/{module}/{fn}: args and format in the body, clean JSON by default.
-    let run = server
-        .post(
-            "/api/run/chatSessions/get",
-            json!({"args": {"sessionId": id}}),
-        )
-        .await
-        .json()
-        .unwrap();
+    let run = server.post("/api/run/chatSessions/get", json!({"args": {"sessionId": id}})).await.json().unwrap();
     assert_eq!(run["value"]["_id"], id.as_str());
     // /api/function runs any kind.
     let created = server
-        .post(
-            "/api/function",
-            json!({"path": "chatSessions:create", "args": {"userId": "v", "title": "x"}}),
-        )
+        .post("/api/function", json!({"path": "chatSessions:create", "args": {"userId": "v", "title": "x"}}))
         .await
         .json()
         .unwrap();
     assert_eq!(created["status"], "success");
     // GET /api/query with args as a JSON string.
     let args = "%7B%22userId%22%3A%22u%22%7D";
-    let got = server
-        .client
-        .get(&format!(
-            "{}/api/query?path=chatSessions:list&args={args}",
-            server.url
-        ))
-        .await
-        .unwrap();
+    let got = server.client.get(&format!("{}/api/query?path=chatSessions:list&args={args}", server.url)).await.unwrap();
     assert_eq!(got.json().unwrap()["value"][0]["_id"], id.as_str());
     // query_ts: base64 of a u64, at least the last commit.
-    let ts = server
-        .post("/api/query_ts", Value::Null)
-        .await
-        .json()
-        .unwrap();
+    let ts = server.post("/api/query_ts", Value::Null).await.json().unwrap();
     let bytes = base64::decode(ts["ts"].as_str().unwrap()).unwrap();
     let ts = u64::from_le_bytes(bytes.try_into().unwrap());
-    assert!(
-        ts > 1_700_000_000_000_000_000,
-        "nanoseconds since the epoch: {ts}"
-    );
+    assert!(ts > 1_700_000_000_000_000_000, "nanoseconds since the epoch: {ts}");
     // query_batch: one result per query, errors in place.
     let batch = server
         .post(
@@ -272,11 +192,7 @@ async fn other_routes_run_query_ts_batch_function_version_and_cors() {
     assert_eq!(results[0]["value"]["_id"], id.as_str());
     assert_eq!(results[1]["status"], "error");
     assert_eq!(results[2]["value"].as_array().unwrap().len(), 1);
-    let version = server
-        .client
-        .get(&format!("{}/version", server.url))
-        .await
-        .unwrap();
+    let version = server.client.get(&format!("{}/version", server.url)).await.unwrap();
     assert_eq!(version.status, 200);
     assert!(String::from_utf8_lossy(&version.body).starts_with("jangar "));
     // CORS mirrors the origin and allows credentials.
@@ -288,23 +204,14 @@ async fn other_routes_run_query_ts_batch_function_version_and_cors() {
             &[
                 ("origin", "http://ui.example"),
                 ("access-control-request-method", "POST"),
-                (
-                    "access-control-request-headers",
-                    "content-type,convex-client",
-                ),
+                ("access-control-request-headers", "content-type,convex-client"),
             ],
             "",
         )
         .await
         .unwrap();
-    assert_eq!(
-        preflight.headers["access-control-allow-origin"],
-        "http://ui.example"
-    );
-    assert_eq!(
-        preflight.headers["access-control-allow-credentials"],
-        "true"
-    );
+    assert_eq!(preflight.headers["access-control-allow-origin"], "http://ui.example");
+    assert_eq!(preflight.headers["access-control-allow-credentials"], "true");
 }
 
 #[tokio::test]
@@ -315,133 +222,57 @@ async fn sessions_list_by_recency_and_soft_delete_hides_children() {
     let second = session(&server, "u").await;
     session(&server, "someone-else").await;
     let ids = |list: &Value| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["_id"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
+        list.as_array().unwrap().iter().map(|s| s["_id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(&server
-            .query("chatSessions:list", json!({"userId": "u"}))
-            .await),
+        ids(&server.query("chatSessions:list", json!({"userId": "u"})).await),
         vec![second.clone(), first.clone()]
     );
     // A new message moves the first session to the top.
-    server
-        .mutation(
-            "chatMessages:append",
-            json!({"sessionId": first, "role": "user", "content": "hi"}),
-        )
-        .await;
+    server.mutation("chatMessages:append", json!({"sessionId": first, "role": "user", "content": "hi"})).await;
     assert_eq!(
-        ids(&server
-            .query("chatSessions:list", json!({"userId": "u"}))
-            .await),
+        ids(&server.query("chatSessions:list", json!({"userId": "u"})).await),
         vec![first.clone(), second.clone()]
     );
-    let order = server
-        .mutation(
-            "workOrders:create",
-            json!({"sessionId": first, "title": "w"}),
-        )
-        .await;
+    let order = server.mutation("workOrders:create", json!({"sessionId": first, "title": "w"})).await;
 
-    server
-        .mutation("chatSessions:remove", json!({"sessionId": first}))
-        .await;
-    assert_eq!(
-        ids(&server
-            .query("chatSessions:list", json!({"userId": "u"}))
-            .await),
-        vec![second.clone()]
-    );
-    assert_eq!(
-        server
-            .query("chatSessions:get", json!({"sessionId": first}))
-            .await,
-        Value::Null
-    );
+    server.mutation("chatSessions:remove", json!({"sessionId": first})).await;
+    assert_eq!(ids(&server.query("chatSessions:list", json!({"userId": "u"})).await), vec![second.clone()]);
+    assert_eq!(server.query("chatSessions:get", json!({"sessionId": first})).await, Value::Null);
     assert!(
-        server
-            .query(
-                "chatSessions:get",
-                json!({"sessionId": first, "includeDeleted": true})
-            )
-            .await["deletedAt"]
+        server.query("chatSessions:get", json!({"sessionId": first, "includeDeleted": true})).await["deletedAt"]
             .is_number()
     );
-    assert_eq!(
-        server
-            .query("chatMessages:listBySession", json!({"sessionId": first}))
-            .await,
-        json!([])
-    );
-    assert_eq!(
-        server
-            .query("workOrders:listBySession", json!({"sessionId": first}))
-            .await,
-        json!([])
-    );
-    assert_eq!(
-        server
-            .query("workOrders:get", json!({"workOrderId": order}))
-            .await,
-        Value::Null
-    );
+    assert_eq!(server.query("chatMessages:listBySession", json!({"sessionId": first})).await, json!([]));
+    assert_eq!(server.query("workOrders:listBySession", json!({"sessionId": first})).await, json!([]));
+    assert_eq!(server.query("workOrders:get", json!({"workOrderId": order})).await, Value::Null);
     let append = server
-        .app_error(
-            "/api/mutation",
-            "chatMessages:append",
-            json!({"sessionId": first, "role": "user", "content": "x"}),
-        )
+        .app_error("/api/mutation", "chatMessages:append", json!({"sessionId": first, "role": "user", "content": "x"}))
         .await;
     assert_eq!(append["code"], "Deleted");
     let status = server
-        .app_error(
-            "/api/mutation",
-            "workOrders:updateStatus",
-            json!({"workOrderId": order, "status": "accepted"}),
-        )
+        .app_error("/api/mutation", "workOrders:updateStatus", json!({"workOrderId": order, "status": "accepted"}))
         .await;
     assert_eq!(status["code"], "Deleted");
 
-    server
-        .mutation("chatSessions:restore", json!({"sessionId": first}))
-        .await;
+    server.mutation("chatSessions:restore", json!({"sessionId": first})).await;
     assert_eq!(
-        server
-            .query("chatMessages:listBySession", json!({"sessionId": first}))
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
+        server.query("chatMessages:listBySession", json!({"sessionId": first})).await.as_array().unwrap().len(),
         1
     );
-    assert_eq!(
-        server
-            .query("workOrders:get", json!({"workOrderId": order}))
-            .await["_id"],
-        order
-    );
-    let restored = server
-        .query("chatSessions:get", json!({"sessionId": first}))
-        .await;
+    assert_eq!(server.query("workOrders:get", json!({"workOrderId": order})).await["_id"], order);
+    let restored = server.query("chatSessions:get", json!({"sessionId": first})).await;
     assert!(restored.get("deletedAt").is_none(), "{restored}");
 
-    server
-        .mutation(
+    server.mutation("chatSessions:rename", json!({"sessionId": first, "title": "renamed"})).await;
+    assert_eq!(server.query("chatSessions:get", json!({"sessionId": first})).await["title"], "renamed");
+    let missing = server
+        .app_error(
+            "/api/mutation",
             "chatSessions:rename",
-            json!({"sessionId": first, "title": "renamed"}),
+            json!({"sessionId": jangar::engine::id::DocumentId::generate(10_003, 0).encode(), "title": "x"}),
         )
         .await;
-    assert_eq!(
-        server
-            .query("chatSessions:get", json!({"sessionId": first}))
-            .await["title"],
-        "renamed"
-    );
-    let missing = server.app_error("/api/mutation", "chatSessions:rename", json!({"sessionId": jangar::engine::id::DocumentId::generate(10_003, 0).encode(), "title": "x"})).await;
     assert_eq!(missing["code"], "NotFound");
 }
 
@@ -452,29 +283,15 @@ async fn limits_and_pagination_over_messages() {
     let id = session(&server, "u").await;
     for i in 0..7 {
         server
-            .mutation(
-                "chatMessages:append",
-                json!({"sessionId": id, "role": "user", "content": format!("m{i}")}),
-            )
+            .mutation("chatMessages:append", json!({"sessionId": id, "role": "user", "content": format!("m{i}")}))
             .await;
     }
     let contents = |list: &Value| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["content"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
+        list.as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
     };
     // `limit`: the newest messages, oldest first.
     assert_eq!(
-        contents(
-            &server
-                .query(
-                    "chatMessages:listBySession",
-                    json!({"sessionId": id, "limit": 3})
-                )
-                .await
-        ),
+        contents(&server.query("chatMessages:listBySession", json!({"sessionId": id, "limit": 3})).await),
         ["m4", "m5", "m6"]
     );
     // `paginationOpts`: pages from the oldest.
@@ -504,9 +321,7 @@ async fn limits_and_pagination_over_messages() {
     ] {
         let mut args = bad.clone();
         args["sessionId"] = json!(id);
-        let error = server
-            .app_error("/api/query", "chatMessages:listBySession", args)
-            .await;
+        let error = server.app_error("/api/query", "chatMessages:listBySession", args).await;
         assert_eq!(error["code"], "InvalidArgument", "{bad}");
     }
 }
@@ -517,85 +332,49 @@ async fn work_order_state_machine_and_results() {
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     let order = server
-        .mutation("workOrders:create", json!({"sessionId": id, "status": "queued", "workflowType": "codex", "workflowArgs": {"a": [1, 2]}}))
-        .await;
-    let get = || async {
-        server
-            .query("workOrders:get", json!({"workOrderId": order}))
-            .await
-    };
-    assert_eq!(
-        get().await["status"],
-        "submitted",
-        "queued is stored as submitted"
-    );
-    let draft = server
         .mutation(
             "workOrders:create",
-            json!({"sessionId": id, "status": "draft"}),
+            json!({"sessionId": id, "status": "queued", "workflowType": "codex", "workflowArgs": {"a": [1, 2]}}),
         )
         .await;
+    let get = || async { server.query("workOrders:get", json!({"workOrderId": order})).await };
+    assert_eq!(get().await["status"], "submitted", "queued is stored as submitted");
+    let draft = server.mutation("workOrders:create", json!({"sessionId": id, "status": "draft"})).await;
     let skip = server
-        .app_error(
-            "/api/mutation",
-            "workOrders:updateStatus",
-            json!({"workOrderId": draft, "status": "running"}),
-        )
+        .app_error("/api/mutation", "workOrders:updateStatus", json!({"workOrderId": draft, "status": "running"}))
         .await;
     assert_eq!(
         skip,
         json!({"code": "InvalidTransition", "from": "draft", "to": "running", "message": "Cannot move from draft to running."})
     );
-    server
-        .mutation(
-            "workOrders:updateStatus",
-            json!({"workOrderId": draft, "status": "canceled"}),
-        )
-        .await;
+    server.mutation("workOrders:updateStatus", json!({"workOrderId": draft, "status": "canceled"})).await;
 
     for status in ["accepted", "running"] {
         let updated = server
-            .mutation(
-                "workOrders:updateStatus",
-                json!({"workOrderId": order, "status": status, "workflowId": "wf-1"}),
-            )
+            .mutation("workOrders:updateStatus", json!({"workOrderId": order, "status": status, "workflowId": "wf-1"}))
             .await;
         assert_eq!(updated["status"], status);
     }
     // The same status again is a no-op that still answers with the document.
-    let same = server
-        .mutation(
-            "workOrders:updateStatus",
-            json!({"workOrderId": order, "status": "running"}),
-        )
-        .await;
+    let same = server.mutation("workOrders:updateStatus", json!({"workOrderId": order, "status": "running"})).await;
     assert_eq!(same["status"], "running");
     let result = server
-        .mutation("workOrders:updateResult", json!({"workOrderId": order, "prUrl": "https://github.com/a/b/pull/1", "commitSha": "abc"}))
+        .mutation(
+            "workOrders:updateResult",
+            json!({"workOrderId": order, "prUrl": "https://github.com/a/b/pull/1", "commitSha": "abc"}),
+        )
         .await;
     assert_eq!(
         (result["prUrl"].as_str(), result["commitSha"].as_str()),
         (Some("https://github.com/a/b/pull/1"), Some("abc"))
     );
-    server
-        .mutation(
-            "workOrders:updateStatus",
-            json!({"workOrderId": order, "status": "succeeded"}),
-        )
-        .await;
+    server.mutation("workOrders:updateStatus", json!({"workOrderId": order, "status": "succeeded"})).await;
     let done = get().await;
-    assert_eq!(
-        (done["status"].as_str(), done["workflowId"].as_str()),
-        (Some("succeeded"), Some("wf-1"))
-    );
+    assert_eq!((done["status"].as_str(), done["workflowId"].as_str()), (Some("succeeded"), Some("wf-1")));
     assert_eq!(done["workflowArgs"], json!({"a": [1.0, 2.0]}));
     for to in ["running", "failed", "canceled", "submitted"] {
         let error = server
-            .app_error(
-                "/api/mutation",
-                "workOrders:updateStatus",
-                json!({"workOrderId": order, "status": to}),
-            )
+            .app_error("/api/mutation", "workOrders:updateStatus", json!({"workOrderId": order, "status": to}))
             .await;
         assert_eq!(
             (error["code"].as_str(), error["from"].as_str()),
@@ -603,33 +382,12 @@ async fn work_order_state_machine_and_results() {
             "{to}"
         );
     }
-    let listed = server
-        .query("workOrders:listBySession", json!({"sessionId": id}))
-        .await;
-    let listed: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        listed,
-        [draft.as_str().unwrap(), order.as_str().unwrap()],
-        "newest first"
-    );
-    server
-        .mutation("workOrders:remove", json!({"workOrderId": order}))
-        .await;
+    let listed = server.query("workOrders:listBySession", json!({"sessionId": id})).await;
+    let listed: Vec<&str> = listed.as_array().unwrap().iter().map(|o| o["_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [draft.as_str().unwrap(), order.as_str().unwrap()], "newest first");
+    server.mutation("workOrders:remove", json!({"workOrderId": order})).await;
     assert_eq!(get().await, Value::Null);
-    assert_eq!(
-        server
-            .query("workOrders:listBySession", json!({"sessionId": id}))
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(server.query("workOrders:listBySession", json!({"sessionId": id})).await.as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -642,18 +400,14 @@ async fn acknowledged_writes_survive_a_restart() {
         let client = server.client.clone();
         let url = format!("{}/api/mutation", server.url);
         let body = json!({"path": "chatMessages:append", "args": {"sessionId": id, "role": "user", "content": format!("{i}")}});
-        pending.push(tokio::spawn(async move {
-            client.post_json(&url, &body).await.unwrap().json().unwrap()
-        }));
+        pending.push(tokio::spawn(async move { client.post_json(&url, &body).await.unwrap().json().unwrap() }));
     }
     for task in pending {
         assert_eq!(task.await.unwrap()["status"], "success");
     }
     server.stop().await;
     let server = TestServer::start(&dir).await;
-    let listed = server
-        .query("chatMessages:listBySession", json!({"sessionId": id}))
-        .await;
+    let listed = server.query("chatMessages:listBySession", json!({"sessionId": id})).await;
     assert_eq!(listed.as_array().unwrap().len(), 50);
     server.stop().await;
 }

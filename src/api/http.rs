@@ -30,57 +30,33 @@ struct Call {
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Json_, ApiError> {
     let bytes = body.map_err(|rejection| {
         let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "PayloadTooLarge"
-        } else {
-            "BadRequest"
-        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
         ApiError::new(status, code, rejection.body_text())
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(
-            "BadJsonBody",
-            format!("Failed to parse the request body as JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
 }
 
 fn parse_format(format: Option<&Json_>, default: JsonFormat) -> Result<JsonFormat, ApiError> {
     match format {
         None | Some(Json_::Null) => Ok(default),
         Some(Json_::String(name)) => JsonFormat::parse(Some(name)).ok_or_else(|| {
-            ApiError::bad_request(
-                "BadFormat",
-                format!("format must be one of json, convex_encoded_json; got {name:?}"),
-            )
+            ApiError::bad_request("BadFormat", format!("format must be one of json, convex_encoded_json; got {name:?}"))
         }),
-        Some(other) => Err(ApiError::bad_request(
-            "BadFormat",
-            format!("format must be a string, not {other}"),
-        )),
+        Some(other) => Err(ApiError::bad_request("BadFormat", format!("format must be a string, not {other}"))),
     }
 }
 
-fn parse_call(
-    body: &Json_,
-    path: Option<String>,
-    default_format: JsonFormat,
-) -> Result<Call, ApiError> {
+fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) -> Result<Call, ApiError> {
     let Json_::Object(fields) = body else {
-        return Err(ApiError::bad_request(
-            "BadJsonBody",
-            "The request body must be a JSON object.",
-        ));
+        return Err(ApiError::bad_request("BadJsonBody", "The request body must be a JSON object."));
     };
     let path = match path {
         Some(path) => path,
         None => match fields.get("path") {
             Some(Json_::String(path)) => path.clone(),
             _ => {
-                return Err(ApiError::bad_request(
-                    "BadJsonBody",
-                    "The request body needs a string field `path`.",
-                ));
+                return Err(ApiError::bad_request("BadJsonBody", "The request body needs a string field `path`."));
             }
         },
     };
@@ -96,18 +72,11 @@ pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get("convex-client") else {
         return Ok(());
     };
-    let valid = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.rsplit_once('-'))
-        .is_some_and(|(name, version)| {
-            !name.is_empty()
-                && version
-                    .split(['.', '-', '+'])
-                    .next()
-                    .is_some_and(|major| major.parse::<u32>().is_ok())
-                && version.contains('.')
-        });
+    let valid = value.to_str().ok().and_then(|v| v.rsplit_once('-')).is_some_and(|(name, version)| {
+        !name.is_empty()
+            && version.split(['.', '-', '+']).next().is_some_and(|major| major.parse::<u32>().is_ok())
+            && version.contains('.')
+    });
     if valid {
         Ok(())
     } else {
@@ -120,15 +89,11 @@ pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
 fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
-    let invalid =
-        |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
+    let invalid = |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
     let args = match args {
         Json_::Array(items) if items.len() == 1 => &items[0],
         Json_::Array(items) => {
-            return Err(invalid(format!(
-                "Expected one argument object, got {} arguments.",
-                items.len()
-            )));
+            return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len())));
         }
         other => other,
     };
@@ -136,10 +101,7 @@ fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
     if value.size() > crate::api::MAX_ARGS_BYTES {
         return Err(FunctionError::App(crate::domain::error::AppError::new(
             "LimitExceeded",
-            format!(
-                "Arguments are larger than {} bytes.",
-                crate::api::MAX_ARGS_BYTES
-            ),
+            format!("Arguments are larger than {} bytes.", crate::api::MAX_ARGS_BYTES),
         )));
     }
     Ok(value)
@@ -150,11 +112,7 @@ pub struct UdfBody(String);
 
 impl IntoResponse for UdfBody {
     fn into_response(self) -> Response {
-        (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.0,
-        )
-            .into_response()
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
     }
 }
 
@@ -166,9 +124,7 @@ impl From<Json_> for UdfBody {
 
 /// A success response around an already-serialized value.
 fn success_body(value_json: &str) -> UdfBody {
-    UdfBody(format!(
-        r#"{{"status":"success","value":{value_json},"logLines":[]}}"#
-    ))
+    UdfBody(format!(r#"{{"status":"success","value":{value_json},"logLines":[]}}"#))
 }
 
 fn success(value: &Value, format: JsonFormat) -> Json_ {
@@ -188,10 +144,7 @@ fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> 
     }
 }
 
-fn udf_response(
-    result: Result<Value, FunctionError>,
-    format: JsonFormat,
-) -> Result<Json_, ApiError> {
+fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Result<Json_, ApiError> {
     match result {
         Ok(value) => Ok(success(&value, format)),
         Err(error) => failure(error, format),
@@ -203,10 +156,7 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
         ApiError::new(
             StatusCode::NOT_FOUND,
             "FunctionPathNotFound",
-            format!(
-                "Could not find public function for '{}'.",
-                crate::domain::registry::canonical_path(path)
-            ),
+            format!("Could not find public function for '{}'.", crate::domain::registry::canonical_path(path)),
         )
     })
 }
@@ -224,9 +174,7 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
             "logLines": [],
         })));
     }
-    let args = match decode_args(&call.args)
-        .and_then(|args| check_args(&function, args, state.db.schema()))
-    {
+    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
         Ok(args) => args,
         Err(e) => return failure(e, call.format).map(UdfBody::from),
     };
@@ -235,9 +183,7 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
             Ok(cached) => return Ok(success_body(&cached.json(call.format))),
             Err(e) => Err(e),
         },
-        Kind::Mutation => run_mutation(&state.db, function, args)
-            .await
-            .map(|o| o.value),
+        Kind::Mutation => run_mutation(&state.db, function, args).await.map(|o| o.value),
         Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new(
             "InvalidArgument",
             "Actions are not supported.",
@@ -305,22 +251,12 @@ pub async fn query_get(
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let args = match params.args.as_deref() {
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}"))
-        })?,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
-    run(
-        &state,
-        Call {
-            path: params.path,
-            args,
-            format,
-        },
-        Some(Kind::Query),
-    )
-    .await
+    run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
@@ -332,10 +268,7 @@ pub async fn run_by_path(
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let Some((module, name)) = route.rsplit_once('/') else {
-        return Err(ApiError::bad_request(
-            "BadConvexFunctionIdentifier",
-            format!("{route:?} is not module/function."),
-        ));
+        return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
     };
     let body = match body {
         Ok(bytes) if bytes.is_empty() => json!({}),
@@ -359,10 +292,7 @@ pub async fn query_batch(
     check_client_header(&headers)?;
     let body = json_body(body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
-        return Err(ApiError::bad_request(
-            "BadJsonBody",
-            "The request body needs an array field `queries`.",
-        ));
+        return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
     };
     let mut bodies = Vec::with_capacity(queries.len());
     let mut formats = Vec::with_capacity(queries.len());
@@ -373,29 +303,19 @@ pub async fn query_batch(
         let prepared = if function.kind != Kind::Query {
             Err(FunctionError::App(crate::domain::error::AppError::new(
                 "InvalidArgument",
-                format!(
-                    "{} is a {}, not a query.",
-                    function.path,
-                    function.kind.name()
-                ),
+                format!("{} is a {}, not a query.", function.path, function.kind.name()),
             )))
         } else {
             decode_args(&call.args)
                 .and_then(|args| check_args(&function, args, state.db.schema()))
                 .map(|args| (function, args))
         };
-        bodies.push(
-            move |tx: &mut crate::engine::transaction::Transaction<'_>| {
-                let (function, args) = prepared?;
-                (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
-            },
-        );
+        bodies.push(move |tx: &mut crate::engine::transaction::Transaction<'_>| {
+            let (function, args) = prepared?;
+            (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
+        });
     }
-    let (results, _) = state
-        .db
-        .query_many(bodies)
-        .await
-        .map_err(ApiError::internal)?;
+    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;
     let results = results
         .into_iter()
         .zip(formats)

@@ -8,9 +8,7 @@ use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
 use super::chat_sessions;
-use super::common::{
-    Args, ListRequest, documents, empty_list, list_args, object, set_deleted, visible,
-};
+use super::common::{Args, ListRequest, documents, empty_list, list_args, object, set_deleted, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::MESSAGE_ROLES;
@@ -32,18 +30,11 @@ pub fn functions() -> Vec<Function> {
         ),
         Function::query(
             "chatMessages:listBySession",
-            list_args(vec![
-                ("sessionId", v::id(chat_sessions::TABLE)),
-                ("includeDeleted", v::optional(v::boolean())),
-            ]),
+            list_args(vec![("sessionId", v::id(chat_sessions::TABLE)), ("includeDeleted", v::optional(v::boolean()))]),
             list_by_session,
         ),
         Function::mutation("chatMessages:remove", v::object(vec![message_id()]), remove),
-        Function::mutation(
-            "chatMessages:restore",
-            v::object(vec![message_id()]),
-            restore,
-        ),
+        Function::mutation("chatMessages:restore", v::object(vec![message_id()]), restore),
     ]
 }
 
@@ -56,11 +47,7 @@ pub fn insert_message(
     content: &str,
     extra: Object,
 ) -> FunctionResult {
-    chat_sessions::touch(
-        tx,
-        session_id,
-        &["lastMessageAt", "lastActiveAt", "updatedAt"],
-    )?;
+    chat_sessions::touch(tx, session_id, &["lastMessageAt", "lastActiveAt", "updatedAt"])?;
     let now = Value::from(tx.now_ms());
     let mut fields = object([
         ("sessionId", session_id.encode().into()),
@@ -76,23 +63,13 @@ pub fn insert_message(
 fn append(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     let mut extra = Object::new();
     args.copy_into(&mut extra, &["metadata"]);
-    insert_message(
-        tx,
-        args.id("sessionId")?,
-        args.str("role"),
-        args.str("content"),
-        extra,
-    )
+    insert_message(tx, args.id("sessionId")?, args.str("role"), args.str("content"), extra)
 }
 
 /// Messages of a session in chronological order. With `limit`, the newest
 /// `limit` messages (what a chat view shows); with `paginationOpts`, pages from
 /// the oldest on. A hidden session has no visible messages.
-pub fn list_messages(
-    tx: &mut Transaction<'_>,
-    session_id: DocumentId,
-    args: &Args,
-) -> FunctionResult {
+pub fn list_messages(tx: &mut Transaction<'_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let include_deleted = args.flag("includeDeleted");
     if chat_sessions::find(tx, session_id, include_deleted)?.is_none() {
@@ -101,16 +78,12 @@ pub fn list_messages(
     let range = IndexRange::default().eq(session_id.encode());
     match request {
         ListRequest::Limit(limit) => {
-            let mut newest = tx
-                .query(TABLE, "by_session", range, Order::Desc)?
-                .take(limit, visible(include_deleted))?;
+            let mut newest =
+                tx.query(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
             newest.reverse();
             Ok(documents(&newest))
         }
-        page => page.run(
-            tx.query(TABLE, "by_session", range, Order::Asc)?,
-            visible(include_deleted),
-        ),
+        page => page.run(tx.query(TABLE, "by_session", range, Order::Asc)?, visible(include_deleted)),
     }
 }
 

@@ -7,9 +7,7 @@ use crate::engine::schema::v;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
-use super::common::{
-    Args, ListRequest, is_deleted, list_args, load_active, object, order, set_deleted, visible,
-};
+use super::common::{Args, ListRequest, is_deleted, list_args, load_active, object, order, set_deleted, visible};
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
 
@@ -20,45 +18,23 @@ pub fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "chatSessions:create",
-            v::object(vec![
-                ("userId", v::string()),
-                ("title", v::string()),
-                ("repoId", v::optional(v::id("repos"))),
-            ]),
+            v::object(vec![("userId", v::string()), ("title", v::string()), ("repoId", v::optional(v::id("repos")))]),
             create,
         ),
         Function::query(
             "chatSessions:list",
-            list_args(vec![
-                ("userId", v::string()),
-                ("includeDeleted", v::optional(v::boolean())),
-            ]),
+            list_args(vec![("userId", v::string()), ("includeDeleted", v::optional(v::boolean()))]),
             list,
         ),
         Function::query(
             "chatSessions:get",
-            v::object(vec![
-                session_id(),
-                ("includeDeleted", v::optional(v::boolean())),
-            ]),
+            v::object(vec![session_id(), ("includeDeleted", v::optional(v::boolean()))]),
             get,
         ),
-        Function::mutation(
-            "chatSessions:updateLastMessage",
-            v::object(vec![session_id()]),
-            update_last_message,
-        ),
-        Function::mutation(
-            "chatSessions:rename",
-            v::object(vec![session_id(), ("title", v::string())]),
-            rename,
-        ),
+        Function::mutation("chatSessions:updateLastMessage", v::object(vec![session_id()]), update_last_message),
+        Function::mutation("chatSessions:rename", v::object(vec![session_id(), ("title", v::string())]), rename),
         Function::mutation("chatSessions:remove", v::object(vec![session_id()]), remove),
-        Function::mutation(
-            "chatSessions:restore",
-            v::object(vec![session_id()]),
-            restore,
-        ),
+        Function::mutation("chatSessions:restore", v::object(vec![session_id()]), restore),
     ]
 }
 
@@ -88,22 +64,12 @@ pub fn insert_session(
 }
 
 fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    insert_session(
-        tx,
-        args.str("userId"),
-        args.str("title"),
-        args.opt_id("repoId")?,
-    )
+    insert_session(tx, args.str("userId"), args.str("title"), args.opt_id("repoId")?)
 }
 
 fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let query = tx.query(
-        TABLE,
-        "by_user_recent",
-        IndexRange::default().eq(args.str("userId")),
-        order(true),
-    )?;
+    let query = tx.query(TABLE, "by_user_recent", IndexRange::default().eq(args.str("userId")), order(true))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }
 
@@ -113,42 +79,23 @@ pub fn find(
     id: DocumentId,
     include_deleted: bool,
 ) -> Result<Option<Document>, FunctionError> {
-    Ok(tx
-        .get(TABLE, id)?
-        .filter(|d| include_deleted || !is_deleted(d)))
+    Ok(tx.get(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
 }
 
 fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    Ok(
-        find(tx, args.id("sessionId")?, args.flag("includeDeleted"))?
-            .map_or(Value::Null, |d| d.to_value()),
-    )
+    Ok(find(tx, args.id("sessionId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// Sets the named timestamp fields of a live session to now.
-pub fn touch(
-    tx: &mut Transaction<'_>,
-    id: DocumentId,
-    fields: &[&str],
-) -> Result<(), FunctionError> {
+pub fn touch(tx: &mut Transaction<'_>, id: DocumentId, fields: &[&str]) -> Result<(), FunctionError> {
     load_active(tx, TABLE, id, "Session")?;
     let now = tx.now_ms();
-    tx.patch(
-        TABLE,
-        id,
-        fields
-            .iter()
-            .map(|f| ((*f).to_owned(), Some(Value::from(now)))),
-    )?;
+    tx.patch(TABLE, id, fields.iter().map(|f| ((*f).to_owned(), Some(Value::from(now)))))?;
     Ok(())
 }
 
 fn update_last_message(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    touch(
-        tx,
-        args.id("sessionId")?,
-        &["lastMessageAt", "lastActiveAt", "updatedAt"],
-    )?;
+    touch(tx, args.id("sessionId")?, &["lastMessageAt", "lastActiveAt", "updatedAt"])?;
     Ok(Value::Null)
 }
 
@@ -159,10 +106,7 @@ fn rename(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     tx.patch(
         TABLE,
         id,
-        [
-            ("title".to_owned(), Some(args.str("title").into())),
-            ("updatedAt".to_owned(), Some(now.into())),
-        ],
+        [("title".to_owned(), Some(args.str("title").into())), ("updatedAt".to_owned(), Some(now.into()))],
     )?;
     Ok(Value::Null)
 }

@@ -41,8 +41,7 @@ impl Args {
     /// An id argument (validated as `v.id(table)`, so decoding cannot fail).
     pub fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
         let text = self.str(name);
-        DocumentId::decode(text)
-            .map_err(|e| AppError::new("InvalidArgument", format!("{name}: {e}")).into())
+        DocumentId::decode(text).map_err(|e| AppError::new("InvalidArgument", format!("{name}: {e}")).into())
     }
 
     pub fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
@@ -77,25 +76,15 @@ pub fn load_active(
 ) -> Result<Document, FunctionError> {
     let document = load(tx, table, id, what)?;
     if is_deleted(&document) {
-        return Err(AppError::new("Deleted", format!("{what} {id} is deleted."))
-            .with("id", id.encode())
-            .into());
+        return Err(AppError::new("Deleted", format!("{what} {id} is deleted.")).with("id", id.encode()).into());
     }
     Ok(document)
 }
 
 /// Reads a document that must exist (soft-deleted or not).
-pub fn load(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    id: DocumentId,
-    what: &str,
-) -> Result<Document, FunctionError> {
-    tx.get(table, id)?.ok_or_else(|| {
-        AppError::new("NotFound", format!("{what} {id} does not exist."))
-            .with("id", id.encode())
-            .into()
-    })
+pub fn load(tx: &mut Transaction<'_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+    tx.get(table, id)?
+        .ok_or_else(|| AppError::new("NotFound", format!("{what} {id} does not exist.")).with("id", id.encode()).into())
 }
 
 /// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
@@ -112,14 +101,7 @@ pub fn set_deleted(
     }
     let now = tx.now_ms();
     let deleted_at = deleted.then_some(Value::from(now));
-    tx.patch(
-        table,
-        id,
-        [
-            ("deletedAt".to_owned(), deleted_at),
-            ("updatedAt".to_owned(), Some(now.into())),
-        ],
-    )?;
+    tx.patch(table, id, [("deletedAt".to_owned(), deleted_at), ("updatedAt".to_owned(), Some(now.into()))])?;
     Ok(Value::Null)
 }
 
@@ -141,10 +123,7 @@ pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
 /// What a list query was asked for.
 pub enum ListRequest {
     Limit(usize),
-    Page {
-        num_items: usize,
-        cursor: Option<String>,
-    },
+    Page { num_items: usize, cursor: Option<String> },
 }
 
 fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
@@ -161,39 +140,25 @@ fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
 impl ListRequest {
     pub fn from_args(args: &Args) -> Result<ListRequest, FunctionError> {
         match (args.opt_f64("limit"), args.get("paginationOpts")) {
-            (Some(_), Some(_)) => Err(AppError::new(
-                "InvalidArgument",
-                "Pass either limit or paginationOpts, not both.",
-            )
-            .into()),
-            (limit, None) => Ok(ListRequest::Limit(
-                limit
-                    .map(|l| whole_number(l, "limit"))
-                    .transpose()?
-                    .unwrap_or(DEFAULT_LIMIT),
-            )),
+            (Some(_), Some(_)) => {
+                Err(AppError::new("InvalidArgument", "Pass either limit or paginationOpts, not both.").into())
+            }
+            (limit, None) => {
+                Ok(ListRequest::Limit(limit.map(|l| whole_number(l, "limit")).transpose()?.unwrap_or(DEFAULT_LIMIT)))
+            }
             (None, Some(Value::Object(opts))) => Ok(ListRequest::Page {
                 num_items: whole_number(
                     opts.get("numItems").and_then(Value::as_f64).unwrap_or(0.0),
                     "paginationOpts.numItems",
                 )?,
-                cursor: opts
-                    .get("cursor")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                cursor: opts.get("cursor").and_then(Value::as_str).map(str::to_owned),
             }),
-            (None, Some(_)) => {
-                Err(AppError::new("InvalidArgument", "paginationOpts must be an object.").into())
-            }
+            (None, Some(_)) => Err(AppError::new("InvalidArgument", "paginationOpts must be an object.").into()),
         }
     }
 
     /// Runs the request on `query`: an array for `limit`, Convex's page object for `paginationOpts`.
-    pub fn run(
-        self,
-        query: Query<'_, '_>,
-        keep: impl Fn(&Document) -> bool,
-    ) -> Result<Value, FunctionError> {
+    pub fn run(self, query: Query<'_, '_>, keep: impl Fn(&Document) -> bool) -> Result<Value, FunctionError> {
         match self {
             ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
             ListRequest::Page { num_items, cursor } => {
@@ -230,31 +195,20 @@ pub fn visible(include_deleted: bool) -> impl Fn(&Document) -> bool {
 }
 
 pub fn order(newest_first: bool) -> Order {
-    if newest_first {
-        Order::Desc
-    } else {
-        Order::Asc
-    }
+    if newest_first { Order::Desc } else { Order::Asc }
 }
 
 /// Checks a status change against a state machine. `Ok(false)` means the
 /// status is unchanged (a no-op); an illegal move is `InvalidTransition`.
-pub fn check_transition(
-    from: &str,
-    to: &str,
-    allowed: fn(&str, &str) -> bool,
-) -> Result<bool, FunctionError> {
+pub fn check_transition(from: &str, to: &str, allowed: fn(&str, &str) -> bool) -> Result<bool, FunctionError> {
     if from == to {
         return Ok(false);
     }
     if !allowed(from, to) {
-        return Err(AppError::new(
-            "InvalidTransition",
-            format!("Cannot move from {from} to {to}."),
-        )
-        .with("from", from)
-        .with("to", to)
-        .into());
+        return Err(AppError::new("InvalidTransition", format!("Cannot move from {from} to {to}."))
+            .with("from", from)
+            .with("to", to)
+            .into());
     }
     Ok(true)
 }

@@ -14,11 +14,7 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: &'static str, message: impl Into<String>) -> AppError {
-        AppError {
-            code,
-            message: message.into(),
-            details: Object::new(),
-        }
+        AppError { code, message: message.into(), details: Object::new() }
     }
 
     pub fn with(mut self, field: &str, value: impl Into<Value>) -> AppError {
@@ -60,9 +56,9 @@ impl FunctionError {
             FunctionError::Engine(EngineError::LimitExceeded(m)) => {
                 FunctionError::App(AppError::new("LimitExceeded", m))
             }
-            FunctionError::Engine(EngineError::NoSuchDocument(id)) => FunctionError::App(
-                AppError::new("NotFound", format!("Document {id} does not exist.")).with("id", id),
-            ),
+            FunctionError::Engine(EngineError::NoSuchDocument(id)) => {
+                FunctionError::App(AppError::new("NotFound", format!("Document {id} does not exist.")).with("id", id))
+            }
             other => other,
         }
     }

@@ -41,21 +41,11 @@ pub struct Function {
 
 impl Function {
     pub fn query(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function {
-            path,
-            kind: Kind::Query,
-            args,
-            handler,
-        }
+        Function { path, kind: Kind::Query, args, handler }
     }
 
     pub fn mutation(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function {
-            path,
-            kind: Kind::Mutation,
-            args,
-            handler,
-        }
+        Function { path, kind: Kind::Mutation, args, handler }
     }
 }
 
@@ -74,10 +64,7 @@ impl Registry {
         let mut map = HashMap::new();
         for function in functions {
             let path = function.path;
-            assert!(
-                map.insert(path, Arc::new(function)).is_none(),
-                "function {path} is registered twice"
-            );
+            assert!(map.insert(path, Arc::new(function)).is_none(), "function {path} is registered twice");
         }
         Registry { functions: map }
     }
@@ -92,28 +79,18 @@ impl Registry {
 }
 
 /// Checks `args` against the function's validator and unwraps them.
-pub fn check_args(
-    function: &Function,
-    args: Value,
-    schema: &Schema,
-) -> Result<Args, FunctionError> {
+pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<Args, FunctionError> {
     let Value::Object(object) = args else {
-        return Err(AppError::new(
-            "InvalidArgument",
-            format!("Arguments of {} must be an object.", function.path),
-        )
-        .into());
+        return Err(
+            AppError::new("InvalidArgument", format!("Arguments of {} must be an object.", function.path)).into()
+        );
     };
     let object = Value::Object(object);
-    function.args.check(&object, "", schema).map_err(|e| {
-        AppError::new(
-            "InvalidArgument",
-            format!("ArgumentValidationError for {}: {e}", function.path),
-        )
-    })?;
-    let Value::Object(object) = object else {
-        unreachable!("checked above")
-    };
+    function
+        .args
+        .check(&object, "", schema)
+        .map_err(|e| AppError::new("InvalidArgument", format!("ArgumentValidationError for {}: {e}", function.path)))?;
+    let Value::Object(object) = object else { unreachable!("checked above") };
     Ok(Args(object))
 }
 
@@ -128,13 +105,9 @@ pub async fn run_query(
     if let Some(hit) = db.cache().get(&key) {
         return Ok(hit);
     }
-    let outcome = db
-        .query(move |tx| (function.handler)(tx, &args))
-        .await
-        .map_err(FunctionError::into_client_facing)?;
+    let outcome = db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
     let result = Arc::new(CachedResult::new(outcome.value));
-    db.cache()
-        .insert(key, result.clone(), outcome.reads, outcome.ts);
+    db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
     Ok(result)
 }
 
@@ -144,7 +117,5 @@ pub async fn run_mutation(
     function: Arc<Function>,
     args: Args,
 ) -> Result<MutationOutcome<Value>, FunctionError> {
-    db.mutate(move |tx| (function.handler)(tx, &args))
-        .await
-        .map_err(FunctionError::into_client_facing)
+    db.mutate(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
 }

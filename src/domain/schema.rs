@@ -3,15 +3,8 @@
 
 use crate::engine::schema::{Schema, TableDef, Validator, v};
 
-pub const WORK_ORDER_STATUSES: &[&str] = &[
-    "draft",
-    "submitted",
-    "accepted",
-    "running",
-    "succeeded",
-    "failed",
-    "canceled",
-];
+pub const WORK_ORDER_STATUSES: &[&str] =
+    &["draft", "submitted", "accepted", "running", "succeeded", "failed", "canceled"];
 pub const RUN_STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
 
@@ -28,11 +21,7 @@ pub fn changes_validator() -> Validator {
 pub fn schema() -> Schema {
     let deleted_at = || ("deletedAt", v::nullable(v::number()));
     Schema::new(vec![
-        TableDef::new(
-            "teams",
-            10_001,
-            vec![("name", v::string()), ("createdAt", v::number())],
-        ),
+        TableDef::new("teams", 10_001, vec![("name", v::string()), ("createdAt", v::number())]),
         TableDef::new(
             "repos",
             10_002,

@@ -8,18 +8,13 @@ use super::work_orders::transition_allowed;
 
 #[test]
 fn work_order_transitions_follow_the_state_machine() {
-    let allowed = [
-        ("draft", "submitted"),
-        ("submitted", "accepted"),
-        ("accepted", "running"),
-        ("running", "succeeded"),
-    ];
+    let allowed =
+        [("draft", "submitted"), ("submitted", "accepted"), ("accepted", "running"), ("running", "succeeded")];
     for from in WORK_ORDER_STATUSES {
         for to in WORK_ORDER_STATUSES {
             let terminal = ["succeeded", "failed", "canceled"].contains(from);
-            let expected = from == to
-                || allowed.contains(&(*from, *to))
-                || (!terminal && (*to == "canceled" || *to == "failed"));
+            let expected =
+                from == to || allowed.contains(&(*from, *to)) || (!terminal && (*to == "canceled" || *to == "failed"));
             let outcome = check_transition(from, to, transition_allowed);
             match outcome {
                 Ok(changed) => {

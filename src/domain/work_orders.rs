@@ -10,8 +10,7 @@ use crate::engine::value::Value;
 
 use super::chat_sessions;
 use super::common::{
-    Args, ListRequest, check_transition, empty_list, list_args, load_active, object, order,
-    set_deleted, visible,
+    Args, ListRequest, check_transition, empty_list, list_args, load_active, object, order, set_deleted, visible,
 };
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
@@ -29,18 +28,14 @@ pub fn transition_allowed(from: &str, to: &str) -> bool {
     }
     matches!(
         (from, to),
-        ("draft", "submitted")
-            | ("submitted", "accepted")
-            | ("accepted", "running")
-            | ("running", "succeeded")
+        ("draft", "submitted") | ("submitted", "accepted") | ("accepted", "running") | ("running", "succeeded")
     ) || to == "canceled"
         || to == "failed"
 }
 
 /// Seed 001 calls a submitted order `queued`.
 fn status_arg(args: &Args) -> Option<&str> {
-    args.opt_str("status")
-        .map(|s| if s == "queued" { "submitted" } else { s })
+    args.opt_str("status").map(|s| if s == "queued" { "submitted" } else { s })
 }
 
 fn status_validator(words: &[&'static str]) -> Validator {
@@ -63,32 +58,20 @@ const OPTIONAL_TEXT: &[&str] = &[
 
 pub fn functions() -> Vec<Function> {
     let work_order_id = || ("workOrderId", v::id(TABLE));
-    let mut create_args: Vec<_> = OPTIONAL_TEXT
-        .iter()
-        .map(|f| (*f, v::optional(v::string())))
-        .collect();
+    let mut create_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     create_args.push(("sessionId", v::id(chat_sessions::TABLE)));
     create_args.push(("workflowArgs", v::optional(v::any())));
-    create_args.push((
-        "status",
-        v::optional(status_validator(&["draft", "submitted"])),
-    ));
+    create_args.push(("status", v::optional(status_validator(&["draft", "submitted"]))));
     vec![
         Function::mutation("workOrders:create", v::object(create_args), create),
         Function::query(
             "workOrders:get",
-            v::object(vec![
-                work_order_id(),
-                ("includeDeleted", v::optional(v::boolean())),
-            ]),
+            v::object(vec![work_order_id(), ("includeDeleted", v::optional(v::boolean()))]),
             get,
         ),
         Function::query(
             "workOrders:listBySession",
-            list_args(vec![
-                ("sessionId", v::id(chat_sessions::TABLE)),
-                ("includeDeleted", v::optional(v::boolean())),
-            ]),
+            list_args(vec![("sessionId", v::id(chat_sessions::TABLE)), ("includeDeleted", v::optional(v::boolean()))]),
             list_by_session,
         ),
         Function::mutation(
@@ -110,16 +93,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             update_result,
         ),
-        Function::mutation(
-            "workOrders:remove",
-            v::object(vec![work_order_id()]),
-            remove,
-        ),
-        Function::mutation(
-            "workOrders:restore",
-            v::object(vec![work_order_id()]),
-            restore,
-        ),
+        Function::mutation("workOrders:remove", v::object(vec![work_order_id()]), remove),
+        Function::mutation("workOrders:restore", v::object(vec![work_order_id()]), restore),
     ]
 }
 
@@ -147,11 +122,7 @@ pub fn find(
     let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
         return Ok(None);
     };
-    let session_id = order
-        .fields
-        .get("sessionId")
-        .and_then(Value::as_str)
-        .and_then(|s| DocumentId::decode(s).ok());
+    let session_id = order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
     let session_visible = match session_id {
         Some(session_id) => chat_sessions::find(tx, session_id, include_deleted)?.is_some(),
         None => false,
@@ -163,21 +134,15 @@ pub fn find(
 fn load_live(tx: &mut Transaction<'_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
     if find(tx, id, false)?.is_none() {
-        return Err(AppError::new(
-            "Deleted",
-            format!("The session of work order {id} is deleted."),
-        )
-        .with("id", id.encode())
-        .into());
+        return Err(AppError::new("Deleted", format!("The session of work order {id} is deleted."))
+            .with("id", id.encode())
+            .into());
     }
     Ok(order)
 }
 
 fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    Ok(
-        find(tx, args.id("workOrderId")?, args.flag("includeDeleted"))?
-            .map_or(Value::Null, |d| d.to_value()),
-    )
+    Ok(find(tx, args.id("workOrderId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
@@ -187,32 +152,20 @@ fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     if chat_sessions::find(tx, session_id, include_deleted)?.is_none() {
         return Ok(empty_list(&request));
     }
-    let query = tx.query(
-        TABLE,
-        "by_session",
-        IndexRange::default().eq(session_id.encode()),
-        order(true),
-    )?;
+    let query = tx.query(TABLE, "by_session", IndexRange::default().eq(session_id.encode()), order(true))?;
     request.run(query, visible(include_deleted))
 }
 
 fn update_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     let id = args.id("workOrderId")?;
     let order = load_live(tx, id)?;
-    let from = order
-        .fields
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("draft")
-        .to_owned();
+    let from = order.fields.get("status").and_then(Value::as_str).unwrap_or("draft").to_owned();
     let to = status_arg(args).unwrap_or_default();
     if !check_transition(&from, to, transition_allowed)? {
         return Ok(order.to_value());
     }
-    let mut changes = vec![
-        ("status".to_owned(), Some(Value::from(to))),
-        ("updatedAt".to_owned(), Some(Value::from(tx.now_ms()))),
-    ];
+    let mut changes =
+        vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(Value::from(tx.now_ms())))];
     for field in ["workflowId", "failureReason"] {
         if let Some(value) = args.get(field) {
             changes.push((field.to_owned(), Some(value.clone())));

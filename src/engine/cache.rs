@@ -28,11 +28,7 @@ pub struct CachedResult {
 
 impl CachedResult {
     pub fn new(value: Value) -> CachedResult {
-        CachedResult {
-            value,
-            encoded: OnceLock::new(),
-            clean: OnceLock::new(),
-        }
+        CachedResult { value, encoded: OnceLock::new(), clean: OnceLock::new() }
     }
 
     pub fn json(&self, format: JsonFormat) -> Arc<str> {
@@ -40,8 +36,7 @@ impl CachedResult {
             JsonFormat::Encoded => &self.encoded,
             JsonFormat::Clean => &self.clean,
         };
-        cell.get_or_init(|| self.value.to_json(format).to_string().into())
-            .clone()
+        cell.get_or_init(|| self.value.to_json(format).to_string().into()).clone()
     }
 }
 
@@ -65,19 +60,13 @@ pub struct QueryCache {
 impl QueryCache {
     pub fn new(capacity: usize) -> QueryCache {
         QueryCache {
-            state: Mutex::new(State {
-                entries: HashMap::new(),
-                recent: VecDeque::new(),
-                horizon: 0,
-            }),
+            state: Mutex::new(State { entries: HashMap::new(), recent: VecDeque::new(), horizon: 0 }),
             capacity,
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A result that is valid at the latest applied commit.
@@ -94,13 +83,7 @@ impl QueryCache {
         if ts < state.horizon {
             return;
         }
-        if state
-            .recent
-            .iter()
-            .rev()
-            .take_while(|c| c.ts > ts)
-            .any(|c| reads.overlaps(&c.writes))
-        {
+        if state.recent.iter().rev().take_while(|c| c.ts > ts).any(|c| reads.overlaps(&c.writes)) {
             return;
         }
         if state.entries.len() >= self.capacity && !state.entries.contains_key(&key) {
@@ -115,9 +98,7 @@ impl QueryCache {
     /// Drops every result whose read set the commit touched.
     pub fn apply(&self, commit: &Arc<Commit>) {
         let mut state = self.state();
-        state
-            .entries
-            .retain(|_, entry| !entry.reads.overlaps(&commit.writes));
+        state.entries.retain(|_, entry| !entry.reads.overlaps(&commit.writes));
         state.recent.push_back(commit.clone());
         while state.recent.len() > RECENT_COMMITS {
             let dropped = state.recent.pop_front().expect("non-empty");
@@ -141,33 +122,18 @@ mod tests {
     use crate::engine::schema::IndexId;
     use crate::engine::sets::{IndexWrite, WriteSet};
 
-    const INDEX: IndexId = IndexId {
-        table: 10_001,
-        slot: 1,
-    };
+    const INDEX: IndexId = IndexId { table: 10_001, slot: 1 };
 
     fn reads(start: u8, end: u8) -> ReadSet {
         let mut set = ReadSet::default();
-        set.record(
-            INDEX,
-            KeyRange {
-                start: vec![start],
-                end: Some(vec![end]),
-            },
-        );
+        set.record(INDEX, KeyRange { start: vec![start], end: Some(vec![end]) });
         set
     }
 
     fn commit(ts: Timestamp, key: u8) -> Arc<Commit> {
         Arc::new(Commit {
             ts,
-            writes: WriteSet {
-                entries: vec![IndexWrite {
-                    index: INDEX,
-                    old: None,
-                    new: Some(vec![key]),
-                }],
-            },
+            writes: WriteSet { entries: vec![IndexWrite { index: INDEX, old: None, new: Some(vec![key]) }] },
         })
     }
 
@@ -190,10 +156,7 @@ mod tests {
         let cache = QueryCache::new(10);
         cache.apply(&commit(10, 5));
         cache.insert("stale".into(), result(), reads(0, 10), 9);
-        assert!(
-            cache.get("stale").is_none(),
-            "computed before a commit that changed it"
-        );
+        assert!(cache.get("stale").is_none(), "computed before a commit that changed it");
         cache.insert("fresh".into(), result(), reads(0, 10), 10);
         cache.insert("untouched".into(), result(), reads(50, 60), 9);
         assert!(cache.get("fresh").is_some());
@@ -214,13 +177,7 @@ mod tests {
     fn json_is_made_once_per_format() {
         let cached = CachedResult::new(Value::Int64(5));
         assert_eq!(&*cached.json(JsonFormat::Clean), "\"5\"");
-        assert_eq!(
-            &*cached.json(JsonFormat::Encoded),
-            r#"{"$integer":"BQAAAAAAAAA="}"#
-        );
-        assert!(Arc::ptr_eq(
-            &cached.json(JsonFormat::Clean),
-            &cached.json(JsonFormat::Clean)
-        ));
+        assert_eq!(&*cached.json(JsonFormat::Encoded), r#"{"$integer":"BQAAAAAAAAA="}"#);
+        assert!(Arc::ptr_eq(&cached.json(JsonFormat::Clean), &cached.json(JsonFormat::Clean)));
     }
 }

@@ -24,12 +24,16 @@ use super::transaction::Transaction;
 
 /// Concurrent snapshot readers (each holds a storage connection while it runs).
 const MAX_READERS: usize = 4;
+/// How long a mutation's outcome is kept so that a replay of it is not applied twice.
+pub const OUTCOME_WINDOW_NS: Timestamp = 3_600 * 1_000_000_000;
+const PURGE_INTERVAL_NS: Timestamp = 60 * 1_000_000_000;
 /// The most mutations one commit carries.
 const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
 const MIN_TS_STEP: Timestamp = 1_000;
 
-/// What one commit changed, for subscriptions.
+/// What one group commit changed, for the query cache and subscriptions.
+/// `ts` is the timestamp of the snapshot that first shows these writes.
 #[derive(Debug)]
 pub struct Commit {
     pub ts: Timestamp,
@@ -91,9 +95,7 @@ where
             (Some(Ok(value)), Ok(_)) => Ok(MutationOutcome { value, ts: self.ts }),
             (Some(Err(e)), _) => Err(e),
             (_, Err(e)) => Err(E::from(EngineError::Storage(e))),
-            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError(
-                "mutation did not run".into(),
-            )))),
+            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError("mutation did not run".into())))),
         };
         // The caller may have gone away; the commit stands regardless.
         let _ = self.reply.send(outcome);
@@ -140,24 +142,14 @@ impl Database {
             stats: stats.clone(),
             last_ts,
             last_creation_time: 0.0,
+            next_purge: 0,
         };
         let thread = std::thread::Builder::new()
             .name("jangar-committer".into())
             .spawn(move || committer.run(queue))
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let readers = tokio::sync::Semaphore::new(MAX_READERS);
-        Ok((
-            Arc::new(Database {
-                schema,
-                readers,
-                storage,
-                jobs,
-                commits,
-                stats,
-                cache,
-            }),
-            CommitterHandle(thread),
-        ))
+        Ok((Arc::new(Database { schema, readers, storage, jobs, commits, stats, cache }), CommitterHandle(thread)))
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -185,19 +177,11 @@ impl Database {
         T: Send + 'static,
         E: From<EngineError> + Send + 'static,
     {
-        let _permit = self
-            .readers
-            .acquire()
-            .await
-            .map_err(|_| E::from(stopped()))?;
+        let _permit = self.readers.acquire().await.map_err(|_| E::from(stopped()))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.query_blocking(body))
             .await
-            .unwrap_or_else(|e| {
-                Err(E::from(EngineError::Storage(StorageError(format!(
-                    "query task failed: {e}"
-                )))))
-            })
+            .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
     }
 
     /// The blocking form of `query`, for callers already off the async runtime.
@@ -215,10 +199,7 @@ impl Database {
     }
 
     /// Several read-only functions on the same snapshot.
-    pub async fn query_many<T, F>(
-        self: &Arc<Self>,
-        bodies: Vec<F>,
-    ) -> Result<(Vec<T>, Timestamp), EngineError>
+    pub async fn query_many<T, F>(self: &Arc<Self>, bodies: Vec<F>) -> Result<(Vec<T>, Timestamp), EngineError>
     where
         F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
         T: Send + 'static,
@@ -228,17 +209,13 @@ impl Database {
         let run = move || -> Result<(Vec<T>, Timestamp), EngineError> {
             let mut snapshot = db.storage.snapshot()?;
             let ts = snapshot.ts();
-            let results = bodies
-                .into_iter()
-                .map(|body| body(&mut Transaction::read_only(&db.schema, &mut *snapshot)))
-                .collect();
+            let results =
+                bodies.into_iter().map(|body| body(&mut Transaction::read_only(&db.schema, &mut *snapshot))).collect();
             Ok((results, ts))
         };
-        tokio::task::spawn_blocking(run).await.unwrap_or_else(|e| {
-            Err(EngineError::Storage(StorageError(format!(
-                "query task failed: {e}"
-            ))))
-        })
+        tokio::task::spawn_blocking(run)
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Storage(StorageError(format!("query task failed: {e}")))))
     }
 
     /// The timestamp of the latest commit.
@@ -254,15 +231,8 @@ impl Database {
         E: From<EngineError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = MutationJob {
-            body: Some(body),
-            result: None,
-            ts: 0,
-            reply,
-        };
-        self.jobs
-            .send(Box::new(job))
-            .map_err(|_| E::from(stopped()))?;
+        let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
+        self.jobs.send(Box::new(job)).map_err(|_| E::from(stopped()))?;
         answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
@@ -279,13 +249,11 @@ struct Committer {
     stats: Arc<CommitStats>,
     last_ts: Timestamp,
     last_creation_time: f64,
+    next_purge: Timestamp,
 }
 
 fn now_ns() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as Timestamp)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as Timestamp).unwrap_or(0)
 }
 
 impl Committer {
@@ -303,28 +271,29 @@ impl Committer {
         }
     }
 
+    /// Runs a group in one storage batch. Readers see a group whole or not at
+    /// all, so it is announced as one commit: the group's last timestamp and
+    /// the union of its mutations' write sets.
     fn commit_group(&mut self, mut group: Vec<Box<dyn Job>>) {
         let storage = self.storage.clone();
-        let mut commits = Vec::with_capacity(group.len());
+        let previous_ts = self.last_ts;
+        let mut writes = WriteSet::default();
         let result = (|| -> Result<Timestamp, StorageError> {
             let mut batch = storage.begin_batch()?;
+            self.purge_old_outcomes(&mut *batch)?;
             for job in group.iter_mut() {
-                if let Some(commit) = self.run_job(&mut *batch, job.as_mut())? {
-                    commits.push(commit);
-                }
+                writes.extend(self.run_job(&mut *batch, job.as_mut())?);
             }
             let ts = self.last_ts;
             batch.commit(ts)?;
             Ok(ts)
         })();
         match &result {
-            Ok(_) => {
+            Ok(ts) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .mutations
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                for commit in commits {
-                    let commit = Arc::new(commit);
+                self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
+                if *ts > previous_ts {
+                    let commit = Arc::new(Commit { ts: *ts, writes });
                     // Before any mutation is answered, so nobody reads a result older than their write.
                     self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
@@ -333,28 +302,31 @@ impl Committer {
             }
             Err(e) => {
                 tracing::error!(error = %e, mutations = group.len(), "group commit failed; every mutation in it fails");
-                // Reload the durable timestamp so the next batch continues from it.
-                if let Ok(snapshot) = self.storage.snapshot() {
-                    self.last_ts = snapshot.ts();
-                }
+                // Continue from the durable timestamp.
+                self.last_ts = previous_ts;
             }
         }
         for job in group {
-            job.finish(
-                result
-                    .as_ref()
-                    .map(|ts| *ts)
-                    .map_err(|e| StorageError(e.0.clone())),
-            );
+            job.finish(result.as_ref().map(|ts| *ts).map_err(|e| StorageError(e.0.clone())));
         }
     }
 
-    /// Runs one mutation in its own savepoint; returns its commit if it wrote anything.
-    fn run_job(
-        &mut self,
-        batch: &mut dyn Batch,
-        job: &mut dyn Job,
-    ) -> Result<Option<Commit>, StorageError> {
+    /// About once a minute, forgets mutation outcomes older than the replay window.
+    fn purge_old_outcomes(&mut self, batch: &mut dyn Batch) -> Result<(), StorageError> {
+        let now = now_ns();
+        if now < self.next_purge {
+            return Ok(());
+        }
+        self.next_purge = now + PURGE_INTERVAL_NS;
+        let purged = batch.purge_outcomes(now.saturating_sub(OUTCOME_WINDOW_NS))?;
+        if purged > 0 {
+            tracing::debug!(purged, "forgot old mutation outcomes");
+        }
+        Ok(())
+    }
+
+    /// Runs one mutation in its own savepoint; returns what it wrote (nothing if it failed).
+    fn run_job(&mut self, batch: &mut dyn Batch, job: &mut dyn Job) -> Result<WriteSet, StorageError> {
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
         batch.savepoint()?;
         let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);
@@ -362,11 +334,11 @@ impl Committer {
         let (_, writes, last_creation_time) = tx.into_sets();
         if !ok {
             batch.rollback_savepoint()?;
-            return Ok(None);
+            return Ok(WriteSet::default());
         }
         batch.release_savepoint()?;
         self.last_ts = ts;
         self.last_creation_time = last_creation_time;
-        Ok((!writes.is_empty()).then_some(Commit { ts, writes }))
+        Ok(writes)
     }
 }

@@ -37,11 +37,7 @@ impl Document {
         };
         fields.remove("_id");
         let creation_time = fields.remove("_creationTime")?.as_f64()?;
-        Some(Document {
-            id,
-            creation_time,
-            fields,
-        })
+        Some(Document { id, creation_time, fields })
     }
 
     /// The key of this document in an index on `fields`. Like Convex, every index
@@ -63,12 +59,6 @@ impl Document {
     }
 
     pub fn size(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|(k, v)| k.len() + 1 + v.size())
-            .sum::<usize>()
-            + 2
-            + 32
-            + 9
+        self.fields.iter().map(|(k, v)| k.len() + 1 + v.size()).sum::<usize>() + 2 + 32 + 9
     }
 }

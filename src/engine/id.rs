@@ -152,10 +152,7 @@ mod tests {
         for table in [1, 127, 128, 10_001, 16_383, 16_384, u32::MAX] {
             let id = DocumentId::generate(table, 1_700_000_000_000);
             let text = id.encode();
-            assert!(
-                (MIN_TEXT_LEN..=MAX_TEXT_LEN).contains(&text.len()),
-                "{text}"
-            );
+            assert!((MIN_TEXT_LEN..=MAX_TEXT_LEN).contains(&text.len()), "{text}");
             assert_eq!(DocumentId::decode(&text).unwrap(), id);
         }
     }
@@ -167,15 +164,9 @@ mod tests {
         for i in 1..16 {
             internal[i] = (u32::from(internal[i - 1]) * 251 % 256) as u8;
         }
-        let id = DocumentId {
-            table: 1017,
-            internal,
-        };
+        let id = DocumentId { table: 1017, internal };
         assert_eq!(id.encode(), "z43zp6c3e75gkmz1kfwj6mbbx5sw281h");
-        assert_eq!(
-            DocumentId::decode("z43zp6c3e75gkmz1kfwj6mbbx5sw281h").unwrap(),
-            id
-        );
+        assert_eq!(DocumentId::decode("z43zp6c3e75gkmz1kfwj6mbbx5sw281h").unwrap(), id);
         // A valid checksum but not the canonical encoding.
         assert!(DocumentId::decode("mz1xn7tymdnktmmzqy5xxhn7tjs2nkkfmtjjr").is_err());
     }
@@ -191,30 +182,18 @@ mod tests {
         let mut chars: Vec<char> = text.chars().collect();
         chars[5] = if chars[5] == 'a' { 'b' } else { 'a' };
         let corrupted: String = chars.into_iter().collect();
-        assert!(matches!(
-            DocumentId::decode(&corrupted),
-            Err(IdError::Malformed(_))
-        ));
+        assert!(matches!(DocumentId::decode(&corrupted), Err(IdError::Malformed(_))));
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for text in [
-            "",
-            "nope",
-            "UPPERCASE0000000000000000000000000",
-            &"u".repeat(32),
-            &"0".repeat(40),
-        ] {
+        for text in ["", "nope", "UPPERCASE0000000000000000000000000", &"u".repeat(32), &"0".repeat(40)] {
             assert!(DocumentId::decode(text).is_err(), "{text}");
         }
     }
 
     #[test]
     fn ids_are_random() {
-        assert_ne!(
-            DocumentId::generate(10_001, 0),
-            DocumentId::generate(10_001, 0)
-        );
+        assert_ne!(DocumentId::generate(10_001, 0), DocumentId::generate(10_001, 0));
     }
 }

@@ -36,11 +36,7 @@ fn encode_value(value: &Value, out: &mut Vec<u8>) {
         Value::Float64(f) => {
             out.push(FLOAT64);
             let bits = f.to_bits();
-            let ordered = if bits >> 63 == 1 {
-                !bits
-            } else {
-                bits | (1 << 63)
-            };
+            let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
         Value::Boolean(b) => out.extend_from_slice(&[BOOLEAN, u8::from(*b)]),
@@ -112,24 +108,15 @@ pub struct KeyRange {
 
 impl KeyRange {
     pub fn all() -> KeyRange {
-        KeyRange {
-            start: Vec::new(),
-            end: None,
-        }
+        KeyRange { start: Vec::new(), end: None }
     }
 
     pub fn point(key: &[u8]) -> KeyRange {
-        KeyRange {
-            start: key.to_vec(),
-            end: Some(key_successor(key)),
-        }
+        KeyRange { start: key.to_vec(), end: Some(key_successor(key)) }
     }
 
     pub fn prefix(prefix: &[u8]) -> KeyRange {
-        KeyRange {
-            start: prefix.to_vec(),
-            end: prefix_end(prefix),
-        }
+        KeyRange { start: prefix.to_vec(), end: prefix_end(prefix) }
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -137,9 +124,7 @@ impl KeyRange {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.end
-            .as_deref()
-            .is_some_and(|end| end <= self.start.as_slice())
+        self.end.as_deref().is_some_and(|end| end <= self.start.as_slice())
     }
 }
 
@@ -165,34 +150,22 @@ impl IndexRange {
     }
 
     pub fn gt(mut self, value: impl Into<Value>) -> IndexRange {
-        self.lower = Some(Bound {
-            value: value.into(),
-            inclusive: false,
-        });
+        self.lower = Some(Bound { value: value.into(), inclusive: false });
         self
     }
 
     pub fn gte(mut self, value: impl Into<Value>) -> IndexRange {
-        self.lower = Some(Bound {
-            value: value.into(),
-            inclusive: true,
-        });
+        self.lower = Some(Bound { value: value.into(), inclusive: true });
         self
     }
 
     pub fn lt(mut self, value: impl Into<Value>) -> IndexRange {
-        self.upper = Some(Bound {
-            value: value.into(),
-            inclusive: false,
-        });
+        self.upper = Some(Bound { value: value.into(), inclusive: false });
         self
     }
 
     pub fn lte(mut self, value: impl Into<Value>) -> IndexRange {
-        self.upper = Some(Bound {
-            value: value.into(),
-            inclusive: true,
-        });
+        self.upper = Some(Bound { value: value.into(), inclusive: true });
         self
     }
 
@@ -213,35 +186,20 @@ impl IndexRange {
         };
         let start = match &self.lower {
             None => prefix.clone(),
-            Some(Bound {
-                value,
-                inclusive: true,
-            }) => with(value),
+            Some(Bound { value, inclusive: true }) => with(value),
             // Every key whose field equals `value` starts with `with(value)`, so
             // "greater than" starts past that whole prefix.
-            Some(Bound {
-                value,
-                inclusive: false,
-            }) => match prefix_end(&with(value)) {
+            Some(Bound { value, inclusive: false }) => match prefix_end(&with(value)) {
                 Some(end) => end,
                 None => {
-                    return KeyRange {
-                        start: Vec::new(),
-                        end: Some(Vec::new()),
-                    };
+                    return KeyRange { start: Vec::new(), end: Some(Vec::new()) };
                 }
             },
         };
         let end = match &self.upper {
             None => prefix_end(&prefix),
-            Some(Bound {
-                value,
-                inclusive: true,
-            }) => prefix_end(&with(value)),
-            Some(Bound {
-                value,
-                inclusive: false,
-            }) => Some(with(value)),
+            Some(Bound { value, inclusive: true }) => prefix_end(&with(value)),
+            Some(Bound { value, inclusive: false }) => Some(with(value)),
         };
         KeyRange { start, end }
     }
@@ -316,24 +274,12 @@ mod tests {
         ];
         let select = |range: IndexRange| -> Vec<u8> {
             let r = range.to_key_range();
-            keys.iter()
-                .filter(|k| r.contains(k))
-                .map(|k| *k.last().unwrap())
-                .collect()
+            keys.iter().filter(|k| r.contains(k)).map(|k| *k.last().unwrap()).collect()
         };
         assert_eq!(select(IndexRange::default().eq("s1")), vec![1, 2, 3, 4]);
-        assert_eq!(
-            select(IndexRange::default().eq("s1").gt(1.0)),
-            vec![2, 3, 4]
-        );
-        assert_eq!(
-            select(IndexRange::default().eq("s1").gte(2.0).lt(3.0)),
-            vec![2, 3]
-        );
-        assert_eq!(
-            select(IndexRange::default().eq("s1").lte(2.0)),
-            vec![1, 2, 3]
-        );
+        assert_eq!(select(IndexRange::default().eq("s1").gt(1.0)), vec![2, 3, 4]);
+        assert_eq!(select(IndexRange::default().eq("s1").gte(2.0).lt(3.0)), vec![2, 3]);
+        assert_eq!(select(IndexRange::default().eq("s1").lte(2.0)), vec![1, 2, 3]);
         assert_eq!(select(IndexRange::default().eq("s1").eq(2.0)), vec![2, 3]);
         assert_eq!(select(IndexRange::default()), vec![1, 2, 3, 4, 5]);
         assert_eq!(select(IndexRange::default().eq("s3")), Vec::<u8>::new());

@@ -130,11 +130,8 @@ impl Validator {
     pub fn check(&self, value: &Value, path: &str, schema: &Schema) -> Result<(), ValidationError> {
         let mismatch = || {
             let shown = value.to_string();
-            let shown = if shown.len() > 120 {
-                format!("{}...", &shown[..shown.floor_char_boundary(120)])
-            } else {
-                shown
-            };
+            let shown =
+                if shown.len() > 120 { format!("{}...", &shown[..shown.floor_char_boundary(120)]) } else { shown };
             ValidationError(format!(
                 "Value does not match validator.\nPath: {}\nValue: {shown}\nValidator: {self}",
                 if path.is_empty() { "(root)" } else { path }
@@ -174,16 +171,10 @@ impl Validator {
                 }
                 Ok(())
             }
-            (Validator::Object(fields), Value::Object(object)) => {
-                check_object(fields, object, path, schema)
-            }
+            (Validator::Object(fields), Value::Object(object)) => check_object(fields, object, path, schema),
             (Validator::Record(key, inner), Value::Object(object)) => {
                 for (name, item) in object {
-                    key.check(
-                        &Value::String(name.clone()),
-                        &format!("{path}.{name}"),
-                        schema,
-                    )?;
+                    key.check(&Value::String(name.clone()), &format!("{path}.{name}"), schema)?;
                     inner.check(item, &format!("{path}.{name}"), schema)?;
                 }
                 Ok(())
@@ -206,11 +197,7 @@ fn check_object(
             None => {
                 return Err(ValidationError(format!(
                     "Object is missing the required field `{name}`{}.",
-                    if path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" at {path}")
-                    }
+                    if path.is_empty() { String::new() } else { format!(" at {path}") }
                 )));
             }
         }
@@ -218,11 +205,7 @@ fn check_object(
     if let Some(extra) = object.keys().find(|k| !fields.contains_key(k.as_str())) {
         return Err(ValidationError(format!(
             "Object contains extra field `{extra}` that is not in the validator{}.",
-            if path.is_empty() {
-                String::new()
-            } else {
-                format!(" at {path}")
-            }
+            if path.is_empty() { String::new() } else { format!(" at {path}") }
         )));
     }
     Ok(())
@@ -252,40 +235,22 @@ pub struct TableDef {
 }
 
 impl TableDef {
-    pub fn new(
-        name: &'static str,
-        number: TableNumber,
-        fields: Vec<(&'static str, Validator)>,
-    ) -> TableDef {
-        TableDef {
-            name,
-            number,
-            document: v::object(fields),
-            indexes: Vec::new(),
-        }
+    pub fn new(name: &'static str, number: TableNumber, fields: Vec<(&'static str, Validator)>) -> TableDef {
+        TableDef { name, number, document: v::object(fields), indexes: Vec::new() }
     }
 
     pub fn index(mut self, name: &'static str, fields: &[&'static str]) -> TableDef {
-        self.indexes.push(IndexDef {
-            name,
-            fields: fields.to_vec(),
-        });
+        self.indexes.push(IndexDef { name, fields: fields.to_vec() });
         self
     }
 
     pub fn by_id(&self) -> IndexId {
-        IndexId {
-            table: self.number,
-            slot: 0,
-        }
+        IndexId { table: self.number, slot: 0 }
     }
 
     pub fn index_id(&self, name: &str) -> Option<IndexId> {
         let position = self.indexes.iter().position(|i| i.name == name)?;
-        Some(IndexId {
-            table: self.number,
-            slot: position as u16 + 1,
-        })
+        Some(IndexId { table: self.number, slot: position as u16 + 1 })
     }
 }
 
@@ -313,40 +278,22 @@ impl Schema {
         let mut by_number = HashMap::new();
         for (i, table) in tables.iter().enumerate() {
             if !valid_name(table.name) || table.number == 0 {
-                return Err(SchemaError(format!(
-                    "bad table name or number: {} {}",
-                    table.name, table.number
-                )));
+                return Err(SchemaError(format!("bad table name or number: {} {}", table.name, table.number)));
             }
-            if by_name.insert(table.name, i).is_some()
-                || by_number.insert(table.number, i).is_some()
-            {
-                return Err(SchemaError(format!(
-                    "table {} is declared twice",
-                    table.name
-                )));
+            if by_name.insert(table.name, i).is_some() || by_number.insert(table.number, i).is_some() {
+                return Err(SchemaError(format!("table {} is declared twice", table.name)));
             }
             let Validator::Object(fields) = &table.document else {
-                return Err(SchemaError(format!(
-                    "table {} needs an object validator",
-                    table.name
-                )));
+                return Err(SchemaError(format!("table {} needs an object validator", table.name)));
             };
             for index in &table.indexes {
                 let unknown = index.fields.iter().find(|f| !fields.contains_key(**f));
                 if !valid_name(index.name) || index.name == "by_id" || unknown.is_some() {
-                    return Err(SchemaError(format!(
-                        "bad index {}.{}",
-                        table.name, index.name
-                    )));
+                    return Err(SchemaError(format!("bad index {}.{}", table.name, index.name)));
                 }
             }
         }
-        Ok(Schema {
-            tables,
-            by_name,
-            by_number,
-        })
+        Ok(Schema { tables, by_name, by_number })
     }
 
     pub fn tables(&self) -> &[TableDef] {
@@ -373,11 +320,7 @@ impl Schema {
     pub fn index_name(&self, index: IndexId) -> String {
         match self.table_by_number(index.table) {
             Some(table) if index.slot == 0 => format!("{}.by_id", table.name),
-            Some(table) => format!(
-                "{}.{}",
-                table.name,
-                table.indexes[index.slot as usize - 1].name
-            ),
+            Some(table) => format!("{}.{}", table.name, table.indexes[index.slot as usize - 1].name),
             None => format!("{}.{}", index.table, index.slot),
         }
     }
@@ -421,31 +364,17 @@ mod tests {
             ("meta", obj(vec![("k", 1.0.into())])),
             ("count", Value::Int64(3)),
         ]);
-        s.table("posts")
-            .unwrap()
-            .document
-            .check(&doc, "", &s)
-            .unwrap();
+        s.table("posts").unwrap().document.check(&doc, "", &s).unwrap();
     }
 
     #[test]
     fn names_the_missing_and_the_extra_field() {
         let s = schema();
         let posts = &s.table("posts").unwrap().document;
-        let err = posts
-            .check(&obj(vec![("kind", "a".into())]), "", &s)
-            .unwrap_err();
+        let err = posts.check(&obj(vec![("kind", "a".into())]), "", &s).unwrap_err();
         assert!(err.0.contains("`author`"), "{err}");
         let user = DocumentId::generate(10_001, 0).encode();
-        let err = posts.check(
-            &obj(vec![
-                ("author", user.into()),
-                ("kind", "a".into()),
-                ("x", Value::Null),
-            ]),
-            "",
-            &s,
-        );
+        let err = posts.check(&obj(vec![("author", user.into()), ("kind", "a".into()), ("x", Value::Null)]), "", &s);
         assert!(err.unwrap_err().0.contains("`x`"));
     }
 
@@ -453,9 +382,7 @@ mod tests {
     fn ids_must_name_the_right_table() {
         let s = schema();
         let wrong = DocumentId::generate(10_002, 0).encode();
-        let err = v::id("users")
-            .check(&wrong.into(), ".author", &s)
-            .unwrap_err();
+        let err = v::id("users").check(&wrong.into(), ".author", &s).unwrap_err();
         assert!(err.0.contains("another table"), "{err}");
         assert!(v::id("users").check(&"nope".into(), ".author", &s).is_err());
     }
@@ -467,9 +394,7 @@ mod tests {
         assert!(v::number().check(&Value::Int64(1), "", &s).is_err());
         assert!(v::int64().check(&Value::Float64(1.0), "", &s).is_err());
         assert!(v::nullable(v::number()).check(&Value::Null, "", &s).is_ok());
-        let err = v::array(v::string())
-            .check(&Value::Array(vec!["a".into(), 1.0.into()]), ".tags", &s)
-            .unwrap_err();
+        let err = v::array(v::string()).check(&Value::Array(vec!["a".into(), 1.0.into()]), ".tags", &s).unwrap_err();
         assert!(err.0.contains(".tags[1]"), "{err}");
     }
 
@@ -477,12 +402,6 @@ mod tests {
     fn rejects_bad_schemas() {
         assert!(Schema::new(vec![TableDef::new("t", 5, vec![]).index("by_x", &["x"])]).is_err());
         assert!(Schema::new(vec![TableDef::new("1t", 5, vec![])]).is_err());
-        assert!(
-            Schema::new(vec![
-                TableDef::new("t", 5, vec![]),
-                TableDef::new("u", 5, vec![])
-            ])
-            .is_err()
-        );
+        assert!(Schema::new(vec![TableDef::new("t", 5, vec![]), TableDef::new("u", 5, vec![])]).is_err());
     }
 }

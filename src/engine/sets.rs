@@ -2,6 +2,10 @@
 //! in index-key terms. A subscription is invalid exactly when a later commit
 //! wrote a key inside one of its read intervals.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+use std::ops::Bound;
+
 use super::keys::KeyRange;
 use super::schema::IndexId;
 
@@ -12,12 +16,7 @@ pub struct ReadSet {
 
 impl ReadSet {
     pub fn record(&mut self, index: IndexId, range: KeyRange) {
-        if !range.is_empty()
-            && !self
-                .intervals
-                .iter()
-                .any(|(i, r)| *i == index && *r == range)
-        {
+        if !range.is_empty() && !self.intervals.iter().any(|(i, r)| *i == index && *r == range) {
             self.intervals.push((index, range));
         }
     }
@@ -70,67 +69,143 @@ impl WriteSet {
     }
 }
 
+/// Many read sets, indexed so that a commit finds the ones it touched without
+/// looking at the others: intervals are grouped by index, and within an index
+/// kept sorted by start key, so each written key only visits intervals that
+/// start at or before it.
+#[derive(Debug)]
+pub struct ReadSetIndex<K> {
+    by_index: HashMap<IndexId, BTreeMap<Vec<u8>, Vec<(Option<Vec<u8>>, K)>>>,
+    sets: HashMap<K, ReadSet>,
+}
+
+impl<K> Default for ReadSetIndex<K> {
+    fn default() -> Self {
+        ReadSetIndex { by_index: HashMap::new(), sets: HashMap::new() }
+    }
+}
+
+impl<K: Clone + Eq + Hash> ReadSetIndex<K> {
+    /// Tracks `reads` under `key`, replacing what `key` had.
+    pub fn insert(&mut self, key: K, reads: ReadSet) {
+        self.remove(&key);
+        for (index, range) in &reads.intervals {
+            self.by_index
+                .entry(*index)
+                .or_default()
+                .entry(range.start.clone())
+                .or_default()
+                .push((range.end.clone(), key.clone()));
+        }
+        self.sets.insert(key, reads);
+    }
+
+    pub fn remove(&mut self, key: &K) {
+        let Some(reads) = self.sets.remove(key) else {
+            return;
+        };
+        for (index, range) in &reads.intervals {
+            if let Some(starts) = self.by_index.get_mut(index) {
+                if let Some(entries) = starts.get_mut(&range.start) {
+                    entries.retain(|(_, k)| k != key);
+                    if entries.is_empty() {
+                        starts.remove(&range.start);
+                    }
+                }
+                if starts.is_empty() {
+                    self.by_index.remove(index);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// The keys whose read sets contain a key that `writes` wrote.
+    pub fn touched_by(&self, writes: &WriteSet) -> HashSet<K> {
+        let mut touched = HashSet::new();
+        for write in &writes.entries {
+            let Some(starts) = self.by_index.get(&write.index) else {
+                continue;
+            };
+            for key in [&write.old, &write.new].into_iter().flatten() {
+                for (_, entries) in starts.range::<[u8], _>((Bound::Unbounded, Bound::Included(key.as_slice()))) {
+                    for (end, k) in entries {
+                        if end.as_deref().is_none_or(|end| key.as_slice() < end) {
+                            touched.insert(k.clone());
+                        }
+                    }
+                }
+            }
+        }
+        touched
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const INDEX: IndexId = IndexId {
-        table: 10_001,
-        slot: 1,
-    };
-    const OTHER: IndexId = IndexId {
-        table: 10_001,
-        slot: 2,
-    };
+    const INDEX: IndexId = IndexId { table: 10_001, slot: 1 };
+    const OTHER: IndexId = IndexId { table: 10_001, slot: 2 };
 
     fn write(index: IndexId, old: Option<&[u8]>, new: Option<&[u8]>) -> WriteSet {
-        WriteSet {
-            entries: vec![IndexWrite {
-                index,
-                old: old.map(<[u8]>::to_vec),
-                new: new.map(<[u8]>::to_vec),
-            }],
-        }
+        WriteSet { entries: vec![IndexWrite { index, old: old.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) }] }
     }
 
     #[test]
     fn a_write_inside_an_interval_overlaps() {
         let mut reads = ReadSet::default();
-        reads.record(
-            INDEX,
-            KeyRange {
-                start: vec![5],
-                end: Some(vec![9]),
-            },
-        );
+        reads.record(INDEX, KeyRange { start: vec![5], end: Some(vec![9]) });
         assert!(reads.overlaps(&write(INDEX, None, Some(&[5]))));
-        assert!(
-            reads.overlaps(&write(INDEX, Some(&[8, 200]), Some(&[20]))),
-            "moving a key out of the range"
-        );
-        assert!(
-            !reads.overlaps(&write(INDEX, None, Some(&[9]))),
-            "end is exclusive"
-        );
+        assert!(reads.overlaps(&write(INDEX, Some(&[8, 200]), Some(&[20]))), "moving a key out of the range");
+        assert!(!reads.overlaps(&write(INDEX, None, Some(&[9]))), "end is exclusive");
         assert!(!reads.overlaps(&write(INDEX, Some(&[1]), Some(&[4]))));
-        assert!(
-            !reads.overlaps(&write(OTHER, None, Some(&[6]))),
-            "another index"
-        );
+        assert!(!reads.overlaps(&write(OTHER, None, Some(&[6]))), "another index");
     }
 
     #[test]
     fn empty_and_duplicate_intervals_are_not_recorded() {
         let mut reads = ReadSet::default();
-        reads.record(
-            INDEX,
-            KeyRange {
-                start: vec![5],
-                end: Some(vec![5]),
-            },
-        );
+        reads.record(INDEX, KeyRange { start: vec![5], end: Some(vec![5]) });
         reads.record(INDEX, KeyRange::point(&[1]));
         reads.record(INDEX, KeyRange::point(&[1]));
         assert_eq!(reads.len(), 1);
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_touched_read_sets() {
+        let mut index = ReadSetIndex::default();
+        let mut a = ReadSet::default();
+        a.record(INDEX, KeyRange { start: vec![5], end: Some(vec![9]) });
+        let mut b = ReadSet::default();
+        b.record(INDEX, KeyRange { start: vec![1], end: None });
+        b.record(OTHER, KeyRange::point(&[7]));
+        let mut c = ReadSet::default();
+        c.record(OTHER, KeyRange::point(&[8]));
+        index.insert("a", a);
+        index.insert("b", b);
+        index.insert("c", c);
+        fn touched(index: &ReadSetIndex<&'static str>, w: WriteSet) -> Vec<&'static str> {
+            let mut keys: Vec<_> = index.touched_by(&w).into_iter().collect();
+            keys.sort();
+            keys
+        }
+        assert_eq!(touched(&index, write(INDEX, None, Some(&[6]))), ["a", "b"]);
+        assert_eq!(touched(&index, write(INDEX, None, Some(&[0]))), Vec::<&str>::new());
+        assert_eq!(touched(&index, write(INDEX, Some(&[9]), Some(&[20]))), ["b"]);
+        assert_eq!(touched(&index, write(OTHER, None, Some(&[8]))), ["c"]);
+        index.remove(&"b");
+        assert_eq!(touched(&index, write(INDEX, None, Some(&[6]))), ["a"]);
+        assert_eq!(index.len(), 2);
+        index.remove(&"a");
+        index.remove(&"c");
+        assert!(index.is_empty() && index.by_index.is_empty());
     }
 }

@@ -18,8 +18,7 @@ impl TempDir {
     fn new() -> TempDir {
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).unwrap();
-        let path =
-            std::env::temp_dir().join(format!("jangar-engine-{}", u64::from_le_bytes(bytes)));
+        let path = std::env::temp_dir().join(format!("jangar-engine-{}", u64::from_le_bytes(bytes)));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
@@ -36,11 +35,7 @@ fn schema() -> Schema {
         TableDef::new(
             "items",
             10_001,
-            vec![
-                ("group", v::string()),
-                ("rank", v::number()),
-                ("note", v::optional(v::string())),
-            ],
+            vec![("group", v::string()), ("rank", v::number()), ("note", v::optional(v::string()))],
         )
         .index("by_group", &["group", "rank"]),
     ])
@@ -54,30 +49,18 @@ fn open(dir: &TempDir) -> Arc<Database> {
 }
 
 fn item(group: &str, rank: f64) -> Object {
-    Object::from([
-        ("group".to_owned(), Value::from(group)),
-        ("rank".to_owned(), Value::from(rank)),
-    ])
+    Object::from([("group".to_owned(), Value::from(group)), ("rank".to_owned(), Value::from(rank))])
 }
 
 async fn insert(db: &Database, group: &str, rank: f64) -> DocumentId {
     let fields = item(group, rank);
-    db.mutate(move |tx| tx.insert("items", fields))
-        .await
-        .map(|o| o.value)
-        .unwrap()
+    db.mutate(move |tx| tx.insert("items", fields)).await.map(|o| o.value).unwrap()
 }
 
 fn ranks(db: &Database, range: IndexRange, order: Order, limit: usize) -> Vec<f64> {
     db.query_blocking(move |tx| {
-        let docs = tx
-            .query("items", "by_group", range, order)?
-            .take(limit, |_| true)?;
-        Ok::<_, EngineError>(
-            docs.iter()
-                .map(|d| d.fields["rank"].as_f64().unwrap())
-                .collect(),
-        )
+        let docs = tx.query("items", "by_group", range, order)?.take(limit, |_| true)?;
+        Ok::<_, EngineError>(docs.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect())
     })
     .unwrap()
     .value
@@ -91,27 +74,10 @@ async fn index_ranges_return_ordered_limited_results() {
         insert(&db, "a", rank).await;
     }
     insert(&db, "b", 0.0).await;
-    assert_eq!(
-        ranks(&db, IndexRange::default().eq("a"), Order::Asc, 10),
-        vec![1.0, 2.0, 3.0, 4.0, 5.0]
-    );
-    assert_eq!(
-        ranks(&db, IndexRange::default().eq("a"), Order::Desc, 2),
-        vec![5.0, 4.0]
-    );
-    assert_eq!(
-        ranks(
-            &db,
-            IndexRange::default().eq("a").gt(2.0).lte(4.0),
-            Order::Asc,
-            10
-        ),
-        vec![3.0, 4.0]
-    );
-    assert_eq!(
-        ranks(&db, IndexRange::default().eq("c"), Order::Asc, 10),
-        Vec::<f64>::new()
-    );
+    assert_eq!(ranks(&db, IndexRange::default().eq("a"), Order::Asc, 10), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("a"), Order::Desc, 2), vec![5.0, 4.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("a").gt(2.0).lte(4.0), Order::Asc, 10), vec![3.0, 4.0]);
+    assert_eq!(ranks(&db, IndexRange::default().eq("c"), Order::Asc, 10), Vec::<f64>::new());
 }
 
 #[tokio::test]
@@ -123,13 +89,7 @@ async fn a_limited_read_records_only_what_it_read() {
     }
     let reads = db
         .query_blocking(|tx| {
-            tx.query(
-                "items",
-                "by_group",
-                IndexRange::default().eq("a"),
-                Order::Desc,
-            )?
-            .take(2, |_| true)?;
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Desc)?.take(2, |_| true)?;
             Ok::<_, EngineError>(())
         })
         .unwrap()
@@ -138,10 +98,7 @@ async fn a_limited_read_records_only_what_it_read() {
     // Below the two newest: outside the read interval.
     insert(&db, "a", 0.5).await;
     let below = commits.recv().await.unwrap();
-    assert!(
-        !reads.overlaps(&below.writes),
-        "a write below the limit does not touch the read set"
-    );
+    assert!(!reads.overlaps(&below.writes), "a write below the limit does not touch the read set");
     // Above them: inside it.
     insert(&db, "a", 9.0).await;
     let above = commits.recv().await.unwrap();
@@ -157,51 +114,20 @@ async fn a_get_is_a_point_read_and_a_patch_writes_old_and_new_keys() {
     let db = open(&dir);
     let first = insert(&db, "a", 1.0).await;
     let second = insert(&db, "a", 2.0).await;
-    let reads = db
-        .query_blocking(move |tx| tx.get("items", first).map(|_| ()))
-        .unwrap()
-        .reads;
+    let reads = db.query_blocking(move |tx| tx.get("items", first).map(|_| ())).unwrap().reads;
     let group_a = db
         .query_blocking(|tx| {
-            tx.query(
-                "items",
-                "by_group",
-                IndexRange::default().eq("a"),
-                Order::Asc,
-            )?
-            .take(10, |_| true)?;
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.take(10, |_| true)?;
             Ok::<_, EngineError>(())
         })
         .unwrap()
         .reads;
     let mut commits = db.subscribe_commits();
-    db.mutate(move |tx| {
-        tx.patch(
-            "items",
-            second,
-            [("group".to_owned(), Some(Value::from("z")))],
-        )
-    })
-    .await
-    .unwrap();
+    db.mutate(move |tx| tx.patch("items", second, [("group".to_owned(), Some(Value::from("z")))])).await.unwrap();
     let commit = commits.recv().await.unwrap();
-    assert!(
-        !reads.overlaps(&commit.writes),
-        "a write to another document"
-    );
-    assert!(
-        group_a.overlaps(&commit.writes),
-        "moving a document out of a range touches it"
-    );
-    db.mutate(move |tx| {
-        tx.patch(
-            "items",
-            first,
-            [("note".to_owned(), Some(Value::from("x")))],
-        )
-    })
-    .await
-    .unwrap();
+    assert!(!reads.overlaps(&commit.writes), "a write to another document");
+    assert!(group_a.overlaps(&commit.writes), "moving a document out of a range touches it");
+    db.mutate(move |tx| tx.patch("items", first, [("note".to_owned(), Some(Value::from("x")))])).await.unwrap();
     assert!(reads.overlaps(&commits.recv().await.unwrap().writes));
 }
 
@@ -218,10 +144,7 @@ async fn group_commit_keeps_each_mutation_atomic() {
                 tx.insert("items", item("g", i as f64))?;
                 if i % 3 == 0 {
                     // A second, invalid write fails the whole mutation.
-                    tx.insert(
-                        "items",
-                        Object::from([("group".to_owned(), Value::from(1.0))]),
-                    )?;
+                    tx.insert("items", Object::from([("group".to_owned(), Value::from(1.0))]))?;
                 }
                 Ok::<_, EngineError>(i)
             })
@@ -245,18 +168,12 @@ async fn group_commit_keeps_each_mutation_atomic() {
     let stored = ranks(&db, IndexRange::default().eq("g"), Order::Asc, 1000);
     let mut expected: Vec<f64> = ok.iter().map(|&i| i as f64).collect();
     expected.sort_by(f64::total_cmp);
-    assert_eq!(
-        stored, expected,
-        "exactly the successful mutations' writes are stored"
-    );
+    assert_eq!(stored, expected, "exactly the successful mutations' writes are stored");
     timestamps.sort();
     timestamps.dedup();
     assert_eq!(timestamps.len(), 200, "commit timestamps are unique");
     let groups = db.stats().groups.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        groups < 300,
-        "mutations shared commits ({groups} groups for 300)"
-    );
+    assert!(groups < 300, "mutations shared commits ({groups} groups for 300)");
 }
 
 #[tokio::test]
@@ -264,14 +181,7 @@ async fn writes_are_validated_and_survive_a_restart() {
     let dir = TempDir::new();
     let id = {
         let db = open(&dir);
-        let bad = db
-            .mutate(|tx| {
-                tx.insert(
-                    "items",
-                    Object::from([("group".to_owned(), Value::from("a"))]),
-                )
-            })
-            .await;
+        let bad = db.mutate(|tx| tx.insert("items", Object::from([("group".to_owned(), Value::from("a"))]))).await;
         assert!(matches!(bad, Err(EngineError::Validation(m)) if m.contains("`rank`")));
         let big = Value::from("x".repeat(1 << 20));
         let mut fields = item("a", 1.0);
@@ -281,11 +191,7 @@ async fn writes_are_validated_and_survive_a_restart() {
         insert(&db, "a", 7.0).await
     };
     let db = open(&dir);
-    let doc = db
-        .query_blocking(move |tx| tx.get("items", id))
-        .unwrap()
-        .value
-        .unwrap();
+    let doc = db.query_blocking(move |tx| tx.get("items", id)).unwrap().value.unwrap();
     assert_eq!(doc.fields["rank"], Value::from(7.0));
     assert!(db.latest_ts().unwrap() > 0);
 }
@@ -299,19 +205,12 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
     }
     let page = |cursor: Option<String>| {
         db.query_blocking(move |tx| {
-            let page = tx
-                .query(
-                    "items",
-                    "by_group",
-                    IndexRange::default().eq("a"),
-                    Order::Asc,
-                )?
-                .paginate(2, cursor.as_deref(), |_| true)?;
-            let ranks: Vec<f64> = page
-                .page
-                .iter()
-                .map(|d| d.fields["rank"].as_f64().unwrap())
-                .collect();
+            let page = tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.paginate(
+                2,
+                cursor.as_deref(),
+                |_| true,
+            )?;
+            let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
             Ok::<_, EngineError>((ranks, page.is_done, page.continue_cursor))
         })
         .unwrap()
@@ -328,9 +227,7 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
     let (fourth, done, _) = page(Some(cursor));
     assert_eq!((fourth, done), (vec![], true));
     let bad = db.query_blocking(|tx| {
-        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?
-            .paginate(2, Some("!!"), |_| true)
-            .map(|_| ())
+        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?.paginate(2, Some("!!"), |_| true).map(|_| ())
     });
     assert!(matches!(bad, Err(EngineError::InvalidCursor(_))));
 }

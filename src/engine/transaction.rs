@@ -8,7 +8,8 @@ use super::id::DocumentId;
 use super::keys::{IndexRange, KeyRange, key_successor};
 use super::schema::{IndexId, Schema, TableDef, Validator};
 use super::sets::{IndexWrite, ReadSet, WriteSet};
-use super::storage::{Batch, Order, Snapshot, Timestamp};
+use super::storage::StorageError;
+use super::storage::{Batch, MutationKey, Order, Snapshot, Timestamp};
 use super::value::{MAX_NESTING, Object, Value};
 
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -91,12 +92,7 @@ impl<'a> Transaction<'a> {
         Transaction::new(schema, Store::Write(batch), ts, last_creation_time)
     }
 
-    fn new(
-        schema: &'a Schema,
-        store: Store<'a>,
-        ts: Timestamp,
-        last_creation_time: f64,
-    ) -> Transaction<'a> {
+    fn new(schema: &'a Schema, store: Store<'a>, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
         Transaction {
             schema,
             store,
@@ -135,9 +131,7 @@ impl<'a> Transaction<'a> {
     }
 
     fn table(&self, name: &str) -> Result<&'a TableDef, EngineError> {
-        self.schema
-            .table(name)
-            .ok_or_else(|| EngineError::Schema(format!("table {name:?} is not in the schema")))
+        self.schema.table(name).ok_or_else(|| EngineError::Schema(format!("table {name:?} is not in the schema")))
     }
 
     fn record_read(&mut self, index: IndexId, range: KeyRange) -> Result<(), EngineError> {
@@ -188,20 +182,13 @@ impl<'a> Transaction<'a> {
         order: Order,
     ) -> Result<Query<'t, 'a>, EngineError> {
         let def = self.table(table)?;
-        let index_id = def.index_id(index).ok_or_else(|| {
-            EngineError::Schema(format!("index {table}.{index} is not in the schema"))
-        })?;
+        let index_id = def
+            .index_id(index)
+            .ok_or_else(|| EngineError::Schema(format!("index {table}.{index} is not in the schema")))?;
         if range.fields_used() > self.schema.index_fields(index_id).len() {
-            return Err(EngineError::Schema(format!(
-                "range uses more fields than index {table}.{index} has"
-            )));
+            return Err(EngineError::Schema(format!("range uses more fields than index {table}.{index} has")));
         }
-        Ok(Query {
-            tx: self,
-            index: index_id,
-            range: range.to_key_range(),
-            order,
-        })
+        Ok(Query { tx: self, index: index_id, range: range.to_key_range(), order })
     }
 
     /// Inserts a new document into `table` and returns its id.
@@ -213,11 +200,7 @@ impl<'a> Transaction<'a> {
         let now_ms = self.ts / 1_000_000;
         let creation_time = (self.ts as f64 / 1e6).max(self.last_creation_time.next_up());
         self.last_creation_time = creation_time;
-        let document = Document {
-            id: DocumentId::generate(def.number, now_ms),
-            creation_time,
-            fields,
-        };
+        let document = Document { id: DocumentId::generate(def.number, now_ms), creation_time, fields };
         self.write(def, None, document.clone())?;
         Ok(document.id)
     }
@@ -230,9 +213,7 @@ impl<'a> Transaction<'a> {
         changes: impl IntoIterator<Item = (String, Option<Value>)>,
     ) -> Result<Document, EngineError> {
         let def = self.table(table)?;
-        let old = self
-            .get(table, id)?
-            .ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
+        let old = self.get(table, id)?.ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
         let mut new = old.clone();
         for (field, value) in changes {
             match value {
@@ -244,12 +225,31 @@ impl<'a> Transaction<'a> {
         Ok(new)
     }
 
-    fn write(
-        &mut self,
-        table: &TableDef,
-        old: Option<&Document>,
-        new: Document,
-    ) -> Result<(), EngineError> {
+    fn batch(&mut self) -> Result<&mut dyn Batch, EngineError> {
+        match &mut self.store {
+            Store::Write(batch) => Ok(*batch),
+            Store::Read(_) => Err(EngineError::Schema("a query cannot write".into())),
+        }
+    }
+
+    /// The outcome recorded for `key` by an earlier run of the same mutation: (commit ts, result).
+    pub fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, Value)>, EngineError> {
+        let Some((ts, json)) = self.batch()?.find_outcome(key)? else { return Ok(None) };
+        let parsed =
+            serde_json::from_str(&json).map_err(|e| StorageError(format!("stored outcome is not JSON: {e}")))?;
+        let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored outcome: {e}")))?;
+        Ok(Some((ts, value)))
+    }
+
+    /// Records this mutation's result under `key`, atomically with its writes.
+    pub fn record_outcome(&mut self, key: &MutationKey, result: &Value) -> Result<(), EngineError> {
+        let ts = self.ts;
+        let json = result.to_json(super::value::JsonFormat::Encoded).to_string();
+        self.batch()?.record_outcome(key, ts, &json)?;
+        Ok(())
+    }
+
+    fn write(&mut self, table: &TableDef, old: Option<&Document>, new: Document) -> Result<(), EngineError> {
         check_document(self.schema, table, &new)?;
         self.documents_written += 1;
         self.bytes_written += new.size();
@@ -259,17 +259,11 @@ impl<'a> Transaction<'a> {
             )));
         }
         let id_key = Document::id_key(&new.id);
-        let mut index_writes = vec![IndexWrite {
-            index: table.by_id(),
-            old: old.map(|_| id_key.clone()),
-            new: Some(id_key),
-        }];
+        let mut index_writes =
+            vec![IndexWrite { index: table.by_id(), old: old.map(|_| id_key.clone()), new: Some(id_key) }];
         for (position, index) in table.indexes.iter().enumerate() {
             index_writes.push(IndexWrite {
-                index: IndexId {
-                    table: table.number,
-                    slot: position as u16 + 1,
-                },
+                index: IndexId { table: table.number, slot: position as u16 + 1 },
                 old: old.map(|d| d.index_key(&index.fields)),
                 new: Some(new.index_key(&index.fields)),
             });
@@ -285,11 +279,7 @@ impl<'a> Transaction<'a> {
 }
 
 /// Validates a document against its table: field names, validator, size and nesting.
-fn check_document(
-    schema: &Schema,
-    table: &TableDef,
-    document: &Document,
-) -> Result<(), EngineError> {
+fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Result<(), EngineError> {
     if let Some(name) = document.fields.keys().find(|k| k.starts_with('_')) {
         return Err(EngineError::Validation(format!(
             "Field name {name:?} starts with '_', which is reserved for system fields."
@@ -297,9 +287,7 @@ fn check_document(
     }
     let value = Value::Object(document.fields.clone());
     if value.nesting() > MAX_NESTING {
-        return Err(EngineError::Validation(format!(
-            "Document is nested more than {MAX_NESTING} levels deep."
-        )));
+        return Err(EngineError::Validation(format!("Document is nested more than {MAX_NESTING} levels deep.")));
     }
     let size = document.size();
     if size > MAX_DOCUMENT_BYTES {
@@ -309,10 +297,7 @@ fn check_document(
     }
     if let Validator::Object(_) = &table.document {
         table.document.check(&value, "", schema).map_err(|e| {
-            EngineError::Validation(format!(
-                "Failed to insert or update a document in table {:?}: {e}",
-                table.name
-            ))
+            EngineError::Validation(format!("Failed to insert or update a document in table {:?}: {e}", table.name))
         })?;
     }
     Ok(())
@@ -320,11 +305,7 @@ fn check_document(
 
 impl Query<'_, '_> {
     /// Up to `limit` documents of the range, in order, that pass `keep`.
-    pub fn take(
-        self,
-        limit: usize,
-        keep: impl Fn(&Document) -> bool,
-    ) -> Result<Vec<Document>, EngineError> {
+    pub fn take(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<Vec<Document>, EngineError> {
         Ok(self.read(limit, keep)?.documents)
     }
 
@@ -336,9 +317,8 @@ impl Query<'_, '_> {
         keep: impl Fn(&Document) -> bool,
     ) -> Result<Page, EngineError> {
         if let Some(cursor) = cursor {
-            let key = base64::decode(cursor).ok_or_else(|| {
-                EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor."))
-            })?;
+            let key = base64::decode(cursor)
+                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))?;
             // The cursor is the last key returned: continue strictly past it.
             match self.order {
                 Order::Asc => self.range.start = self.range.start.max(key_successor(&key)),
@@ -352,38 +332,21 @@ impl Query<'_, '_> {
         }
         let order = self.order;
         let range = self.range.clone();
-        let ReadOutcome {
-            documents: page,
-            last_key,
-            exhausted: is_done,
-        } = self.read(num_items, keep)?;
+        let ReadOutcome { documents: page, last_key, exhausted: is_done } = self.read(num_items, keep)?;
         let continue_cursor = match (last_key, order) {
             (Some(key), _) => key,
             // Past the end: a cursor that continues to an empty page.
             (None, Order::Asc) => range.end.unwrap_or_else(|| vec![0xff]),
             (None, Order::Desc) => range.start,
         };
-        Ok(Page {
-            page,
-            is_done,
-            continue_cursor: base64::encode(&continue_cursor),
-        })
+        Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) })
     }
 
     /// Reads until `limit` documents passed `keep` or the range ends. Returns the
     /// documents, the last key read and whether the range is exhausted. Only the
     /// part of the range actually read enters the read set.
-    fn read(
-        self,
-        limit: usize,
-        keep: impl Fn(&Document) -> bool,
-    ) -> Result<ReadOutcome, EngineError> {
-        let Query {
-            tx,
-            index,
-            range,
-            order,
-        } = self;
+    fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
+        let Query { tx, index, range, order } = self;
         let mut remaining = range.clone();
         let mut documents = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
@@ -409,21 +372,13 @@ impl Query<'_, '_> {
             }
         }
         let read_range = match (&last_key, order) {
-            (Some(key), Order::Asc) if !exhausted => KeyRange {
-                start: range.start.clone(),
-                end: Some(key_successor(key)),
-            },
-            (Some(key), Order::Desc) if !exhausted => KeyRange {
-                start: key.clone(),
-                end: range.end.clone(),
-            },
+            (Some(key), Order::Asc) if !exhausted => {
+                KeyRange { start: range.start.clone(), end: Some(key_successor(key)) }
+            }
+            (Some(key), Order::Desc) if !exhausted => KeyRange { start: key.clone(), end: range.end.clone() },
             _ => range,
         };
         tx.record_read(index, read_range)?;
-        Ok(ReadOutcome {
-            documents,
-            last_key,
-            exhausted,
-        })
+        Ok(ReadOutcome { documents, last_key, exhausted })
     }
 }

@@ -60,20 +60,13 @@ impl JsonFormat {
 /// Checks a field name of a user object (`$`-prefixed and control characters are reserved).
 pub fn check_field_name(name: &str) -> Result<(), ValueError> {
     if name.starts_with('$') {
-        return err(format!(
-            "Field name {name:?} starts with a '$', which is reserved."
-        ));
+        return err(format!("Field name {name:?} starts with a '$', which is reserved."));
     }
     if name.len() > MAX_FIELD_NAME_LEN {
-        return err(format!(
-            "Field name {:?}... is longer than {MAX_FIELD_NAME_LEN} characters.",
-            &name[..32]
-        ));
+        return err(format!("Field name {:?}... is longer than {MAX_FIELD_NAME_LEN} characters.", &name[..32]));
     }
     if let Some(c) = name.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
-        return err(format!(
-            "Field name {name:?} has invalid character {c:?}: field names are non-control ASCII."
-        ));
+        return err(format!("Field name {name:?} has invalid character {c:?}: field names are non-control ASCII."));
     }
     Ok(())
 }
@@ -120,9 +113,7 @@ impl Value {
 
     fn from_json_at_depth(json: &Json, depth: usize) -> Result<Value, ValueError> {
         if depth > MAX_NESTING {
-            return err(format!(
-                "Value is nested more than {MAX_NESTING} levels deep."
-            ));
+            return err(format!("Value is nested more than {MAX_NESTING} levels deep."));
         }
         Ok(match json {
             Json::Null => Value::Null,
@@ -134,17 +125,9 @@ impl Value {
             Json::String(s) => Value::String(s.clone()),
             Json::Array(items) => {
                 if items.len() > MAX_ARRAY_LEN {
-                    return err(format!(
-                        "Array has {} elements; at most {MAX_ARRAY_LEN} are allowed.",
-                        items.len()
-                    ));
+                    return err(format!("Array has {} elements; at most {MAX_ARRAY_LEN} are allowed.", items.len()));
                 }
-                Value::Array(
-                    items
-                        .iter()
-                        .map(|v| Self::from_json_at_depth(v, depth + 1))
-                        .collect::<Result<_, _>>()?,
-                )
+                Value::Array(items.iter().map(|v| Self::from_json_at_depth(v, depth + 1)).collect::<Result<_, _>>()?)
             }
             Json::Object(map) => {
                 if map.len() == 1 {
@@ -154,10 +137,7 @@ impl Value {
                     }
                 }
                 if map.len() > MAX_OBJECT_FIELDS {
-                    return err(format!(
-                        "Object has {} fields; at most {MAX_OBJECT_FIELDS} are allowed.",
-                        map.len()
-                    ));
+                    return err(format!("Object has {} fields; at most {MAX_OBJECT_FIELDS} are allowed.", map.len()));
                 }
                 let mut object = Object::new();
                 for (key, value) in map {
@@ -171,14 +151,9 @@ impl Value {
 
     fn from_special(key: &str, inner: &Json) -> Result<Option<Value>, ValueError> {
         let decode8 = |what: &str| -> Result<[u8; 8], ValueError> {
-            let text = inner
-                .as_str()
-                .ok_or_else(|| ValueError(format!("{what} must hold a base64 string.")))?;
-            let bytes = base64::decode(text)
-                .ok_or_else(|| ValueError(format!("{what} holds malformed base64.")))?;
-            bytes
-                .try_into()
-                .map_err(|_| ValueError(format!("{what} must hold exactly 8 bytes.")))
+            let text = inner.as_str().ok_or_else(|| ValueError(format!("{what} must hold a base64 string.")))?;
+            let bytes = base64::decode(text).ok_or_else(|| ValueError(format!("{what} holds malformed base64.")))?;
+            bytes.try_into().map_err(|_| ValueError(format!("{what} must hold exactly 8 bytes.")))
         };
         Ok(Some(match key {
             "$integer" => Value::Int64(i64::from_le_bytes(decode8("$integer")?)),
@@ -192,13 +167,8 @@ impl Value {
                 Value::Float64(f)
             }
             "$bytes" => {
-                let text = inner
-                    .as_str()
-                    .ok_or_else(|| ValueError("$bytes must hold a base64 string.".into()))?;
-                Value::Bytes(
-                    base64::decode(text)
-                        .ok_or_else(|| ValueError("$bytes holds malformed base64.".into()))?,
-                )
+                let text = inner.as_str().ok_or_else(|| ValueError("$bytes must hold a base64 string.".into()))?;
+                Value::Bytes(base64::decode(text).ok_or_else(|| ValueError("$bytes holds malformed base64.".into()))?)
             }
             _ => return Ok(None),
         }))
@@ -217,16 +187,12 @@ impl Value {
                 let plain = f.is_finite() && !(*f == 0.0 && f.is_sign_negative());
                 match (plain, format) {
                     (true, _) => Json::Number(Number::from_f64(*f).expect("finite")),
-                    (false, JsonFormat::Encoded) => {
-                        special("$float", base64::encode(&f.to_le_bytes()))
-                    }
+                    (false, JsonFormat::Encoded) => special("$float", base64::encode(&f.to_le_bytes())),
                     (false, JsonFormat::Clean) if f.is_nan() => Json::String("NaN".into()),
                     (false, JsonFormat::Clean) if f.is_infinite() => {
                         Json::String(if *f > 0.0 { "Infinity" } else { "-Infinity" }.into())
                     }
-                    (false, JsonFormat::Clean) => {
-                        Json::Number(Number::from_f64(*f).expect("-0 is finite"))
-                    }
+                    (false, JsonFormat::Clean) => Json::Number(Number::from_f64(*f).expect("-0 is finite")),
                 }
             }
             Value::Bytes(b) => match format {
@@ -234,12 +200,9 @@ impl Value {
                 JsonFormat::Clean => Json::String(base64::encode(b)),
             },
             Value::Array(items) => Json::Array(items.iter().map(|v| v.to_json(format)).collect()),
-            Value::Object(object) => Json::Object(
-                object
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json(format)))
-                    .collect::<Map<_, _>>(),
-            ),
+            Value::Object(object) => {
+                Json::Object(object.iter().map(|(k, v)| (k.clone(), v.to_json(format))).collect::<Map<_, _>>())
+            }
         }
     }
 
@@ -251,12 +214,7 @@ impl Value {
             Value::String(s) => s.len() + 2,
             Value::Bytes(b) => b.len() + 2,
             Value::Array(items) => 2 + items.iter().map(Value::size).sum::<usize>(),
-            Value::Object(object) => {
-                2 + object
-                    .iter()
-                    .map(|(k, v)| k.len() + 1 + v.size())
-                    .sum::<usize>()
-            }
+            Value::Object(object) => 2 + object.iter().map(|(k, v)| k.len() + 1 + v.size()).sum::<usize>(),
         }
     }
 
@@ -349,15 +307,9 @@ mod tests {
 
     #[test]
     fn int64_uses_the_convex_form() {
-        assert_eq!(
-            Value::Int64(1).to_json(JsonFormat::Encoded),
-            json!({"$integer": "AQAAAAAAAAA="})
-        );
+        assert_eq!(Value::Int64(1).to_json(JsonFormat::Encoded), json!({"$integer": "AQAAAAAAAAA="}));
         assert_eq!(Value::Int64(-2).to_json(JsonFormat::Clean), json!("-2"));
-        assert_eq!(
-            Value::from_json(&json!({"$integer": "AQAAAAAAAAA="})).unwrap(),
-            Value::Int64(1)
-        );
+        assert_eq!(Value::from_json(&json!({"$integer": "AQAAAAAAAAA="})).unwrap(), Value::Int64(1));
     }
 
     #[test]
@@ -367,25 +319,14 @@ mod tests {
 
     #[test]
     fn clean_json_spells_special_floats() {
-        assert_eq!(
-            Value::Float64(f64::NAN).to_json(JsonFormat::Clean),
-            json!("NaN")
-        );
-        assert_eq!(
-            Value::Float64(f64::NEG_INFINITY).to_json(JsonFormat::Clean),
-            json!("-Infinity")
-        );
-        assert_eq!(
-            Value::Bytes(b"fo".to_vec()).to_json(JsonFormat::Clean),
-            json!("Zm8=")
-        );
+        assert_eq!(Value::Float64(f64::NAN).to_json(JsonFormat::Clean), json!("NaN"));
+        assert_eq!(Value::Float64(f64::NEG_INFINITY).to_json(JsonFormat::Clean), json!("-Infinity"));
+        assert_eq!(Value::Bytes(b"fo".to_vec()).to_json(JsonFormat::Clean), json!("Zm8="));
     }
 
     #[test]
     fn rejects_malformed_special_forms() {
-        assert!(
-            Value::from_json(&json!({"$float": base64::encode(&1.5f64.to_le_bytes())})).is_err()
-        );
+        assert!(Value::from_json(&json!({"$float": base64::encode(&1.5f64.to_le_bytes())})).is_err());
         assert!(Value::from_json(&json!({"$integer": "AQ=="})).is_err());
         assert!(Value::from_json(&json!({"$bytes": 5})).is_err());
         assert!(Value::from_json(&json!({"$other": 1})).is_err());
@@ -407,10 +348,7 @@ mod tests {
     #[test]
     fn parses_formats() {
         assert_eq!(JsonFormat::parse(None), Some(JsonFormat::Clean));
-        assert_eq!(
-            JsonFormat::parse(Some("convex_json")),
-            Some(JsonFormat::Encoded)
-        );
+        assert_eq!(JsonFormat::parse(Some("convex_json")), Some(JsonFormat::Encoded));
         assert_eq!(JsonFormat::parse(Some("xml")), None);
     }
 }

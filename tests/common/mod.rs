@@ -14,11 +14,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let unique = format!(
-            "jangar-test-{}-{:?}",
-            std::process::id(),
-            std::time::Instant::now()
-        );
+        let unique = format!("jangar-test-{}-{:?}", std::process::id(), std::time::Instant::now());
         let path = std::env::temp_dir().join(unique.replace([' ', ':', '.'], "_"));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -73,23 +69,13 @@ impl TestServer {
     }
 
     pub async fn post(&self, route: &str, body: Value) -> HttpResponse {
-        self.client
-            .post_json(&format!("{}{route}", self.url), &body)
-            .await
-            .unwrap()
+        self.client.post_json(&format!("{}{route}", self.url), &body).await.unwrap()
     }
 
     /// Calls a function and returns the UdfResponse body (asserting HTTP 200).
     pub async fn call(&self, route: &str, path: &str, args: Value) -> Value {
-        let response = self
-            .post(route, json!({"path": path, "args": args, "format": "json"}))
-            .await;
-        assert_eq!(
-            response.status,
-            200,
-            "{path}: {}",
-            String::from_utf8_lossy(&response.body)
-        );
+        let response = self.post(route, json!({"path": path, "args": args, "format": "json"})).await;
+        assert_eq!(response.status, 200, "{path}: {}", String::from_utf8_lossy(&response.body));
         response.json().unwrap()
     }
 

@@ -45,6 +45,14 @@ pub trait Snapshot {
     ) -> Result<Vec<(Vec<u8>, Document)>, StorageError>;
 }
 
+/// Names a mutation that a client may send more than once (after a reconnect):
+/// the client's session id and its request number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MutationKey {
+    pub client: String,
+    pub request: u64,
+}
+
 pub trait Batch: Snapshot {
     fn savepoint(&mut self) -> Result<(), StorageError>;
     /// Undoes everything since the savepoint and ends it.
@@ -52,8 +60,13 @@ pub trait Batch: Snapshot {
     /// Keeps everything since the savepoint and ends it.
     fn release_savepoint(&mut self) -> Result<(), StorageError>;
     /// Stores `document` (a new version of `id`) and applies its index changes.
-    fn put(&mut self, document: &Document, index_writes: &[IndexWrite])
-    -> Result<(), StorageError>;
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError>;
+    /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
+    /// Records a mutation's outcome, in the same savepoint as its writes.
+    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError>;
+    /// Forgets outcomes committed before `before`.
+    fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
     /// Makes the batch durable, recording `ts` as the last commit timestamp.
     fn commit(self: Box<Self>, ts: Timestamp) -> Result<(), StorageError>;
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Batch, Order, Snapshot, Storage, StorageError, Timestamp};
+use super::{Batch, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::KeyRange;
@@ -77,12 +77,8 @@ impl Checkpointer {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(std::time::Duration::from_millis(100))
                 {
-                    match conn
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-                    {
-                        Ok(frames) if frames > WAL_RESTART_FRAMES => {
-                            flag.store(true, Ordering::Relaxed)
-                        }
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                        Ok(frames) if frames > WAL_RESTART_FRAMES => flag.store(true, Ordering::Relaxed),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
                     }
@@ -90,11 +86,7 @@ impl Checkpointer {
                 let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
             })
             .map_err(|e| StorageError(format!("cannot start the checkpointer: {e}")))?;
-        Ok(Checkpointer {
-            stop: Some(stop),
-            thread: Some(thread),
-            restart_wanted,
-        })
+        Ok(Checkpointer { stop: Some(stop), thread: Some(thread), restart_wanted })
     }
 }
 
@@ -124,6 +116,14 @@ CREATE TABLE IF NOT EXISTS indexes (
     definition TEXT PRIMARY KEY,
     index_number INTEGER NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS mutation_outcomes (
+    client TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (client, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_commit_ts', 0);
 ";
@@ -134,13 +134,8 @@ const KEY_CEILING: &[u8] = &[0xff];
 impl SqliteStorage {
     /// Opens (or creates) `dir/jangar.sqlite3`, registers the schema's indexes
     /// and builds any index that is new since the last start.
-    pub fn open(
-        dir: &Path,
-        schema: &Schema,
-        durability: Durability,
-    ) -> Result<SqliteStorage, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+    pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("jangar.sqlite3");
         let mut writer = open_connection(&path, durability)?;
         writer.execute_batch(SCHEMA_SQL)?;
@@ -158,10 +153,7 @@ impl SqliteStorage {
     }
 
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
-        self.index_numbers
-            .get(&index)
-            .copied()
-            .ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
     }
 
     fn reader(&self) -> Result<Connection, StorageError> {
@@ -175,15 +167,7 @@ impl SqliteStorage {
 fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StorageError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        if durability == Durability::Full {
-            "FULL"
-        } else {
-            "NORMAL"
-        },
-    )?;
+    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     // Savepoint journals (one per mutation) stay in memory.
@@ -195,42 +179,23 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     Ok(conn)
 }
 
-fn register_indexes(
-    conn: &mut Connection,
-    schema: &Schema,
-) -> Result<HashMap<IndexId, i64>, StorageError> {
+fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
     let tx = conn.transaction()?;
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
         for (position, index) in table.indexes.iter().enumerate() {
-            let id = IndexId {
-                table: table.number,
-                slot: position as u16 + 1,
-            };
+            let id = IndexId { table: table.number, slot: position as u16 + 1 };
             // The definition names the fields, so changing an index's fields builds it anew.
-            let definition = format!(
-                "{}:{}.{}({})",
-                table.number,
-                table.name,
-                index.name,
-                index.fields.join(",")
-            );
+            let definition = format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","));
             let existing: Option<i64> = tx
-                .query_row(
-                    "SELECT index_number FROM indexes WHERE definition = ?1",
-                    [&definition],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
                 .optional()?;
             let number = match existing {
                 Some(number) => number,
                 None => {
-                    let number: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(index_number), 0) + 1 FROM indexes",
-                        [],
-                        |r| r.get(0),
-                    )?;
+                    let number: i64 =
+                        tx.query_row("SELECT COALESCE(MAX(index_number), 0) + 1 FROM indexes", [], |r| r.get(0))?;
                     tx.execute(
                         "INSERT INTO indexes (definition, index_number) VALUES (?1, ?2)",
                         params![definition, number],
@@ -248,52 +213,35 @@ fn register_indexes(
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (definition, number) in stale.into_iter().filter(|(d, _)| !wanted.contains(d)) {
-        tx.execute(
-            "DELETE FROM index_entries WHERE index_number = ?1",
-            [number],
-        )?;
+        tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
         tx.execute("DELETE FROM indexes WHERE definition = ?1", [definition])?;
     }
     tx.commit()?;
     Ok(numbers)
 }
 
-fn backfill(
-    conn: &Connection,
-    table: u32,
-    index_number: i64,
-    fields: &[&str],
-) -> Result<(), StorageError> {
+fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -> Result<(), StorageError> {
     let mut select = conn.prepare("SELECT id, json FROM documents WHERE table_number = ?1")?;
-    let mut insert =
-        conn.prepare("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?;
+    let mut insert = conn.prepare("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?;
     let mut rows = select.query([table])?;
     while let Some(row) = rows.next()? {
         let id = row_id(table, row.get_ref(0)?.as_blob()?)?;
         let document = parse_document(id, row.get_ref(1)?.as_str()?)?;
-        insert.execute(params![
-            index_number,
-            document.index_key(fields),
-            &id.internal[..]
-        ])?;
+        insert.execute(params![index_number, document.index_key(fields), &id.internal[..]])?;
     }
     Ok(())
 }
 
 fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
-    let internal = internal
-        .try_into()
-        .map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
+    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
     Ok(DocumentId { table, internal })
 }
 
 fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
-    let parsed: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
-    let value = Value::from_json(&parsed)
-        .map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
-    Document::from_value(id, value)
-        .ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
+    let parsed: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
+    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
+    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
 }
 
 /// A connection inside a read (or write) transaction.
@@ -310,18 +258,14 @@ impl SqliteSnapshot<'_> {
 }
 
 fn read_ts(conn: &Connection) -> Result<Timestamp, StorageError> {
-    let ts: i64 = conn
-        .prepare_cached("SELECT value FROM meta WHERE name = 'last_commit_ts'")?
-        .query_row([], |r| r.get(0))?;
+    let ts: i64 =
+        conn.prepare_cached("SELECT value FROM meta WHERE name = 'last_commit_ts'")?.query_row([], |r| r.get(0))?;
     Ok(ts as Timestamp)
 }
 
 fn get(conn: &Connection, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-    let mut statement =
-        conn.prepare_cached("SELECT json FROM documents WHERE table_number = ?1 AND id = ?2")?;
-    let json: Option<String> = statement
-        .query_row(params![id.table, &id.internal[..]], |r| r.get(0))
-        .optional()?;
+    let mut statement = conn.prepare_cached("SELECT json FROM documents WHERE table_number = ?1 AND id = ?2")?;
+    let json: Option<String> = statement.query_row(params![id.table, &id.internal[..]], |r| r.get(0)).optional()?;
     json.map(|json| parse_document(*id, &json)).transpose()
 }
 
@@ -372,14 +316,7 @@ impl Snapshot for SqliteSnapshot<'_> {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        scan(
-            self.conn(),
-            self.storage.index_number(index)?,
-            index.table,
-            range,
-            order,
-            limit,
-        )
+        scan(self.conn(), self.storage.index_number(index)?, index.table, range, order, limit)
     }
 }
 
@@ -388,11 +325,7 @@ impl Drop for SqliteSnapshot<'_> {
         if let Some(conn) = self.conn.take() {
             // A connection that cannot end its transaction is not reused.
             if conn.execute_batch("COMMIT").is_ok() {
-                self.storage
-                    .readers
-                    .lock()
-                    .expect("reader pool lock")
-                    .push(conn);
+                self.storage.readers.lock().expect("reader pool lock").push(conn);
             }
         }
     }
@@ -421,29 +354,18 @@ impl Snapshot for SqliteBatch<'_> {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        scan(
-            &self.conn,
-            self.storage.index_number(index)?,
-            index.table,
-            range,
-            order,
-            limit,
-        )
+        scan(&self.conn, self.storage.index_number(index)?, index.table, range, order, limit)
     }
 }
 
 impl Batch for SqliteBatch<'_> {
     fn savepoint(&mut self) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached("SAVEPOINT mutation")?
-            .execute([])?;
+        self.conn.prepare_cached("SAVEPOINT mutation")?.execute([])?;
         Ok(())
     }
 
     fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached("ROLLBACK TO mutation")?
-            .execute([])?;
+        self.conn.prepare_cached("ROLLBACK TO mutation")?.execute([])?;
         self.release_savepoint()
     }
 
@@ -452,61 +374,56 @@ impl Batch for SqliteBatch<'_> {
         Ok(())
     }
 
-    fn put(
-        &mut self,
-        document: &Document,
-        index_writes: &[IndexWrite],
-    ) -> Result<(), StorageError> {
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
         let id = &document.id;
-        let json = document
-            .to_value()
-            .to_json(crate::engine::value::JsonFormat::Encoded)
-            .to_string();
+        let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
         self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)",
-            )?
+            .prepare_cached("INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)")?
             .execute(params![id.table, &id.internal[..], json])?;
-        for write in index_writes
-            .iter()
-            .filter(|w| w.index.slot > 0 && w.old != w.new)
-        {
+        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
             let number = self.storage.index_number(write.index)?;
             if let Some(old) = &write.old {
                 self.conn
-                    .prepare_cached(
-                        "DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2",
-                    )?
+                    .prepare_cached("DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2")?
                     .execute(params![number, old])?;
             }
             if let Some(new) = &write.new {
                 self.conn
-                    .prepare_cached(
-                        "INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)",
-                    )?
+                    .prepare_cached("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?
                     .execute(params![number, new, &id.internal[..]])?;
             }
         }
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>, ts: Timestamp) -> Result<(), StorageError> {
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT ts, result FROM mutation_outcomes WHERE client = ?1 AND request_id = ?2")?;
+        let found = statement
+            .query_row(params![key.client, key.request as i64], |r| Ok((r.get::<_, i64>(0)? as Timestamp, r.get(1)?)))
+            .optional()?;
+        Ok(found)
+    }
+
+    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
         self.conn
-            .prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?
-            .execute([ts as i64])?;
+            .prepare_cached("INSERT INTO mutation_outcomes (client, request_id, ts, result) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![key.client, key.request as i64, ts as i64, result])?;
+        Ok(())
+    }
+
+    fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
+        Ok(self.conn.prepare_cached("DELETE FROM mutation_outcomes WHERE ts < ?1")?.execute([before as i64])?)
+    }
+
+    fn commit(mut self: Box<Self>, ts: Timestamp) -> Result<(), StorageError> {
+        self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?.execute([ts as i64])?;
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
-        if self
-            .storage
-            .checkpointer
-            .restart_wanted
-            .swap(false, Ordering::Relaxed)
-        {
+        if self.storage.checkpointer.restart_wanted.swap(false, Ordering::Relaxed) {
             // Waits for readers of old frames (short); a failure only delays the restart.
-            if let Err(e) = self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-            {
+            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "WAL restart failed");
             }
         }
@@ -529,25 +446,13 @@ impl Storage for SqliteStorage {
         // The first read fixes the snapshot; reading the commit timestamp inside
         // it names exactly the state the rest of the reads will see.
         let ts = read_ts(&conn)?;
-        Ok(Box::new(SqliteSnapshot {
-            storage: self,
-            conn: Some(conn),
-            ts,
-        }))
+        Ok(Box::new(SqliteSnapshot { storage: self, conn: Some(conn), ts }))
     }
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
-        let conn = self
-            .writer
-            .lock()
-            .map_err(|_| StorageError("writer connection poisoned".into()))?;
+        let conn = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let ts = read_ts(&conn)?;
-        Ok(Box::new(SqliteBatch {
-            storage: self,
-            conn,
-            ts,
-            open: true,
-        }))
+        Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
     }
 }
