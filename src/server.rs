@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::sync::SyncHub;
+use crate::api::sync::manager::{Manager, SyncStats};
 use crate::api::{AppState, router};
 use crate::domain;
 use crate::engine::database::Database;
@@ -33,12 +35,23 @@ pub async fn serve(
     let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
     let (db, committer) =
         Database::start(schema, Arc::new(storage), config.query_cache_entries).map_err(|e| e.to_string())?;
-    let state = AppState { db, registry: Arc::new(domain::registry()) };
+    let registry = Arc::new(domain::registry());
+    let (events, event_queue) = tokio::sync::mpsc::channel(4096);
+    let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
+    let sync_stats = Arc::new(SyncStats::default());
+    tokio::spawn(Manager::new(db.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
+    let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped));
+    let state = AppState { db, registry, sync };
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.durability, "Jangar is serving");
     on_ready(address);
+    let shutdown = async move {
+        shutdown.await;
+        // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
+        let _ = stop_sockets.send(true);
+    };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.

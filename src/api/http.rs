@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json_, json};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, decode_args};
 use crate::domain::error::FunctionError;
 use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query};
 use crate::engine::base64;
@@ -85,26 +85,6 @@ pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
             format!("Convex-Client header {value:?} is not `client-semver`."),
         ))
     }
-}
-
-/// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
-fn decode_args(args: &Json_) -> Result<Value, FunctionError> {
-    let invalid = |m: String| FunctionError::App(crate::domain::error::AppError::new("InvalidArgument", m));
-    let args = match args {
-        Json_::Array(items) if items.len() == 1 => &items[0],
-        Json_::Array(items) => {
-            return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len())));
-        }
-        other => other,
-    };
-    let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
-    if value.size() > crate::api::MAX_ARGS_BYTES {
-        return Err(FunctionError::App(crate::domain::error::AppError::new(
-            "LimitExceeded",
-            format!("Arguments are larger than {} bytes.", crate::api::MAX_ARGS_BYTES),
-        )));
-    }
-    Ok(value)
 }
 
 /// A UdfResponse body, ready to send.
@@ -335,9 +315,15 @@ pub async fn root() -> &'static str {
 /// Group-commit counters, for benchmarks and operators.
 pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
     let stats = state.db.stats();
+    let sync = &state.sync.stats;
     Json(json!({
         "commitGroups": stats.groups.load(Ordering::Relaxed),
         "mutationsCommitted": stats.mutations.load(Ordering::Relaxed),
+        "syncConnections": sync.connections.load(Ordering::Relaxed),
+        "syncSubscriptions": sync.subscriptions.load(Ordering::Relaxed),
+        "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),
+        "syncTransitions": sync.transitions.load(Ordering::Relaxed),
+        "syncSteps": sync.steps.load(Ordering::Relaxed),
     }))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod http;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -10,18 +11,42 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
+use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::Registry;
 use crate::engine::database::Database;
+use crate::engine::value::Value;
 
 /// Convex's limit on function arguments.
 pub const MAX_ARGS_BYTES: usize = 16 << 20;
 /// Request bodies may carry the arguments plus their JSON overhead.
 pub const MAX_BODY_BYTES: usize = MAX_ARGS_BYTES + (1 << 20);
 
+/// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
+pub(crate) fn decode_args(args: &serde_json::Value) -> Result<Value, FunctionError> {
+    use serde_json::Value as Json_;
+    let invalid = |m: String| FunctionError::App(AppError::new("InvalidArgument", m));
+    let args = match args {
+        Json_::Array(items) if items.len() == 1 => &items[0],
+        Json_::Array(items) => {
+            return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len())));
+        }
+        other => other,
+    };
+    let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
+    if value.size() > MAX_ARGS_BYTES {
+        return Err(FunctionError::App(AppError::new(
+            "LimitExceeded",
+            format!("Arguments are larger than {MAX_ARGS_BYTES} bytes."),
+        )));
+    }
+    Ok(value)
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub db: Arc<Database>,
     pub registry: Arc<Registry>,
+    pub sync: Arc<sync::SyncHub>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/run/{*route}", post(http::run_by_path))
         .route("/api/query_ts", post(http::query_ts))
         .route("/api/query_batch", post(http::query_batch))
+        .route("/api/sync", get(sync::upgrade))
+        .route("/api/{client_version}/sync", get(sync::upgrade))
         .route("/jangar/stats", get(http::stats))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

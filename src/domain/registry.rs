@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::engine::cache::CachedResult;
 use crate::engine::database::{Database, MutationOutcome};
 use crate::engine::schema::{Schema, Validator};
+use crate::engine::storage::MutationKey;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
@@ -118,4 +119,28 @@ pub async fn run_mutation(
     args: Args,
 ) -> Result<MutationOutcome<Value>, FunctionError> {
     db.mutate(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+}
+
+/// Runs a mutation that its client may send again after a reconnect: if a run
+/// with the same key already committed, answers that run's result and commit
+/// timestamp and applies nothing.
+pub async fn run_mutation_once(
+    db: &Database,
+    function: Arc<Function>,
+    args: Args,
+    key: MutationKey,
+) -> Result<MutationOutcome<Value>, FunctionError> {
+    let outcome = db
+        .mutate(move |tx| {
+            if let Some((ts, value)) = tx.find_outcome(&key)? {
+                return Ok((value, Some(ts)));
+            }
+            let value = (function.handler)(tx, &args)?;
+            tx.record_outcome(&key, &value)?;
+            Ok((value, None))
+        })
+        .await
+        .map_err(FunctionError::into_client_facing)?;
+    let (value, replayed_ts) = outcome.value;
+    Ok(MutationOutcome { value, ts: replayed_ts.unwrap_or(outcome.ts) })
 }

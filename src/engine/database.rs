@@ -19,7 +19,7 @@ use super::cache::QueryCache;
 use super::error::EngineError;
 use super::schema::Schema;
 use super::sets::{ReadSet, WriteSet};
-use super::storage::{Batch, Storage, StorageError, Timestamp};
+use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
 
 /// Concurrent snapshot readers (each holds a storage connection while it runs).
@@ -105,7 +105,7 @@ where
 pub struct Database {
     schema: Arc<Schema>,
     /// Bounds concurrent snapshots, so readers (and their connections) stay few and warm.
-    readers: tokio::sync::Semaphore,
+    readers: Arc<tokio::sync::Semaphore>,
     storage: Arc<dyn Storage>,
     jobs: mpsc::Sender<Box<dyn Job>>,
     commits: broadcast::Sender<Arc<Commit>>,
@@ -148,7 +148,7 @@ impl Database {
             .name("jangar-committer".into())
             .spawn(move || committer.run(queue))
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
-        let readers = tokio::sync::Semaphore::new(MAX_READERS);
+        let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
         Ok((Arc::new(Database { schema, readers, storage, jobs, commits, stats, cache }), CommitterHandle(thread)))
     }
 
@@ -218,6 +218,32 @@ impl Database {
             .unwrap_or_else(|e| Err(EngineError::Storage(StorageError(format!("query task failed: {e}")))))
     }
 
+    /// Opens a snapshot and keeps it open until the handle is dropped, so that
+    /// work decided later (after looking at commits up to its timestamp) still
+    /// reads exactly this state.
+    pub async fn hold_snapshot(self: &Arc<Self>) -> Result<HeldSnapshot, EngineError> {
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| stopped())?;
+        let (jobs, queue) = mpsc::channel::<SnapshotJob>();
+        let (opened, ts) = oneshot::channel();
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut snapshot = match db.storage.snapshot() {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    let _ = opened.send(Err(EngineError::Storage(e)));
+                    return;
+                }
+            };
+            let _ = opened.send(Ok(snapshot.ts()));
+            while let Ok(job) = queue.recv() {
+                job(&db.schema, &mut *snapshot);
+            }
+        });
+        let ts = ts.await.map_err(|_| stopped())??;
+        Ok(HeldSnapshot { ts, jobs })
+    }
+
     /// The timestamp of the latest commit.
     pub fn latest_ts(&self) -> Result<Timestamp, StorageError> {
         Ok(self.storage.snapshot()?.ts())
@@ -239,6 +265,40 @@ impl Database {
 
 fn stopped() -> EngineError {
     EngineError::Storage(StorageError("the database has stopped".into()))
+}
+
+type SnapshotJob = Box<dyn FnOnce(&Schema, &mut dyn Snapshot) + Send>;
+
+/// A snapshot held open on a reader thread; see [`Database::hold_snapshot`].
+pub struct HeldSnapshot {
+    pub ts: Timestamp,
+    jobs: mpsc::Sender<SnapshotJob>,
+}
+
+impl HeldSnapshot {
+    /// Runs read-only functions on the held snapshot, each in its own transaction.
+    pub async fn run<T, F>(&self, bodies: Vec<F>) -> Result<Vec<QueryOutcome<T>>, EngineError>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: SnapshotJob = Box::new(move |schema, snapshot| {
+            let outcomes = bodies
+                .into_iter()
+                .map(|body| {
+                    let mut tx = Transaction::read_only(schema, &mut *snapshot);
+                    let value = body(&mut tx);
+                    let ts = tx.ts();
+                    let (reads, _, _) = tx.into_sets();
+                    QueryOutcome { value, reads, ts }
+                })
+                .collect();
+            let _ = reply.send(outcomes);
+        });
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
 }
 
 struct Committer {

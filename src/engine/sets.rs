@@ -73,9 +73,12 @@ impl WriteSet {
 /// looking at the others: intervals are grouped by index, and within an index
 /// kept sorted by start key, so each written key only visits intervals that
 /// start at or before it.
+/// Per start key, the intervals starting there: (end, owner).
+type IntervalsByStart<K> = BTreeMap<Vec<u8>, Vec<(Option<Vec<u8>>, K)>>;
+
 #[derive(Debug)]
 pub struct ReadSetIndex<K> {
-    by_index: HashMap<IndexId, BTreeMap<Vec<u8>, Vec<(Option<Vec<u8>>, K)>>>,
+    by_index: HashMap<IndexId, IntervalsByStart<K>>,
     sets: HashMap<K, ReadSet>,
 }
 

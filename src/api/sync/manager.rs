@@ -1,0 +1,584 @@
+//! The subscription manager: one task that owns every connection's query set
+//! and versions, and every shared subscription.
+//!
+//! A subscription is shared by all connections that ask for the same function,
+//! arguments and identity: it is computed once and its read set is kept in a
+//! [`ReadSetIndex`]. Each step the manager opens one snapshot, takes in every
+//! commit up to that snapshot's timestamp, re-runs exactly the subscriptions
+//! those commits touched (plus new ones) on that snapshot, and sends each
+//! affected connection one Transition ending at the snapshot's timestamp.
+//! Connections whose results did not change do no work.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::protocol::{QuerySetModification, StateVersion, encode_ts};
+use crate::api::decode_args;
+use crate::domain::error::{AppError, FunctionError};
+use crate::domain::registry::{Function, Kind, Registry, check_args};
+use crate::engine::cache::CachedResult;
+use crate::engine::database::{Commit, Database};
+use crate::engine::sets::ReadSetIndex;
+use crate::engine::storage::Timestamp;
+use crate::engine::value::{JsonFormat, Value};
+
+pub type ConnectionId = u64;
+
+/// Who a connection acts as. Its text is part of every subscription key, so
+/// two identities never share results.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Identity {
+    Anonymous,
+    Admin,
+}
+
+impl Identity {
+    fn key(&self) -> &'static str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::Admin => "admin",
+        }
+    }
+}
+
+/// What a connection's writer sends on the socket.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(String),
+    Close { code: u16, reason: String },
+}
+
+/// What connections tell the manager.
+pub enum Event {
+    Connected {
+        conn: ConnectionId,
+        out: mpsc::Sender<Outbound>,
+        overloaded: oneshot::Sender<()>,
+    },
+    ModifyQuerySet {
+        conn: ConnectionId,
+        base_version: u32,
+        new_version: u32,
+        modifications: Vec<QuerySetModification>,
+    },
+    Authenticated {
+        conn: ConnectionId,
+        base_version: u32,
+        identity: Identity,
+    },
+    /// A mutation finished: send `response`, then a Transition (at or after its commit, if it
+    /// committed). The Rust and Python clients settle even a failed mutation only on the next Transition.
+    MutationDone {
+        conn: ConnectionId,
+        response: String,
+    },
+    Disconnected {
+        conn: ConnectionId,
+    },
+}
+
+/// Counters for operators and the fanout benchmark.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    pub connections: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub queries_run: AtomicU64,
+    pub transitions: AtomicU64,
+    pub steps: AtomicU64,
+}
+
+type Key = Arc<str>;
+
+enum QueryResult {
+    Value(Arc<CachedResult>),
+    Error { message: String, data: Option<Json> },
+}
+
+struct Subscription {
+    call: Result<(Arc<Function>, Value), FunctionError>,
+    result: Option<(QueryResult, u64)>,
+    subscribers: HashSet<(ConnectionId, u32)>,
+}
+
+struct Connection {
+    out: mpsc::Sender<Outbound>,
+    overloaded: Option<oneshot::Sender<()>>,
+    /// The version the client is at: the end of the last Transition sent.
+    sent: StateVersion,
+    query_set: u32,
+    identity_version: u32,
+    identity: Identity,
+    queries: HashMap<u32, Key>,
+    /// The udf path and encoded args of each query, to re-key them when the identity changes.
+    calls: HashMap<u32, (String, Json)>,
+    /// Queries whose current result this client has not seen yet.
+    unsent: HashSet<u32>,
+    removed: Vec<u32>,
+    /// A Transition is owed even without modifications (new versions, a mutation's ts).
+    owed: bool,
+}
+
+pub struct Manager {
+    db: Arc<Database>,
+    registry: Arc<Registry>,
+    events: mpsc::Receiver<Event>,
+    commits: broadcast::Receiver<Arc<Commit>>,
+    /// A commit received past the current snapshot, for the next step.
+    held_over: Option<Arc<Commit>>,
+    processed_ts: Timestamp,
+    /// Subscriptions touched by commits taken in but not yet re-run.
+    touched: HashSet<Key>,
+    everything_touched: bool,
+    subscriptions: HashMap<Key, Subscription>,
+    index: ReadSetIndex<Key>,
+    connections: HashMap<ConnectionId, Connection>,
+    stats: Arc<SyncStats>,
+}
+
+/// How long a step waits for the broadcast of a commit its snapshot already shows.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+impl Manager {
+    pub fn new(
+        db: Arc<Database>,
+        registry: Arc<Registry>,
+        events: mpsc::Receiver<Event>,
+        stats: Arc<SyncStats>,
+    ) -> Manager {
+        // Subscribe before reading the latest timestamp, so no commit falls in between.
+        let commits = db.subscribe_commits();
+        let processed_ts = db.latest_ts().unwrap_or(0);
+        Manager {
+            db,
+            registry,
+            events,
+            commits,
+            held_over: None,
+            processed_ts,
+            touched: HashSet::new(),
+            everything_touched: false,
+            subscriptions: HashMap::new(),
+            index: ReadSetIndex::default(),
+            connections: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Runs until every connection and the server have dropped their event senders.
+    pub async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => return,
+                },
+                commit = self.commits.recv() => self.take_in(commit),
+            }
+            // Take in everything already waiting, so one step serves it all.
+            while let Ok(event) = self.events.try_recv() {
+                self.handle(event);
+            }
+            loop {
+                match self.commits.try_recv() {
+                    Ok(commit) => self.take_in(Ok(commit)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        self.take_in(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.needs_step() {
+                self.step().await;
+            }
+        }
+    }
+
+    fn take_in(&mut self, commit: Result<Arc<Commit>, broadcast::error::RecvError>) {
+        match commit {
+            Ok(commit) => self.apply_commit(&commit),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "subscription manager fell behind the commit stream; re-running every query");
+                self.everything_touched = true;
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn apply_commit(&mut self, commit: &Commit) {
+        if commit.ts <= self.processed_ts {
+            return;
+        }
+        self.touched.extend(self.index.touched_by(&commit.writes));
+        self.processed_ts = commit.ts;
+    }
+
+    fn needs_step(&self) -> bool {
+        !self.touched.is_empty()
+            || self.everything_touched
+            || self.connections.values().any(|c| c.owed || !c.unsent.is_empty() || !c.removed.is_empty())
+            || self.subscriptions.values().any(|s| s.result.is_none())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Connected { conn, out, overloaded } => {
+                self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                self.connections.insert(
+                    conn,
+                    Connection {
+                        out,
+                        overloaded: Some(overloaded),
+                        sent: StateVersion { query_set: 0, identity: 0, ts: 0 },
+                        query_set: 0,
+                        identity_version: 0,
+                        identity: Identity::Anonymous,
+                        queries: HashMap::new(),
+                        calls: HashMap::new(),
+                        unsent: HashSet::new(),
+                        removed: Vec::new(),
+                        owed: false,
+                    },
+                );
+            }
+            Event::ModifyQuerySet { conn, base_version, new_version, modifications } => {
+                self.modify_query_set(conn, base_version, new_version, modifications)
+            }
+            Event::Authenticated { conn, base_version, identity } => self.authenticate(conn, base_version, identity),
+            Event::MutationDone { conn, response } => {
+                if let Some(c) = self.connections.get_mut(&conn) {
+                    // The next step's snapshot is opened after this commit, so its Transition is late enough.
+                    c.owed = true;
+                    Self::send(conn, c, response);
+                }
+            }
+            Event::Disconnected { conn } => self.disconnect(conn),
+        }
+    }
+
+    fn fatal(&mut self, conn: ConnectionId, message: String) {
+        if let Some(c) = self.connections.get_mut(&conn) {
+            let error = serde_json::json!({"type": "FatalError", "error": message}).to_string();
+            let _ = c.out.try_send(Outbound::Text(error));
+            let _ = c.out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+        }
+        self.disconnect(conn);
+    }
+
+    fn modify_query_set(&mut self, conn: ConnectionId, base: u32, new: u32, modifications: Vec<QuerySetModification>) {
+        let Some(c) = self.connections.get(&conn) else { return };
+        if base != c.query_set || new <= base {
+            let message =
+                format!("ModifyQuerySet from version {base} to {new}, but the query set is at version {}", c.query_set);
+            return self.fatal(conn, message);
+        }
+        for modification in modifications {
+            match modification {
+                QuerySetModification::Add { query_id, udf_path, args } => {
+                    if self.connections[&conn].queries.contains_key(&query_id) {
+                        return self.fatal(conn, format!("Query {query_id} was added twice"));
+                    }
+                    let args = Json::Array(args);
+                    self.subscribe(conn, query_id, &udf_path, &args);
+                    let c = self.connections.get_mut(&conn).expect("checked above");
+                    c.calls.insert(query_id, (udf_path, args));
+                }
+                QuerySetModification::Remove { query_id } => {
+                    let c = self.connections.get_mut(&conn).expect("checked above");
+                    if c.calls.remove(&query_id).is_none() {
+                        return self.fatal(conn, format!("Query {query_id} was removed but never added"));
+                    }
+                    c.unsent.remove(&query_id);
+                    c.removed.push(query_id);
+                    if let Some(key) = c.queries.remove(&query_id) {
+                        self.unsubscribe(conn, query_id, &key);
+                    }
+                }
+            }
+        }
+        let c = self.connections.get_mut(&conn).expect("checked above");
+        c.query_set = new;
+        c.owed = true;
+    }
+
+    fn authenticate(&mut self, conn: ConnectionId, base: u32, identity: Identity) {
+        let Some(c) = self.connections.get_mut(&conn) else { return };
+        if base != c.identity_version {
+            let message = format!("Authenticate from identity version {base}, but it is at {}", c.identity_version);
+            return self.fatal(conn, message);
+        }
+        c.identity_version += 1;
+        c.owed = true;
+        if c.identity == identity {
+            return;
+        }
+        c.identity = identity;
+        // Every query is asked again as the new identity.
+        let calls: Vec<(u32, String, Json)> =
+            c.calls.iter().map(|(id, (path, args))| (*id, path.clone(), args.clone())).collect();
+        let old: Vec<(u32, Key)> = c.queries.drain().collect();
+        for (query_id, key) in old {
+            self.unsubscribe(conn, query_id, &key);
+        }
+        for (query_id, path, args) in calls {
+            self.subscribe(conn, query_id, &path, &args);
+        }
+    }
+
+    fn subscribe(&mut self, conn: ConnectionId, query_id: u32, path: &str, args: &Json) {
+        let Some(c) = self.connections.get_mut(&conn) else { return };
+        let key: Key =
+            format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into();
+        c.queries.insert(query_id, key.clone());
+        c.unsent.insert(query_id);
+        let registry = &self.registry;
+        let db = &self.db;
+        let subscription = self.subscriptions.entry(key).or_insert_with(|| Subscription {
+            call: prepare_call(registry, db, path, args),
+            result: None,
+            subscribers: HashSet::new(),
+        });
+        subscription.subscribers.insert((conn, query_id));
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn unsubscribe(&mut self, conn: ConnectionId, query_id: u32, key: &Key) {
+        self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        if let Some(subscription) = self.subscriptions.get_mut(key) {
+            subscription.subscribers.remove(&(conn, query_id));
+            if subscription.subscribers.is_empty() {
+                self.subscriptions.remove(key);
+                self.index.remove(key);
+                self.touched.remove(key);
+            }
+        }
+    }
+
+    fn disconnect(&mut self, conn: ConnectionId) {
+        let Some(c) = self.connections.remove(&conn) else { return };
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        for (query_id, key) in c.queries {
+            self.unsubscribe(conn, query_id, &key);
+        }
+    }
+
+    /// Queues a message for a connection; a client too far behind to take it is disconnected.
+    fn send(conn: ConnectionId, c: &mut Connection, text: String) -> bool {
+        match c.out.try_send(Outbound::Text(text)) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::info!(conn, "client fell too far behind; disconnecting it");
+                if let Some(overloaded) = c.overloaded.take() {
+                    let _ = overloaded.send(());
+                }
+                false
+            }
+        }
+    }
+
+    async fn step(&mut self) {
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        let snapshot = match self.db.hold_snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a snapshot for subscriptions; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+        };
+        self.catch_up_to(snapshot.ts).await;
+
+        let everything = std::mem::take(&mut self.everything_touched);
+        let touched = std::mem::take(&mut self.touched);
+        let to_run: Vec<Key> = self
+            .subscriptions
+            .iter()
+            .filter(|(key, s)| everything || s.result.is_none() || touched.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let bodies: Vec<_> = to_run
+            .iter()
+            .map(|key| {
+                let call = match &self.subscriptions[key].call {
+                    Ok((function, args)) => Ok((function.clone(), args.clone())),
+                    Err(e) => Err(describe(e)),
+                };
+                move |tx: &mut crate::engine::transaction::Transaction<'_>| match call {
+                    Ok((function, Value::Object(args))) => (function.handler)(tx, &crate::domain::common::Args(args))
+                        .map_err(|e| describe(&e.into_client_facing())),
+                    Ok(_) => Err(("Arguments must be an object.".to_owned(), None)),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect();
+        let outcomes = match snapshot.run(bodies).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, "running subscriptions failed; retrying");
+                self.touched.extend(to_run);
+                return;
+            }
+        };
+        let ts = snapshot.ts;
+        drop(snapshot);
+        self.stats.queries_run.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+
+        for (key, outcome) in to_run.into_iter().zip(outcomes) {
+            let result = match outcome.value {
+                Ok(value) => QueryResult::Value(Arc::new(CachedResult::new(value))),
+                Err((message, data)) => QueryResult::Error { message, data },
+            };
+            let hash = result_hash(&result);
+            let Some(subscription) = self.subscriptions.get_mut(&key) else { continue };
+            self.index.insert(key.clone(), outcome.reads);
+            let changed = subscription.result.as_ref().is_none_or(|(_, old)| *old != hash);
+            subscription.result = Some((result, hash));
+            if changed {
+                for (conn, query_id) in &subscription.subscribers {
+                    if let Some(c) = self.connections.get_mut(conn) {
+                        c.unsent.insert(*query_id);
+                    }
+                }
+            }
+        }
+        self.send_transitions(ts);
+    }
+
+    /// Takes in every commit up to `ts`, which the snapshot already shows.
+    async fn catch_up_to(&mut self, ts: Timestamp) {
+        if let Some(commit) = self.held_over.take() {
+            if commit.ts <= ts {
+                self.apply_commit(&commit);
+            } else {
+                self.held_over = Some(commit);
+                return;
+            }
+        }
+        while self.processed_ts < ts {
+            match tokio::time::timeout(COMMIT_WAIT, self.commits.recv()).await {
+                Ok(Ok(commit)) if commit.ts > ts => {
+                    self.held_over = Some(commit);
+                    return;
+                }
+                Ok(Ok(commit)) => self.apply_commit(&commit),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                    // Some commit up to `ts` cannot be accounted for: re-run everything on this snapshot.
+                    self.everything_touched = true;
+                    self.processed_ts = ts;
+                    return;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            }
+        }
+    }
+
+    fn send_transitions(&mut self, ts: Timestamp) {
+        let mut overloaded = Vec::new();
+        for (conn, c) in self.connections.iter_mut() {
+            if !c.owed && c.unsent.is_empty() && c.removed.is_empty() {
+                continue;
+            }
+            let end = StateVersion { query_set: c.query_set, identity: c.identity_version, ts: ts.max(c.sent.ts) };
+            let mut modifications = Vec::with_capacity(c.unsent.len() + c.removed.len());
+            for query_id in c.unsent.drain() {
+                let Some(key) = c.queries.get(&query_id) else { continue };
+                let Some((result, _)) = self.subscriptions.get(key).and_then(|s| s.result.as_ref()) else { continue };
+                modifications.push(modification(query_id, result));
+            }
+            for query_id in c.removed.drain(..) {
+                modifications.push(format!(r#"{{"type":"QueryRemoved","queryId":{query_id}}}"#));
+            }
+            let text = format!(
+                r#"{{"type":"Transition","startVersion":{},"endVersion":{},"modifications":[{}]}}"#,
+                version_json(&c.sent),
+                version_json(&end),
+                modifications.join(",")
+            );
+            c.owed = false;
+            if Self::send(*conn, c, text) {
+                c.sent = end;
+                self.stats.transitions.fetch_add(1, Ordering::Relaxed);
+            } else {
+                overloaded.push(*conn);
+            }
+        }
+        for conn in overloaded {
+            self.disconnect(conn);
+        }
+    }
+}
+
+fn version_json(version: &StateVersion) -> String {
+    format!(r#"{{"querySet":{},"identity":{},"ts":"{}"}}"#, version.query_set, version.identity, encode_ts(version.ts))
+}
+
+fn modification(query_id: u32, result: &QueryResult) -> String {
+    match result {
+        QueryResult::Value(value) => format!(
+            r#"{{"type":"QueryUpdated","queryId":{query_id},"value":{},"logLines":[],"journal":null}}"#,
+            value.json(JsonFormat::Encoded)
+        ),
+        QueryResult::Error { message, data } => {
+            let mut failed = serde_json::json!({
+                "type": "QueryFailed", "queryId": query_id, "errorMessage": message, "logLines": [], "journal": null,
+            });
+            if let Some(data) = data {
+                failed["errorData"] = data.clone();
+            }
+            failed.to_string()
+        }
+    }
+}
+
+fn result_hash(result: &QueryResult) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match result {
+        QueryResult::Value(value) => value.json(JsonFormat::Encoded).hash(&mut hasher),
+        QueryResult::Error { message, data } => {
+            message.hash(&mut hasher);
+            data.as_ref().map(|d| d.to_string()).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// A failure as the protocol reports it: a message and, for application errors, data.
+pub fn describe(error: &FunctionError) -> (String, Option<Json>) {
+    match error {
+        FunctionError::App(app) => (app.message.clone(), Some(app.data().to_json(JsonFormat::Encoded))),
+        FunctionError::Engine(e) => {
+            tracing::error!(error = %e, "query failed");
+            ("Your request couldn't be completed. Try again later.".to_owned(), None)
+        }
+    }
+}
+
+/// Looks the function up and checks its arguments once per subscription.
+fn prepare_call(
+    registry: &Registry,
+    db: &Database,
+    path: &str,
+    args: &Json,
+) -> Result<(Arc<Function>, Value), FunctionError> {
+    let function = registry.get(path).ok_or_else(|| {
+        AppError::new(
+            "NotFound",
+            format!("Could not find public function for '{}'.", crate::domain::registry::canonical_path(path)),
+        )
+    })?;
+    if function.kind != Kind::Query {
+        return Err(AppError::new(
+            "InvalidArgument",
+            format!("{} is a {}, not a query.", function.path, function.kind.name()),
+        )
+        .into());
+    }
+    let args = check_args(&function, decode_args(args)?, db.schema())?;
+    Ok((function, Value::Object(args.0)))
+}

@@ -1,0 +1,280 @@
+//! Convex's WebSocket sync protocol on `GET /api/{client_version}/sync` and
+//! `GET /api/sync`. Each socket has one task that reads client messages and
+//! writes what the [`manager`] and the connection's mutation worker queue for it.
+
+pub mod manager;
+pub mod protocol;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use self::manager::{ConnectionId, Event, Identity, Outbound, SyncStats};
+use self::protocol::{ClientMessage, TokenType, encode_ts};
+use super::AppState;
+use crate::api::decode_args;
+use crate::domain::error::{AppError, FunctionError};
+use crate::domain::registry::{Kind, check_args, run_mutation_once};
+use crate::engine::storage::MutationKey;
+use crate::engine::value::JsonFormat;
+
+/// Messages queued for one client before it counts as too slow and is disconnected.
+const OUTBOUND_QUEUE: usize = 256;
+/// Mutations a connection may have waiting to run.
+const PENDING_MUTATIONS: usize = 1024;
+/// A Ping goes out after this long without any other message.
+const PING_AFTER: Duration = Duration::from_secs(15);
+/// The largest client frame accepted (arguments are at most 16 MiB).
+const MAX_FRAME_BYTES: usize = crate::api::MAX_BODY_BYTES;
+
+/// Close codes: 1001 going away (shutdown), 1008 policy violation (bad message),
+/// 1013 try again later (overload; the clients back off and reconnect).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// What the HTTP layer needs to hand sockets to the sync machinery.
+pub struct SyncHub {
+    pub events: mpsc::Sender<Event>,
+    pub stats: Arc<SyncStats>,
+    pub shutdown: watch::Receiver<bool>,
+    next_connection: AtomicU64,
+}
+
+impl SyncHub {
+    pub fn new(events: mpsc::Sender<Event>, stats: Arc<SyncStats>, shutdown: watch::Receiver<bool>) -> SyncHub {
+        SyncHub { events, stats, shutdown, next_connection: AtomicU64::new(1) }
+    }
+}
+
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if let Err(e) = super::http::check_client_header(&headers) {
+        return e.into_response();
+    }
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Small buffers keep an idle connection cheap; they grow for large messages.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| serve_connection(state, socket))
+}
+
+struct MutationRequest {
+    request_id: u32,
+    udf_path: String,
+    args: Json,
+}
+
+async fn serve_connection(state: AppState, mut socket: WebSocket) {
+    let hub = state.sync.clone();
+    let conn = hub.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (out, mut outbound) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let (overloaded_tx, mut overloaded) = oneshot::channel();
+    if hub.events.send(Event::Connected { conn, out: out.clone(), overloaded: overloaded_tx }).await.is_err() {
+        return;
+    }
+    let mut shutdown = hub.shutdown.clone();
+    let mut client_session: Option<String> = None;
+    let mut mutations: Option<mpsc::Sender<MutationRequest>> = None;
+    let mut last_sent = Instant::now();
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = out.try_send(fatal("Binary frames are not part of the sync protocol."));
+                        let _ = out.try_send(Outbound::Close { code: 1003, reason: "InvalidClientMessage".into() });
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                };
+                let message = match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        let _ = out.try_send(fatal(&format!("Malformed client message: {e}")));
+                        let _ = out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+                        continue;
+                    }
+                };
+                if !handle_client_message(&state, conn, message, &out, &mut client_session, &mut mutations).await {
+                    break;
+                }
+            }
+            queued = outbound.recv() => match queued {
+                Some(Outbound::Text(text)) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                    last_sent = Instant::now();
+                }
+                Some(Outbound::Close { code, reason }) => {
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = &mut overloaded => {
+                // The JS client picks its backoff from the start of the reason text.
+                let frame = CloseFrame {
+                    code: CLOSE_TRY_AGAIN_LATER,
+                    reason: "TooManyConcurrentRequests: the client fell too far behind".into(),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            _ = shutdown.changed() => {
+                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "Server is shutting down".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            _ = tokio::time::sleep_until(last_sent + PING_AFTER) => {
+                if socket.send(Message::Text(r#"{"type":"Ping"}"#.into())).await.is_err() {
+                    break;
+                }
+                last_sent = Instant::now();
+            }
+        }
+    }
+    let _ = hub.events.send(Event::Disconnected { conn }).await;
+}
+
+fn fatal(message: &str) -> Outbound {
+    Outbound::Text(json!({"type": "FatalError", "error": message}).to_string())
+}
+
+/// Handles one client message; false ends the connection.
+async fn handle_client_message(
+    state: &AppState,
+    conn: ConnectionId,
+    message: ClientMessage,
+    out: &mpsc::Sender<Outbound>,
+    client_session: &mut Option<String>,
+    mutations: &mut Option<mpsc::Sender<MutationRequest>>,
+) -> bool {
+    let events = &state.sync.events;
+    match message {
+        ClientMessage::Connect { session_id, .. } => {
+            *client_session = Some(session_id);
+            true
+        }
+        ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {
+            events.send(Event::ModifyQuerySet { conn, base_version, new_version, modifications }).await.is_ok()
+        }
+        ClientMessage::Authenticate { base_version, token_type, .. } => {
+            let identity = match token_type {
+                TokenType::None => Identity::Anonymous,
+                TokenType::Admin => Identity::Admin,
+                TokenType::User => {
+                    let error = json!({
+                        "type": "AuthError",
+                        "error": "No JWT identity providers are configured on this deployment.",
+                        "baseVersion": base_version,
+                        "authUpdateAttempted": true,
+                    });
+                    let _ = out.try_send(Outbound::Text(error.to_string()));
+                    let _ = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
+                    return true;
+                }
+            };
+            events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
+        }
+        ClientMessage::Mutation { request_id, udf_path, args } => {
+            let worker = mutations.get_or_insert_with(|| {
+                // Without a Connect there is no session to deduplicate replays by.
+                let session =
+                    client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
+                spawn_mutation_worker(state.clone(), conn, session)
+            });
+            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args) }).await.is_ok()
+        }
+        ClientMessage::Action { request_id, udf_path, .. } => {
+            let response = json!({
+                "type": "ActionResponse",
+                "requestId": request_id,
+                "success": false,
+                "result": format!("Could not find public function for '{udf_path}': this deployment has no actions."),
+                "logLines": [],
+            });
+            let _ = out.try_send(Outbound::Text(response.to_string()));
+            true
+        }
+        ClientMessage::Event {} => true,
+    }
+}
+
+/// Runs a connection's mutations one at a time, in the order they were sent.
+fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -> mpsc::Sender<MutationRequest> {
+    let (requests, mut queue) = mpsc::channel::<MutationRequest>(PENDING_MUTATIONS);
+    tokio::spawn(async move {
+        while let Some(request) = queue.recv().await {
+            let response = run_mutation(&state, &session, request).await;
+            if state.sync.events.send(Event::MutationDone { conn, response }).await.is_err() {
+                return;
+            }
+        }
+    });
+    requests
+}
+
+/// Runs one mutation and returns its MutationResponse.
+async fn run_mutation(state: &AppState, session: &str, request: MutationRequest) -> String {
+    let request_id = request.request_id;
+    let outcome = async {
+        let function = state.registry.get(&request.udf_path).ok_or_else(|| {
+            FunctionError::App(AppError::new(
+                "NotFound",
+                format!(
+                    "Could not find public function for '{}'.",
+                    crate::domain::registry::canonical_path(&request.udf_path)
+                ),
+            ))
+        })?;
+        if function.kind != Kind::Mutation {
+            return Err(FunctionError::App(AppError::new(
+                "InvalidArgument",
+                format!("{} is a {}, not a mutation.", function.path, function.kind.name()),
+            )));
+        }
+        let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
+        let key = MutationKey { client: session.to_owned(), request: u64::from(request_id) };
+        run_mutation_once(&state.db, function, args, key).await
+    }
+    .await;
+    match outcome {
+        Ok(outcome) => {
+            let response = json!({
+                "type": "MutationResponse",
+                "requestId": request_id,
+                "success": true,
+                "result": outcome.value.to_json(JsonFormat::Encoded),
+                "ts": encode_ts(outcome.ts),
+                "logLines": [],
+            });
+            response.to_string()
+        }
+        Err(error) => {
+            let (message, data) = manager::describe(&error);
+            let mut response = json!({
+                "type": "MutationResponse",
+                "requestId": request_id,
+                "success": false,
+                "result": message,
+                "ts": null,
+                "logLines": [],
+            });
+            if let Some(data) = data {
+                response["errorData"] = data;
+            }
+            response.to_string()
+        }
+    }
+}
