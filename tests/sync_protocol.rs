@@ -1,0 +1,282 @@
+//! The WebSocket sync protocol, frame by frame, and the crates.io `convex` client.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{TempDir, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use jangar::api::sync::protocol::decode_ts;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+struct Socket(WebSocketStream<MaybeTlsStream<TcpStream>>);
+
+impl Socket {
+    async fn open(server: &TestServer) -> Socket {
+        let url = format!("{}/api/1.48.0/sync", server.url.replacen("http", "ws", 1));
+        Socket(tokio_tungstenite::connect_async(url).await.expect("websocket upgrade").0)
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.0.send(Message::Text(message.to_string().into())).await.unwrap();
+    }
+
+    /// The next JSON message (Pings skipped), or None when the server closed.
+    async fn recv(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.0.next()).await.expect("a message in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if value["type"] != "Ping" {
+                        return Some(value);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn connect(&mut self, session: &str) {
+        self.send(json!({"type": "Connect", "sessionId": session, "connectionCount": 0, "lastCloseReason": "InitialConnect", "clientTs": 0}))
+            .await;
+    }
+}
+
+fn add(query_id: u32, path: &str, args: Value) -> Value {
+    json!({"type": "Add", "queryId": query_id, "udfPath": path, "args": [args]})
+}
+
+fn ts(version: &Value) -> u64 {
+    decode_ts(version["ts"].as_str().unwrap()).unwrap()
+}
+
+async fn session(server: &TestServer) -> String {
+    server.mutation("chatSessions:create", json!({"userId": "u", "title": "t"})).await.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn transitions_chain_versions_and_carry_only_changed_results() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let (a, b) = (session(&server).await, session(&server).await);
+    let mut socket = Socket::open(&server).await;
+    socket.connect("s1").await;
+    socket
+        .send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+            add(0, "chatMessages:listBySession", json!({"sessionId": a})),
+            add(1, "chatMessages.js:listBySession", json!({"sessionId": b})),
+        ]}))
+        .await;
+    let first = socket.recv().await.unwrap();
+    assert_eq!(first["type"], "Transition");
+    assert_eq!(first["startVersion"], json!({"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="}));
+    assert_eq!(
+        (first["endVersion"]["querySet"].as_u64(), first["endVersion"]["identity"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let mut ids: Vec<u64> =
+        first["modifications"].as_array().unwrap().iter().map(|m| m["queryId"].as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1]);
+    assert!(
+        first["modifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["type"] == "QueryUpdated" && m["value"] == json!([]))
+    );
+
+    // A write to session b: only query 1 changes; the Transition starts where the last one ended.
+    server.mutation("chatMessages:append", json!({"sessionId": b, "role": "user", "content": "x"})).await;
+    let second = socket.recv().await.unwrap();
+    assert_eq!(second["startVersion"], first["endVersion"]);
+    assert!(ts(&second["endVersion"]) > ts(&first["endVersion"]));
+    let modifications = second["modifications"].as_array().unwrap();
+    assert_eq!(modifications.len(), 1, "{second}");
+    assert_eq!(modifications[0]["queryId"], 1);
+    assert_eq!(modifications[0]["value"][0]["content"], "x");
+
+    // Removing a query and changing the identity both move the version on.
+    socket.send(json!({"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2, "modifications": [{"type": "Remove", "queryId": 0}]})).await;
+    let third = socket.recv().await.unwrap();
+    assert_eq!(third["startVersion"], second["endVersion"]);
+    assert_eq!(third["endVersion"]["querySet"], 2);
+    assert_eq!(third["modifications"], json!([{"type": "QueryRemoved", "queryId": 0}]));
+    socket.send(json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "None"})).await;
+    let fourth = socket.recv().await.unwrap();
+    assert_eq!(fourth["startVersion"], third["endVersion"]);
+    assert_eq!(fourth["endVersion"]["identity"], 1);
+    // Results unchanged by the new identity are not sent again.
+    assert_eq!(fourth["modifications"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_mutation_answers_then_a_transition_at_or_after_its_commit() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let a = session(&server).await;
+    let mut socket = Socket::open(&server).await;
+    socket.connect("s2").await;
+    socket
+        .send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+        add(0, "chatMessages:listBySession", json!({"sessionId": a}))]}))
+        .await;
+    let initial = socket.recv().await.unwrap();
+    socket.send(json!({"type": "Mutation", "requestId": 0, "udfPath": "chatMessages:append", "args": [{"sessionId": a, "role": "user", "content": "m"}]})).await;
+    // The commit's own Transition may come before the response; one must come after it.
+    let mut version = initial["endVersion"].clone();
+    let mut response = None;
+    let mut updated_to = None;
+    let after_response = loop {
+        let message = socket.recv().await.unwrap();
+        match message["type"].as_str().unwrap() {
+            "MutationResponse" => response = Some(message),
+            "Transition" => {
+                assert_eq!(message["startVersion"], version, "versions chain");
+                version = message["endVersion"].clone();
+                if let Some(value) = message["modifications"].get(0) {
+                    updated_to = Some(value["value"].clone());
+                }
+                if response.is_some() {
+                    break message;
+                }
+            }
+            other => panic!("unexpected {other}"),
+        }
+    };
+    let response = response.unwrap();
+    assert_eq!((response["requestId"].as_u64(), response["success"].as_bool()), (Some(0), Some(true)));
+    assert_eq!(response["logLines"], json!([]));
+    let committed = decode_ts(response["ts"].as_str().unwrap()).unwrap();
+    assert!(ts(&after_response["endVersion"]) >= committed);
+    assert_eq!(updated_to.unwrap()[0]["_id"], response["result"]);
+
+    // A failing mutation answers with the error and its data, then a Transition too.
+    socket.send(json!({"type": "Mutation", "requestId": 1, "udfPath": "chatMessages:append", "args": [{"sessionId": a, "role": "robot", "content": "m"}]})).await;
+    let failed = socket.recv().await.unwrap();
+    assert_eq!((failed["success"].as_bool(), failed["ts"].clone()), (Some(false), Value::Null));
+    assert_eq!(failed["errorData"]["code"], "InvalidArgument");
+    assert!(failed["result"].as_str().unwrap().contains("role"));
+    assert_eq!(socket.recv().await.unwrap()["type"], "Transition");
+
+    socket.send(json!({"type": "Action", "requestId": 2, "udfPath": "anything:run", "args": [{}]})).await;
+    let action = socket.recv().await.unwrap();
+    assert_eq!((action["type"].as_str(), action["success"].as_bool()), (Some("ActionResponse"), Some(false)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_get_a_fatal_error_and_the_socket_closes() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    for bad in [
+        json!({"type": "ModifyQuerySet", "baseVersion": 3, "newVersion": 4, "modifications": []}),
+        json!({"type": "NoSuchMessage"}),
+        json!({"type": "Mutation", "requestId": "not a number"}),
+    ] {
+        let mut socket = Socket::open(&server).await;
+        socket.connect("s3").await;
+        socket.send(bad.clone()).await;
+        let reply = socket.recv().await.expect("a FatalError before the close");
+        assert_eq!(reply["type"], "FatalError", "{bad}");
+        assert!(!reply["error"].as_str().unwrap().is_empty());
+        assert!(socket.recv().await.is_none(), "closed after {bad}");
+    }
+    let mut socket = Socket::open(&server).await;
+    socket.0.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(socket.recv().await.unwrap()["type"], "FatalError");
+    assert!(socket.recv().await.is_none());
+    // The server still serves new connections.
+    let mut socket = Socket::open(&server).await;
+    socket.send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []})).await;
+    assert_eq!(socket.recv().await.unwrap()["type"], "Transition");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_mutation_is_not_applied_twice_even_across_a_restart() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let a = session(&server).await;
+    let mutation = json!({"type": "Mutation", "requestId": 7, "udfPath": "chatMessages:append", "args": [{"sessionId": a, "role": "user", "content": "once"}]});
+    let mut socket = Socket::open(&server).await;
+    socket.connect("replaying-client").await;
+    socket.send(mutation.clone()).await;
+    let first = socket.recv().await.unwrap();
+    assert_eq!(first["success"], true);
+    drop(socket);
+    server.stop().await;
+
+    let server = TestServer::start(&dir).await;
+    let mut socket = Socket::open(&server).await;
+    socket.connect("replaying-client").await;
+    socket.send(mutation.clone()).await;
+    let replay = socket.recv().await.unwrap();
+    assert_eq!((&replay["result"], &replay["ts"]), (&first["result"], &first["ts"]), "the first outcome, as it was");
+    let listed = server.query("chatMessages:listBySession", json!({"sessionId": a})).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Another client session with the same request number is a different mutation.
+    let mut other = Socket::open(&server).await;
+    other.connect("another-client").await;
+    other.send(mutation).await;
+    assert_ne!(other.recv().await.unwrap()["result"], first["result"]);
+    assert_eq!(server.query("chatMessages:listBySession", json!({"sessionId": a})).await.as_array().unwrap().len(), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_crates_io_convex_client_subscribes_and_mutates() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let mut client = convex::ConvexClient::new(&server.url).await.unwrap();
+    let created = client
+        .mutation(
+            "chatSessions:create",
+            BTreeMap::from([("userId".into(), "rust".into()), ("title".into(), "from convex-rs".into())]),
+        )
+        .await
+        .unwrap();
+    let convex::FunctionResult::Value(convex::Value::String(session)) = created else { panic!("{created:?}") };
+    let args = || BTreeMap::from([("sessionId".to_owned(), convex::Value::from(session.clone()))]);
+    let mut subscription = client.subscribe("chatMessages:listBySession", args()).await.unwrap();
+    let initial = subscription.next().await.unwrap();
+    assert_eq!(initial, convex::FunctionResult::Value(convex::Value::Array(vec![])));
+
+    let mut writer = client.clone();
+    let mut message = args();
+    message.insert("role".into(), "user".into());
+    message.insert("content".into(), "hello from rust".into());
+    writer.mutation("chatMessages:append", message).await.unwrap();
+    let contents = loop {
+        let update = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap();
+        if let convex::FunctionResult::Value(convex::Value::Array(items)) = update
+            && !items.is_empty()
+        {
+            break items;
+        }
+    };
+    let convex::Value::Object(first) = &contents[0] else { panic!("{contents:?}") };
+    assert_eq!(first["content"], convex::Value::from("hello from rust"));
+
+    let error = writer
+        .mutation("chatMessages:append", BTreeMap::from([("sessionId".into(), convex::Value::from(session.clone()))]))
+        .await
+        .unwrap();
+    let convex::FunctionResult::ConvexError(error) = error else { panic!("{error:?}") };
+    let convex::Value::Object(data) = &error.data else { panic!("{:?}", error.data) };
+    assert_eq!(data["code"], convex::Value::from("InvalidArgument"));
+    let queried = writer.query("chatSessions:get", args()).await.unwrap();
+    let convex::FunctionResult::Value(convex::Value::Object(doc)) = queried else { panic!("{queried:?}") };
+    assert_eq!(doc["title"], convex::Value::from("from convex-rs"));
+    drop(subscription);
+    drop(writer);
+    drop(client);
+    server.stop().await;
+}
