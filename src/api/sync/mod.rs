@@ -84,6 +84,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let mut client_session: Option<String> = None;
     let mut mutations: Option<mpsc::Sender<MutationRequest>> = None;
     let mut last_sent = Instant::now();
+    let mut overload_armed = true;
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -122,14 +123,19 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 }
                 None => break,
             },
-            _ = &mut overloaded => {
-                // The JS client picks its backoff from the start of the reason text.
-                let frame = CloseFrame {
-                    code: CLOSE_TRY_AGAIN_LATER,
-                    reason: "TooManyConcurrentRequests: the client fell too far behind".into(),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                break;
+            signal = &mut overloaded, if overload_armed => {
+                // A dropped sender only means the manager let go of this connection:
+                // keep draining what it queued (a FatalError, say) until the queue ends.
+                overload_armed = false;
+                if signal.is_ok() {
+                    // The JS client picks its backoff from the start of the reason text.
+                    let frame = CloseFrame {
+                        code: CLOSE_TRY_AGAIN_LATER,
+                        reason: "TooManyConcurrentRequests: the client fell too far behind".into(),
+                    };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    break;
+                }
             }
             _ = shutdown.changed() => {
                 let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "Server is shutting down".into() };
