@@ -461,8 +461,18 @@ async fn main() {
             }
         });
     }
+    let mut ticks = 0u64;
     while (ctx.held.load(Relaxed) + ctx.failed.load(Relaxed)) < n as u64 && connect_start.elapsed() < CONNECT_TIMEOUT {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ticks += 1;
+        if ticks % 25 == 0 {
+            log(&format!(
+                "  {:.1}s: {} held, {} failed",
+                connect_start.elapsed().as_secs_f64(),
+                ctx.held.load(Relaxed),
+                ctx.failed.load(Relaxed)
+            ));
+        }
     }
     let connect_secs = connect_start.elapsed().as_secs_f64();
     let held_initial = ctx.held.load(Relaxed);

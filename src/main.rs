@@ -34,6 +34,9 @@ enum Command {
         /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
         #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
         query_cache_entries: usize,
+        /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
+        #[arg(long, env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
+        sync_queue_messages: usize,
     },
     /// Call a function on a running server and print its result as JSON
     /// (the server is CONVEX_URL, else CONVEX_SELF_HOSTED_URL, else http://127.0.0.1:3210).
@@ -62,11 +65,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability, query_cache_entries } => runtime.block_on(serve(
-            ServerConfig { listen, data_dir, durability, query_cache_entries },
-            shutdown_signal(),
-            |_| {},
-        )),
+        Command::Serve { listen, data_dir, durability, query_cache_entries, sync_queue_messages } => {
+            runtime.block_on(serve(
+                ServerConfig { listen, data_dir, durability, query_cache_entries, sync_queue_messages },
+                shutdown_signal(),
+                |_| {},
+            ))
+        }
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
     };
     match result {

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Results the query cache holds at most; 0 turns it off.
     pub query_cache_entries: usize,
+    /// Messages queued for one WebSocket client before it counts as too slow and is disconnected.
+    pub sync_queue_messages: usize,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -40,7 +42,7 @@ pub async fn serve(
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());
     tokio::spawn(Manager::new(db.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
-    let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped));
+    let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped, config.sync_queue_messages));
     let state = AppState { db, registry, sync };
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

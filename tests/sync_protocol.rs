@@ -280,3 +280,53 @@ async fn the_crates_io_convex_client_subscribes_and_mutates() {
     drop(client);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_not_buffered_forever() {
+    let dir = TempDir::new();
+    let server = TestServer::start_with(&dir, 2).await;
+    let a = session(&server).await;
+    let mut slow = Socket::open(&server).await;
+    slow.connect("slow").await;
+    slow.send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+        add(0, "chatMessages:listBySession", json!({"sessionId": a}))]}))
+        .await;
+    assert_eq!(slow.recv().await.unwrap()["type"], "Transition");
+    let stats = |server: &TestServer| {
+        let url = format!("{}/jangar/stats", server.url);
+        let client = server.client.clone();
+        async move { client.get(&url).await.unwrap().json().unwrap() }
+    };
+    assert_eq!(stats(&server).await["syncConnections"], 1);
+
+    // Each write changes a result of about 100 × 64 KiB; the slow client reads none of them.
+    let content = "x".repeat(64 * 1024);
+    let mut disconnected = false;
+    for _ in 0..200 {
+        server.mutation("chatMessages:append", json!({"sessionId": a, "role": "user", "content": content})).await;
+        if stats(&server).await["syncConnections"] == 0 {
+            disconnected = true;
+            break;
+        }
+    }
+    assert!(disconnected, "the server let a client that does not read fall behind without limit");
+    // Whatever was already in flight, the socket ends with a close frame saying to come back later.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.0.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1013);
+    assert!(close.reason.starts_with("TooManyConcurrentRequests"));
+    // Other clients are unaffected.
+    let mut fresh = Socket::open(&server).await;
+    fresh
+        .send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+        add(0, "chatSessions:get", json!({"sessionId": a}))]}))
+        .await;
+    assert_eq!(fresh.recv().await.unwrap()["modifications"][0]["value"]["_id"], a.as_str());
+    server.stop().await;
+}

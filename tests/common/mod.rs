@@ -36,6 +36,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(dir: &TempDir) -> TestServer {
+        TestServer::start_with(dir, 256).await
+    }
+
+    /// A server whose WebSocket clients may fall at most `sync_queue_messages` messages behind.
+    pub async fn start_with(dir: &TempDir, sync_queue_messages: usize) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, address) = oneshot::channel();
         let config = ServerConfig {
@@ -43,6 +48,7 @@ impl TestServer {
             data_dir: dir.0.clone(),
             durability: Durability::Normal,
             query_cache_entries: 1000,
+            sync_queue_messages,
         };
         let task = tokio::spawn(serve(
             config,

@@ -26,10 +26,10 @@ use crate::domain::registry::{Kind, check_args, run_mutation_once};
 use crate::engine::storage::MutationKey;
 use crate::engine::value::JsonFormat;
 
-/// Messages queued for one client before it counts as too slow and is disconnected.
-const OUTBOUND_QUEUE: usize = 256;
 /// Mutations a connection may have waiting to run.
 const PENDING_MUTATIONS: usize = 1024;
+/// How long one message may take to go out before the client counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Ping goes out after this long without any other message.
 const PING_AFTER: Duration = Duration::from_secs(15);
 /// The largest client frame accepted (arguments are at most 16 MiB).
@@ -45,12 +45,19 @@ pub struct SyncHub {
     pub events: mpsc::Sender<Event>,
     pub stats: Arc<SyncStats>,
     pub shutdown: watch::Receiver<bool>,
+    /// Messages queued for one client before it counts as too slow and is disconnected.
+    outbound_queue: usize,
     next_connection: AtomicU64,
 }
 
 impl SyncHub {
-    pub fn new(events: mpsc::Sender<Event>, stats: Arc<SyncStats>, shutdown: watch::Receiver<bool>) -> SyncHub {
-        SyncHub { events, stats, shutdown, next_connection: AtomicU64::new(1) }
+    pub fn new(
+        events: mpsc::Sender<Event>,
+        stats: Arc<SyncStats>,
+        shutdown: watch::Receiver<bool>,
+        outbound_queue: usize,
+    ) -> SyncHub {
+        SyncHub { events, stats, shutdown, outbound_queue: outbound_queue.max(1), next_connection: AtomicU64::new(1) }
     }
 }
 
@@ -75,7 +82,7 @@ struct MutationRequest {
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let hub = state.sync.clone();
     let conn = hub.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (out, mut outbound) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let (out, mut outbound) = mpsc::channel::<Outbound>(hub.outbound_queue);
     let (overloaded_tx, mut overloaded) = oneshot::channel();
     if hub.events.send(Event::Connected { conn, out: out.clone(), overloaded: overloaded_tx }).await.is_err() {
         return;
@@ -112,10 +119,11 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
             }
             queued = outbound.recv() => match queued {
                 Some(Outbound::Text(text)) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
+                    // A client that stops reading must not hold this task forever.
+                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => last_sent = Instant::now(),
+                        _ => break,
                     }
-                    last_sent = Instant::now();
                 }
                 Some(Outbound::Close { code, reason }) => {
                     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
