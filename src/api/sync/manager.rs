@@ -137,8 +137,12 @@ pub struct Manager {
     touched: HashSet<Key>,
     everything_touched: bool,
     subscriptions: HashMap<Key, Subscription>,
+    /// Subscriptions not computed yet.
+    fresh: HashSet<Key>,
     index: ReadSetIndex<Key>,
     connections: HashMap<ConnectionId, Connection>,
+    /// Connections owed a Transition; only these are visited when a step sends.
+    dirty: HashSet<ConnectionId>,
     stats: Arc<SyncStats>,
 }
 
@@ -165,8 +169,10 @@ impl Manager {
             touched: HashSet::new(),
             everything_touched: false,
             subscriptions: HashMap::new(),
+            fresh: HashSet::new(),
             index: ReadSetIndex::default(),
             connections: HashMap::new(),
+            dirty: HashSet::new(),
             stats,
         }
     }
@@ -220,10 +226,7 @@ impl Manager {
     }
 
     fn needs_step(&self) -> bool {
-        !self.touched.is_empty()
-            || self.everything_touched
-            || self.connections.values().any(|c| c.owed || !c.unsent.is_empty() || !c.removed.is_empty())
-            || self.subscriptions.values().any(|s| s.result.is_none())
+        !self.touched.is_empty() || self.everything_touched || !self.dirty.is_empty() || !self.fresh.is_empty()
     }
 
     fn handle(&mut self, event: Event) {
@@ -255,6 +258,7 @@ impl Manager {
                 if let Some(c) = self.connections.get_mut(&conn) {
                     // The next step's snapshot is opened after this commit, so its Transition is late enough.
                     c.owed = true;
+                    self.dirty.insert(conn);
                     Self::send(conn, c, response);
                 }
             }
@@ -305,6 +309,7 @@ impl Manager {
         let c = self.connections.get_mut(&conn).expect("checked above");
         c.query_set = new;
         c.owed = true;
+        self.dirty.insert(conn);
     }
 
     fn authenticate(&mut self, conn: ConnectionId, base: u32, identity: Identity) {
@@ -315,6 +320,7 @@ impl Manager {
         }
         c.identity_version += 1;
         c.owed = true;
+        self.dirty.insert(conn);
         if c.identity == identity {
             return;
         }
@@ -337,12 +343,13 @@ impl Manager {
             format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into();
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
+        self.dirty.insert(conn);
         let registry = &self.registry;
         let db = &self.db;
-        let subscription = self.subscriptions.entry(key).or_insert_with(|| Subscription {
-            call: prepare_call(registry, db, path, args),
-            result: None,
-            subscribers: HashSet::new(),
+        let fresh = &mut self.fresh;
+        let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
+            fresh.insert(key);
+            Subscription { call: prepare_call(registry, db, path, args), result: None, subscribers: HashSet::new() }
         });
         subscription.subscribers.insert((conn, query_id));
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -356,12 +363,14 @@ impl Manager {
                 self.subscriptions.remove(key);
                 self.index.remove(key);
                 self.touched.remove(key);
+                self.fresh.remove(key);
             }
         }
     }
 
     fn disconnect(&mut self, conn: ConnectionId) {
         let Some(c) = self.connections.remove(&conn) else { return };
+        self.dirty.remove(&conn);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         for (query_id, key) in c.queries {
             self.unsubscribe(conn, query_id, &key);
@@ -394,14 +403,12 @@ impl Manager {
         };
         self.catch_up_to(snapshot.ts).await;
 
-        let everything = std::mem::take(&mut self.everything_touched);
-        let touched = std::mem::take(&mut self.touched);
-        let to_run: Vec<Key> = self
-            .subscriptions
-            .iter()
-            .filter(|(key, s)| everything || s.result.is_none() || touched.contains(*key))
-            .map(|(key, _)| key.clone())
-            .collect();
+        let mut to_run = std::mem::take(&mut self.touched);
+        to_run.extend(std::mem::take(&mut self.fresh));
+        if std::mem::take(&mut self.everything_touched) {
+            to_run.extend(self.subscriptions.keys().cloned());
+        }
+        let to_run: Vec<Key> = to_run.into_iter().filter(|key| self.subscriptions.contains_key(key)).collect();
         let bodies: Vec<_> = to_run
             .iter()
             .map(|key| {
@@ -443,6 +450,7 @@ impl Manager {
                 for (conn, query_id) in &subscription.subscribers {
                     if let Some(c) = self.connections.get_mut(conn) {
                         c.unsent.insert(*query_id);
+                        self.dirty.insert(*conn);
                     }
                 }
             }
@@ -480,7 +488,8 @@ impl Manager {
 
     fn send_transitions(&mut self, ts: Timestamp) {
         let mut overloaded = Vec::new();
-        for (conn, c) in self.connections.iter_mut() {
+        for conn in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.connections.get_mut(&conn) else { continue };
             if !c.owed && c.unsent.is_empty() && c.removed.is_empty() {
                 continue;
             }
@@ -501,11 +510,11 @@ impl Manager {
                 modifications.join(",")
             );
             c.owed = false;
-            if Self::send(*conn, c, text) {
+            if Self::send(conn, c, text) {
                 c.sent = end;
                 self.stats.transitions.fetch_add(1, Ordering::Relaxed);
             } else {
-                overloaded.push(*conn);
+                overloaded.push(conn);
             }
         }
         for conn in overloaded {
