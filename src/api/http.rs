@@ -292,7 +292,7 @@ pub async fn query_batch(
         };
         bodies.push(move |tx: &mut crate::engine::transaction::Transaction<'_>| {
             let (function, args) = prepared?;
-            (function.handler)(tx, &args).map_err(FunctionError::into_client_facing)
+            function.call(tx, &args).map_err(FunctionError::into_client_facing)
         });
     }
     let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;

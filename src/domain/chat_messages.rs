@@ -8,7 +8,7 @@ use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
 use super::chat_sessions;
-use super::common::{Args, ListRequest, documents, empty_list, list_args, object, set_deleted, visible};
+use super::common::{Args, ListRequest, documents, empty_list, list_args, list_of, object, set_deleted, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::MESSAGE_ROLES;
@@ -26,15 +26,17 @@ pub fn functions() -> Vec<Function> {
                 ("content", v::string()),
                 ("metadata", v::optional(v::any())),
             ]),
+            v::id(TABLE),
             append,
         ),
         Function::query(
             "chatMessages:listBySession",
             list_args(vec![("sessionId", v::id(chat_sessions::TABLE)), ("includeDeleted", v::optional(v::boolean()))]),
+            list_of(TABLE),
             list_by_session,
         ),
-        Function::mutation("chatMessages:remove", v::object(vec![message_id()]), remove),
-        Function::mutation("chatMessages:restore", v::object(vec![message_id()]), restore),
+        Function::mutation("chatMessages:remove", v::object(vec![message_id()]), v::null(), remove),
+        Function::mutation("chatMessages:restore", v::object(vec![message_id()]), v::null(), restore),
     ]
 }
 

@@ -7,7 +7,9 @@ use crate::engine::schema::v;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
-use super::common::{Args, ListRequest, is_deleted, list_args, load_active, object, order, set_deleted, visible};
+use super::common::{
+    Args, ListRequest, is_deleted, list_args, list_of, load_active, maybe, object, order, set_deleted, visible,
+};
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
 
@@ -19,22 +21,35 @@ pub fn functions() -> Vec<Function> {
         Function::mutation(
             "chatSessions:create",
             v::object(vec![("userId", v::string()), ("title", v::string()), ("repoId", v::optional(v::id("repos")))]),
+            v::id(TABLE),
             create,
         ),
         Function::query(
             "chatSessions:list",
             list_args(vec![("userId", v::string()), ("includeDeleted", v::optional(v::boolean()))]),
+            list_of(TABLE),
             list,
         ),
         Function::query(
             "chatSessions:get",
             v::object(vec![session_id(), ("includeDeleted", v::optional(v::boolean()))]),
+            maybe(TABLE),
             get,
         ),
-        Function::mutation("chatSessions:updateLastMessage", v::object(vec![session_id()]), update_last_message),
-        Function::mutation("chatSessions:rename", v::object(vec![session_id(), ("title", v::string())]), rename),
-        Function::mutation("chatSessions:remove", v::object(vec![session_id()]), remove),
-        Function::mutation("chatSessions:restore", v::object(vec![session_id()]), restore),
+        Function::mutation(
+            "chatSessions:updateLastMessage",
+            v::object(vec![session_id()]),
+            v::null(),
+            update_last_message,
+        ),
+        Function::mutation(
+            "chatSessions:rename",
+            v::object(vec![session_id(), ("title", v::string())]),
+            v::null(),
+            rename,
+        ),
+        Function::mutation("chatSessions:remove", v::object(vec![session_id()]), v::null(), remove),
+        Function::mutation("chatSessions:restore", v::object(vec![session_id()]), v::null(), restore),
     ]
 }
 

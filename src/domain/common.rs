@@ -120,6 +120,23 @@ pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
     v::object(fields)
 }
 
+/// The result of a list query: an array, or Convex's page object with `paginationOpts`.
+pub fn list_of(table: &'static str) -> Validator {
+    v::union(vec![
+        v::array(v::document(table)),
+        v::object(vec![
+            ("page", v::array(v::document(table))),
+            ("isDone", v::boolean()),
+            ("continueCursor", v::string()),
+        ]),
+    ])
+}
+
+/// A document of `table`, or null.
+pub fn maybe(table: &'static str) -> Validator {
+    v::union(vec![v::document(table), v::null()])
+}
+
 /// What a list query was asked for.
 pub enum ListRequest {
     Limit(usize),

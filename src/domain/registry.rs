@@ -37,16 +37,31 @@ pub struct Function {
     pub path: &'static str,
     pub kind: Kind,
     pub args: Validator,
+    /// The shape of the result, for typed client bindings (and checked in tests).
+    pub returns: Validator,
     pub handler: Handler,
 }
 
 impl Function {
-    pub fn query(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Query, args, handler }
+    pub fn query(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
+        Function { path, kind: Kind::Query, args, returns, handler }
     }
 
-    pub fn mutation(path: &'static str, args: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Mutation, args, handler }
+    pub fn mutation(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
+        Function { path, kind: Kind::Mutation, args, returns, handler }
+    }
+
+    /// Runs the function. Debug builds (so every test) also check the result
+    /// against `returns`, which keeps the generated client types honest.
+    pub fn call(&self, tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+        let result = (self.handler)(tx, args)?;
+        if cfg!(debug_assertions)
+            && let Err(e) = self.returns.check(&result, "", tx.schema())
+        {
+            let message = format!("{} returned a value its declared result type does not allow: {e}", self.path);
+            return Err(FunctionError::Engine(crate::engine::error::EngineError::Schema(message)));
+        }
+        Ok(result)
     }
 }
 
@@ -106,7 +121,7 @@ pub async fn run_query(
     if let Some(hit) = db.cache().get(&key) {
         return Ok(hit);
     }
-    let outcome = db.query(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
+    let outcome = db.query(move |tx| function.call(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
     let result = Arc::new(CachedResult::new(outcome.value));
     db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
     Ok(result)
@@ -118,7 +133,7 @@ pub async fn run_mutation(
     function: Arc<Function>,
     args: Args,
 ) -> Result<MutationOutcome<Value>, FunctionError> {
-    db.mutate(move |tx| (function.handler)(tx, &args)).await.map_err(FunctionError::into_client_facing)
+    db.mutate(move |tx| function.call(tx, &args)).await.map_err(FunctionError::into_client_facing)
 }
 
 /// Runs a mutation that its client may send again after a reconnect: if a run
@@ -135,7 +150,7 @@ pub async fn run_mutation_once(
             if let Some((ts, value)) = tx.find_outcome(&key)? {
                 return Ok((value, Some(ts)));
             }
-            let value = (function.handler)(tx, &args)?;
+            let value = function.call(tx, &args)?;
             tx.record_outcome(&key, &value)?;
             Ok((value, None))
         })

@@ -10,7 +10,8 @@ use crate::engine::value::Value;
 
 use super::chat_sessions;
 use super::common::{
-    Args, ListRequest, check_transition, empty_list, list_args, load_active, object, order, set_deleted, visible,
+    Args, ListRequest, check_transition, empty_list, list_args, list_of, load_active, maybe, object, order,
+    set_deleted, visible,
 };
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
@@ -63,15 +64,17 @@ pub fn functions() -> Vec<Function> {
     create_args.push(("workflowArgs", v::optional(v::any())));
     create_args.push(("status", v::optional(status_validator(&["draft", "submitted"]))));
     vec![
-        Function::mutation("workOrders:create", v::object(create_args), create),
+        Function::mutation("workOrders:create", v::object(create_args), v::id(TABLE), create),
         Function::query(
             "workOrders:get",
             v::object(vec![work_order_id(), ("includeDeleted", v::optional(v::boolean()))]),
+            maybe(TABLE),
             get,
         ),
         Function::query(
             "workOrders:listBySession",
             list_args(vec![("sessionId", v::id(chat_sessions::TABLE)), ("includeDeleted", v::optional(v::boolean()))]),
+            list_of(TABLE),
             list_by_session,
         ),
         Function::mutation(
@@ -82,6 +85,7 @@ pub fn functions() -> Vec<Function> {
                 ("workflowId", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
             ]),
+            v::document(TABLE),
             update_status,
         ),
         Function::mutation(
@@ -91,10 +95,11 @@ pub fn functions() -> Vec<Function> {
                 ("prUrl", v::optional(v::string())),
                 ("commitSha", v::optional(v::string())),
             ]),
+            v::document(TABLE),
             update_result,
         ),
-        Function::mutation("workOrders:remove", v::object(vec![work_order_id()]), remove),
-        Function::mutation("workOrders:restore", v::object(vec![work_order_id()]), restore),
+        Function::mutation("workOrders:remove", v::object(vec![work_order_id()]), v::null(), remove),
+        Function::mutation("workOrders:restore", v::object(vec![work_order_id()]), v::null(), restore),
     ]
 }
 

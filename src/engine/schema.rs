@@ -23,6 +23,8 @@ pub enum Validator {
     Object(BTreeMap<&'static str, Validator>),
     Record(Box<Validator>, Box<Validator>),
     Any,
+    /// A whole document of the named table, system fields included (for results).
+    Document(&'static str),
 }
 
 /// Constructors that read like Convex's `v.*`.
@@ -80,6 +82,9 @@ pub mod v {
     pub fn record(key: Validator, value: Validator) -> Validator {
         Validator::Record(Box::new(key), Box::new(value))
     }
+    pub fn document(table: &'static str) -> Validator {
+        Validator::Document(table)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -121,6 +126,7 @@ impl fmt::Display for Validator {
                 f.write_str("})")
             }
             Validator::Record(key, value) => write!(f, "v.record({key}, {value})"),
+            Validator::Document(table) => write!(f, "Doc<{table:?}>"),
         }
     }
 }
@@ -172,6 +178,20 @@ impl Validator {
                 Ok(())
             }
             (Validator::Object(fields), Value::Object(object)) => check_object(fields, object, path, schema),
+            (Validator::Document(table), Value::Object(object)) => {
+                let mut fields = object.clone();
+                let id = fields.remove("_id").unwrap_or(Value::Null);
+                Validator::Id(table).check(&id, &format!("{path}._id"), schema)?;
+                Validator::Number.check(
+                    &fields.remove("_creationTime").unwrap_or(Value::Null),
+                    &format!("{path}._creationTime"),
+                    schema,
+                )?;
+                match schema.table(table) {
+                    Some(def) => def.document.check(&Value::Object(fields), path, schema),
+                    None => Err(mismatch()),
+                }
+            }
             (Validator::Record(key, inner), Value::Object(object)) => {
                 for (name, item) in object {
                     key.check(&Value::String(name.clone()), &format!("{path}.{name}"), schema)?;

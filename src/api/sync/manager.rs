@@ -417,7 +417,8 @@ impl Manager {
                     Err(e) => Err(describe(e)),
                 };
                 move |tx: &mut crate::engine::transaction::Transaction<'_>| match call {
-                    Ok((function, Value::Object(args))) => (function.handler)(tx, &crate::domain::common::Args(args))
+                    Ok((function, Value::Object(args))) => function
+                        .call(tx, &crate::domain::common::Args(args))
                         .map_err(|e| describe(&e.into_client_facing())),
                     Ok(_) => Err(("Arguments must be an object.".to_owned(), None)),
                     Err(e) => Err(e),
