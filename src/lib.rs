@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod codegen;
 pub mod domain;
 pub mod engine;
 pub mod server;

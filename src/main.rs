@@ -47,6 +47,13 @@ enum Command {
         #[arg(default_value = "{}")]
         args: String,
     },
+    /// Write TypeScript bindings for the npm `convex` client (`api.d.ts`, `api.js`,
+    /// `dataModel.d.ts`), as Convex's codegen writes them to `convex/_generated`.
+    Codegen {
+        /// Directory to write the files to (created if missing), such as `convex/_generated`.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
             ))
         }
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
+        Command::Codegen { out } => jangar::codegen::run(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,7 +82,8 @@ fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     insert_session(tx, args.str("userId"), args.str("title"), args.opt_id("repoId")?)
 }
 
-fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+/// Sessions of `userId`, latest message first.
+pub fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let query = tx.query(TABLE, "by_user_recent", IndexRange::default().eq(args.str("userId")), order(true))?;
     request.run(query, visible(args.flag("includeDeleted")))

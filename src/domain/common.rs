@@ -58,6 +58,15 @@ impl Args {
     }
 }
 
+/// The session a call names, as `sessionId` or (seed 004) `threadId`: exactly one of them.
+pub fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
+    match (args.get("sessionId"), args.get("threadId")) {
+        (Some(_), None) => args.id("sessionId"),
+        (None, Some(_)) => args.id("threadId"),
+        _ => Err(AppError::new("InvalidArgument", "Pass exactly one of sessionId and threadId.").into()),
+    }
+}
+
 /// Builds an object from pairs, for documents and results.
 pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Object {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()

@@ -2,12 +2,25 @@
 //! Each function module is named after its Convex module: `chatSessions:create`
 //! lives in `chat_sessions.rs` as `create`.
 
+pub mod agent_sessions;
+pub mod approval_requests;
+pub mod artifacts;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod common;
 pub mod error;
+pub mod events;
+pub mod messages;
+pub mod projects;
 pub mod registry;
+pub mod repos;
+pub mod runs;
 pub mod schema;
+pub mod sessions;
+pub mod steps;
+pub mod teams;
+pub mod threads;
+pub mod tool_calls;
 pub mod work_orders;
 
 use registry::Registry;
@@ -18,6 +31,19 @@ pub fn registry() -> Registry {
     functions.extend(chat_sessions::functions());
     functions.extend(chat_messages::functions());
     functions.extend(work_orders::functions());
+    functions.extend(events::functions());
+    functions.extend(runs::functions());
+    functions.extend(steps::functions());
+    functions.extend(artifacts::functions());
+    functions.extend(sessions::functions());
+    functions.extend(threads::functions());
+    functions.extend(messages::functions());
+    functions.extend(agent_sessions::functions());
+    functions.extend(tool_calls::functions());
+    functions.extend(approval_requests::functions());
+    functions.extend(teams::functions());
+    functions.extend(repos::functions());
+    functions.extend(projects::functions());
     Registry::new(functions)
 }
 

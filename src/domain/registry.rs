@@ -39,16 +39,24 @@ pub struct Function {
     pub args: Validator,
     /// The shape of the result, for typed client bindings (and checked in tests).
     pub returns: Validator,
+    /// The result depends on the wall clock, not only on the data: never cached,
+    /// and subscriptions to it are re-run every second.
+    pub time_dependent: bool,
     pub handler: Handler,
 }
 
 impl Function {
     pub fn query(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Query, args, returns, handler }
+        Function { path, kind: Kind::Query, args, returns, time_dependent: false, handler }
     }
 
     pub fn mutation(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Mutation, args, returns, handler }
+        Function { path, kind: Kind::Mutation, args, returns, time_dependent: false, handler }
+    }
+
+    pub fn time_dependent(mut self) -> Function {
+        self.time_dependent = true;
+        self
     }
 
     /// Runs the function. Debug builds (so every test) also check the result
@@ -117,13 +125,15 @@ pub async fn run_query(
     function: Arc<Function>,
     args: Args,
 ) -> Result<Arc<CachedResult>, FunctionError> {
-    let key = format!("{}\u{0}{}", function.path, Value::Object(args.0.clone()));
-    if let Some(hit) = db.cache().get(&key) {
+    let key = (!function.time_dependent).then(|| format!("{}\u{0}{}", function.path, Value::Object(args.0.clone())));
+    if let Some(hit) = key.as_deref().and_then(|key| db.cache().get(key)) {
         return Ok(hit);
     }
     let outcome = db.query(move |tx| function.call(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
     let result = Arc::new(CachedResult::new(outcome.value));
-    db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
+    if let Some(key) = key {
+        db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
+    }
     Ok(result)
 }
 

@@ -139,6 +139,8 @@ pub struct Manager {
     subscriptions: HashMap<Key, Subscription>,
     /// Subscriptions not computed yet.
     fresh: HashSet<Key>,
+    /// Subscriptions whose results depend on the wall clock: re-run every second.
+    time_dependent: HashSet<Key>,
     index: ReadSetIndex<Key>,
     connections: HashMap<ConnectionId, Connection>,
     /// Connections owed a Transition; only these are visited when a step sends.
@@ -146,6 +148,8 @@ pub struct Manager {
     stats: Arc<SyncStats>,
 }
 
+/// How often subscriptions to time-dependent queries are re-run.
+const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
 /// How long a step waits for the broadcast of a commit its snapshot already shows.
 const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
@@ -170,6 +174,7 @@ impl Manager {
             everything_touched: false,
             subscriptions: HashMap::new(),
             fresh: HashSet::new(),
+            time_dependent: HashSet::new(),
             index: ReadSetIndex::default(),
             connections: HashMap::new(),
             dirty: HashSet::new(),
@@ -179,8 +184,11 @@ impl Manager {
 
     /// Runs until every connection and the server have dropped their event senders.
     pub async fn run(mut self) {
+        let mut clock = tokio::time::interval(TIME_DEPENDENT_EVERY);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = clock.tick() => self.touched.extend(self.time_dependent.iter().cloned()),
                 event = self.events.recv() => match event {
                     Some(event) => self.handle(event),
                     None => return,
@@ -347,9 +355,14 @@ impl Manager {
         let registry = &self.registry;
         let db = &self.db;
         let fresh = &mut self.fresh;
+        let time_dependent = &mut self.time_dependent;
         let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
+            let call = prepare_call(registry, db, path, args);
+            if matches!(&call, Ok((function, _)) if function.time_dependent) {
+                time_dependent.insert(key.clone());
+            }
             fresh.insert(key);
-            Subscription { call: prepare_call(registry, db, path, args), result: None, subscribers: HashSet::new() }
+            Subscription { call, result: None, subscribers: HashSet::new() }
         });
         subscription.subscribers.insert((conn, query_id));
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -364,6 +377,7 @@ impl Manager {
                 self.index.remove(key);
                 self.touched.remove(key);
                 self.fresh.remove(key);
+                self.time_dependent.remove(key);
             }
         }
     }

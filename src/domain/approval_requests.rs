@@ -1,0 +1,148 @@
+//! `approvalRequests:*` — human approval of an agent's plan. A pending request
+//! past its `expiresAt` reads as `expired` and can no longer be decided.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::engine::document::Document;
+use crate::engine::keys::IndexRange;
+use crate::engine::schema::v;
+use crate::engine::storage::Order;
+use crate::engine::transaction::Transaction;
+use crate::engine::value::Value;
+
+use super::common::{Args, MAX_LIMIT, check_transition, load, load_active, maybe, object};
+use super::error::FunctionResult;
+use super::registry::Function;
+use super::{chat_sessions, runs};
+
+pub const TABLE: &str = "approval_requests";
+
+pub fn functions() -> Vec<Function> {
+    vec![
+        Function::mutation(
+            "approvalRequests:create",
+            v::object(vec![
+                ("sessionId", v::id(chat_sessions::TABLE)),
+                ("planContent", v::string()),
+                ("runId", v::optional(v::id(runs::TABLE))),
+                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("expiresAt", v::optional(v::number())),
+            ]),
+            v::id(TABLE),
+            create,
+        ),
+        Function::mutation(
+            "approvalRequests:decide",
+            v::object(vec![
+                ("approvalRequestId", v::id(TABLE)),
+                ("decision", v::one_of(&["approved", "rejected"])),
+                ("decidedBy", v::optional(v::string())),
+                ("reason", v::optional(v::string())),
+            ]),
+            v::document(TABLE),
+            decide,
+        ),
+        Function::query(
+            "approvalRequests:listPending",
+            v::object(vec![("sessionId", v::optional(v::id(chat_sessions::TABLE)))]),
+            v::array(v::document(TABLE)),
+            list_pending,
+        )
+        .time_dependent(),
+        Function::query(
+            "approvalRequests:get",
+            v::object(vec![("approvalRequestId", v::id(TABLE))]),
+            maybe(TABLE),
+            get,
+        )
+        .time_dependent(),
+    ]
+}
+
+/// Expiry is measured by the wall clock, not a snapshot's time: these queries
+/// are marked time-dependent, so they are not cached and subscriptions re-run them.
+fn wall_clock_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
+}
+
+/// The status a request reads as at `now`.
+fn status_at(request: &Document, now: f64) -> String {
+    let stored = request.fields.get("status").and_then(Value::as_str).unwrap_or("pending");
+    let expired = request.fields.get("expiresAt").and_then(Value::as_f64).is_some_and(|at| at <= now);
+    if stored == "pending" && expired { "expired".to_owned() } else { stored.to_owned() }
+}
+
+fn as_read(mut request: Document, now: f64) -> Document {
+    let status = status_at(&request, now);
+    request.fields.insert("status".into(), status.into());
+    request
+}
+
+fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+    let session = args.id("sessionId")?;
+    load_active(tx, chat_sessions::TABLE, session, "Session")?;
+    if let Some(run) = args.opt_id("runId")? {
+        load(tx, runs::TABLE, run, "Run")?;
+    }
+    if let Some(order) = args.opt_id("workOrderId")? {
+        load(tx, "work_orders", order, "Work order")?;
+    }
+    let now = Value::from(tx.now_ms());
+    let mut fields = object([
+        ("sessionId", session.encode().into()),
+        ("planContent", args.str("planContent").into()),
+        ("status", "pending".into()),
+        ("createdAt", now.clone()),
+        ("updatedAt", now),
+    ]);
+    args.copy_into(&mut fields, &["runId", "workOrderId", "expiresAt"]);
+    Ok(tx.insert(TABLE, fields)?.encode().into())
+}
+
+fn decide(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+    let id = args.id("approvalRequestId")?;
+    let request = load(tx, TABLE, id, "Approval request")?;
+    let now = tx.now_ms();
+    let from = status_at(&request, now);
+    let to = args.str("decision");
+    let allowed = |from: &str, _: &str| from == "pending";
+    if !check_transition(&from, to, allowed)? {
+        return Ok(request.to_value());
+    }
+    let mut changes = vec![
+        ("status".to_owned(), Some(Value::from(to))),
+        ("decidedAt".to_owned(), Some(Value::from(now))),
+        ("updatedAt".to_owned(), Some(Value::from(now))),
+    ];
+    for field in ["decidedBy", "reason"] {
+        if let Some(value) = args.get(field) {
+            changes.push((field.to_owned(), Some(value.clone())));
+        }
+    }
+    Ok(tx.patch(TABLE, id, changes)?.to_value())
+}
+
+/// Pending (and not yet expired) requests, oldest first, of one session or of all.
+fn list_pending(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+    let now = wall_clock_ms();
+    let pending = |d: &Document| status_at(d, now) == "pending";
+    let requests = match args.opt_id("sessionId")? {
+        Some(session) => {
+            if chat_sessions::find(tx, session, false)?.is_none() {
+                return Ok(Value::Array(Vec::new()));
+            }
+            let range = IndexRange::default().eq(session.encode());
+            tx.query(TABLE, "by_session", range, Order::Asc)?.take(MAX_LIMIT, pending)?
+        }
+        None => {
+            let range = IndexRange::default().eq("pending");
+            tx.query(TABLE, "by_status", range, Order::Asc)?.take(MAX_LIMIT, pending)?
+        }
+    };
+    Ok(Value::Array(requests.into_iter().map(|d| as_read(d, now).to_value()).collect()))
+}
+
+fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+    let now = wall_clock_ms();
+    Ok(tx.get(TABLE, args.id("approvalRequestId")?)?.map_or(Value::Null, |d| as_read(d, now).to_value()))
+}
