@@ -65,3 +65,51 @@ fn the_catalogue_resolves_every_issue_2_function() {
         assert_eq!(registry.get(path).map(|f| f.kind), Some(kind), "{path}");
     }
 }
+
+#[test]
+fn run_and_step_transitions() {
+    use super::{runs, steps};
+    for (from, to, ok) in [
+        ("queued", "running", true),
+        ("queued", "canceled", true),
+        ("queued", "succeeded", false),
+        ("running", "succeeded", true),
+        ("running", "queued", false),
+        ("succeeded", "failed", false),
+        ("canceled", "running", false),
+    ] {
+        assert_eq!(runs::transition_allowed(from, to), ok, "run {from} -> {to}");
+    }
+    for (from, to, ok) in [
+        ("pending", "running", true),
+        ("pending", "succeeded", true),
+        ("running", "failed", true),
+        ("failed", "running", true),
+        ("succeeded", "running", false),
+        ("running", "pending", false),
+        ("failed", "succeeded", false),
+    ] {
+        assert_eq!(steps::transition_allowed(from, to), ok, "step {from} -> {to}");
+    }
+}
+
+#[test]
+fn every_function_of_the_spec_is_registered() {
+    // The spec sits beside the repository (shared/spec), as in CI; a checkout without it has nothing to compare.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/functions.md");
+    let Ok(spec) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} is not here", path.display());
+        return;
+    };
+    let registry = super::registry();
+    let mut missing = Vec::new();
+    for line in spec.lines().filter(|l| l.starts_with("| ") && l.contains(':')) {
+        let cell = line.split('|').nth(1).unwrap_or_default().trim();
+        for path in cell.split(" / ").map(str::trim).filter(|p| p.contains(':') && !p.contains(' ')) {
+            if registry.get(path).is_none() {
+                missing.push(path.to_owned());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "functions in shared/spec/functions.md without an implementation: {missing:?}");
+}
