@@ -215,6 +215,10 @@ impl Manager {
     }
 
     fn take_in(&mut self, commit: Result<Arc<Commit>, broadcast::error::RecvError>) {
+        // A commit held over from the last step comes first: commits must be taken in order.
+        if let Some(held) = self.held_over.take() {
+            self.apply_commit(&held);
+        }
         match commit {
             Ok(commit) => self.apply_commit(&commit),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
