@@ -39,6 +39,22 @@ pub fn run(out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The catalogue as a Markdown table (path, kind, arguments, result), with the
+/// same TypeScript types as the bindings; the README's table is this text.
+pub fn catalogue_markdown(registry: &Registry, schema: &Schema) -> Result<String, String> {
+    let mut writer = TypeWriter::new(schema);
+    let mut functions: Vec<_> = registry.functions().collect();
+    functions.sort_by_key(|f| f.path);
+    let cell = |text: String| format!("`{}`", text.replace('|', "\\|"));
+    let mut out = String::from("| path | kind | arguments | result |\n|---|---|---|---|\n");
+    for function in functions {
+        let args = cell(writer.render(&function.args, function.path)?);
+        let result = cell(writer.render(&function.returns, function.path)?);
+        out.push_str(&format!("| `{}` | {} | {args} | {result} |\n", function.path, function.kind.name()));
+    }
+    Ok(out)
+}
+
 /// Writes the bindings for `registry` and `schema` into `out`; returns the paths written.
 pub fn write(out: &Path, registry: &Registry, schema: &Schema) -> Result<Vec<PathBuf>, String> {
     let files = generate(registry, schema)?;

@@ -51,8 +51,11 @@ enum Command {
     /// `dataModel.d.ts`), as Convex's codegen writes them to `convex/_generated`.
     Codegen {
         /// Directory to write the files to (created if missing), such as `convex/_generated`.
+        #[arg(long, required_unless_present = "catalogue")]
+        out: Option<PathBuf>,
+        /// Print the function catalogue as a Markdown table instead (the README's table).
         #[arg(long)]
-        out: PathBuf,
+        catalogue: bool,
     },
 }
 
@@ -80,7 +83,12 @@ fn main() -> ExitCode {
             ))
         }
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
-        Command::Codegen { out } => jangar::codegen::run(&out),
+        Command::Codegen { catalogue: true, .. } => {
+            jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema())
+                .map(|table| print!("{table}"))
+        }
+        Command::Codegen { out: Some(out), .. } => jangar::codegen::run(&out),
+        Command::Codegen { out: None, .. } => Err("codegen needs --out DIR or --catalogue".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -277,3 +277,17 @@ fn the_runtime_api_names_every_function() {
     assert!(output.status.success(), "runtime_check.mjs failed: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(stdout.lines().collect::<Vec<_>>(), paths);
 }
+
+#[test]
+fn the_readme_catalogue_is_the_code_catalogue() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("<!-- catalogue:start -->\n").expect("README has the catalogue markers");
+    let end = readme.find("<!-- catalogue:end -->").unwrap();
+    let in_readme = &readme[start + "<!-- catalogue:start -->\n".len()..end];
+    let generated =
+        jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema()).unwrap();
+    assert!(
+        in_readme == generated,
+        "README.md's function table is out of date: replace it with the output of `jangar codegen --catalogue`"
+    );
+}
