@@ -16,7 +16,9 @@ async fn event_sequences_stay_gapless_under_concurrent_writers() {
     let dir = TempDir::new();
     let server = TestServer::start(&dir).await;
     let order = work_order(&server).await;
-    let run = server.mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": "wf", "status": "queued"})).await;
+    let run = server
+        .mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": "wf", "status": "queued"}))
+        .await;
     let mut writers = Vec::new();
     for i in 0..60 {
         let client = server.client.clone();
@@ -59,7 +61,10 @@ async fn dashboard_counts_match_concurrent_status_changes() {
     for i in 0..24 {
         let status = if i % 2 == 0 { "queued" } else { "running" };
         let run = server
-            .mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": format!("wf-{i}"), "status": status}))
+            .mutation(
+                "runs:start",
+                json!({"workOrderId": order, "temporalWorkflowId": format!("wf-{i}"), "status": status}),
+            )
             .await;
         runs.push((run, status));
     }
