@@ -27,6 +27,8 @@ const MAX_READERS: usize = 4;
 /// How long a mutation's outcome is kept so that a replay of it is not applied twice.
 pub const OUTCOME_WINDOW_NS: Timestamp = 3_600 * 1_000_000_000;
 const PURGE_INTERVAL_NS: Timestamp = 60 * 1_000_000_000;
+/// Mutations waiting for the committer at most; more callers wait to enqueue.
+const MAX_QUEUED_MUTATIONS: usize = 4096;
 /// The most mutations one commit carries.
 const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
@@ -107,7 +109,8 @@ pub struct Database {
     /// Bounds concurrent snapshots, so readers (and their connections) stay few and warm.
     readers: Arc<tokio::sync::Semaphore>,
     storage: Arc<dyn Storage>,
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Bounded, so a burst of writers waits for the committer instead of piling up in memory.
+    jobs: tokio::sync::mpsc::Sender<Box<dyn Job>>,
     commits: broadcast::Sender<Arc<Commit>>,
     stats: Arc<CommitStats>,
     cache: Arc<QueryCache>,
@@ -129,7 +132,7 @@ impl Database {
         storage: Arc<dyn Storage>,
         cache_entries: usize,
     ) -> Result<(Arc<Database>, CommitterHandle), StorageError> {
-        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Box<dyn Job>>(MAX_QUEUED_MUTATIONS);
         let (commits, _) = broadcast::channel(4096);
         let stats = Arc::new(CommitStats::default());
         let last_ts = storage.snapshot()?.ts();
@@ -258,7 +261,7 @@ impl Database {
     {
         let (reply, answer) = oneshot::channel();
         let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
-        self.jobs.send(Box::new(job)).map_err(|_| E::from(stopped()))?;
+        self.jobs.send(Box::new(job)).await.map_err(|_| E::from(stopped()))?;
         answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
@@ -317,9 +320,9 @@ fn now_ns() -> Timestamp {
 }
 
 impl Committer {
-    fn run(mut self, queue: mpsc::Receiver<Box<dyn Job>>) {
+    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
         // Ends when every sender is gone, after the queue is drained.
-        while let Ok(first) = queue.recv() {
+        while let Some(first) = queue.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match queue.try_recv() {
@@ -390,7 +393,11 @@ impl Committer {
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
         batch.savepoint()?;
         let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);
-        let ok = job.run(&mut tx);
+        // A panicking mutation fails alone (as a rolled-back mutation) instead of stopping the committer.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
+            tracing::error!("a mutation panicked; it is rolled back");
+            false
+        });
         let (_, writes, last_creation_time) = tx.into_sets();
         if !ok {
             batch.rollback_savepoint()?;

@@ -231,3 +231,22 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
     });
     assert!(matches!(bad, Err(EngineError::InvalidCursor(_))));
 }
+
+#[tokio::test]
+async fn a_panicking_mutation_fails_alone_and_the_committer_goes_on() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    let panicked = db
+        .mutate(|tx| {
+            tx.insert("items", item("p", 1.0))?;
+            if tx.ts() > 0 {
+                panic!("a bug in a mutation");
+            }
+            Ok::<_, EngineError>(())
+        })
+        .await;
+    assert!(matches!(panicked, Err(EngineError::Storage(_))), "{panicked:?}");
+    insert(&db, "ok", 2.0).await;
+    assert_eq!(ranks(&db, IndexRange::default().eq("p"), Order::Asc, 10), Vec::<f64>::new(), "its write was rolled back");
+    assert_eq!(ranks(&db, IndexRange::default().eq("ok"), Order::Asc, 10), vec![2.0]);
+}

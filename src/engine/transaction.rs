@@ -347,6 +347,25 @@ impl Query<'_, '_> {
     /// part of the range actually read enters the read set.
     fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
         let Query { tx, index, range, order } = self;
+        match Self::read_range(tx, index, &range, order, limit, keep) {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                // A failed read still depends on the whole range: a write there may make it succeed.
+                tx.reads.record(index, range);
+                Err(e)
+            }
+        }
+    }
+
+    fn read_range(
+        tx: &mut Transaction<'_>,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+        keep: impl Fn(&Document) -> bool,
+    ) -> Result<ReadOutcome, EngineError> {
+        let range = range.clone();
         let mut remaining = range.clone();
         let mut documents = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;

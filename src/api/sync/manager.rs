@@ -238,7 +238,11 @@ impl Manager {
     }
 
     fn needs_step(&self) -> bool {
-        !self.touched.is_empty() || self.everything_touched || !self.dirty.is_empty() || !self.fresh.is_empty()
+        !self.touched.is_empty()
+            || self.everything_touched
+            || !self.dirty.is_empty()
+            || !self.fresh.is_empty()
+            || self.held_over.is_some()
     }
 
     fn handle(&mut self, event: Event) {
@@ -281,8 +285,12 @@ impl Manager {
     fn fatal(&mut self, conn: ConnectionId, message: String) {
         if let Some(c) = self.connections.get_mut(&conn) {
             let error = serde_json::json!({"type": "FatalError", "error": message}).to_string();
-            let _ = c.out.try_send(Outbound::Text(error));
-            let _ = c.out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+            let queued = c.out.try_send(Outbound::Text(error)).is_ok()
+                && c.out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() }).is_ok();
+            if !queued && let Some(overloaded) = c.overloaded.take() {
+                // No room to say why: close it as a client too far behind.
+                let _ = overloaded.send(());
+            }
         }
         self.disconnect(conn);
     }
@@ -419,7 +427,11 @@ impl Manager {
                 return;
             }
         };
-        self.catch_up_to(snapshot.ts).await;
+        if !self.catch_up_to(snapshot.ts).await {
+            // Some commit was missed: start over on a snapshot new enough to include it, re-running everything.
+            self.everything_touched = true;
+            return;
+        }
 
         let mut to_run = std::mem::take(&mut self.touched);
         to_run.extend(std::mem::take(&mut self.fresh));
@@ -477,32 +489,35 @@ impl Manager {
         self.send_transitions(ts);
     }
 
-    /// Takes in every commit up to `ts`, which the snapshot already shows.
-    async fn catch_up_to(&mut self, ts: Timestamp) {
+    /// Takes in every commit up to `ts`, which the snapshot already shows. False
+    /// when some commit cannot be accounted for (the stream lagged or stalled).
+    async fn catch_up_to(&mut self, ts: Timestamp) -> bool {
         if let Some(commit) = self.held_over.take() {
-            if commit.ts <= ts {
-                self.apply_commit(&commit);
-            } else {
+            if commit.ts > ts {
                 self.held_over = Some(commit);
-                return;
+                return true;
             }
+            self.apply_commit(&commit);
         }
         while self.processed_ts < ts {
             match tokio::time::timeout(COMMIT_WAIT, self.commits.recv()).await {
                 Ok(Ok(commit)) if commit.ts > ts => {
                     self.held_over = Some(commit);
-                    return;
+                    return true;
                 }
                 Ok(Ok(commit)) => self.apply_commit(&commit),
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
-                    // Some commit up to `ts` cannot be accounted for: re-run everything on this snapshot.
-                    self.everything_touched = true;
-                    self.processed_ts = ts;
-                    return;
+                Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    tracing::warn!(missed, "subscription manager fell behind the commit stream");
+                    return false;
                 }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                Err(_) => {
+                    tracing::warn!(waited = ?COMMIT_WAIT, "a commit the snapshot shows was not announced in time");
+                    return false;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return true,
             }
         }
+        true
     }
 
     fn send_transitions(&mut self, ts: Timestamp) {

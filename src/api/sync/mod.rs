@@ -126,7 +126,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     }
                 }
                 Some(Outbound::Close { code, reason }) => {
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    send_close(&mut socket, code, reason).await;
                     break;
                 }
                 None => break,
@@ -137,21 +137,18 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 overload_armed = false;
                 if signal.is_ok() {
                     // The JS client picks its backoff from the start of the reason text.
-                    let frame = CloseFrame {
-                        code: CLOSE_TRY_AGAIN_LATER,
-                        reason: "TooManyConcurrentRequests: the client fell too far behind".into(),
-                    };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    let reason = "TooManyConcurrentRequests: the client fell too far behind";
+                    send_close(&mut socket, CLOSE_TRY_AGAIN_LATER, reason.into()).await;
                     break;
                 }
             }
             _ = shutdown.changed() => {
-                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "Server is shutting down".into() };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                send_close(&mut socket, CLOSE_GOING_AWAY, "Server is shutting down".into()).await;
                 break;
             }
             _ = tokio::time::sleep_until(last_sent + PING_AFTER) => {
-                if socket.send(Message::Text(r#"{"type":"Ping"}"#.into())).await.is_err() {
+                let ping = socket.send(Message::Text(r#"{"type":"Ping"}"#.into()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) {
                     break;
                 }
                 last_sent = Instant::now();
@@ -159,6 +156,12 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
         }
     }
     let _ = hub.events.send(Event::Disconnected { conn }).await;
+}
+
+/// Sends a close frame, giving up on a client that does not take it in time.
+async fn send_close(socket: &mut WebSocket, code: u16, reason: String) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
 fn fatal(message: &str) -> Outbound {

@@ -128,6 +128,9 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_commit_ts', 0);
 ";
 
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
 const KEY_CEILING: &[u8] = &[0xff];
 
@@ -168,7 +171,7 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     // Savepoint journals (one per mutation) stay in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -422,9 +425,13 @@ impl Batch for SqliteBatch<'_> {
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
         if self.storage.checkpointer.restart_wanted.swap(false, Ordering::Relaxed) {
-            // Waits for readers of old frames (short); a failure only delays the restart.
-            if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL restart failed");
+            // Without waiting: a reader may be holding a snapshot while it waits for this very
+            // commit to be announced. If a reader is in the way, the next commit tries again.
+            self.conn.busy_timeout(std::time::Duration::ZERO)?;
+            let busy = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            if !matches!(busy, Ok(0)) {
+                self.storage.checkpointer.restart_wanted.store(true, Ordering::Relaxed);
             }
         }
         Ok(())
