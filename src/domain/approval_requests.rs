@@ -10,7 +10,9 @@ use crate::engine::storage::Order;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
-use super::common::{Args, MAX_LIMIT, check_transition, load, load_active, maybe, object};
+use super::common::{
+    Args, ListRequest, check_transition, empty_list, list_args, list_of, load, load_active, maybe, object,
+};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::{chat_sessions, runs};
@@ -44,8 +46,8 @@ pub fn functions() -> Vec<Function> {
         ),
         Function::query(
             "approvalRequests:listPending",
-            v::object(vec![("sessionId", v::optional(v::id(chat_sessions::TABLE)))]),
-            v::array(v::document(TABLE)),
+            list_args(vec![("sessionId", v::optional(v::id(chat_sessions::TABLE)))]),
+            list_of(TABLE),
             list_pending,
         )
         .time_dependent(),
@@ -124,22 +126,20 @@ fn decide(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 
 /// Pending (and not yet expired) requests, oldest first, of one session or of all.
 fn list_pending(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+    let request = ListRequest::from_args(args)?;
     let now = wall_clock_ms();
-    let pending = |d: &Document| status_at(d, now) == "pending";
-    let requests = match args.opt_id("sessionId")? {
+    let pending = move |d: &Document| status_at(d, now) == "pending";
+    let query = match args.opt_id("sessionId")? {
         Some(session) => {
             if chat_sessions::find(tx, session, false)?.is_none() {
-                return Ok(Value::Array(Vec::new()));
+                return Ok(empty_list(&request));
             }
-            let range = IndexRange::default().eq(session.encode());
-            tx.query(TABLE, "by_session", range, Order::Asc)?.take(MAX_LIMIT, pending)?
+            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), Order::Asc)?
         }
-        None => {
-            let range = IndexRange::default().eq("pending");
-            tx.query(TABLE, "by_status", range, Order::Asc)?.take(MAX_LIMIT, pending)?
-        }
+        None => tx.query(TABLE, "by_status", IndexRange::default().eq("pending"), Order::Asc)?,
     };
-    Ok(Value::Array(requests.into_iter().map(|d| as_read(d, now).to_value()).collect()))
+    // Pending documents read as they are stored: their status is "pending" until decided.
+    request.run(query, pending)
 }
 
 fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {

@@ -247,6 +247,10 @@ async fn a_panicking_mutation_fails_alone_and_the_committer_goes_on() {
         .await;
     assert!(matches!(panicked, Err(EngineError::Storage(_))), "{panicked:?}");
     insert(&db, "ok", 2.0).await;
-    assert_eq!(ranks(&db, IndexRange::default().eq("p"), Order::Asc, 10), Vec::<f64>::new(), "its write was rolled back");
+    assert_eq!(
+        ranks(&db, IndexRange::default().eq("p"), Order::Asc, 10),
+        Vec::<f64>::new(),
+        "its write was rolled back"
+    );
     assert_eq!(ranks(&db, IndexRange::default().eq("ok"), Order::Asc, 10), vec![2.0]);
 }
