@@ -6,6 +6,7 @@
 //! `jangar` binary (CLI and configuration).
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod codegen;
 pub mod domain;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use jangar::auth::keys::{self, AdminKeys};
 use jangar::client::HttpClient;
 use jangar::engine::storage::sqlite::Durability;
 use jangar::server::{ServerConfig, serve};
@@ -37,9 +38,22 @@ enum Command {
         /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
         #[arg(long, env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
         sync_queue_messages: usize,
+        /// A browser origin allowed to call the API (repeat, or comma-separate in the variable).
+        /// In open development mode every origin is allowed.
+        #[arg(long = "cors-origin", env = "JANGAR_CORS_ORIGINS", value_delimiter = ',')]
+        cors_origins: Vec<String>,
+    },
+    /// Manage admin keys (stored as hashes in the data directory).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The server's data directory.
+        #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data", global = true)]
+        data_dir: PathBuf,
     },
     /// Call a function on a running server and print its result as JSON
-    /// (the server is CONVEX_URL, else CONVEX_SELF_HOSTED_URL, else http://127.0.0.1:3210).
+    /// (the server is CONVEX_URL, else CONVEX_SELF_HOSTED_URL, else http://127.0.0.1:3210;
+    /// the admin key, if the server needs one, is JANGAR_ADMIN_KEY or one of Convex's variables).
     Run {
         /// Function path, such as `chatSessions:list`.
         path: String,
@@ -59,6 +73,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Print a new admin key; only its hash is stored.
+    Generate,
+    /// Stop accepting an admin key (a running server notices at once).
+    Revoke {
+        /// The whole key.
+        key: String,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -75,14 +100,27 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability, query_cache_entries, sync_queue_messages } => {
-            runtime.block_on(serve(
-                ServerConfig { listen, data_dir, durability, query_cache_entries, sync_queue_messages },
-                shutdown_signal(),
-                |_| {},
-            ))
+        Command::Serve { listen, data_dir, durability, query_cache_entries, sync_queue_messages, cors_origins } => {
+            let config = ServerConfig {
+                listen,
+                data_dir,
+                durability,
+                query_cache_entries,
+                sync_queue_messages,
+                admin_keys: AdminKeys::from_environment(),
+                cors_origins,
+            };
+            runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
+        Command::Keys { action: KeysAction::Generate, data_dir } => {
+            keys::generate(&data_dir).map(|key| println!("{key}"))
+        }
+        Command::Keys { action: KeysAction::Revoke { key }, data_dir } => match keys::revoke(&data_dir, &key) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("no such admin key in this data directory".into()),
+            Err(e) => Err(e),
+        },
         Command::Codegen { catalogue: true, .. } => {
             jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema())
                 .map(|table| print!("{table}"))
@@ -128,8 +166,13 @@ fn server_url() -> String {
 async fn run(path: &str, args: &str) -> Result<(), String> {
     let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
     let url = format!("{}/api/function", server_url().trim_end_matches('/'));
-    let response =
-        HttpClient::default().post_json(&url, &json!({"path": path, "args": args, "format": "json"})).await?;
+    let body = json!({"path": path, "args": args, "format": "json"}).to_string();
+    let authorization = AdminKeys::from_environment().into_iter().next().map(|key| format!("Convex {}", key.trim()));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
+    }
+    let response = HttpClient::default().send(hyper::Method::POST, &url, &headers, body).await?;
     let body = response.json()?;
     if !response.status.is_success() {
         return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));

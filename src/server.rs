@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
 use crate::api::{AppState, router};
+use crate::auth::Auth;
+use crate::auth::keys::AdminKeys;
 use crate::domain;
 use crate::engine::database::Database;
 use crate::engine::storage::sqlite::{Durability, SqliteStorage};
@@ -24,6 +26,10 @@ pub struct ServerConfig {
     pub query_cache_entries: usize,
     /// Messages queued for one WebSocket client before it counts as too slow and is disconnected.
     pub sync_queue_messages: usize,
+    /// Admin keys given outside the data directory (the environment).
+    pub admin_keys: Vec<String>,
+    /// Browser origins allowed by CORS (any origin in open development mode).
+    pub cors_origins: Vec<String>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -37,13 +43,28 @@ pub async fn serve(
     let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
     let (db, committer) =
         Database::start(schema, Arc::new(storage), config.query_cache_entries).map_err(|e| e.to_string())?;
+    let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
+    let loopback = config.listen.ip().is_loopback();
+    if keys.is_empty() && !loopback {
+        return Err(format!(
+            "refusing to listen on {} without an admin key: run `jangar keys generate` or set JANGAR_ADMIN_KEY",
+            config.listen
+        ));
+    }
+    let open = loopback && keys.is_empty();
+    let auth = Auth::new(keys, open);
+    if auth.is_open() {
+        tracing::warn!(
+            "no admin key is configured: open development mode, anyone who can reach this port may call anything"
+        );
+    }
     let registry = Arc::new(domain::registry());
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());
-    tokio::spawn(Manager::new(db.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
+    tokio::spawn(Manager::new(db.clone(), auth.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
     let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped, config.sync_queue_messages));
-    let state = AppState { db, registry, sync };
+    let state = AppState { db, registry, sync, auth };
     let listener =
         TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -54,7 +75,10 @@ pub async fn serve(
         // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
         let _ = stop_sockets.send(true);
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    axum::serve(listener, router(state, &config.cors_origins))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || committer.join());

@@ -14,6 +14,7 @@ use serde_json::{Value as Json_, json};
 
 use super::error::ApiError;
 use super::{AppState, decode_args};
+use crate::auth::{AuthError, Identity};
 use crate::domain::error::FunctionError;
 use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query};
 use crate::engine::base64;
@@ -172,6 +173,18 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
     udf_response(result, call.format).map(UdfBody::from)
 }
 
+/// The caller named by the request's `Authorization` header; 401 when it is
+/// not valid, or missing where credentials are needed.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    let unauthenticated = |e: AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", e.to_string());
+    let identity = state.auth.identify_header(header).map_err(unauthenticated)?;
+    if !state.auth.may_call(&identity) {
+        return Err(unauthenticated(AuthError::Missing));
+    }
+    Ok(identity)
+}
+
 async fn call_route(
     state: AppState,
     headers: HeaderMap,
@@ -179,6 +192,7 @@ async fn call_route(
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
+    caller(&state, &headers)?;
     let call = parse_call(&json_body(body)?, None, JsonFormat::Clean)?;
     run(&state, call, expected).await
 }
@@ -230,6 +244,7 @@ pub async fn query_get(
     Query(params): Query<QueryParams>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
+    caller(&state, &headers)?;
     let args = match params.args.as_deref() {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
@@ -247,6 +262,7 @@ pub async fn run_by_path(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
+    caller(&state, &headers)?;
     let Some((module, name)) = route.rsplit_once('/') else {
         return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
     };
@@ -270,6 +286,7 @@ pub async fn query_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     check_client_header(&headers)?;
+    caller(&state, &headers)?;
     let body = json_body(body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
         return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));

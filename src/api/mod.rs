@@ -47,11 +47,18 @@ pub struct AppState {
     pub db: Arc<Database>,
     pub registry: Arc<Registry>,
     pub sync: Arc<sync::SyncHub>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let origins = if state.auth.is_open() {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(cors_origins.iter().filter_map(|o| o.parse().ok()))
+    };
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(origins)
         .allow_credentials(true)
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request());

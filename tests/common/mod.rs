@@ -41,15 +41,23 @@ impl TestServer {
 
     /// A server whose WebSocket clients may fall at most `sync_queue_messages` messages behind.
     pub async fn start_with(dir: &TempDir, sync_queue_messages: usize) -> TestServer {
+        TestServer::start_custom(dir, |config| config.sync_queue_messages = sync_queue_messages).await
+    }
+
+    /// A server with its configuration adjusted by `adjust`.
+    pub async fn start_custom(dir: &TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, address) = oneshot::channel();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.0.clone(),
             durability: Durability::Normal,
             query_cache_entries: 1000,
-            sync_queue_messages,
+            sync_queue_messages: 256,
+            admin_keys: Vec::new(),
+            cors_origins: Vec::new(),
         };
+        adjust(&mut config);
         let task = tokio::spawn(serve(
             config,
             async move {

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::api::decode_args;
+use crate::auth::{Auth, Identity};
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Function, Kind, Registry, check_args};
 use crate::engine::cache::CachedResult;
@@ -30,23 +31,6 @@ use crate::engine::storage::Timestamp;
 use crate::engine::value::{JsonFormat, Value};
 
 pub type ConnectionId = u64;
-
-/// Who a connection acts as. Its text is part of every subscription key, so
-/// two identities never share results.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Identity {
-    Anonymous,
-    Admin,
-}
-
-impl Identity {
-    fn key(&self) -> &'static str {
-        match self {
-            Identity::Anonymous => "anonymous",
-            Identity::Admin => "admin",
-        }
-    }
-}
 
 /// What a connection's writer sends on the socket.
 #[derive(Debug)]
@@ -127,6 +111,7 @@ struct Connection {
 
 pub struct Manager {
     db: Arc<Database>,
+    auth: Arc<Auth>,
     registry: Arc<Registry>,
     events: mpsc::Receiver<Event>,
     commits: broadcast::Receiver<Arc<Commit>>,
@@ -156,6 +141,7 @@ const COMMIT_WAIT: Duration = Duration::from_secs(5);
 impl Manager {
     pub fn new(
         db: Arc<Database>,
+        auth: Arc<Auth>,
         registry: Arc<Registry>,
         events: mpsc::Receiver<Event>,
         stats: Arc<SyncStats>,
@@ -165,6 +151,7 @@ impl Manager {
         let processed_ts = db.latest_ts().unwrap_or(0);
         Manager {
             db,
+            auth,
             registry,
             events,
             commits,
@@ -361,6 +348,7 @@ impl Manager {
         let Some(c) = self.connections.get_mut(&conn) else { return };
         let key: Key =
             format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into();
+        let allowed = self.auth.may_call(&c.identity);
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
         self.dirty.insert(conn);
@@ -369,7 +357,11 @@ impl Manager {
         let fresh = &mut self.fresh;
         let time_dependent = &mut self.time_dependent;
         let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
-            let call = prepare_call(registry, db, path, args);
+            let call = if allowed {
+                prepare_call(registry, db, path, args)
+            } else {
+                Err(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()).into())
+            };
             if matches!(&call, Ok((function, _)) if function.time_dependent) {
                 time_dependent.insert(key.clone());
             }

@@ -17,10 +17,11 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use self::manager::{ConnectionId, Event, Identity, Outbound, SyncStats};
+use self::manager::{ConnectionId, Event, Outbound, SyncStats};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
 use crate::api::decode_args;
+use crate::auth::Identity;
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Kind, check_args, run_mutation_once};
 use crate::engine::storage::MutationKey;
@@ -77,6 +78,8 @@ struct MutationRequest {
     request_id: u32,
     udf_path: String,
     args: Json,
+    /// Whether the connection's identity may call functions when it sent this.
+    allowed: bool,
 }
 
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
@@ -92,6 +95,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let mut mutations: Option<mpsc::Sender<MutationRequest>> = None;
     let mut last_sent = Instant::now();
     let mut overload_armed = true;
+    let mut caller = Identity::Anonymous;
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -113,7 +117,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                         continue;
                     }
                 };
-                if !handle_client_message(&state, conn, message, &out, &mut client_session, &mut mutations).await {
+                if !handle_client_message(&state, conn, message, &out, &mut client_session, &mut mutations, &mut caller).await {
                     break;
                 }
             }
@@ -176,6 +180,7 @@ async fn handle_client_message(
     out: &mpsc::Sender<Outbound>,
     client_session: &mut Option<String>,
     mutations: &mut Option<mpsc::Sender<MutationRequest>>,
+    caller: &mut Identity,
 ) -> bool {
     let events = &state.sync.events;
     match message {
@@ -186,32 +191,42 @@ async fn handle_client_message(
         ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {
             events.send(Event::ModifyQuerySet { conn, base_version, new_version, modifications }).await.is_ok()
         }
-        ClientMessage::Authenticate { base_version, token_type, .. } => {
+        ClientMessage::Authenticate { base_version, token_type, value, impersonating } => {
             let identity = match token_type {
-                TokenType::None => Identity::Anonymous,
-                TokenType::Admin => Identity::Admin,
-                TokenType::User => {
+                TokenType::None => Ok(Identity::Anonymous),
+                TokenType::Admin => {
+                    let acting_as = impersonating.filter(|i| !i.is_null()).map(|i| i.to_string());
+                    state.auth.admin(value.as_deref().unwrap_or_default(), acting_as)
+                }
+                TokenType::User => Err(crate::auth::AuthError::NoProviders),
+            };
+            match identity {
+                Ok(identity) => {
+                    *caller = identity.clone();
+                    events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
+                }
+                Err(e) => {
                     let error = json!({
                         "type": "AuthError",
-                        "error": "No JWT identity providers are configured on this deployment.",
+                        "error": e.to_string(),
                         "baseVersion": base_version,
                         "authUpdateAttempted": true,
                     });
                     let _ = out.try_send(Outbound::Text(error.to_string()));
                     let _ = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
-                    return true;
+                    true
                 }
-            };
-            events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
+            }
         }
         ClientMessage::Mutation { request_id, udf_path, args } => {
+            let allowed = state.auth.may_call(caller);
             let worker = mutations.get_or_insert_with(|| {
                 // Without a Connect there is no session to deduplicate replays by.
                 let session =
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
                 spawn_mutation_worker(state.clone(), conn, session)
             });
-            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args) }).await.is_ok()
+            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), allowed }).await.is_ok()
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
             let response = json!({
@@ -246,6 +261,10 @@ fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -
 async fn run_mutation(state: &AppState, session: &str, request: MutationRequest) -> String {
     let request_id = request.request_id;
     let outcome = async {
+        if !request.allowed {
+            let message = crate::auth::AuthError::Missing.to_string();
+            return Err(FunctionError::App(AppError::new("Unauthenticated", message)));
+        }
         let function = state.registry.get(&request.udf_path).ok_or_else(|| {
             FunctionError::App(AppError::new(
                 "NotFound",
