@@ -9,12 +9,13 @@ over HTTP, then run target/release/examples/fanout, which opens N subscribers sp
 the M sessions (Jangar: chatMessages:listBySession {sessionId, limit: 20}; PocketBase: the messages
 of one session, via a filtered realtime topic), appends messages at a fixed rate over HTTP, and
 measures delivery latency, completeness, server RSS and CPU. Servers and data are set up with
-bench/run.py's helpers; logs and data are kept in bench/work/fanout/. Set CARGO_TARGET_DIR to build
-elsewhere than target/.
+bench/run.py's helpers; logs are kept in bench/work/fanout/<system>-<N>/. Set CARGO_TARGET_DIR to
+build elsewhere than target/. Raises RLIMIT_NOFILE to its hard limit (inherited by every child).
 """
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -42,8 +43,9 @@ def raise_nofile(needed):
 
 def build():
     log(f"cargo build --release --bin jangar --example fanout (target dir {TARGET})")
-    subprocess.run(["cargo", "build", "--release", "--bin", "jangar", "--example", "fanout"], cwd=ROOT,
-                   check=True, env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)))
+    if subprocess.run(["cargo", "build", "--release", "--bin", "jangar", "--example", "fanout"], cwd=ROOT,
+                      env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET))).returncode:
+        sys.exit("cargo build failed (see above); use --no-build to run the binaries already built")
 
 
 def run_case(system, n, args, fanout):
@@ -59,7 +61,9 @@ def run_case(system, n, args, fanout):
            "--duration", str(args.duration), "--drain", str(args.drain),
            "--clk-tck", str(os.sysconf("SC_CLK_TCK"))]
     try:
-        out = subprocess.run(cmd, text=True, capture_output=True, timeout=args.duration + args.drain + 240)
+        out = subprocess.run(cmd, text=True, capture_output=True, timeout=args.duration + args.drain + 300)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"fanout did not finish in time ({system.label}, N={n}); servers stopped")
     finally:
         alive = system.proc.poll() is None
         stop(system.proc)
@@ -69,8 +73,10 @@ def run_case(system, n, args, fanout):
         sys.exit(f"fanout failed ({out.returncode}):\n{out.stderr[-3000:]}")
     result = json.loads(line[len("RESULT "):])
     result["server_alive"] = alive
-    server_log = (run.RUN / f"{system.name}.log").read_text(errors="replace").splitlines()
-    result["server_log_problems"] = [l for l in server_log if " WARN " in l or " ERROR " in l or "panic" in l]
+    server_log = re.sub(r"\x1b\[[0-9;]*m", "", (run.RUN / f"{system.name}.log").read_text(errors="replace"))
+    result["server_log_problems"] = [l for l in server_log.splitlines() if re.search(r"\b(WARN|ERROR)\b|panic", l)]
+    for data in (p for p in run.RUN.iterdir() if p.is_dir()):  # keep the logs, drop the data dirs
+        shutil.rmtree(data, ignore_errors=True)
     return result
 
 
@@ -81,24 +87,28 @@ def derived(r):
     return r
 
 
-ROWS = [  # label, key, format, lower is better
-    ("subscribers held (end)", "held_end", "{:,.0f}", False),
+ROWS = [  # label, key, format, show the Jangar / PocketBase ratio
+    ("subscribers held (end)", "held_end", "{:,.0f}", True),
     ("connect + init time, s", "connect_secs", "{:.1f}", True),
+    ("SYNs dropped (accept queue)", "listen_overflows", "{:,.0f}", False),
     ("latency p50, ms", "p50_ms", "{:.1f}", True),
     ("latency p99, ms", "p99_ms", "{:.1f}", True),
     ("latency max, ms", "max_ms", "{:.1f}", True),
-    ("updates received", "received", "{:,.0f}", False),
-    ("updates expected", "expected", "{:,.0f}", False),
-    ("writes ok / failed", None, None, None),
-    ("write HTTP p99, ms", "write_p99_ms", "{:.1f}", True),
-    ("Transition violations", "violations", "{:.0f}", True),
-    ("queries re-run per write", "per_write", "{:.2f}", True),
+    ("writes ok/failed/unanswered", None, None, False),
+    ("messages stored", "stored", "{:,.0f}", True),
+    ("updates received", "received", "{:,.0f}", True),
+    ("updates expected", "expected", "{:,.0f}", True),
+    ("write round trip p50, ms", "write_p50_ms", "{:.1f}", True),
+    ("write round trip p99, ms", "write_p99_ms", "{:.1f}", True),
+    ("Transition violations", "violations", "{:.0f}", False),
+    ("queries re-run per write", "per_write", "{:.2f}", False),
     ("server RSS before, MiB", "rss_before_kib", "kib", True),
     ("server RSS idle, MiB", "rss_idle_kib", "kib", True),
     ("server RSS end, MiB", "rss_end_kib", "kib", True),
     ("KiB per idle subscriber", "kib_per_sub", "{:.1f}", True),
     ("server CPU s, write phase", "server_cpu_s", "{:.2f}", True),
-    ("client CPU s, write phase", "client_cpu_s", "{:.2f}", True),
+    ("client CPU s, write phase", "client_cpu_s", "{:.2f}", False),
+    ("other CPU s on the machine", "other_cpu_s", "{:.2f}", False),
 ]
 
 
@@ -106,7 +116,7 @@ def cell(r, key, f):
     if r is None:
         return "-"
     if key is None:
-        return f"{r['writes_ok']} / {r['writes_failed']}"
+        return f"{r['writes_ok']}/{r['writes_failed']}/{r['writes_unanswered']}"
     v = r.get(key)
     if v is None:
         return "-"
@@ -125,18 +135,19 @@ def report(results, ns, args, versions):
                                        for n in ns)
     print(head)
     print("-" * len(head))
-    for label, key, f, _ in ROWS:
+    for label, key, f, show_ratio in ROWS:
         line = f"{label:<27}"
         for n in ns:
             j, p = results.get(("jangar", n)), results.get(("pocketbase", n))
             ratio = "-"
-            if key and j and p and isinstance(j.get(key), (int, float)) and isinstance(p.get(key), (int, float)) \
-                    and p[key] and f != "{:.0f}":
+            if show_ratio and j and p and isinstance(j.get(key), (int, float)) and p.get(key):
                 ratio = f"{j[key] / p[key]:.2f}"
             line += f"{cell(j, key, f):>17}{cell(p, key, f):>15}{ratio:>7}"
         print(line)
-    print("(J/PB = Jangar / PocketBase; memory per subscriber = (RSS idle - RSS before) / N; "
-          "latency = subscriber receive time - writer send time)")
+    print("(J/PB = Jangar / PocketBase; KiB per idle subscriber = (RSS idle - RSS before) / N; latency and write\n"
+          " round trip count from the writer's scheduled send time, open loop: they include queueing when the\n"
+          " server falls behind; updates expected = messages stored x subscribers of their session; SYNs dropped =\n"
+          " machine-wide TcpExt ListenOverflows while connecting; other CPU = the rest of the machine, i.e. noise)")
     print("\ntargets (Jangar, largest N):")
     j = results.get(("jangar", max(ns)))
     if j:
@@ -156,11 +167,14 @@ def report(results, ns, args, versions):
         issues = []
         if not r["server_alive"]:
             issues.append("SERVER EXITED during the run")
-        for k in ("failed", "dropped", "server_errors", "writes_failed"):
+        for k in ("failed", "dropped", "server_errors", "writes_failed", "writes_unanswered"):
             if r[k]:
                 issues.append(f"{k} {r[k]}")
+        if r["stored"] < r["writes_ok"]:
+            issues.append(f"only {r['stored']} messages stored for {r['writes_ok']} acknowledged writes")
         if r["received"] != r["expected"]:
-            issues.append(f"received {r['received']} of {r['expected']} expected updates")
+            issues.append(f"received {r['received']} of {r['expected']} expected updates "
+                          f"(messages stored x subscribers of their session)")
         issues += [f"client saw: {e}" for e in r["errors"][:5]]
         issues += [f"server log: {l[:200]}" for l in r["server_log_problems"][:5]]
         if issues:
@@ -205,7 +219,8 @@ def main():
                 versions[system.label] = system.version
         if "jangar" in names:
             commit = run.sh(["git", "describe", "--always", "--dirty"]).stdout.strip()
-            versions["Jangar"] = f"{versions.get('Jangar', '-')} (source {commit}, built {jangar_bin})"
+            built = "prebuilt, --no-build" if args.no_build else f"built from {commit}"
+            versions["Jangar"] = f"{versions.get('Jangar', '-')} ({jangar_bin}, {built})"
     finally:
         stop_all()
     report(results, ns, args, versions)

@@ -46,10 +46,13 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Handshakes in flight at once (the server's listen backlog is 1024).
+/// Subscribers connecting (not yet initialised) at once. This is above the accept
+/// backlog of a tokio listener (128), so a slow accept loop shows as dropped SYNs.
 const CONNECT_CONCURRENCY: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long writes may still be answered after the last one was sent.
+const WRITE_GRACE: Duration = Duration::from_secs(120);
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -80,6 +83,24 @@ fn cpu_ticks(pid: &str) -> u64 {
     fields.iter().sum()
 }
 
+/// Busy time of the whole machine (all CPUs), in clock ticks.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or("");
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let ticks: Vec<u64> = cpu.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
+    ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum()
+}
+
+/// The machine's TcpExt ListenOverflows counter: SYNs dropped because an accept queue was full.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else { return 0 };
+    let column = names.split_whitespace().position(|name| name == "ListenOverflows");
+    column.and_then(|c| values.split_whitespace().nth(c)?.parse().ok()).unwrap_or(0)
+}
+
 /// Percent-encodes everything but unreserved characters (for a query parameter value).
 fn percent_encode(text: &str) -> String {
     text.bytes()
@@ -107,13 +128,12 @@ struct Counters {
     failed: AtomicU64,
     /// Held subscribers whose connection ended before the end of the run.
     dropped: AtomicU64,
-    /// Messages seen for the first time by a subscriber.
-    received: AtomicU64,
     /// Transitions whose startVersion was not the previous endVersion.
     violations: AtomicU64,
     /// QueryFailed, FatalError, AuthError or unexpected frames.
     server_errors: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
+    /// Every first sighting of a message by a subscriber: (send time ns, latency µs).
+    deliveries: Mutex<Vec<(u64, u64)>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -141,8 +161,7 @@ impl Sub {
         let first = !self.held;
         for ns in sent {
             if self.seen.insert(ns) && !first {
-                ctx.received.fetch_add(1, Relaxed);
-                ctx.latencies_us.lock().unwrap().push(now.saturating_sub(ns) / 1000);
+                ctx.deliveries.lock().unwrap().push((ns, now.saturating_sub(ns) / 1000));
             }
         }
         if first {
@@ -354,8 +373,29 @@ async fn pocketbase_subscriber(
     }
 }
 
+#[derive(Default)]
+struct Writes {
+    /// Writes answered with success, per session index.
+    per_session: Vec<usize>,
+    /// The send times of those writes.
+    acked: HashSet<u64>,
+    /// Writes answered with an error.
+    failed: u64,
+    /// Writes without an answer: timed out, or still open WRITE_GRACE after the last was
+    /// sent. They may still have committed; the stored messages tell.
+    unanswered: u64,
+    round_trips_us: Vec<u64>,
+}
+
+enum Outcome {
+    Acked,
+    Failed,
+    Unanswered,
+}
+
 /// Appends `rate` messages per second for `seconds`, round-robin over the sessions.
-/// Returns (writes that succeeded per session index, failures, HTTP round trips in µs).
+/// Round trips count from the scheduled send time, so they include waiting for one of
+/// the 64 client connections when the server falls behind.
 async fn write_phase(
     system: System,
     http: Arc<Http>,
@@ -363,7 +403,7 @@ async fn write_phase(
     rate: f64,
     seconds: f64,
     ctx: Arc<Counters>,
-) -> (Vec<usize>, u64, Vec<u64>) {
+) -> Writes {
     let total = (rate * seconds).round() as usize;
     let start = tokio::time::Instant::now();
     let mut writes = JoinSet::new();
@@ -384,32 +424,82 @@ async fn write_phase(
                     json!({"session": session, "role": "user", "content": sent.to_string()}),
                 ),
             };
-            let ok = match http.request(Method::POST, path, Some(&body)).await {
-                Ok((200, reply)) if system == System::PocketBase => Ok(reply),
-                Ok((200, reply)) => match serde_json::from_slice::<Json>(&reply) {
-                    Ok(out) if out["status"] == "success" => Ok(reply),
-                    _ => Err(format!("write failed: {}", String::from_utf8_lossy(&reply))),
-                },
-                Ok((status, reply)) => Err(format!("write: {status} {}", String::from_utf8_lossy(&reply))),
-                Err(e) => Err(e),
+            let outcome = match http.request(Method::POST, path, Some(&body)).await {
+                Ok((200, _)) if system == System::PocketBase => Outcome::Acked,
+                Ok((200, reply)) if serde_json::from_slice::<Json>(&reply).is_ok_and(|r| r["status"] == "success") => {
+                    Outcome::Acked
+                }
+                Ok((status, reply)) => {
+                    ctx.error(format!("write: {status} {}", String::from_utf8_lossy(&reply)));
+                    Outcome::Failed
+                }
+                Err(e) => {
+                    ctx.error(e);
+                    Outcome::Unanswered
+                }
             };
-            if let Err(e) = &ok {
-                ctx.error(e.clone());
-            }
-            (index, ok.is_ok(), (now_ns() - sent) / 1000)
+            (index, sent, outcome, (now_ns() - sent) / 1000)
         });
     }
-    let (mut per_session, mut failed, mut round_trips) = (vec![0; sessions.len()], 0, Vec::new());
-    while let Some(done) = writes.join_next().await {
+    let mut out = Writes { per_session: vec![0; sessions.len()], ..Writes::default() };
+    let deadline = tokio::time::Instant::now() + WRITE_GRACE;
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, writes.join_next()).await {
         match done {
-            Ok((index, true, us)) => {
-                per_session[index] += 1;
-                round_trips.push(us);
+            Ok((index, sent, Outcome::Acked, us)) => {
+                out.per_session[index] += 1;
+                out.acked.insert(sent);
+                out.round_trips_us.push(us);
             }
-            _ => failed += 1,
+            Ok((_, _, Outcome::Failed, _)) => out.failed += 1,
+            _ => out.unanswered += 1,
         }
     }
-    (per_session, failed, round_trips)
+    out.unanswered += writes.len() as u64;
+    writes.abort_all();
+    out
+}
+
+/// The messages the server stored: (session index, send time), read back over HTTP.
+async fn stored_messages(system: System, http: &Http, sessions: &[String]) -> Result<HashSet<(usize, u64)>, String> {
+    let sent = |m: &Json| m["content"].as_str()?.parse::<u64>().ok();
+    let mut stored = HashSet::new();
+    match system {
+        System::Jangar => {
+            for (i, session) in sessions.iter().enumerate() {
+                let mut cursor = Json::Null;
+                loop {
+                    let query = json!({"path": "chatMessages:listBySession", "format": "json",
+                        "args": {"sessionId": session, "paginationOpts": {"numItems": 1000, "cursor": cursor}}});
+                    let (_, reply) = http.request(Method::POST, "/api/query", Some(&query)).await?;
+                    let reply: Json = serde_json::from_slice(&reply).unwrap_or(Json::Null);
+                    let Some(page) = reply["value"]["page"].as_array() else {
+                        return Err(format!("listing {session}: {reply}"));
+                    };
+                    stored.extend(page.iter().filter_map(|m| Some((i, sent(m)?))));
+                    if reply["value"]["isDone"] != true {
+                        cursor = reply["value"]["continueCursor"].clone();
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        System::PocketBase => {
+            let index: std::collections::HashMap<&str, usize> =
+                sessions.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+            for page in 1.. {
+                let path = format!("/api/collections/messages/records?page={page}&perPage=500&skipTotal=1");
+                let (_, reply) = http.request(Method::GET, &path, None).await?;
+                let reply: Json = serde_json::from_slice(&reply).unwrap_or(Json::Null);
+                let Some(items) = reply["items"].as_array() else { return Err(format!("listing records: {reply}")) };
+                stored.extend(items.iter().filter_map(|m| Some((*index.get(m["session"].as_str()?)?, sent(m)?))));
+                if items.len() < 500 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(stored)
 }
 
 #[tokio::main]
@@ -442,7 +532,7 @@ async fn main() {
     log(&format!("connecting {n} subscribers over {} sessions", sessions.len()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let connect_start = Instant::now();
+    let (connect_start, overflows0) = (Instant::now(), listen_overflows());
     let mut subscribers = JoinSet::new();
     for i in 0..n {
         let permit = gate.clone().acquire_owned().await.expect("semaphore");
@@ -465,7 +555,7 @@ async fn main() {
     while (ctx.held.load(Relaxed) + ctx.failed.load(Relaxed)) < n as u64 && connect_start.elapsed() < CONNECT_TIMEOUT {
         tokio::time::sleep(Duration::from_millis(20)).await;
         ticks += 1;
-        if ticks % 25 == 0 {
+        if ticks.is_multiple_of(25) {
             log(&format!(
                 "  {:.1}s: {} held, {} failed",
                 connect_start.elapsed().as_secs_f64(),
@@ -474,7 +564,7 @@ async fn main() {
             ));
         }
     }
-    let connect_secs = connect_start.elapsed().as_secs_f64();
+    let (connect_secs, overflows) = (connect_start.elapsed().as_secs_f64(), listen_overflows() - overflows0);
     let held_initial = ctx.held.load(Relaxed);
     log(&format!("{held_initial} held, {} failed after {connect_secs:.1}s", ctx.failed.load(Relaxed)));
     tokio::time::sleep(Duration::from_secs(2)).await; // let the server settle before measuring idle memory
@@ -482,21 +572,28 @@ async fn main() {
     let stats_idle = http.jangar_stats().await;
 
     // Write phase, then wait (bounded) for every expected delivery.
-    let (cpu0, client_cpu0, stats0) = (cpu_ticks(&pid), cpu_ticks("self"), stats_idle.clone());
+    let (cpu0, client_cpu0, busy0, stats0) =
+        (cpu_ticks(&pid), cpu_ticks("self"), machine_busy_ticks(), stats_idle.clone());
     let write_start = Instant::now();
     log(&format!("writing {rate}/s for {seconds}s"));
-    let (per_session, writes_failed, mut round_trips) =
-        write_phase(system, http.clone(), &sessions, rate, seconds, ctx.clone()).await;
+    let mut writes = write_phase(system, http.clone(), &sessions, rate, seconds, ctx.clone()).await;
     let subscribers_of = |s: usize| (n / sessions.len() + usize::from(s < n % sessions.len())) as u64;
-    let expected: u64 = per_session.iter().enumerate().map(|(s, w)| *w as u64 * subscribers_of(s)).sum();
+    let expected: u64 = writes.per_session.iter().enumerate().map(|(s, w)| *w as u64 * subscribers_of(s)).sum();
+    // Deliveries of acknowledged writes (unanswered writes may still have committed).
+    let received = || ctx.deliveries.lock().unwrap().iter().filter(|(sent, _)| writes.acked.contains(sent)).count();
     let drain_start = Instant::now();
-    while ctx.received.load(Relaxed) < expected && drain_start.elapsed() < drain {
+    while (received() as u64) < expected && drain_start.elapsed() < drain {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let write_secs = write_start.elapsed().as_secs_f64();
-    let (cpu1, client_cpu1, stats1) = (cpu_ticks(&pid), cpu_ticks("self"), http.jangar_stats().await);
+    let (cpu1, client_cpu1, busy1) = (cpu_ticks(&pid), cpu_ticks("self"), machine_busy_ticks());
+    let stats1 = http.jangar_stats().await;
     let rss_end = rss_kib(&pid);
     let held_end = ctx.held.load(Relaxed) - ctx.dropped.load(Relaxed);
+    let stored = stored_messages(system, &http, &sessions).await.unwrap_or_else(|e| {
+        ctx.error(format!("cannot read the stored messages back: {e}"));
+        HashSet::new()
+    });
 
     // Stop every subscriber (bounded).
     let _ = stop_tx.send(true);
@@ -504,28 +601,37 @@ async fn main() {
         tokio::time::timeout(Duration::from_secs(15), async { while subscribers.join_next().await.is_some() {} }).await;
     subscribers.abort_all();
 
-    let mut latencies = std::mem::take(&mut *ctx.latencies_us.lock().unwrap());
+    // Expected and received count every message the server stored, answered or not.
+    let stored_sent: HashSet<u64> = stored.iter().map(|(_, sent)| *sent).collect();
+    let stored_expected: u64 = stored.iter().map(|(s, _)| subscribers_of(*s)).sum();
+    let stored_received = ctx.deliveries.lock().unwrap().iter().filter(|(sent, _)| stored_sent.contains(sent)).count();
+    let (acked_received, deliveries) = (received(), ctx.deliveries.lock().unwrap().len());
+    let mut latencies: Vec<u64> = ctx.deliveries.lock().unwrap().iter().map(|(_, us)| *us).collect();
     latencies.sort_unstable();
-    round_trips.sort_unstable();
+    writes.round_trips_us.sort_unstable();
+    let round_trips = &writes.round_trips_us;
     let delta = |key: &str| match (stats1[key].as_u64(), stats0[key].as_u64()) {
         (Some(b), Some(a)) => json!(b - a),
         _ => Json::Null,
     };
-    let writes_ok: usize = per_session.iter().sum();
+    let writes_ok: usize = writes.per_session.iter().sum();
     let result = json!({
         "system": if system == System::Jangar { "jangar" } else { "pocketbase" },
         "subscribers": n, "sessions": sessions.len(),
         "held_initial": held_initial, "held_end": held_end,
         "failed": ctx.failed.load(Relaxed), "dropped": ctx.dropped.load(Relaxed),
-        "connect_secs": connect_secs,
-        "writes_ok": writes_ok, "writes_failed": writes_failed, "write_secs": write_secs,
-        "expected": expected, "received": ctx.received.load(Relaxed),
+        "connect_secs": connect_secs, "listen_overflows": overflows,
+        "writes_ok": writes_ok, "writes_failed": writes.failed, "writes_unanswered": writes.unanswered,
+        "write_secs": write_secs, "stored": stored.len(),
+        "expected": stored_expected, "received": stored_received,
+        "acked_expected": expected, "acked_received": acked_received, "deliveries": deliveries,
         "violations": ctx.violations.load(Relaxed), "server_errors": ctx.server_errors.load(Relaxed),
         "p50_ms": percentile_ms(&latencies, 0.50), "p99_ms": percentile_ms(&latencies, 0.99),
         "max_ms": latencies.last().map(|us| *us as f64 / 1000.0),
-        "write_p50_ms": percentile_ms(&round_trips, 0.50), "write_p99_ms": percentile_ms(&round_trips, 0.99),
+        "write_p50_ms": percentile_ms(round_trips, 0.50), "write_p99_ms": percentile_ms(round_trips, 0.99),
         "rss_before_kib": rss_before, "rss_idle_kib": rss_idle, "rss_end_kib": rss_end,
         "server_cpu_s": (cpu1 - cpu0) as f64 / clk_tck, "client_cpu_s": (client_cpu1 - client_cpu0) as f64 / clk_tck,
+        "other_cpu_s": (busy1 - busy0).saturating_sub(cpu1 - cpu0 + client_cpu1 - client_cpu0) as f64 / clk_tck,
         "queries_run": delta("syncQueriesRun"), "transitions": delta("syncTransitions"), "steps": delta("syncSteps"),
         "stats_idle": stats_idle, "stats_end": stats1,
         "errors": *ctx.errors.lock().unwrap(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
@@ -30,6 +30,17 @@ pub struct ServerConfig {
     pub admin_keys: Vec<String>,
     /// Browser origins allowed by CORS (any origin in open development mode).
     pub cors_origins: Vec<String>,
+}
+
+/// Connections waiting to be accepted: large, so thousands of clients
+/// reconnecting at once are queued rather than dropped (the default is 128).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -65,8 +76,7 @@ pub async fn serve(
     tokio::spawn(Manager::new(db.clone(), auth.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
     let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped, config.sync_queue_messages));
     let state = AppState { db, registry, sync, auth };
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.durability, "Jangar is serving");
     on_ready(address);
