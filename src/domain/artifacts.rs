@@ -7,7 +7,7 @@ use crate::engine::storage::Order;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
-use super::common::{Args, ListRequest, empty_list, list_args, list_of, load, object, session_or_thread};
+use super::common::{Args, ListRequest, list_args, list_of, load, object, session_or_thread};
 use super::error::{AppError, FunctionResult};
 use super::registry::Function;
 use super::schema::ARTIFACT_TYPES;
@@ -115,11 +115,5 @@ fn list_by_run(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    let request = ListRequest::from_args(args)?;
-    let session = args.id("sessionId")?;
-    if chat_sessions::find(tx, session, false)?.is_none() {
-        return Ok(empty_list(&request));
-    }
-    let range = IndexRange::default().eq(session.encode());
-    request.run(tx.query(TABLE, "by_session", range, Order::Asc)?, |_| true)
+    chat_sessions::list_in_session(tx, TABLE, args, false, |_| true)
 }

@@ -8,7 +8,8 @@ use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
 use super::common::{
-    Args, ListRequest, is_deleted, list_args, list_of, load_active, maybe, object, order, set_deleted, visible,
+    Args, ListRequest, empty_list, is_deleted, list_args, list_of, load_active, maybe, object, order, set_deleted,
+    visible,
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
@@ -100,6 +101,24 @@ pub fn find(
 
 fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(find(tx, args.id("sessionId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
+}
+
+/// Documents of `table` in one session (the `sessionId` argument), through the
+/// table's `by_session` index; a hidden session has none.
+pub fn list_in_session(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    args: &Args,
+    newest_first: bool,
+    keep: impl Fn(&Document) -> bool,
+) -> FunctionResult {
+    let request = ListRequest::from_args(args)?;
+    let session = args.id("sessionId")?;
+    if find(tx, session, args.flag("includeDeleted"))?.is_none() {
+        return Ok(empty_list(&request));
+    }
+    let query = tx.query(table, "by_session", IndexRange::default().eq(session.encode()), order(newest_first))?;
+    request.run(query, keep)
 }
 
 /// Sets the named timestamp fields of a live session to now.

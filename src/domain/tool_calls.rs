@@ -1,12 +1,10 @@
 //! `toolCalls:*` — the audit trail of an agent's tool calls in a session.
 
-use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
-use crate::engine::storage::Order;
 use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
-use super::common::{Args, ListRequest, check_transition, empty_list, list_args, list_of, load, load_active, object};
+use super::common::{Args, check_transition, list_args, list_of, load, load_active, object};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::{chat_sessions, runs};
@@ -88,11 +86,5 @@ fn complete(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    let request = ListRequest::from_args(args)?;
-    let session = args.id("sessionId")?;
-    if chat_sessions::find(tx, session, false)?.is_none() {
-        return Ok(empty_list(&request));
-    }
-    let range = IndexRange::default().eq(session.encode());
-    request.run(tx.query(TABLE, "by_session", range, Order::Asc)?, |_| true)
+    chat_sessions::list_in_session(tx, TABLE, args, false, |_| true)
 }

@@ -9,8 +9,8 @@ use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
 use super::common::{
-    Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, load, load_active, maybe, object,
-    order, set_deleted, visible,
+    Args, ListRequest, check_transition, documents, list_args, list_of, load, load_active, maybe, object, order,
+    set_deleted, visible,
 };
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
@@ -245,14 +245,7 @@ fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    let request = ListRequest::from_args(args)?;
-    let session_id = args.id("sessionId")?;
-    let include_deleted = args.flag("includeDeleted");
-    if chat_sessions::find(tx, session_id, include_deleted)?.is_none() {
-        return Ok(empty_list(&request));
-    }
-    let query = tx.query(TABLE, "by_session", IndexRange::default().eq(session_id.encode()), order(true))?;
-    request.run(query, visible(include_deleted))
+    chat_sessions::list_in_session(tx, TABLE, args, true, visible(args.flag("includeDeleted")))
 }
 
 fn update_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
