@@ -330,3 +330,38 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered_forever() {
     assert_eq!(fresh.recv().await.unwrap()["modifications"][0]["value"]["_id"], a.as_str());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscribed_page_grows_instead_of_dropping_documents_between_pages() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let a = session(&server).await;
+    let mut orders = Vec::new();
+    for title in ["w1", "w2", "w3", "w4"] {
+        orders.push(server.mutation("workOrders:create", json!({"sessionId": a, "title": title})).await);
+    }
+    let mut socket = Socket::open(&server).await;
+    socket.connect("pages").await;
+    socket
+        .send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+        add(0, "workOrders:listBySession", json!({"sessionId": a, "paginationOpts": {"numItems": 2, "cursor": null}}))]}))
+        .await;
+    let titles = |transition: &Value| -> Vec<String> {
+        transition["modifications"][0]["value"]["page"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = socket.recv().await.unwrap();
+    assert_eq!(titles(&first), ["w4", "w3"], "newest first");
+    let page_end = first["modifications"][0]["value"]["continueCursor"].clone();
+    // A new order sorts into this first page: the page grows, w3 stays on it.
+    server.mutation("workOrders:create", json!({"sessionId": a, "title": "w5"})).await;
+    let second = socket.recv().await.unwrap();
+    assert_eq!(titles(&second), ["w5", "w4", "w3"]);
+    assert_eq!(second["modifications"][0]["value"]["continueCursor"], page_end, "the page still ends where it did");
+    assert_eq!(second["modifications"][0]["value"]["isDone"], false);
+    server.stop().await;
+}

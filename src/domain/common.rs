@@ -122,8 +122,13 @@ pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
         v::optional(v::object(vec![
             ("numItems", v::number()),
             ("cursor", v::union(vec![v::string(), v::null()])),
+            // The page ends at this cursor (inclusive) instead of after numItems documents.
+            ("endCursor", v::optional(v::union(vec![v::string(), v::null()]))),
             // usePaginatedQuery tags its requests with an id; it does not change the result.
             ("id", v::optional(v::number())),
+            // Convex's per-page read budgets; this server's per-transaction limits apply instead.
+            ("maximumRowsRead", v::optional(v::number())),
+            ("maximumBytesRead", v::optional(v::number())),
         ])),
     ));
     v::object(fields)
@@ -149,7 +154,7 @@ pub fn maybe(table: &'static str) -> Validator {
 /// What a list query was asked for.
 pub enum ListRequest {
     Limit(usize),
-    Page { num_items: usize, cursor: Option<String> },
+    Page { num_items: usize, cursor: Option<String>, end_cursor: Option<String> },
 }
 
 fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
@@ -178,6 +183,7 @@ impl ListRequest {
                     "paginationOpts.numItems",
                 )?,
                 cursor: opts.get("cursor").and_then(Value::as_str).map(str::to_owned),
+                end_cursor: opts.get("endCursor").and_then(Value::as_str).map(str::to_owned),
             }),
             (None, Some(_)) => Err(AppError::new("InvalidArgument", "paginationOpts must be an object.").into()),
         }
@@ -187,8 +193,8 @@ impl ListRequest {
     pub fn run(self, query: Query<'_, '_>, keep: impl Fn(&Document) -> bool) -> Result<Value, FunctionError> {
         match self {
             ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
-            ListRequest::Page { num_items, cursor } => {
-                let page = query.paginate(num_items, cursor.as_deref(), keep)?;
+            ListRequest::Page { num_items, cursor, end_cursor } => {
+                let page = query.paginate(num_items, cursor.as_deref(), end_cursor.as_deref(), keep)?;
                 Ok(Value::Object(object([
                     ("page", documents(&page.page)),
                     ("isDone", page.is_done.into()),

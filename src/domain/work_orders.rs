@@ -176,17 +176,23 @@ fn create_from_message(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult 
 fn list_by_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let status = status_arg(args).unwrap_or_default().to_owned();
-    let (page_size, mut cursor, wanted) = match &request {
-        ListRequest::Limit(limit) => (*limit, None, *limit),
-        ListRequest::Page { num_items, cursor } => (*num_items, cursor.clone(), *num_items),
+    let (page_size, mut cursor, end_cursor, wanted) = match &request {
+        ListRequest::Limit(limit) => (*limit, None, None, *limit),
+        ListRequest::Page { num_items, cursor, end_cursor } => {
+            (*num_items, cursor.clone(), end_cursor.clone(), *num_items)
+        }
     };
     // Pages of the index, keeping orders whose session is visible; one page for
     // `paginationOpts` (Convex pages may be short), until `limit` for `limit`.
     let mut kept = Vec::new();
     loop {
         let range = IndexRange::default().eq(status.clone());
-        let page =
-            tx.query(TABLE, "by_status", range, order(true))?.paginate(page_size, cursor.as_deref(), visible(false))?;
+        let page = tx.query(TABLE, "by_status", range, order(true))?.paginate(
+            page_size,
+            cursor.as_deref(),
+            end_cursor.as_deref(),
+            visible(false),
+        )?;
         for order in page.page {
             let session =
                 order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
@@ -196,7 +202,9 @@ fn list_by_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
                 kept.push(order);
             }
         }
-        kept.truncate(wanted);
+        if end_cursor.is_none() {
+            kept.truncate(wanted);
+        }
         let done = page.is_done;
         cursor = Some(page.continue_cursor);
         if matches!(request, ListRequest::Page { .. }) {

@@ -208,6 +208,7 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
             let page = tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.paginate(
                 2,
                 cursor.as_deref(),
+                None,
                 |_| true,
             )?;
             let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
@@ -227,7 +228,9 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
     let (fourth, done, _) = page(Some(cursor));
     assert_eq!((fourth, done), (vec![], true));
     let bad = db.query_blocking(|tx| {
-        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?.paginate(2, Some("!!"), |_| true).map(|_| ())
+        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?
+            .paginate(2, Some("!!"), None, |_| true)
+            .map(|_| ())
     });
     assert!(matches!(bad, Err(EngineError::InvalidCursor(_))));
 }
@@ -253,4 +256,36 @@ async fn a_panicking_mutation_fails_alone_and_the_committer_goes_on() {
         "its write was rolled back"
     );
     assert_eq!(ranks(&db, IndexRange::default().eq("ok"), Order::Asc, 10), vec![2.0]);
+}
+
+#[tokio::test]
+async fn a_page_pinned_by_its_end_cursor_keeps_its_documents_as_others_arrive() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    for rank in 1..=4 {
+        insert(&db, "a", rank as f64).await;
+    }
+    let page = |end: Option<String>| {
+        db.query_blocking(move |tx| {
+            let range = IndexRange::default().eq("a");
+            let page = tx.query("items", "by_group", range, Order::Asc)?.paginate(2, None, end.as_deref(), |_| true)?;
+            let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
+            Ok::<_, EngineError>((ranks, page.is_done, page.continue_cursor, tx.read_set().clone()))
+        })
+        .unwrap()
+        .value
+    };
+    let (first, _, end, _) = page(None);
+    assert_eq!(first, vec![1.0, 2.0]);
+    insert(&db, "a", 1.5).await;
+    // Without the end cursor the page would now stop at 1.5 and lose 2.0 to no page at all.
+    let (pinned, done, cursor, reads) = page(Some(end.clone()));
+    assert_eq!((pinned, done, cursor), (vec![1.0, 1.5, 2.0], false, end.clone()));
+    let mut commits = db.subscribe_commits();
+    insert(&db, "a", 9.0).await;
+    assert!(!reads.overlaps(&commits.recv().await.unwrap().writes), "far past the page and its isDone probe");
+    insert(&db, "a", 2.5).await;
+    assert!(reads.overlaps(&commits.recv().await.unwrap().writes), "between the end and the next document");
+    insert(&db, "a", 0.5).await;
+    assert!(reads.overlaps(&commits.recv().await.unwrap().writes), "a document inside the page");
 }

@@ -309,37 +309,59 @@ impl Query<'_, '_> {
         Ok(self.read(limit, keep)?.documents)
     }
 
-    /// One page of Convex pagination, continuing after `cursor`.
+    /// One page of Convex pagination: after `cursor`, `num_items` documents, or
+    /// with `end_cursor` exactly the documents up to and including that cursor
+    /// (a page pinned by an earlier run, so it neither loses nor repeats documents
+    /// when others arrive before it).
     pub fn paginate(
-        mut self,
+        self,
         num_items: usize,
         cursor: Option<&str>,
+        end_cursor: Option<&str>,
         keep: impl Fn(&Document) -> bool,
     ) -> Result<Page, EngineError> {
+        let Query { tx, index, mut range, order } = self;
+        let decode = |cursor: &str| {
+            base64::decode(cursor)
+                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))
+        };
         if let Some(cursor) = cursor {
-            let key = base64::decode(cursor)
-                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))?;
             // The cursor is the last key returned: continue strictly past it.
-            match self.order {
-                Order::Asc => self.range.start = self.range.start.max(key_successor(&key)),
-                Order::Desc => {
-                    self.range.end = Some(match self.range.end.take() {
-                        Some(end) => end.min(key),
-                        None => key,
-                    })
-                }
+            let key = decode(cursor)?;
+            match order {
+                Order::Asc => range.start = range.start.clone().max(key_successor(&key)),
+                Order::Desc => range.end = Some(range.end.take().map_or(key.clone(), |end| end.min(key))),
             }
         }
-        let order = self.order;
-        let range = self.range.clone();
-        let ReadOutcome { documents: page, last_key, exhausted: is_done } = self.read(num_items, keep)?;
-        let continue_cursor = match (last_key, order) {
-            (Some(key), _) => key,
-            // Past the end: a cursor that continues to an empty page.
-            (None, Order::Asc) => range.end.unwrap_or_else(|| vec![0xff]),
-            (None, Order::Desc) => range.start,
+        let Some(end_cursor) = end_cursor else {
+            let whole = range.clone();
+            let ReadOutcome { documents: page, last_key, exhausted: is_done } =
+                Query::read_recorded(tx, index, range, order, num_items, keep)?;
+            let continue_cursor = match (last_key, order) {
+                (Some(key), _) => key,
+                // Past the end: a cursor that continues to an empty page.
+                (None, Order::Asc) => whole.end.unwrap_or_else(|| vec![0xff]),
+                (None, Order::Desc) => whole.start,
+            };
+            return Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) });
         };
-        Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) })
+        let end = decode(end_cursor)?;
+        let (page_range, rest) = match order {
+            Order::Asc => {
+                let split = key_successor(&end);
+                let bound = range.end.clone().map_or(split.clone(), |e| e.min(split.clone()));
+                (KeyRange { start: range.start.clone(), end: Some(bound) }, KeyRange { start: split, end: range.end })
+            }
+            Order::Desc => (
+                KeyRange { start: range.start.clone().max(end.clone()), end: range.end.clone() },
+                KeyRange { start: range.start, end: Some(end.clone()) },
+            ),
+        };
+        let page = Query::read_recorded(tx, index, page_range, order, MAX_READ_DOCUMENTS, keep)?.documents;
+        // Whether anything lies past the pinned end decides `isDone`, so that read counts too.
+        let is_done =
+            rest.is_empty() || Query::read_recorded(tx, index, rest, order, 1, |_| true)?.documents.is_empty();
+        Ok(Page { page, is_done, continue_cursor: end_cursor.to_owned() })
     }
 
     /// Reads until `limit` documents passed `keep` or the range ends. Returns the
@@ -347,6 +369,17 @@ impl Query<'_, '_> {
     /// part of the range actually read enters the read set.
     fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
         let Query { tx, index, range, order } = self;
+        Query::read_recorded(tx, index, range, order, limit, keep)
+    }
+
+    fn read_recorded(
+        tx: &mut Transaction<'_>,
+        index: IndexId,
+        range: KeyRange,
+        order: Order,
+        limit: usize,
+        keep: impl Fn(&Document) -> bool,
+    ) -> Result<ReadOutcome, EngineError> {
         match Self::read_range(tx, index, &range, order, limit, keep) {
             Ok(outcome) => Ok(outcome),
             Err(e) => {

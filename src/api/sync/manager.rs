@@ -468,6 +468,7 @@ impl Manager {
             let Some(subscription) = self.subscriptions.get_mut(&key) else { continue };
             self.index.insert(key.clone(), outcome.reads);
             let changed = subscription.result.as_ref().is_none_or(|(_, old)| *old != hash);
+            pin_page_end(&mut subscription.call, &result);
             subscription.result = Some((result, hash));
             if changed {
                 for (conn, query_id) in &subscription.subscribers {
@@ -546,6 +547,20 @@ impl Manager {
         for conn in overloaded {
             self.disconnect(conn);
         }
+    }
+}
+
+/// After a paginated subscription's first run, its page ends where that run
+/// ended (Convex's `endCursor`): documents arriving inside the page then grow it
+/// instead of pushing its last documents out of every page.
+fn pin_page_end(call: &mut Result<(Arc<Function>, Value), FunctionError>, result: &QueryResult) {
+    let (Ok((_, Value::Object(args))), QueryResult::Value(cached)) = (call, result) else { return };
+    let Some(Value::Object(options)) = args.get_mut("paginationOpts") else { return };
+    if options.contains_key("endCursor") {
+        return;
+    }
+    if let Some(Value::String(end)) = cached.value.as_object().and_then(|page| page.get("continueCursor")) {
+        options.insert("endCursor".into(), Value::String(end.clone()));
     }
 }
 
