@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use jangar::auth::keys::{self, AdminKeys};
 use jangar::client::HttpClient;
 use jangar::engine::storage::sqlite::Durability;
-use jangar::server::{ServerConfig, serve};
+use jangar::server::{Limits, ServerConfig, serve};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -35,9 +35,8 @@ enum Command {
         /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
         #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
         query_cache_entries: usize,
-        /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
-        #[arg(long, env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
-        sync_queue_messages: usize,
+        #[command(flatten)]
+        limits: Limits,
         /// A browser origin allowed to call the API (repeat, or comma-separate in the variable).
         /// In open development mode every origin is allowed.
         #[arg(long = "cors-origin", env = "JANGAR_CORS_ORIGINS", value_delimiter = ',')]
@@ -100,13 +99,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability, query_cache_entries, sync_queue_messages, cors_origins } => {
+        Command::Serve { listen, data_dir, durability, query_cache_entries, limits, cors_origins } => {
             let config = ServerConfig {
                 listen,
                 data_dir,
                 durability,
                 query_cache_entries,
-                sync_queue_messages,
+                limits,
                 admin_keys: AdminKeys::from_environment(),
                 cors_origins,
             };

@@ -10,12 +10,44 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
-use crate::api::{AppState, router};
+use crate::api::{AppState, MAX_BODY_BYTES, router};
 use crate::auth::Auth;
 use crate::auth::keys::AdminKeys;
 use crate::domain;
 use crate::engine::database::Database;
 use crate::engine::storage::sqlite::{Durability, SqliteStorage};
+
+/// Bounds on what one caller or connection may use; every one is configurable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (413 above it).
+    #[arg(long = "max-request-bytes", env = "JANGAR_MAX_REQUEST_BYTES", default_value_t = MAX_BODY_BYTES)]
+    pub request_bytes: usize,
+    /// Function calls per identity per second (429 with Retry-After beyond it; 0: no limit).
+    #[arg(long = "rate-limit-per-second", env = "JANGAR_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
+    pub calls_per_second: u32,
+    /// Queries one WebSocket connection may subscribe to.
+    #[arg(long = "max-subscriptions-per-connection", env = "JANGAR_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    pub subscriptions_per_connection: usize,
+    /// Mutations one WebSocket connection may have waiting to run.
+    #[arg(long = "max-pending-mutations", env = "JANGAR_MAX_PENDING_MUTATIONS", default_value_t = 1024)]
+    pub pending_mutations: usize,
+    /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
+    #[arg(long = "sync-queue-messages", env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
+    pub sync_queue_messages: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            request_bytes: MAX_BODY_BYTES,
+            calls_per_second: 1000,
+            subscriptions_per_connection: 1024,
+            pending_mutations: 1024,
+            sync_queue_messages: 256,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -24,8 +56,7 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Results the query cache holds at most; 0 turns it off.
     pub query_cache_entries: usize,
-    /// Messages queued for one WebSocket client before it counts as too slow and is disconnected.
-    pub sync_queue_messages: usize,
+    pub limits: Limits,
     /// Admin keys given outside the data directory (the environment).
     pub admin_keys: Vec<String>,
     /// Browser origins allowed by CORS (any origin in open development mode).
@@ -63,7 +94,7 @@ pub async fn serve(
         ));
     }
     let open = loopback && keys.is_empty();
-    let auth = Auth::new(keys, open);
+    let auth = Auth::new(keys, open, config.limits.calls_per_second);
     if auth.is_open() {
         tracing::warn!(
             "no admin key is configured: open development mode, anyone who can reach this port may call anything"
@@ -73,8 +104,24 @@ pub async fn serve(
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());
-    tokio::spawn(Manager::new(db.clone(), auth.clone(), registry.clone(), event_queue, sync_stats.clone()).run());
-    let sync = Arc::new(SyncHub::new(events, sync_stats, sockets_stopped, config.sync_queue_messages));
+    tokio::spawn(
+        Manager::new(
+            db.clone(),
+            auth.clone(),
+            registry.clone(),
+            event_queue,
+            sync_stats.clone(),
+            config.limits.subscriptions_per_connection,
+        )
+        .run(),
+    );
+    let sync = Arc::new(SyncHub::new(
+        events,
+        sync_stats,
+        sockets_stopped,
+        config.limits.sync_queue_messages,
+        config.limits.pending_mutations,
+    ));
     let state = AppState { db, registry, sync, auth };
     let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -85,7 +132,7 @@ pub async fn serve(
         // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
         let _ = stop_sockets.send(true);
     };
-    axum::serve(listener, router(state, &config.cors_origins))
+    axum::serve(listener, router(state, &config.cors_origins, config.limits.request_bytes))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| e.to_string())?;

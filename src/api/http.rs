@@ -182,6 +182,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
     if !state.auth.may_call(&identity) {
         return Err(unauthenticated(AuthError::Missing));
     }
+    state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
     Ok(identity)
 }
 

@@ -18,7 +18,7 @@ use crate::engine::value::Value;
 
 /// Convex's limit on function arguments.
 pub const MAX_ARGS_BYTES: usize = 16 << 20;
-/// Request bodies may carry the arguments plus their JSON overhead.
+/// Request bodies may carry the arguments plus their JSON overhead (the default limit).
 pub const MAX_BODY_BYTES: usize = MAX_ARGS_BYTES + (1 << 20);
 
 /// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
@@ -51,7 +51,7 @@ pub struct AppState {
 }
 
 /// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
-pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize) -> Router {
     let origins = if state.auth.is_open() {
         AllowOrigin::mirror_request()
     } else {
@@ -76,7 +76,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/{client_version}/sync", get(sync::upgrade))
         .route("/jangar/stats", get(http::stats))
         .fallback(http::not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(cors)
         .with_state(state)
 }

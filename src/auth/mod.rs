@@ -6,11 +6,13 @@
 //! Otherwise every call needs credentials.
 
 pub mod keys;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
 use crate::engine::base64;
 use keys::AdminKeys;
+use rate_limit::RateLimiter;
 
 /// A caller's identity. Its `key` is part of every subscription key, so two
 /// identities never share query results.
@@ -51,11 +53,18 @@ pub struct Auth {
     keys: AdminKeys,
     /// Open development mode: no credentials needed.
     open: bool,
+    limiter: RateLimiter,
 }
 
 impl Auth {
-    pub fn new(keys: AdminKeys, open: bool) -> Arc<Auth> {
-        Arc::new(Auth { keys, open })
+    /// `rate`: calls per identity per second (0: no limit).
+    pub fn new(keys: AdminKeys, open: bool, rate: u32) -> Arc<Auth> {
+        Arc::new(Auth { keys, open, limiter: RateLimiter::new(rate) })
+    }
+
+    /// Counts one call against the identity's rate; `Err` says how long to wait.
+    pub fn admit(&self, identity: &Identity) -> Result<(), std::time::Duration> {
+        self.limiter.check(&identity.key())
     }
 
     pub fn is_open(&self) -> bool {
@@ -108,7 +117,7 @@ mod tests {
 
     fn auth(open: bool) -> Arc<Auth> {
         let dir = std::env::temp_dir().join("jangar-auth-unit-none");
-        Auth::new(AdminKeys::load(&dir, &["secret".to_owned()]), open)
+        Auth::new(AdminKeys::load(&dir, &["secret".to_owned()]), open, 0)
     }
 
     #[test]

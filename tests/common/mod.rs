@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use jangar::client::{HttpClient, HttpResponse};
 use jangar::engine::storage::sqlite::Durability;
-use jangar::server::{ServerConfig, serve};
+use jangar::server::{Limits, ServerConfig, serve};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -41,7 +41,7 @@ impl TestServer {
 
     /// A server whose WebSocket clients may fall at most `sync_queue_messages` messages behind.
     pub async fn start_with(dir: &TempDir, sync_queue_messages: usize) -> TestServer {
-        TestServer::start_custom(dir, |config| config.sync_queue_messages = sync_queue_messages).await
+        TestServer::start_custom(dir, |config| config.limits.sync_queue_messages = sync_queue_messages).await
     }
 
     /// A server with its configuration adjusted by `adjust`.
@@ -53,7 +53,7 @@ impl TestServer {
             data_dir: dir.0.clone(),
             durability: Durability::Normal,
             query_cache_entries: 1000,
-            sync_queue_messages: 256,
+            limits: Limits::default(),
             admin_keys: Vec::new(),
             cors_origins: Vec::new(),
         };

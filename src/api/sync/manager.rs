@@ -110,6 +110,8 @@ struct Connection {
 }
 
 pub struct Manager {
+    /// Queries one connection may subscribe to.
+    max_subscriptions: usize,
     db: Arc<Database>,
     auth: Arc<Auth>,
     registry: Arc<Registry>,
@@ -145,11 +147,13 @@ impl Manager {
         registry: Arc<Registry>,
         events: mpsc::Receiver<Event>,
         stats: Arc<SyncStats>,
+        max_subscriptions: usize,
     ) -> Manager {
         // Subscribe before reading the latest timestamp, so no commit falls in between.
         let commits = db.subscribe_commits();
         let processed_ts = db.latest_ts().unwrap_or(0);
         Manager {
+            max_subscriptions,
             db,
             auth,
             registry,
@@ -346,9 +350,21 @@ impl Manager {
 
     fn subscribe(&mut self, conn: ConnectionId, query_id: u32, path: &str, args: &Json) {
         let Some(c) = self.connections.get_mut(&conn) else { return };
-        let key: Key =
-            format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into();
-        let allowed = self.auth.may_call(&c.identity);
+        // Over the limit, the query gets a subscription of its own that only reports the error.
+        let over_limit = c.queries.len() >= self.max_subscriptions;
+        let key: Key = if over_limit {
+            format!("over limit\u{0}{conn}\u{0}{query_id}").into()
+        } else {
+            format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into()
+        };
+        let refusal = if over_limit {
+            let message = format!("A connection may subscribe to at most {} queries.", self.max_subscriptions);
+            Some(AppError::new("LimitExceeded", message))
+        } else if !self.auth.may_call(&c.identity) {
+            Some(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
+        } else {
+            None
+        };
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
         self.dirty.insert(conn);
@@ -357,10 +373,9 @@ impl Manager {
         let fresh = &mut self.fresh;
         let time_dependent = &mut self.time_dependent;
         let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
-            let call = if allowed {
-                prepare_call(registry, db, path, args)
-            } else {
-                Err(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()).into())
+            let call = match refusal {
+                None => prepare_call(registry, db, path, args),
+                Some(refusal) => Err(refusal.into()),
             };
             if matches!(&call, Ok((function, _)) if function.time_dependent) {
                 time_dependent.insert(key.clone());

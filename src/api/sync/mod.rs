@@ -27,8 +27,6 @@ use crate::domain::registry::{Kind, check_args, run_mutation_once};
 use crate::engine::storage::MutationKey;
 use crate::engine::value::JsonFormat;
 
-/// Mutations a connection may have waiting to run.
-const PENDING_MUTATIONS: usize = 1024;
 /// How long one message may take to go out before the client counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Ping goes out after this long without any other message.
@@ -48,6 +46,8 @@ pub struct SyncHub {
     pub shutdown: watch::Receiver<bool>,
     /// Messages queued for one client before it counts as too slow and is disconnected.
     outbound_queue: usize,
+    /// Mutations one connection may have waiting; a client sending more waits for room.
+    pending_mutations: usize,
     next_connection: AtomicU64,
 }
 
@@ -57,8 +57,16 @@ impl SyncHub {
         stats: Arc<SyncStats>,
         shutdown: watch::Receiver<bool>,
         outbound_queue: usize,
+        pending_mutations: usize,
     ) -> SyncHub {
-        SyncHub { events, stats, shutdown, outbound_queue: outbound_queue.max(1), next_connection: AtomicU64::new(1) }
+        SyncHub {
+            events,
+            stats,
+            shutdown,
+            outbound_queue: outbound_queue.max(1),
+            pending_mutations: pending_mutations.max(1),
+            next_connection: AtomicU64::new(1),
+        }
     }
 }
 
@@ -78,8 +86,8 @@ struct MutationRequest {
     request_id: u32,
     udf_path: String,
     args: Json,
-    /// Whether the connection's identity may call functions when it sent this.
-    allowed: bool,
+    /// Why the connection may not run it (unauthenticated, rate-limited), decided when it arrived.
+    refused: Option<AppError>,
 }
 
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
@@ -219,14 +227,21 @@ async fn handle_client_message(
             }
         }
         ClientMessage::Mutation { request_id, udf_path, args } => {
-            let allowed = state.auth.may_call(caller);
+            let refused = if !state.auth.may_call(caller) {
+                Some(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
+            } else if let Err(wait) = state.auth.admit(caller) {
+                let message = format!("Too many requests from this identity; try again in {} ms.", wait.as_millis());
+                Some(AppError::new("RateLimited", message).with("retryAfterMs", wait.as_millis() as f64))
+            } else {
+                None
+            };
             let worker = mutations.get_or_insert_with(|| {
                 // Without a Connect there is no session to deduplicate replays by.
                 let session =
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
                 spawn_mutation_worker(state.clone(), conn, session)
             });
-            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), allowed }).await.is_ok()
+            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), refused }).await.is_ok()
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
             let response = json!({
@@ -245,7 +260,7 @@ async fn handle_client_message(
 
 /// Runs a connection's mutations one at a time, in the order they were sent.
 fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -> mpsc::Sender<MutationRequest> {
-    let (requests, mut queue) = mpsc::channel::<MutationRequest>(PENDING_MUTATIONS);
+    let (requests, mut queue) = mpsc::channel::<MutationRequest>(state.sync.pending_mutations);
     tokio::spawn(async move {
         while let Some(request) = queue.recv().await {
             let response = run_mutation(&state, &session, request).await;
@@ -261,9 +276,8 @@ fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -
 async fn run_mutation(state: &AppState, session: &str, request: MutationRequest) -> String {
     let request_id = request.request_id;
     let outcome = async {
-        if !request.allowed {
-            let message = crate::auth::AuthError::Missing.to_string();
-            return Err(FunctionError::App(AppError::new("Unauthenticated", message)));
+        if let Some(refusal) = request.refused {
+            return Err(FunctionError::App(refusal));
         }
         let function = state.registry.get(&request.udf_path).ok_or_else(|| {
             FunctionError::App(AppError::new(

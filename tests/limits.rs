@@ -1,0 +1,117 @@
+//! Configurable limits: request size, calls per identity per second, and what
+//! one WebSocket connection may hold.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TempDir, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn calls_beyond_the_rate_get_429_with_retry_after() {
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |c| c.limits.calls_per_second = 5).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..8 {
+        let response = server.post("/api/query", json!({"path": "chatSessions:list", "args": {"userId": "u"}})).await;
+        if response.status == 429 {
+            assert_eq!(response.json().unwrap()["code"], "RateLimited");
+            retry_after = Some(response.headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap());
+        }
+        statuses.push(response.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert!(retry_after.is_some_and(|s| s >= 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = server.post("/api/query", json!({"path": "chatSessions:list", "args": {"userId": "u"}})).await;
+    assert_eq!(later.status, 200, "the bucket refills");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_size_limit_is_configurable() {
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |c| c.limits.request_bytes = 2_000).await;
+    let small = server
+        .post("/api/mutation", json!({"path": "chatSessions:create", "args": {"userId": "u", "title": "t"}}))
+        .await;
+    assert_eq!(small.status, 200);
+    let large = json!({"path": "chatSessions:create", "args": {"userId": "u", "title": "x".repeat(3_000)}});
+    let response = server.post("/api/mutation", large).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(response.json().unwrap()["code"], "PayloadTooLarge");
+    server.stop().await;
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON message other than a Ping.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "Ping" {
+                    return value;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_holds_a_bounded_number_of_subscriptions_and_a_bounded_rate_of_mutations() {
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |c| {
+        c.limits.subscriptions_per_connection = 2;
+        c.limits.calls_per_second = 3;
+    })
+    .await;
+    let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let add = |id: u32, user: &str| json!({"type": "Add", "queryId": id, "udfPath": "chatSessions:list", "args": [{"userId": user}]});
+    let message = json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1,
+        "modifications": [add(0, "a"), add(1, "b"), add(2, "c")]});
+    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    let transition = next(&mut socket).await;
+    let mut outcomes: Vec<(u64, String)> = transition["modifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["queryId"].as_u64().unwrap(), m["type"].as_str().unwrap().to_owned()))
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, [(0, "QueryUpdated".into()), (1, "QueryUpdated".into()), (2, "QueryFailed".into())]);
+    let failed = transition["modifications"].as_array().unwrap().iter().find(|m| m["queryId"] == 2).unwrap();
+    assert_eq!(failed["errorData"]["code"], "LimitExceeded");
+
+    // Mutations beyond the rate are refused with RateLimited, not run.
+    let mut refused = 0;
+    let mut responses = 0;
+    for request in 0..6u32 {
+        let mutation = json!({"type": "Mutation", "requestId": request, "udfPath": "chatSessions:create",
+            "args": [{"userId": "m", "title": "t"}]});
+        socket.send(Message::Text(mutation.to_string().into())).await.unwrap();
+    }
+    while responses < 6 {
+        let message = next(&mut socket).await;
+        if message["type"] == "MutationResponse" {
+            responses += 1;
+            if message["success"] == false {
+                assert_eq!(message["errorData"]["code"], "RateLimited");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 3, "three calls a second");
+    // The same (anonymous) identity reads the result once its bucket has refilled.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let created = server.query("chatSessions:list", json!({"userId": "m"})).await;
+    assert_eq!(created.as_array().unwrap().len(), 3, "refused mutations did not run");
+    server.stop().await;
+}
