@@ -105,14 +105,6 @@ impl QueryCache {
             state.horizon = dropped.ts;
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.state().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

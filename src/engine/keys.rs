@@ -107,10 +107,6 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    pub fn all() -> KeyRange {
-        KeyRange { start: Vec::new(), end: None }
-    }
-
     pub fn point(key: &[u8]) -> KeyRange {
         KeyRange { start: key.to_vec(), end: Some(key_successor(key)) }
     }

@@ -21,10 +21,6 @@ impl ReadSet {
         }
     }
 
-    pub fn intervals(&self) -> &[(IndexId, KeyRange)] {
-        &self.intervals
-    }
-
     pub fn len(&self) -> usize {
         self.intervals.len()
     }
@@ -60,10 +56,6 @@ pub struct WriteSet {
 }
 
 impl WriteSet {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn extend(&mut self, other: WriteSet) {
         self.entries.extend(other.entries);
     }
