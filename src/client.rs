@@ -1,16 +1,18 @@
-//! A minimal HTTP/1.1 client for `jangar run` and the black-box tests
-//! (plain `http://` only; put TLS in front of Jangar with a proxy).
+//! A minimal HTTP/1.1 client, over TLS for `https://` URLs (Mozilla's root
+//! certificates): `jangar run`, fetching JWKS for user tokens, and the
+//! black-box tests.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 #[derive(Debug)]
@@ -29,7 +31,8 @@ impl HttpResponse {
 
 impl Default for HttpClient {
     fn default() -> Self {
-        HttpClient { inner: Client::builder(TokioExecutor::new()).build_http() }
+        let connector = HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build(connector) }
     }
 }
 

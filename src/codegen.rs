@@ -550,9 +550,9 @@ mod tests {
     use crate::domain::common::Args;
     use crate::domain::error::FunctionResult;
     use crate::engine::schema::{TableDef, v};
-    use crate::engine::transaction::Transaction;
+    use crate::domain::access::Ctx;
 
-    fn nothing(_: &mut Transaction<'_>, _: &Args) -> FunctionResult {
+    fn nothing(_: &mut Ctx<'_, '_>, _: &Args) -> FunctionResult {
         Ok(Value::Null)
     }
 

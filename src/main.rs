@@ -41,6 +41,10 @@ enum Command {
         /// In open development mode every origin is allowed.
         #[arg(long = "cors-origin", env = "JANGAR_CORS_ORIGINS", value_delimiter = ',')]
         cors_origins: Vec<String>,
+        /// The identity providers whose user tokens (JWTs) are accepted, in Convex's
+        /// auth.config shape (default: `auth.json` in the data directory, if it exists).
+        #[arg(long, env = "JANGAR_AUTH_CONFIG")]
+        auth_config: Option<PathBuf>,
     },
     /// Manage admin keys (stored as hashes in the data directory).
     Keys {
@@ -99,7 +103,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability, query_cache_entries, limits, cors_origins } => {
+        Command::Serve { listen, data_dir, durability, query_cache_entries, limits, cors_origins, auth_config } => {
             let config = ServerConfig {
                 listen,
                 data_dir,
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
                 limits,
                 admin_keys: AdminKeys::from_environment(),
                 cors_origins,
+                auth_config,
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }

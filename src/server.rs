@@ -12,6 +12,7 @@ use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
 use crate::api::{AppState, MAX_BODY_BYTES, router};
 use crate::auth::Auth;
+use crate::auth::jwt::Providers;
 use crate::auth::keys::AdminKeys;
 use crate::domain;
 use crate::engine::database::Database;
@@ -61,7 +62,12 @@ pub struct ServerConfig {
     pub admin_keys: Vec<String>,
     /// Browser origins allowed by CORS (any origin in open development mode).
     pub cors_origins: Vec<String>,
+    /// The identity providers' file; `None`: `auth.json` in the data directory, if it exists.
+    pub auth_config: Option<PathBuf>,
 }
+
+/// The identity providers' file a deployment reads when none is named.
+pub const AUTH_CONFIG_FILE: &str = "auth.json";
 
 /// Connections waiting to be accepted: large, so thousands of clients
 /// reconnecting at once are queued rather than dropped (the default is 128).
@@ -86,18 +92,29 @@ pub async fn serve(
     let (db, committer) =
         Database::start(schema, Arc::new(storage), config.query_cache_entries).map_err(|e| e.to_string())?;
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
+    let providers = match &config.auth_config {
+        Some(path) => Some(Providers::load(path)?.ok_or_else(|| format!("{} does not exist", path.display()))?),
+        None => Providers::load(&config.data_dir.join(AUTH_CONFIG_FILE))?,
+    }
+    .filter(|providers| !providers.is_empty());
     let loopback = config.listen.ip().is_loopback();
-    if keys.is_empty() && !loopback {
+    let credentials = !keys.is_empty() || providers.is_some();
+    if !credentials && !loopback {
         return Err(format!(
-            "refusing to listen on {} without an admin key: run `jangar keys generate` or set JANGAR_ADMIN_KEY",
+            "refusing to listen on {} without credentials: run `jangar keys generate`, set JANGAR_ADMIN_KEY \
+             or configure an identity provider",
             config.listen
         ));
     }
-    let open = loopback && keys.is_empty();
-    let auth = Auth::new(keys, open, config.limits.calls_per_second);
+    if let Some(providers) = &providers {
+        tracing::info!(issuers = ?providers.issuers().collect::<Vec<_>>(), "accepting user tokens");
+    }
+    let open = loopback && !credentials;
+    let auth = Auth::new(keys, providers, open, config.limits.calls_per_second);
     if auth.is_open() {
         tracing::warn!(
-            "no admin key is configured: open development mode, anyone who can reach this port may call anything"
+            "no admin key or identity provider is configured: open development mode, \
+             anyone who can reach this port may call anything"
         );
     }
     let registry = Arc::new(domain::registry());

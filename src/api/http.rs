@@ -14,7 +14,8 @@ use serde_json::{Value as Json_, json};
 
 use super::error::ApiError;
 use super::{AppState, decode_args};
-use crate::auth::{AuthError, Identity};
+use crate::auth::AuthError;
+use crate::domain::access::Caller;
 use crate::domain::error::FunctionError;
 use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query};
 use crate::engine::base64;
@@ -143,7 +144,7 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
 }
 
 /// Runs one call; `expected` is the kind the route serves (`None`: any kind).
-async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<UdfBody, ApiError> {
+async fn run(state: &AppState, caller: Caller, call: Call, expected: Option<Kind>) -> Result<UdfBody, ApiError> {
     let function = find_function(state, &call.path)?;
     if let Some(expected) = expected.filter(|k| *k != function.kind) {
         return Ok(UdfBody::from(json!({
@@ -160,11 +161,11 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
         Err(e) => return failure(e, call.format).map(UdfBody::from),
     };
     let result = match function.kind {
-        Kind::Query => match run_query(&state.db, function, args).await {
+        Kind::Query => match run_query(&state.db, function, caller, args).await {
             Ok(cached) => return Ok(success_body(&cached.json(call.format))),
             Err(e) => Err(e),
         },
-        Kind::Mutation => run_mutation(&state.db, function, args).await.map(|o| o.value),
+        Kind::Mutation => run_mutation(&state.db, function, caller, args).await.map(|o| o.value),
         Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new(
             "InvalidArgument",
             "Actions are not supported.",
@@ -175,15 +176,22 @@ async fn run(state: &AppState, call: Call, expected: Option<Kind>) -> Result<Udf
 
 /// The caller named by the request's `Authorization` header; 401 when it is
 /// not valid, or missing where credentials are needed.
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
-    let unauthenticated = |e: AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", e.to_string());
-    let identity = state.auth.identify_header(header).map_err(unauthenticated)?;
-    if !state.auth.may_call(&identity) {
-        return Err(unauthenticated(AuthError::Missing));
-    }
+    let identity = state.auth.identify_header(header).await.map_err(auth_error)?;
+    let caller = state.auth.caller(&identity).ok_or_else(|| auth_error(AuthError::Missing))?;
     state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
-    Ok(identity)
+    Ok(caller)
+}
+
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        // Not the caller's fault: they may try again.
+        AuthError::KeysUnavailable => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "AuthProviderUnavailable", error.to_string())
+        }
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", error.to_string()),
+    }
 }
 
 async fn call_route(
@@ -193,9 +201,9 @@ async fn call_route(
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    caller(&state, &headers)?;
+    let caller = caller(&state, &headers).await?;
     let call = parse_call(&json_body(body)?, None, JsonFormat::Clean)?;
-    run(&state, call, expected).await
+    run(&state, caller, call, expected).await
 }
 
 pub async fn query(
@@ -245,14 +253,14 @@ pub async fn query_get(
     Query(params): Query<QueryParams>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    caller(&state, &headers)?;
+    let caller = caller(&state, &headers).await?;
     let args = match params.args.as_deref() {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
-    run(&state, Call { path: params.path, args, format }, Some(Kind::Query)).await
+    run(&state, caller, Call { path: params.path, args, format }, Some(Kind::Query)).await
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
@@ -263,7 +271,7 @@ pub async fn run_by_path(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    caller(&state, &headers)?;
+    let caller = caller(&state, &headers).await?;
     let Some((module, name)) = route.rsplit_once('/') else {
         return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
     };
@@ -272,7 +280,7 @@ pub async fn run_by_path(
         other => json_body(other)?,
     };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
-    run(&state, call, None).await
+    run(&state, caller, call, None).await
 }
 
 pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {
@@ -287,7 +295,7 @@ pub async fn query_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>, ApiError> {
     check_client_header(&headers)?;
-    caller(&state, &headers)?;
+    let caller = caller(&state, &headers).await?;
     let body = json_body(body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
         return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
@@ -308,9 +316,10 @@ pub async fn query_batch(
                 .and_then(|args| check_args(&function, args, state.db.schema()))
                 .map(|args| (function, args))
         };
+        let caller = caller.clone();
         bodies.push(move |tx: &mut crate::engine::transaction::Transaction<'_>| {
             let (function, args) = prepared?;
-            function.call(tx, &args).map_err(FunctionError::into_client_facing)
+            function.call(tx, &caller, &args).map_err(FunctionError::into_client_facing)
         });
     }
     let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;

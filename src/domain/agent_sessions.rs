@@ -5,14 +5,15 @@ use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::chat_sessions;
 use super::common::{Args, load_active, maybe, object};
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::AGENT_PHASES;
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "agent_sessions";
 
@@ -30,24 +31,26 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::id(TABLE),
             upsert,
-        ),
+        )
+        .for_workers(),
         Function::mutation(
             "agentSessions:updatePhase",
             v::object(vec![session_id(), ("phase", v::one_of(AGENT_PHASES)), ("plan", v::optional(v::any()))]),
             v::null(),
             update_phase,
-        ),
+        )
+        .for_workers(),
         Function::query("agentSessions:getBySession", v::object(vec![session_id()]), maybe(TABLE), get_by_session),
     ]
 }
 
 /// The agent state of a session (at most one: `by_session` is kept unique by `upsert`).
-fn find(tx: &mut Transaction<'_>, session: DocumentId) -> Result<Option<Document>, FunctionError> {
+fn find(tx: &mut Ctx<'_, '_>, session: DocumentId) -> Result<Option<Document>, FunctionError> {
     let range = IndexRange::default().eq(session.encode());
-    Ok(tx.query(TABLE, "by_session", range, Order::Asc)?.take(1, |_| true)?.pop())
+    Ok(tx.query(TABLE, "by_session", range, Order::Asc)?.take(1, All)?.pop())
 }
 
-fn upsert(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn upsert(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     load_active(tx, chat_sessions::TABLE, session, "Session")?;
     let now = Value::from(tx.now_ms());
@@ -77,7 +80,7 @@ fn upsert(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     }
 }
 
-fn update_phase(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_phase(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     let Some(existing) = find(tx, session)? else {
         return Err(AppError::new("NotFound", format!("Session {session} has no agent state.")).into());
@@ -93,7 +96,7 @@ fn update_phase(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(Value::Null)
 }
 
-fn get_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     if chat_sessions::find(tx, session, false)?.is_none() {
         return Ok(Value::Null);

@@ -7,9 +7,9 @@ use crate::engine::document::Document;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::common::{
     Args, ListRequest, check_transition, empty_list, list_args, list_of, load, load_active, maybe, object,
 };
@@ -80,7 +80,7 @@ fn as_read(mut request: Document, now: f64) -> Document {
     request
 }
 
-fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     load_active(tx, chat_sessions::TABLE, session, "Session")?;
     if let Some(run) = args.opt_id("runId")? {
@@ -101,7 +101,7 @@ fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(tx.insert(TABLE, fields)?.encode().into())
 }
 
-fn decide(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn decide(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("approvalRequestId")?;
     let request = load(tx, TABLE, id, "Approval request")?;
     let now = tx.now_ms();
@@ -125,10 +125,10 @@ fn decide(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// Pending (and not yet expired) requests, oldest first, of one session or of all.
-fn list_pending(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let now = wall_clock_ms();
-    let pending = move |d: &Document| status_at(d, now) == "pending";
+    let pending = tx.owned(TABLE, move |d: &Document| status_at(d, now) == "pending");
     let query = match args.opt_id("sessionId")? {
         Some(session) => {
             if chat_sessions::find(tx, session, false)?.is_none() {
@@ -142,7 +142,7 @@ fn list_pending(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     request.run(query, pending)
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let now = wall_clock_ms();
     Ok(tx.get(TABLE, args.id("approvalRequestId")?)?.map_or(Value::Null, |d| as_read(d, now).to_value()))
 }

@@ -4,14 +4,15 @@
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
-use super::common::{Args, ListRequest, list_args, list_of, load, object, session_or_thread};
+use super::access::Ctx;
+use super::common::{Args, ListRequest, empty_list, list_args, list_of, load, object, session_or_thread};
 use super::error::{AppError, FunctionResult};
 use super::registry::Function;
 use super::schema::ARTIFACT_TYPES;
 use super::{chat_sessions, runs};
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "artifacts";
 const DETAILS: &[&str] = &["url", "label", "content", "status"];
@@ -33,7 +34,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::id(TABLE),
             add,
-        ),
+        )
+        .for_workers(),
         Function::mutation(
             "artifacts:create",
             details(vec![
@@ -44,8 +46,10 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::id(TABLE),
             create,
-        ),
-        Function::mutation("artifacts:update", details(vec![("artifactId", v::id(TABLE))]), v::null(), update),
+        )
+        .for_workers(),
+        Function::mutation("artifacts:update", details(vec![("artifactId", v::id(TABLE))]), v::null(), update)
+            .for_workers(),
         Function::query(
             "artifacts:listByRun",
             list_args(vec![("runId", v::id(runs::TABLE))]),
@@ -61,7 +65,7 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn insert(tx: &mut Transaction<'_>, mut fields: Object, args: &Args) -> FunctionResult {
+fn insert(tx: &mut Ctx<'_, '_>, mut fields: Object, args: &Args) -> FunctionResult {
     let now = Value::from(tx.now_ms());
     fields.insert("type".into(), args.str("type").into());
     fields.insert("createdAt".into(), now.clone());
@@ -70,14 +74,14 @@ fn insert(tx: &mut Transaction<'_>, mut fields: Object, args: &Args) -> Function
     Ok(tx.insert(TABLE, fields)?.encode().into())
 }
 
-fn add(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn add(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
     load(tx, runs::TABLE, run_id, "Run")?;
     insert(tx, object([("runId", run_id.encode().into())]), args)
 }
 
 /// Seed 004's call: an artifact of a session (or thread), a run, or both.
-fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = if args.get("sessionId").is_some() || args.get("threadId").is_some() {
         Some(session_or_thread(args)?)
     } else {
@@ -99,7 +103,7 @@ fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     insert(tx, fields, args)
 }
 
-fn update(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("artifactId")?;
     load(tx, TABLE, id, "Artifact")?;
     let mut changes = vec![("updatedAt".to_owned(), Some(Value::from(tx.now_ms())))];
@@ -108,12 +112,15 @@ fn update(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(Value::Null)
 }
 
-fn list_by_run(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let range = IndexRange::default().eq(args.id("runId")?.encode());
-    request.run(tx.query(TABLE, "by_run", range, Order::Asc)?, |_| true)
+    let run = args.id("runId")?;
+    if !tx.may_list_under("runs", run)? {
+        return Ok(empty_list(&request));
+    }
+    request.run(tx.query(TABLE, "by_run", IndexRange::default().eq(run.encode()), Order::Asc)?, All)
 }
 
-fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, false, |_| true)
+fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    chat_sessions::list_in_session(tx, TABLE, args, false, All)
 }

@@ -4,9 +4,9 @@ use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
+use super::access::Ctx;
 use super::chat_sessions;
 use super::common::{Args, ListRequest, documents, empty_list, list_args, list_of, object, set_deleted, visible};
 use super::error::FunctionResult;
@@ -43,7 +43,7 @@ pub fn functions() -> Vec<Function> {
 /// Inserts a message into a live session and bumps the session's activity
 /// times in the same transaction. `extra` holds optional fields (metadata, changes, ...).
 pub fn insert_message(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     session_id: DocumentId,
     role: &str,
     content: &str,
@@ -62,7 +62,7 @@ pub fn insert_message(
     Ok(tx.insert(TABLE, fields)?.encode().into())
 }
 
-fn append(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut extra = Object::new();
     args.copy_into(&mut extra, &["metadata"]);
     insert_message(tx, args.id("sessionId")?, args.str("role"), args.str("content"), extra)
@@ -71,7 +71,7 @@ fn append(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 /// Messages of a session in chronological order. With `limit`, the newest
 /// `limit` messages (what a chat view shows); with `paginationOpts`, pages from
 /// the oldest on. A hidden session has no visible messages.
-pub fn list_messages(tx: &mut Transaction<'_>, session_id: DocumentId, args: &Args) -> FunctionResult {
+pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let include_deleted = args.flag("includeDeleted");
     if chat_sessions::find(tx, session_id, include_deleted)?.is_none() {
@@ -89,14 +89,14 @@ pub fn list_messages(tx: &mut Transaction<'_>, session_id: DocumentId, args: &Ar
     }
 }
 
-fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     list_messages(tx, args.id("sessionId")?, args)
 }
 
-fn remove(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("messageId")?, "Message", true)
 }
 
-fn restore(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("messageId")?, "Message", false)
 }

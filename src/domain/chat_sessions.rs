@@ -4,9 +4,10 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
-use crate::engine::transaction::Transaction;
+use crate::engine::transaction::Keep;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::common::{
     Args, ListRequest, empty_list, is_deleted, list_args, list_of, load_active, maybe, object, order, set_deleted,
     visible,
@@ -54,13 +55,9 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-/// Inserts a session for `userId`; a given `repoId` must name an existing repo.
-pub fn insert_session(
-    tx: &mut Transaction<'_>,
-    user_id: &str,
-    title: &str,
-    repo_id: Option<DocumentId>,
-) -> FunctionResult {
+/// Inserts a session for `userId` (the caller, unless an admin); a given `repoId` must name an existing repo.
+pub fn insert_session(tx: &mut Ctx<'_, '_>, user_id: &str, title: &str, repo_id: Option<DocumentId>) -> FunctionResult {
+    tx.check_user_id(user_id)?;
     if let Some(repo_id) = repo_id {
         super::common::load(tx, "repos", repo_id, "Repo")?;
     }
@@ -79,38 +76,35 @@ pub fn insert_session(
     Ok(tx.insert(TABLE, fields)?.encode().into())
 }
 
-fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     insert_session(tx, args.str("userId"), args.str("title"), args.opt_id("repoId")?)
 }
 
-/// Sessions of `userId`, latest message first.
-pub fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+/// Sessions of `userId` (the caller, unless an admin), latest message first.
+pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
+    tx.check_user_id(args.str("userId"))?;
     let query = tx.query(TABLE, "by_user_recent", IndexRange::default().eq(args.str("userId")), order(true))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }
 
 /// A session by id, or null when it does not exist or is hidden.
-pub fn find(
-    tx: &mut Transaction<'_>,
-    id: DocumentId,
-    include_deleted: bool,
-) -> Result<Option<Document>, FunctionError> {
+pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
     Ok(tx.get(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(find(tx, args.id("sessionId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// Documents of `table` in one session (the `sessionId` argument), through the
 /// table's `by_session` index; a hidden session has none.
 pub fn list_in_session(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     table: &str,
     args: &Args,
     newest_first: bool,
-    keep: impl Fn(&Document) -> bool,
+    keep: impl Keep,
 ) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let session = args.id("sessionId")?;
@@ -122,19 +116,19 @@ pub fn list_in_session(
 }
 
 /// Sets the named timestamp fields of a live session to now.
-pub fn touch(tx: &mut Transaction<'_>, id: DocumentId, fields: &[&str]) -> Result<(), FunctionError> {
+pub fn touch(tx: &mut Ctx<'_, '_>, id: DocumentId, fields: &[&str]) -> Result<(), FunctionError> {
     load_active(tx, TABLE, id, "Session")?;
     let now = tx.now_ms();
     tx.patch(TABLE, id, fields.iter().map(|f| ((*f).to_owned(), Some(Value::from(now)))))?;
     Ok(())
 }
 
-fn update_last_message(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_last_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     touch(tx, args.id("sessionId")?, &["lastMessageAt", "lastActiveAt", "updatedAt"])?;
     Ok(Value::Null)
 }
 
-fn rename(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn rename(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     load_active(tx, TABLE, id, "Session")?;
     let now = tx.now_ms();
@@ -146,10 +140,10 @@ fn rename(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(Value::Null)
 }
 
-fn remove(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("sessionId")?, "Session", true)
 }
 
-fn restore(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("sessionId")?, "Session", false)
 }

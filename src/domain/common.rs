@@ -5,9 +5,10 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::schema::{Validator, v};
 use crate::engine::storage::Order;
-use crate::engine::transaction::{Query, Transaction};
+use crate::engine::transaction::{Keep, Query};
 use crate::engine::value::{Object, Value};
 
+use super::access::Ctx;
 use super::error::{AppError, FunctionError};
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -77,12 +78,7 @@ pub fn is_deleted(document: &Document) -> bool {
 }
 
 /// Reads a document that must exist and must not be soft-deleted.
-pub fn load_active(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    id: DocumentId,
-    what: &str,
-) -> Result<Document, FunctionError> {
+pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
     let document = load(tx, table, id, what)?;
     if is_deleted(&document) {
         return Err(AppError::new("Deleted", format!("{what} {id} is deleted.")).with("id", id.encode()).into());
@@ -91,14 +87,14 @@ pub fn load_active(
 }
 
 /// Reads a document that must exist (soft-deleted or not).
-pub fn load(tx: &mut Transaction<'_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
     tx.get(table, id)?
         .ok_or_else(|| AppError::new("NotFound", format!("{what} {id} does not exist.")).with("id", id.encode()).into())
 }
 
 /// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
 pub fn set_deleted(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     table: &str,
     id: DocumentId,
     what: &str,
@@ -190,7 +186,7 @@ impl ListRequest {
     }
 
     /// Runs the request on `query`: an array for `limit`, Convex's page object for `paginationOpts`.
-    pub fn run(self, query: Query<'_, '_>, keep: impl Fn(&Document) -> bool) -> Result<Value, FunctionError> {
+    pub fn run(self, query: Query<'_, '_>, keep: impl Keep) -> Result<Value, FunctionError> {
         match self {
             ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
             ListRequest::Page { num_items, cursor, end_cursor } => {

@@ -7,13 +7,14 @@ use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
-use super::common::{Args, ListRequest, list_args, list_of, load, object};
+use super::access::Ctx;
+use super::common::{Args, ListRequest, empty_list, list_args, list_of, load, object};
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::EVENT_TYPES;
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "events";
 
@@ -29,7 +30,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::id(TABLE),
             append_event,
-        ),
+        )
+        .for_workers(),
         Function::query(
             "events:listByRun",
             list_args(vec![("runId", v::id("runs")), ("afterSeq", v::optional(v::number()))]),
@@ -42,7 +44,7 @@ pub fn functions() -> Vec<Function> {
 /// Appends an event. Its sequence number comes from the run if there is one,
 /// else from the work order.
 pub fn append(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     run: Option<DocumentId>,
     work_order: Option<DocumentId>,
     kind: &str,
@@ -71,7 +73,7 @@ pub fn append(
 
 /// The `state_change` event of a status change (`from` is null for a new document).
 pub fn state_change(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     run: Option<DocumentId>,
     work_order: Option<DocumentId>,
     from: Option<&str>,
@@ -82,7 +84,7 @@ pub fn state_change(
     Ok(())
 }
 
-fn append_event(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run = args.opt_id("runId")?;
     let work_order = args.opt_id("workOrderId")?;
     if let (Some(run_id), Some(order_id)) = (run, work_order) {
@@ -99,12 +101,15 @@ fn append_event(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// Events of a run in `seq` order, after `afterSeq` if given (to replay from a known point).
-fn list_by_run(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let run_id = args.id("runId")?;
+    if !tx.may_list_under("runs", run_id)? {
+        return Ok(empty_list(&request));
+    }
     let mut range = IndexRange::default().eq(run_id.encode());
     if let Some(after) = args.opt_f64("afterSeq") {
         range = range.gt(after);
     }
-    request.run(tx.query(TABLE, "by_run", range, Order::Asc)?, |_| true)
+    request.run(tx.query(TABLE, "by_run", range, Order::Asc)?, All)
 }

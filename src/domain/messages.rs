@@ -4,9 +4,9 @@
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::schema::v;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
+use super::access::Ctx;
 use super::chat_messages::{self, TABLE};
 use super::chat_sessions;
 use super::common::{Args, list_args, list_of, load_active, object, session_or_thread};
@@ -72,7 +72,7 @@ pub fn functions() -> Vec<Function> {
 }
 
 /// Like `chatMessages:append`, with optional code changes; the first message also names the session's `firstMessage`.
-fn send(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn send(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let session = load_active(tx, chat_sessions::TABLE, session_id, "Session")?;
     if !session.fields.contains_key("firstMessage") {
@@ -83,17 +83,17 @@ fn send(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     chat_messages::insert_message(tx, session_id, args.str("role"), args.str("content"), extra)
 }
 
-fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_messages::list_messages(tx, session_or_thread(args)?, args)
 }
 
-fn create_streaming(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create_streaming(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let role = args.opt_str("role").unwrap_or("assistant");
     chat_messages::insert_message(tx, args.id("sessionId")?, role, "", object([("streaming", true.into())]))
 }
 
 /// A message that is still streaming (a finished one refuses more content).
-fn load_streaming(tx: &mut Transaction<'_>, id: DocumentId) -> Result<Document, FunctionError> {
+fn load_streaming(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let message = load_active(tx, TABLE, id, "Message")?;
     if message.fields.get("streaming") != Some(&Value::Boolean(true)) {
         return Err(AppError::new("Conflict", format!("Message {id} is not streaming."))
@@ -103,7 +103,7 @@ fn load_streaming(tx: &mut Transaction<'_>, id: DocumentId) -> Result<Document, 
     Ok(message)
 }
 
-fn append_streaming_content(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn append_streaming_content(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("messageId")?;
     let message = load_streaming(tx, id)?;
     let content =
@@ -113,7 +113,7 @@ fn append_streaming_content(tx: &mut Transaction<'_>, args: &Args) -> FunctionRe
     Ok(Value::Null)
 }
 
-fn finalize_streaming(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn finalize_streaming(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("messageId")?;
     load_streaming(tx, id)?;
     let now = tx.now_ms();
@@ -129,7 +129,7 @@ fn finalize_streaming(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// Marks a message's code changes committed, keeping its list of files.
-fn mark_changes_committed(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn mark_changes_committed(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("messageId")?;
     let message = load_active(tx, TABLE, id, "Message")?;
     let Some(Value::Object(mut changes)) = message.fields.get("changes").cloned() else {

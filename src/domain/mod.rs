@@ -2,6 +2,7 @@
 //! Each function module is named after its Convex module: `chatSessions:create`
 //! lives in `chat_sessions.rs` as `create`.
 
+pub mod access;
 pub mod agent_sessions;
 pub mod approval_requests;
 pub mod artifacts;

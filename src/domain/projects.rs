@@ -3,13 +3,14 @@
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::common::{Args, ListRequest, list_args, list_of, maybe};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::{repos, teams};
+use crate::engine::transaction::All;
 
 pub fn functions() -> Vec<Function> {
     vec![
@@ -23,12 +24,12 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(tx.get(repos::TABLE, args.id("repoId")?)?.map_or(Value::Null, |d| d.to_value()))
 }
 
-fn list_by_team(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_team(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let range = IndexRange::default().eq(args.id("teamId")?.encode());
-    request.run(tx.query(repos::TABLE, "by_team", range, Order::Asc)?, |_| true)
+    request.run(tx.query(repos::TABLE, "by_team", range, Order::Asc)?, All)
 }

@@ -9,6 +9,8 @@ use crate::engine::database::{Database, MutationOutcome};
 use crate::engine::schema::{Schema, Validator};
 use crate::engine::storage::MutationKey;
 use crate::engine::transaction::Transaction;
+
+use super::access::{Audience, Caller, Ctx};
 use crate::engine::value::Value;
 
 use super::common::Args;
@@ -31,7 +33,7 @@ impl Kind {
     }
 }
 
-pub type Handler = fn(&mut Transaction<'_>, &Args) -> FunctionResult;
+pub type Handler = fn(&mut Ctx<'_, '_>, &Args) -> FunctionResult;
 
 pub struct Function {
     pub path: &'static str,
@@ -42,16 +44,25 @@ pub struct Function {
     /// The result depends on the wall clock, not only on the data: never cached,
     /// and subscriptions to it are re-run every second.
     pub time_dependent: bool,
+    pub audience: Audience,
     pub handler: Handler,
 }
 
 impl Function {
     pub fn query(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Query, args, returns, time_dependent: false, handler }
+        Function { path, kind: Kind::Query, args, returns, time_dependent: false, audience: Audience::Users, handler }
     }
 
     pub fn mutation(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Mutation, args, returns, time_dependent: false, handler }
+        Function {
+            path,
+            kind: Kind::Mutation,
+            args,
+            returns,
+            time_dependent: false,
+            audience: Audience::Users,
+            handler,
+        }
     }
 
     pub fn time_dependent(mut self) -> Function {
@@ -59,10 +70,17 @@ impl Function {
         self
     }
 
-    /// Runs the function. Debug builds (so every test) also check the result
-    /// against `returns`, which keeps the generated client types honest.
-    pub fn call(&self, tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-        let result = (self.handler)(tx, args)?;
+    /// Only admins may call it (see [`Audience::Workers`]).
+    pub fn for_workers(mut self) -> Function {
+        self.audience = Audience::Workers;
+        self
+    }
+
+    /// Runs the function as `caller`. Debug builds (so every test) also check the
+    /// result against `returns`, which keeps the generated client types honest.
+    pub fn call(&self, tx: &mut Transaction<'_>, caller: &Caller, args: &Args) -> FunctionResult {
+        self.audience.admits(caller, self.path)?;
+        let result = (self.handler)(&mut Ctx::new(tx, caller), args)?;
         if cfg!(debug_assertions)
             && let Err(e) = self.returns.check(&result, "", tx.schema())
         {
@@ -123,13 +141,18 @@ pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<A
 pub async fn run_query(
     db: &Arc<Database>,
     function: Arc<Function>,
+    caller: Caller,
     args: Args,
 ) -> Result<Arc<CachedResult>, FunctionError> {
-    let key = (!function.time_dependent).then(|| format!("{}\u{0}{}", function.path, Value::Object(args.0.clone())));
+    // Checked before the cache: a result cached for an admin must not reach anyone else.
+    function.audience.admits(&caller, function.path)?;
+    let key = (!function.time_dependent)
+        .then(|| format!("{}\u{0}{}\u{0}{}", caller.viewer.key(), function.path, Value::Object(args.0.clone())));
     if let Some(hit) = key.as_deref().and_then(|key| db.cache().get(key)) {
         return Ok(hit);
     }
-    let outcome = db.query(move |tx| function.call(tx, &args)).await.map_err(FunctionError::into_client_facing)?;
+    let outcome =
+        db.query(move |tx| function.call(tx, &caller, &args)).await.map_err(FunctionError::into_client_facing)?;
     let result = Arc::new(CachedResult::new(outcome.value));
     if let Some(key) = key {
         db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
@@ -141,9 +164,10 @@ pub async fn run_query(
 pub async fn run_mutation(
     db: &Database,
     function: Arc<Function>,
+    caller: Caller,
     args: Args,
 ) -> Result<MutationOutcome<Value>, FunctionError> {
-    db.mutate(move |tx| function.call(tx, &args)).await.map_err(FunctionError::into_client_facing)
+    db.mutate(move |tx| function.call(tx, &caller, &args)).await.map_err(FunctionError::into_client_facing)
 }
 
 /// Runs a mutation that its client may send again after a reconnect: if a run
@@ -152,6 +176,7 @@ pub async fn run_mutation(
 pub async fn run_mutation_once(
     db: &Database,
     function: Arc<Function>,
+    caller: Caller,
     args: Args,
     key: MutationKey,
 ) -> Result<MutationOutcome<Value>, FunctionError> {
@@ -160,7 +185,7 @@ pub async fn run_mutation_once(
             if let Some((ts, value)) = tx.find_outcome(&key)? {
                 return Ok((value, Some(ts)));
             }
-            let value = function.call(tx, &args)?;
+            let value = function.call(tx, &caller, &args)?;
             tx.record_outcome(&key, &value)?;
             Ok((value, None))
         })

@@ -1,8 +1,8 @@
 //! `repos:*` — GitHub repositories of a team (seed 003).
 
 use crate::engine::schema::v;
-use crate::engine::transaction::Transaction;
 
+use super::access::Ctx;
 use super::common::{Args, load, object};
 use super::error::FunctionResult;
 use super::registry::Function;
@@ -11,21 +11,24 @@ use super::teams;
 pub const TABLE: &str = "repos";
 
 pub fn functions() -> Vec<Function> {
-    vec![Function::mutation(
-        "repos:create",
-        v::object(vec![
-            ("teamId", v::id(teams::TABLE)),
-            ("githubOwner", v::string()),
-            ("githubRepo", v::string()),
-            ("defaultBranch", v::optional(v::string())),
-            ("pushStrategy", v::optional(v::one_of(&["direct", "pr"]))),
-        ]),
-        v::id(TABLE),
-        create,
-    )]
+    vec![
+        Function::mutation(
+            "repos:create",
+            v::object(vec![
+                ("teamId", v::id(teams::TABLE)),
+                ("githubOwner", v::string()),
+                ("githubRepo", v::string()),
+                ("defaultBranch", v::optional(v::string())),
+                ("pushStrategy", v::optional(v::one_of(&["direct", "pr"]))),
+            ]),
+            v::id(TABLE),
+            create,
+        )
+        .for_workers(),
+    ]
 }
 
-fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let team = args.id("teamId")?;
     load(tx, teams::TABLE, team, "Team")?;
     let mut fields = object([

@@ -7,14 +7,17 @@ use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
-use super::common::{Args, ListRequest, check_transition, documents, list_args, list_of, load, maybe, object, order};
+use super::access::Ctx;
+use super::common::{
+    Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, load, maybe, object, order,
+};
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::RUN_STATUSES;
 use super::{events, work_orders};
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "runs";
 const FINAL: &[&str] = &["succeeded", "failed", "canceled"];
@@ -62,7 +65,7 @@ pub fn functions() -> Vec<Function> {
         v::null(),
     ]);
     vec![
-        Function::mutation("runs:start", v::object(start_args), v::id(TABLE), start),
+        Function::mutation("runs:start", v::object(start_args), v::id(TABLE), start).for_workers(),
         Function::mutation(
             "runs:updateStatus",
             v::object(vec![
@@ -74,7 +77,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::document(TABLE),
             update_status,
-        ),
+        )
+        .for_workers(),
         Function::query("runs:get", v::object(vec![run_id()]), maybe(TABLE), get),
         Function::query(
             "runs:listByWorkOrder",
@@ -87,7 +91,8 @@ pub fn functions() -> Vec<Function> {
             v::object(vec![("limit", v::optional(v::number()))]),
             dashboard,
             dashboard_fn,
-        ),
+        )
+        .for_workers(),
         Function::query("runs:getTimeline", v::object(vec![run_id()]), timeline, timeline_fn),
     ]
 }
@@ -97,9 +102,8 @@ fn status_of(document: &Document) -> String {
 }
 
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
-fn count(tx: &mut Transaction<'_>, from: Option<&str>, to: &str) -> Result<(), FunctionError> {
-    let existing =
-        tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, |_| true)?.pop();
+fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), FunctionError> {
+    let existing = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
     let mut counts = match &existing {
         Some(doc) => doc.fields.get("counts").and_then(Value::as_object).cloned().unwrap_or_default(),
         None => Object::new(),
@@ -127,7 +131,7 @@ fn count(tx: &mut Transaction<'_>, from: Option<&str>, to: &str) -> Result<(), F
     Ok(())
 }
 
-fn start(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order_id = args.id("workOrderId")?;
     work_orders::load_live(tx, order_id)?;
     let status = args.opt_str("status").unwrap_or("running").to_owned();
@@ -152,7 +156,7 @@ fn start(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(id.encode().into())
 }
 
-fn update_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("runId")?;
     let run = load(tx, TABLE, id, "Run")?;
     let from = status_of(&run);
@@ -188,22 +192,25 @@ fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
     DocumentId::decode(text).map_err(|e| AppError::new("NotFound", e.to_string()).into())
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(tx.get(TABLE, args.id("runId")?)?.map_or(Value::Null, |d| d.to_value()))
 }
 
-fn list_by_work_order(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let range = IndexRange::default().eq(args.id("workOrderId")?.encode());
-    request.run(tx.query(TABLE, "by_work_order", range, order(true))?, |_| true)
+    let order_id = args.id("workOrderId")?;
+    if !tx.may_list_under("work_orders", order_id)? {
+        return Ok(empty_list(&request));
+    }
+    request.run(tx.query(TABLE, "by_work_order", IndexRange::default().eq(order_id.encode()), order(true))?, All)
 }
 
 /// The most recently updated runs among `statuses`, newest first.
-fn latest(tx: &mut Transaction<'_>, statuses: &[&str], limit: usize) -> Result<Vec<Document>, FunctionError> {
+fn latest(tx: &mut Ctx<'_, '_>, statuses: &[&str], limit: usize) -> Result<Vec<Document>, FunctionError> {
     let mut runs = Vec::new();
     for status in statuses {
         let range = IndexRange::default().eq(*status);
-        runs.extend(tx.query(TABLE, "by_status", range, Order::Desc)?.take(limit, |_| true)?);
+        runs.extend(tx.query(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
     }
     let updated = |d: &Document| d.fields.get("updatedAt").and_then(Value::as_f64).unwrap_or(0.0);
     runs.sort_by(|a, b| updated(b).total_cmp(&updated(a)));
@@ -211,7 +218,7 @@ fn latest(tx: &mut Transaction<'_>, statuses: &[&str], limit: usize) -> Result<V
     Ok(runs)
 }
 
-fn dashboard_fn(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let limit = match args.opt_f64("limit") {
         Some(l) if l.fract() == 0.0 && (1.0..=1000.0).contains(&l) => l as usize,
         Some(l) => {
@@ -223,8 +230,7 @@ fn dashboard_fn(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
         }
         None => 20,
     };
-    let stored =
-        tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, |_| true)?.pop();
+    let stored = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
     let stored = stored.and_then(|d| d.fields.get("counts").and_then(Value::as_object).cloned()).unwrap_or_default();
     let counts: Object =
         RUN_STATUSES.iter().map(|s| ((*s).to_owned(), stored.get(*s).cloned().unwrap_or(Value::from(0.0)))).collect();
@@ -244,7 +250,7 @@ fn dashboard_fn(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     ])))
 }
 
-fn timeline_fn(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn timeline_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
     let Some(run) = tx.get(TABLE, run_id)? else { return Ok(Value::Null) };
     let order = match run_order(&run).ok() {
@@ -252,11 +258,11 @@ fn timeline_fn(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
         None => None,
     };
     let by_run = || IndexRange::default().eq(run_id.encode());
-    let mut steps = tx.query("steps", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, |_| true)?;
+    let mut steps = tx.query("steps", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     let started = |d: &Document| d.fields.get("startedAt").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
     steps.sort_by(|a, b| started(a).total_cmp(&started(b)));
-    let artifacts = tx.query("artifacts", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, |_| true)?;
-    let events = tx.query("events", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, |_| true)?;
+    let artifacts = tx.query("artifacts", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let events = tx.query("events", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     Ok(Value::Object(object([
         ("run", run.to_value()),
         ("workOrder", order.map_or(Value::Null, |d| d.to_value())),

@@ -4,9 +4,9 @@
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
 use super::common::{Args, ListRequest, MAX_LIMIT, documents, list_args, list_of, maybe, object, visible};
 use super::error::FunctionResult;
@@ -48,21 +48,21 @@ pub fn functions() -> Vec<Function> {
 
 pub const DEFAULT_TITLE: &str = "New session";
 
-pub fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+pub fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let title = args.opt_str("title").unwrap_or(DEFAULT_TITLE);
     chat_sessions::insert_session(tx, args.str("userId"), title, args.opt_id("repoId")?)
 }
 
-pub fn list(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_sessions::list(tx, args)
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(chat_sessions::find(tx, args.id("sessionId")?, false)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// A session with its messages (oldest first) and work orders (newest first), at most 1000 of each.
-fn get_with_threads(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
@@ -75,13 +75,15 @@ fn get_with_threads(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     ])))
 }
 
-fn list_by_repo(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_repo(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let range = IndexRange::default().eq(args.id("repoId")?.encode());
-    request.run(tx.query(TABLE, "by_repo_recent", range, Order::Desc)?, visible(false))
+    // A repo is shared; its sessions are not: users list their own.
+    let keep = tx.owned(TABLE, visible(false));
+    request.run(tx.query(TABLE, "by_repo_recent", range, Order::Desc)?, keep)
 }
 
-fn update_last_active(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_last_active(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_sessions::touch(tx, args.id("sessionId")?, &["lastActiveAt"])?;
     Ok(Value::Null)
 }

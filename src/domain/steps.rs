@@ -3,13 +3,14 @@
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
 use crate::engine::storage::Order;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::common::{Args, check_transition, load, object};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::{STEP_KINDS, STEP_STATUSES};
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "steps";
 
@@ -22,33 +23,36 @@ pub fn transition_allowed(from: &str, to: &str) -> bool {
 }
 
 pub fn functions() -> Vec<Function> {
-    vec![Function::mutation(
-        "steps:appendOrUpdate",
-        v::object(vec![
-            ("runId", v::id("runs")),
-            ("name", v::string()),
-            ("kind", v::optional(v::one_of(STEP_KINDS))),
-            ("status", v::one_of(STEP_STATUSES)),
-            ("startedAt", v::optional(v::number())),
-            ("endedAt", v::optional(v::number())),
-            ("payload", v::optional(v::any())),
-            ("logUrl", v::optional(v::string())),
-        ]),
-        v::id(TABLE),
-        append_or_update,
-    )]
+    vec![
+        Function::mutation(
+            "steps:appendOrUpdate",
+            v::object(vec![
+                ("runId", v::id("runs")),
+                ("name", v::string()),
+                ("kind", v::optional(v::one_of(STEP_KINDS))),
+                ("status", v::one_of(STEP_STATUSES)),
+                ("startedAt", v::optional(v::number())),
+                ("endedAt", v::optional(v::number())),
+                ("payload", v::optional(v::any())),
+                ("logUrl", v::optional(v::string())),
+            ]),
+            v::id(TABLE),
+            append_or_update,
+        )
+        .for_workers(),
+    ]
 }
 
 /// Inserts the step `(runId, name)` or updates it, following the step state machine.
 /// Start and end times default to the server's clock when the step starts or finishes.
-fn append_or_update(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
     load(tx, "runs", run_id, "Run")?;
     let name = args.str("name");
     let status = args.str("status");
     let now = tx.now_ms();
     let range = IndexRange::default().eq(run_id.encode()).eq(name);
-    let existing = tx.query(TABLE, "by_run", range, Order::Asc)?.take(1, |_| true)?.pop();
+    let existing = tx.query(TABLE, "by_run", range, Order::Asc)?.take(1, All)?.pop();
     let finished = status == "succeeded" || status == "failed";
     let Some(step) = existing else {
         let mut fields = object([

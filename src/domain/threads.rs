@@ -1,9 +1,9 @@
 //! `threads:*` — seed 004's name for sessions: `threadId` names a chat session.
 
 use crate::engine::schema::v;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
+use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
 use super::common::{Args, list_args, list_of, maybe, session_or_thread, set_deleted};
 use super::error::FunctionResult;
@@ -42,15 +42,15 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(chat_sessions::find(tx, args.id("threadId")?, false)?.map_or(Value::Null, |d| d.to_value()))
 }
 
-fn remove(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("threadId")?, "Thread", true)
 }
 
-fn append(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut extra = Object::new();
     args.copy_into(&mut extra, &["metadata"]);
     chat_messages::insert_message(tx, session_or_thread(args)?, args.str("role"), args.str("content"), extra)

@@ -1,13 +1,14 @@
 //! `toolCalls:*` — the audit trail of an agent's tool calls in a session.
 
 use crate::engine::schema::v;
-use crate::engine::transaction::Transaction;
 use crate::engine::value::Value;
 
+use super::access::Ctx;
 use super::common::{Args, check_transition, list_args, list_of, load, load_active, object};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::{chat_sessions, runs};
+use crate::engine::transaction::All;
 
 pub const TABLE: &str = "tool_calls";
 
@@ -23,7 +24,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::id(TABLE),
             record,
-        ),
+        )
+        .for_workers(),
         Function::mutation(
             "toolCalls:complete",
             v::object(vec![
@@ -33,7 +35,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::null(),
             complete,
-        ),
+        )
+        .for_workers(),
         Function::query(
             "toolCalls:listBySession",
             list_args(vec![("sessionId", v::id(chat_sessions::TABLE))]),
@@ -43,7 +46,7 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn record(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn record(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     load_active(tx, chat_sessions::TABLE, session, "Session")?;
     if let Some(run) = args.opt_id("runId")? {
@@ -63,7 +66,7 @@ fn record(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// Finishes a started call; its duration is measured by the server.
-fn complete(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn complete(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("toolCallId")?;
     let call = load(tx, TABLE, id, "Tool call")?;
     let from = call.fields.get("status").and_then(Value::as_str).unwrap_or("started").to_owned();
@@ -85,6 +88,6 @@ fn complete(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(Value::Null)
 }
 
-fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, false, |_| true)
+fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    chat_sessions::list_in_session(tx, TABLE, args, false, All)
 }

@@ -5,9 +5,9 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::{Validator, v};
-use crate::engine::transaction::Transaction;
 use crate::engine::value::{Object, Value};
 
+use super::access::Ctx;
 use super::common::{
     Args, ListRequest, check_transition, documents, list_args, list_of, load, load_active, maybe, object, order,
     set_deleted, visible,
@@ -84,7 +84,8 @@ pub fn functions() -> Vec<Function> {
             list_args(vec![("status", status_validator(WORK_ORDER_STATUSES))]),
             list_of(TABLE),
             list_by_status,
-        ),
+        )
+        .for_workers(),
         Function::query(
             "workOrders:get",
             v::object(vec![work_order_id(), ("includeDeleted", v::optional(v::boolean()))]),
@@ -107,7 +108,8 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::document(TABLE),
             update_status,
-        ),
+        )
+        .for_workers(),
         Function::mutation(
             "workOrders:updateResult",
             v::object(vec![
@@ -117,13 +119,14 @@ pub fn functions() -> Vec<Function> {
             ]),
             v::document(TABLE),
             update_result,
-        ),
+        )
+        .for_workers(),
         Function::mutation("workOrders:remove", v::object(vec![work_order_id()]), v::null(), remove),
         Function::mutation("workOrders:restore", v::object(vec![work_order_id()]), v::null(), restore),
     ]
 }
 
-fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let mut fields = Object::new();
     args.copy_into(&mut fields, OPTIONAL_TEXT);
@@ -132,7 +135,7 @@ fn create(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// Inserts a work order into a live session and logs its first state.
-fn insert_order(tx: &mut Transaction<'_>, session_id: DocumentId, status: &str, mut fields: Object) -> FunctionResult {
+fn insert_order(tx: &mut Ctx<'_, '_>, session_id: DocumentId, status: &str, mut fields: Object) -> FunctionResult {
     load_active(tx, chat_sessions::TABLE, session_id, "Session")?;
     let now = Value::from(tx.now_ms());
     fields.extend(object([
@@ -147,7 +150,7 @@ fn insert_order(tx: &mut Transaction<'_>, session_id: DocumentId, status: &str, 
 }
 
 /// A work order started from a chat message: titled by the summary or the message's first line.
-fn create_from_message(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let message_id = args.id("triggerMessageId")?;
     let message = load_active(tx, "chat_messages", message_id, "Message")?;
@@ -173,7 +176,7 @@ fn create_from_message(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult 
 
 /// Work orders in one status, most recently updated first, hiding deleted ones
 /// and those of deleted sessions.
-fn list_by_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let status = status_arg(args).unwrap_or_default().to_owned();
     let (page_size, mut cursor, end_cursor, wanted) = match &request {
@@ -221,11 +224,7 @@ fn list_by_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
 }
 
 /// A work order, unless it or its session is soft-deleted (then `None`, as if absent).
-pub fn find(
-    tx: &mut Transaction<'_>,
-    id: DocumentId,
-    include_deleted: bool,
-) -> Result<Option<Document>, FunctionError> {
+pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
     let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
         return Ok(None);
     };
@@ -238,7 +237,7 @@ pub fn find(
 }
 
 /// A work order that may be changed: it and its session exist and are not deleted.
-pub fn load_live(tx: &mut Transaction<'_>, id: DocumentId) -> Result<Document, FunctionError> {
+pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
     if find(tx, id, false)?.is_none() {
         return Err(AppError::new("Deleted", format!("The session of work order {id} is deleted."))
@@ -248,15 +247,15 @@ pub fn load_live(tx: &mut Transaction<'_>, id: DocumentId) -> Result<Document, F
     Ok(order)
 }
 
-fn get(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(find(tx, args.id("workOrderId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
 }
 
-fn list_by_session(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_sessions::list_in_session(tx, TABLE, args, true, visible(args.flag("includeDeleted")))
 }
 
-fn update_status(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("workOrderId")?;
     let order = load_live(tx, id)?;
     let from = status_of(&order);
@@ -274,7 +273,7 @@ fn status_of(order: &Document) -> String {
 
 /// Moves a work order to `to` (already checked), setting `extra` fields, and logs the change.
 fn set_status(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     id: DocumentId,
     from: &str,
     to: &str,
@@ -292,7 +291,7 @@ fn set_status(
 /// `running` or `succeeded`, straight to `failed` or `canceled`. A final order
 /// stays as it is. `extra` fields are set with the last step.
 pub fn move_along(
-    tx: &mut Transaction<'_>,
+    tx: &mut Ctx<'_, '_>,
     id: DocumentId,
     target: &str,
     extra: Vec<(String, Value)>,
@@ -316,7 +315,7 @@ pub fn move_along(
     Ok(())
 }
 
-fn update_result(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn update_result(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("workOrderId")?;
     load_live(tx, id)?;
     let mut changes = vec![("updatedAt".to_owned(), Some(Value::from(tx.now_ms())))];
@@ -328,10 +327,10 @@ fn update_result(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
     Ok(tx.patch(TABLE, id, changes)?.to_value())
 }
 
-fn remove(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", true)
 }
 
-fn restore(tx: &mut Transaction<'_>, args: &Args) -> FunctionResult {
+fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", false)
 }

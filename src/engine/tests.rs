@@ -9,6 +9,7 @@ use super::id::DocumentId;
 use super::keys::IndexRange;
 use super::schema::{Schema, TableDef, v};
 use super::storage::Order;
+use super::transaction::All;
 use super::storage::sqlite::{Durability, SqliteStorage};
 use super::value::{Object, Value};
 
@@ -59,7 +60,7 @@ async fn insert(db: &Database, group: &str, rank: f64) -> DocumentId {
 
 fn ranks(db: &Database, range: IndexRange, order: Order, limit: usize) -> Vec<f64> {
     db.query_blocking(move |tx| {
-        let docs = tx.query("items", "by_group", range, order)?.take(limit, |_| true)?;
+        let docs = tx.query("items", "by_group", range, order)?.take(limit, All)?;
         Ok::<_, EngineError>(docs.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect())
     })
     .unwrap()
@@ -89,7 +90,7 @@ async fn a_limited_read_records_only_what_it_read() {
     }
     let reads = db
         .query_blocking(|tx| {
-            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Desc)?.take(2, |_| true)?;
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Desc)?.take(2, All)?;
             Ok::<_, EngineError>(())
         })
         .unwrap()
@@ -117,7 +118,7 @@ async fn a_get_is_a_point_read_and_a_patch_writes_old_and_new_keys() {
     let reads = db.query_blocking(move |tx| tx.get("items", first).map(|_| ())).unwrap().reads;
     let group_a = db
         .query_blocking(|tx| {
-            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.take(10, |_| true)?;
+            tx.query("items", "by_group", IndexRange::default().eq("a"), Order::Asc)?.take(10, All)?;
             Ok::<_, EngineError>(())
         })
         .unwrap()
@@ -209,7 +210,7 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
                 2,
                 cursor.as_deref(),
                 None,
-                |_| true,
+                All,
             )?;
             let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
             Ok::<_, EngineError>((ranks, page.is_done, page.continue_cursor))
@@ -228,9 +229,7 @@ async fn pagination_continues_where_it_stopped_while_documents_arrive() {
     let (fourth, done, _) = page(Some(cursor));
     assert_eq!((fourth, done), (vec![], true));
     let bad = db.query_blocking(|tx| {
-        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?
-            .paginate(2, Some("!!"), None, |_| true)
-            .map(|_| ())
+        tx.query("items", "by_group", IndexRange::default(), Order::Asc)?.paginate(2, Some("!!"), None, All).map(|_| ())
     });
     assert!(matches!(bad, Err(EngineError::InvalidCursor(_))));
 }
@@ -268,7 +267,7 @@ async fn a_page_pinned_by_its_end_cursor_keeps_its_documents_as_others_arrive() 
     let page = |end: Option<String>| {
         db.query_blocking(move |tx| {
             let range = IndexRange::default().eq("a");
-            let page = tx.query("items", "by_group", range, Order::Asc)?.paginate(2, None, end.as_deref(), |_| true)?;
+            let page = tx.query("items", "by_group", range, Order::Asc)?.paginate(2, None, end.as_deref(), All)?;
             let ranks: Vec<f64> = page.page.iter().map(|d| d.fields["rank"].as_f64().unwrap()).collect();
             Ok::<_, EngineError>((ranks, page.is_done, page.continue_cursor, tx.read_set().clone()))
         })

@@ -69,6 +69,28 @@ pub struct Transaction<'a> {
 }
 
 /// A read through one index: `query(table, index).range(..).order(..)` then `take` or `paginate`.
+/// Which documents of a scanned range a query keeps. A plain closure over the
+/// document is one; a filter that must read other documents (who owns this?)
+/// gets the transaction, so those reads enter the read set too.
+pub trait Keep {
+    fn keep(&mut self, tx: &mut Transaction<'_>, document: &Document) -> Result<bool, EngineError>;
+}
+
+impl<F: Fn(&Document) -> bool> Keep for F {
+    fn keep(&mut self, _: &mut Transaction<'_>, document: &Document) -> Result<bool, EngineError> {
+        Ok(self(document))
+    }
+}
+
+/// Keeps every document.
+pub struct All;
+
+impl Keep for All {
+    fn keep(&mut self, _: &mut Transaction<'_>, _: &Document) -> Result<bool, EngineError> {
+        Ok(true)
+    }
+}
+
 pub struct Query<'t, 'a> {
     tx: &'t mut Transaction<'a>,
     index: IndexId,
@@ -305,7 +327,7 @@ fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Res
 
 impl Query<'_, '_> {
     /// Up to `limit` documents of the range, in order, that pass `keep`.
-    pub fn take(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<Vec<Document>, EngineError> {
+    pub fn take(self, limit: usize, keep: impl Keep) -> Result<Vec<Document>, EngineError> {
         Ok(self.read(limit, keep)?.documents)
     }
 
@@ -318,7 +340,7 @@ impl Query<'_, '_> {
         num_items: usize,
         cursor: Option<&str>,
         end_cursor: Option<&str>,
-        keep: impl Fn(&Document) -> bool,
+        keep: impl Keep,
     ) -> Result<Page, EngineError> {
         let Query { tx, index, mut range, order } = self;
         let decode = |cursor: &str| {
@@ -359,15 +381,14 @@ impl Query<'_, '_> {
         };
         let page = Query::read_recorded(tx, index, page_range, order, MAX_READ_DOCUMENTS, keep)?.documents;
         // Whether anything lies past the pinned end decides `isDone`, so that read counts too.
-        let is_done =
-            rest.is_empty() || Query::read_recorded(tx, index, rest, order, 1, |_| true)?.documents.is_empty();
+        let is_done = rest.is_empty() || Query::read_recorded(tx, index, rest, order, 1, All)?.documents.is_empty();
         Ok(Page { page, is_done, continue_cursor: end_cursor.to_owned() })
     }
 
     /// Reads until `limit` documents passed `keep` or the range ends. Returns the
     /// documents, the last key read and whether the range is exhausted. Only the
     /// part of the range actually read enters the read set.
-    fn read(self, limit: usize, keep: impl Fn(&Document) -> bool) -> Result<ReadOutcome, EngineError> {
+    fn read(self, limit: usize, keep: impl Keep) -> Result<ReadOutcome, EngineError> {
         let Query { tx, index, range, order } = self;
         Query::read_recorded(tx, index, range, order, limit, keep)
     }
@@ -378,7 +399,7 @@ impl Query<'_, '_> {
         range: KeyRange,
         order: Order,
         limit: usize,
-        keep: impl Fn(&Document) -> bool,
+        keep: impl Keep,
     ) -> Result<ReadOutcome, EngineError> {
         match Self::read_range(tx, index, &range, order, limit, keep) {
             Ok(outcome) => Ok(outcome),
@@ -396,7 +417,7 @@ impl Query<'_, '_> {
         range: &KeyRange,
         order: Order,
         limit: usize,
-        keep: impl Fn(&Document) -> bool,
+        mut keep: impl Keep,
     ) -> Result<ReadOutcome, EngineError> {
         let range = range.clone();
         let mut remaining = range.clone();
@@ -417,7 +438,7 @@ impl Query<'_, '_> {
                     Order::Asc => remaining.start = key_successor(&key),
                     Order::Desc => remaining.end = Some(key.clone()),
                 }
-                if keep(&document) {
+                if keep.keep(tx, &document)? {
                     documents.push(document);
                 }
                 last_key = Some(key);

@@ -56,6 +56,7 @@ impl TestServer {
             limits: Limits::default(),
             admin_keys: Vec::new(),
             cors_origins: Vec::new(),
+            auth_config: None,
         };
         adjust(&mut config);
         let task = tokio::spawn(serve(

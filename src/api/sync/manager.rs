@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::api::decode_args;
 use crate::auth::{Auth, Identity};
+use crate::domain::access::Caller;
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Function, Kind, Registry, check_args};
 use crate::engine::cache::CachedResult;
@@ -85,8 +86,11 @@ enum QueryResult {
     Error { message: String, data: Option<Json> },
 }
 
+/// A subscription's function, whom it runs as and its arguments, or why it cannot run.
+type PreparedCall = Result<(Arc<Function>, Caller, Value), FunctionError>;
+
 struct Subscription {
-    call: Result<(Arc<Function>, Value), FunctionError>,
+    call: PreparedCall,
     result: Option<(QueryResult, u64)>,
     subscribers: HashSet<(ConnectionId, u32)>,
 }
@@ -332,7 +336,9 @@ impl Manager {
         c.identity_version += 1;
         c.owed = true;
         self.dirty.insert(conn);
-        if c.identity == identity {
+        // A refreshed token for the same user keeps every subscription.
+        if c.identity.key() == identity.key() {
+            c.identity = identity;
             return;
         }
         c.identity = identity;
@@ -357,13 +363,13 @@ impl Manager {
         } else {
             format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into()
         };
-        let refusal = if over_limit {
+        let caller = if over_limit {
             let message = format!("A connection may subscribe to at most {} queries.", self.max_subscriptions);
-            Some(AppError::new("LimitExceeded", message))
-        } else if !self.auth.may_call(&c.identity) {
-            Some(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
+            Err(AppError::new("LimitExceeded", message))
         } else {
-            None
+            self.auth
+                .caller(&c.identity)
+                .ok_or_else(|| AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
         };
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
@@ -373,11 +379,11 @@ impl Manager {
         let fresh = &mut self.fresh;
         let time_dependent = &mut self.time_dependent;
         let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
-            let call = match refusal {
-                None => prepare_call(registry, db, path, args),
-                Some(refusal) => Err(refusal.into()),
+            let call = match caller {
+                Ok(caller) => prepare_call(registry, db, path, args).map(|(function, args)| (function, caller, args)),
+                Err(refusal) => Err(refusal.into()),
             };
-            if matches!(&call, Ok((function, _)) if function.time_dependent) {
+            if matches!(&call, Ok((function, ..)) if function.time_dependent) {
                 time_dependent.insert(key.clone());
             }
             fresh.insert(key);
@@ -450,12 +456,12 @@ impl Manager {
             .iter()
             .map(|key| {
                 let call = match &self.subscriptions[key].call {
-                    Ok((function, args)) => Ok((function.clone(), args.clone())),
+                    Ok((function, caller, args)) => Ok((function.clone(), caller.clone(), args.clone())),
                     Err(e) => Err(describe(e)),
                 };
                 move |tx: &mut crate::engine::transaction::Transaction<'_>| match call {
-                    Ok((function, Value::Object(args))) => function
-                        .call(tx, &crate::domain::common::Args(args))
+                    Ok((function, caller, Value::Object(args))) => function
+                        .call(tx, &caller, &crate::domain::common::Args(args))
                         .map_err(|e| describe(&e.into_client_facing())),
                     Ok(_) => Err(("Arguments must be an object.".to_owned(), None)),
                     Err(e) => Err(e),
@@ -568,8 +574,8 @@ impl Manager {
 /// After a paginated subscription's first run, its page ends where that run
 /// ended (Convex's `endCursor`): documents arriving inside the page then grow it
 /// instead of pushing its last documents out of every page.
-fn pin_page_end(call: &mut Result<(Arc<Function>, Value), FunctionError>, result: &QueryResult) {
-    let (Ok((_, Value::Object(args))), QueryResult::Value(cached)) = (call, result) else { return };
+fn pin_page_end(call: &mut PreparedCall, result: &QueryResult) {
+    let (Ok((_, _, Value::Object(args))), QueryResult::Value(cached)) = (call, result) else { return };
     let Some(Value::Object(options)) = args.get_mut("paginationOpts") else { return };
     if options.contains_key("endCursor") {
         return;

@@ -8,6 +8,7 @@ pub mod protocol;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -21,7 +22,8 @@ use self::manager::{ConnectionId, Event, Outbound, SyncStats};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
 use crate::api::decode_args;
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
+use crate::domain::access::Caller;
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Kind, check_args, run_mutation_once};
 use crate::engine::storage::MutationKey;
@@ -86,8 +88,9 @@ struct MutationRequest {
     request_id: u32,
     udf_path: String,
     args: Json,
-    /// Why the connection may not run it (unauthenticated, rate-limited), decided when it arrived.
-    refused: Option<AppError>,
+    /// Whom it runs as, or why the connection may not run it (unauthenticated,
+    /// rate-limited), decided when it arrived.
+    caller: Result<Caller, AppError>,
 }
 
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
@@ -104,7 +107,10 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let mut last_sent = Instant::now();
     let mut overload_armed = true;
     let mut caller = Identity::Anonymous;
+    // The base version of the Authenticate that set `caller`, for the AuthError sent when its token expires.
+    let mut auth_base = 0;
     loop {
+        let expiry = caller.expires().map(instant_of);
         tokio::select! {
             incoming = socket.recv() => {
                 let text = match incoming {
@@ -125,7 +131,8 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                         continue;
                     }
                 };
-                if !handle_client_message(&state, conn, message, &out, &mut client_session, &mut mutations, &mut caller).await {
+                let mut session = Session { client_session: &mut client_session, mutations: &mut mutations, caller: &mut caller, auth_base: &mut auth_base };
+                if !handle_client_message(&state, conn, message, &out, &mut session).await {
                     break;
                 }
             }
@@ -154,6 +161,13 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     break;
                 }
             }
+            _ = sleep_until_some(expiry) => {
+                // The client's auth manager fetches a fresh token and reconnects with it.
+                let error = auth_error(&AuthError::Expired, auth_base, false);
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
+                send_close(&mut socket, 1000, "AuthError".into()).await;
+                break;
+            }
             _ = shutdown.changed() => {
                 send_close(&mut socket, CLOSE_GOING_AWAY, "Server is shutting down".into()).await;
                 break;
@@ -176,8 +190,41 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: String) {
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it has passed).
+fn instant_of(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// `authUpdateAttempted`: whether the error answers the client's Authenticate
+/// (its new token is bad) rather than a token it authenticated with before.
+fn auth_error(error: &AuthError, base_version: u32, update_attempted: bool) -> String {
+    let message = json!({
+        "type": "AuthError",
+        "error": error.to_string(),
+        "baseVersion": base_version,
+        "authUpdateAttempted": update_attempted,
+    });
+    message.to_string()
+}
+
 fn fatal(message: &str) -> Outbound {
     Outbound::Text(json!({"type": "FatalError", "error": message}).to_string())
+}
+
+/// What the socket task knows of its client between messages.
+struct Session<'a> {
+    client_session: &'a mut Option<String>,
+    mutations: &'a mut Option<mpsc::Sender<MutationRequest>>,
+    caller: &'a mut Identity,
+    auth_base: &'a mut u32,
 }
 
 /// Handles one client message; false ends the connection.
@@ -186,11 +233,11 @@ async fn handle_client_message(
     conn: ConnectionId,
     message: ClientMessage,
     out: &mpsc::Sender<Outbound>,
-    client_session: &mut Option<String>,
-    mutations: &mut Option<mpsc::Sender<MutationRequest>>,
-    caller: &mut Identity,
+    session: &mut Session<'_>,
 ) -> bool {
     let events = &state.sync.events;
+    let (client_session, mutations) = (&mut *session.client_session, &mut *session.mutations);
+    let (caller, auth_base) = (&mut *session.caller, &mut *session.auth_base);
     match message {
         ClientMessage::Connect { session_id, .. } => {
             *client_session = Some(session_id);
@@ -203,37 +250,33 @@ async fn handle_client_message(
             let identity = match token_type {
                 TokenType::None => Ok(Identity::Anonymous),
                 TokenType::Admin => {
-                    let acting_as = impersonating.filter(|i| !i.is_null()).map(|i| i.to_string());
+                    let acting_as = impersonating.filter(|i| !i.is_null());
                     state.auth.admin(value.as_deref().unwrap_or_default(), acting_as)
                 }
-                TokenType::User => Err(crate::auth::AuthError::NoProviders),
+                TokenType::User => state.auth.user(value.as_deref().unwrap_or_default()).await,
             };
             match identity {
                 Ok(identity) => {
                     *caller = identity.clone();
+                    *auth_base = base_version;
                     events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
                 }
                 Err(e) => {
-                    let error = json!({
-                        "type": "AuthError",
-                        "error": e.to_string(),
-                        "baseVersion": base_version,
-                        "authUpdateAttempted": true,
-                    });
-                    let _ = out.try_send(Outbound::Text(error.to_string()));
+                    let _ = out.try_send(Outbound::Text(auth_error(&e, base_version, true)));
                     let _ = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
                     true
                 }
             }
         }
         ClientMessage::Mutation { request_id, udf_path, args } => {
-            let refused = if !state.auth.may_call(caller) {
-                Some(AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
-            } else if let Err(wait) = state.auth.admit(caller) {
-                let message = format!("Too many requests from this identity; try again in {} ms.", wait.as_millis());
-                Some(AppError::new("RateLimited", message).with("retryAfterMs", wait.as_millis() as f64))
-            } else {
-                None
+            let caller = match (state.auth.caller(caller), state.auth.admit(caller)) {
+                (None, _) => Err(AppError::new("Unauthenticated", AuthError::Missing.to_string())),
+                (Some(_), Err(wait)) => {
+                    let message =
+                        format!("Too many requests from this identity; try again in {} ms.", wait.as_millis());
+                    Err(AppError::new("RateLimited", message).with("retryAfterMs", wait.as_millis() as f64))
+                }
+                (Some(caller), Ok(())) => Ok(caller),
             };
             let worker = mutations.get_or_insert_with(|| {
                 // Without a Connect there is no session to deduplicate replays by.
@@ -241,7 +284,7 @@ async fn handle_client_message(
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
                 spawn_mutation_worker(state.clone(), conn, session)
             });
-            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), refused }).await.is_ok()
+            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), caller }).await.is_ok()
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
             let response = json!({
@@ -276,9 +319,7 @@ fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -
 async fn run_mutation(state: &AppState, session: &str, request: MutationRequest) -> String {
     let request_id = request.request_id;
     let outcome = async {
-        if let Some(refusal) = request.refused {
-            return Err(FunctionError::App(refusal));
-        }
+        let caller = request.caller.map_err(FunctionError::App)?;
         let function = state.registry.get(&request.udf_path).ok_or_else(|| {
             FunctionError::App(AppError::new(
                 "NotFound",
@@ -296,7 +337,7 @@ async fn run_mutation(state: &AppState, session: &str, request: MutationRequest)
         }
         let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
         let key = MutationKey { client: session.to_owned(), request: u64::from(request_id) };
-        run_mutation_once(&state.db, function, args, key).await
+        run_mutation_once(&state.db, function, caller, args, key).await
     }
     .await;
     match outcome {
