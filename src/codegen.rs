@@ -547,10 +547,10 @@ fn field_paths(prefixes: &[FieldPath], validator: &Validator, out: &mut BTreeSet
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::access::Ctx;
     use crate::domain::common::Args;
     use crate::domain::error::FunctionResult;
     use crate::engine::schema::{TableDef, v};
-    use crate::domain::access::Ctx;
 
     fn nothing(_: &mut Ctx<'_, '_>, _: &Args) -> FunctionResult {
         Ok(Value::Null)

@@ -9,8 +9,8 @@ use super::id::DocumentId;
 use super::keys::IndexRange;
 use super::schema::{Schema, TableDef, v};
 use super::storage::Order;
-use super::transaction::All;
 use super::storage::sqlite::{Durability, SqliteStorage};
+use super::transaction::All;
 use super::value::{Object, Value};
 
 struct TempDir(PathBuf);

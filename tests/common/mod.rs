@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod tokens;
+
 use std::path::PathBuf;
 
 use jangar::client::{HttpClient, HttpResponse};
@@ -30,6 +32,8 @@ impl Drop for TempDir {
 pub struct TestServer {
     pub url: String,
     pub client: HttpClient,
+    /// Sent by `post` and the helpers built on it: the first admin key, if the server has one.
+    pub admin: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
@@ -59,6 +63,7 @@ impl TestServer {
             auth_config: None,
         };
         adjust(&mut config);
+        let admin = config.admin_keys.first().map(|key| format!("Convex {key}"));
         let task = tokio::spawn(serve(
             config,
             async move {
@@ -72,6 +77,7 @@ impl TestServer {
         TestServer {
             url: format!("http://{address}"),
             client: HttpClient::default(),
+            admin,
             stop: Some(stop),
             task: Some(task),
         }
@@ -84,7 +90,22 @@ impl TestServer {
     }
 
     pub async fn post(&self, route: &str, body: Value) -> HttpResponse {
-        self.client.post_json(&format!("{}{route}", self.url), &body).await.unwrap()
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(admin) = &self.admin {
+            headers.push(("authorization", admin.as_str()));
+        }
+        let url = format!("{}{route}", self.url);
+        self.client.send(hyper::Method::POST, &url, &headers, body.to_string()).await.unwrap()
+    }
+
+    /// Calls a function with an `Authorization` header (if any); returns the response as it came.
+    pub async fn call_as(&self, authorization: Option<&str>, route: &str, path: &str, args: Value) -> HttpResponse {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(value) = authorization {
+            headers.push(("authorization", value));
+        }
+        let body = json!({"path": path, "args": args, "format": "json"}).to_string();
+        self.client.send(hyper::Method::POST, &format!("{}{route}", self.url), &headers, body).await.unwrap()
     }
 
     /// Calls a function and returns the UdfResponse body (asserting HTTP 200).
