@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::domain::access::Audience;
 use crate::domain::registry::{Function, Registry, canonical_path};
 use crate::engine::schema::{Schema, TableDef, Validator};
 use crate::engine::value::Value;
@@ -46,11 +47,15 @@ pub fn catalogue_markdown(registry: &Registry, schema: &Schema) -> Result<String
     let mut functions: Vec<_> = registry.functions().collect();
     functions.sort_by_key(|f| f.path);
     let cell = |text: String| format!("`{}`", text.replace('|', "\\|"));
-    let mut out = String::from("| path | kind | arguments | result |\n|---|---|---|---|\n");
+    let mut out = String::from("| path | kind | callers | arguments | result |\n|---|---|---|---|---|\n");
     for function in functions {
         let args = cell(writer.render(&function.args, function.path)?);
         let result = cell(writer.render(&function.returns, function.path)?);
-        out.push_str(&format!("| `{}` | {} | {args} | {result} |\n", function.path, function.kind.name()));
+        let callers = match function.audience {
+            Audience::Workers => "admin",
+            Audience::Users => "users, admin",
+        };
+        out.push_str(&format!("| `{}` | {} | {callers} | {args} | {result} |\n", function.path, function.kind.name()));
     }
     Ok(out)
 }

@@ -22,14 +22,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server_url():
+ADMIN_KEY = "python-test-admin-key"
+
+
+def run_server(env):
     binary = os.environ.get("JANGAR_BIN", str(REPO / "target" / "debug" / "jangar"))
     data = tempfile.mkdtemp(prefix="jangar-py-")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 10
     while True:
         try:
@@ -44,6 +46,29 @@ def server_url():
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    yield from run_server({})
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url():
+    yield from run_server({"JANGAR_ADMIN_KEY": ADMIN_KEY})
+
+
+def test_a_keyed_deployment_needs_the_admin_key(keyed_server_url):
+    anonymous = ConvexClient(keyed_server_url)
+    with pytest.raises(ConvexError) as refused:
+        anonymous.mutation("chatSessions:create", {"userId": "py", "title": "no key"})
+    assert refused.value.data["code"] == "Unauthenticated"
+    worker = ConvexClient(keyed_server_url)
+    worker.set_admin_auth(ADMIN_KEY)
+    session_id = worker.mutation("chatSessions:create", {"userId": "py", "title": "with the key"})
+    order_id = worker.mutation("workOrders:create", {"sessionId": session_id, "title": "t"})
+    run_id = worker.mutation("runs:start", {"workOrderId": order_id, "temporalWorkflowId": "wf"})
+    assert worker.query("runs:get", {"runId": run_id})["workOrderId"] == order_id
 
 
 def test_query_and_mutation(server_url):
