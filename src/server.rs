@@ -24,6 +24,9 @@ pub struct Limits {
     /// Largest request body accepted, in bytes (413 above it).
     #[arg(long = "max-request-bytes", env = "JANGAR_MAX_REQUEST_BYTES", default_value_t = MAX_BODY_BYTES)]
     pub request_bytes: usize,
+    /// Largest WebSocket message a client may send, in bytes (the socket closes with 1009 above it).
+    #[arg(long = "max-socket-message-bytes", env = "JANGAR_MAX_SOCKET_MESSAGE_BYTES", default_value_t = MAX_BODY_BYTES)]
+    pub socket_message_bytes: usize,
     /// Function calls per identity per second (429 with Retry-After beyond it; 0: no limit).
     #[arg(long = "rate-limit-per-second", env = "JANGAR_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
     pub calls_per_second: u32,
@@ -42,6 +45,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             request_bytes: MAX_BODY_BYTES,
+            socket_message_bytes: MAX_BODY_BYTES,
             calls_per_second: 1000,
             subscriptions_per_connection: 1024,
             pending_mutations: 1024,
@@ -138,6 +142,7 @@ pub async fn serve(
         sockets_stopped,
         config.limits.sync_queue_messages,
         config.limits.pending_mutations,
+        config.limits.socket_message_bytes,
     ));
     let state = AppState { db, registry, sync, auth };
     let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

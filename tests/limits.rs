@@ -115,3 +115,29 @@ async fn a_connection_holds_a_bounded_number_of_subscriptions_and_a_bounded_rate
     assert_eq!(created.as_array().unwrap().len(), 3, "refused mutations did not run");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_socket_message_over_the_limit_closes_the_socket() {
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |c| c.limits.socket_message_bytes = 4_096).await;
+    let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mutation = |title: String| {
+        json!({"type": "Mutation", "requestId": 0, "udfPath": "chatSessions:create",
+            "args": [{"userId": "u", "title": title}]})
+    };
+    socket.send(Message::Text(mutation("small".into()).to_string().into())).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "MutationResponse", "a message under the limit is served");
+    socket.send(Message::Text(mutation("x".repeat(8_192)).to_string().into())).await.unwrap();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            None | Some(Err(_)) => break None,
+            Some(Ok(_)) => continue,
+        }
+    };
+    assert_eq!(ended, Some(1009), "closed as too big");
+    let sessions = server.query("chatSessions:list", json!({"userId": "u"})).await;
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "the oversized mutation did not run");
+    server.stop().await;
+}

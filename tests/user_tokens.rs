@@ -132,6 +132,33 @@ async fn keys_from_a_url_are_cached_and_refetched_when_rotated() {
 }
 
 #[tokio::test]
+async fn an_oidc_provider_finds_its_keys_through_discovery() {
+    let dir = TempDir::new();
+    let key = SigningKey::rsa("oidc-1");
+    let idp = JwksServer::start(tokens::jwks(&[&key])).await;
+    let server = server(&dir, vec![json!({"domain": idp.domain, "applicationID": AUDIENCE})]).await;
+    let mut claims = tokens::claims("alice", 60);
+    claims["iss"] = json!(idp.domain);
+    accepted(&server, &key.sign(&claims)).await;
+    assert_eq!(idp.fetches(), 1);
+    claims["aud"] = json!("another-client");
+    refused(&server, &key.sign(&claims), "an OIDC provider always checks the audience").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_503_not_a_401() {
+    let dir = TempDir::new();
+    let key = SigningKey::es256("ec-1");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let jwks = json!(format!("http://127.0.0.1:{closed_port}/jwks.json"));
+    let server = server(&dir, vec![tokens::provider("ES256", jwks)]).await;
+    let (status, body) = list_as(&server, &key.token("alice", 60), "alice").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("AuthProviderUnavailable")), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn bad_provider_configs_stop_the_server_with_a_reason() {
     let dir = TempDir::new();
     let cases = [

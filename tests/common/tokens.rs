@@ -86,9 +86,11 @@ pub fn write_config(dir: &std::path::Path, providers: Vec<Value>) -> std::path::
 }
 
 /// A JWKS served over HTTP on a loopback port, replaceable while it runs;
-/// counts how often it was fetched.
+/// counts how often it was fetched. Also an OIDC discovery document naming it.
 pub struct JwksServer {
     pub url: String,
+    /// The OIDC `domain` whose discovery document points at `url`.
+    pub domain: String,
     keys: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -99,7 +101,15 @@ impl JwksServer {
         let shared = Arc::new(Mutex::new(keys));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (served, counted) = (shared.clone(), fetches.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let domain = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("{domain}/jwks.json");
+        let discovery = json!({"issuer": domain, "jwks_uri": url});
         let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || std::future::ready(axum::Json(discovery.clone()))),
+        );
+        let app = app.route(
             "/jwks.json",
             axum::routing::get(move || {
                 let (served, counted) = (served.clone(), counted.clone());
@@ -109,12 +119,10 @@ impl JwksServer {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        JwksServer { url, keys: shared, fetches, task }
+        JwksServer { url, domain, keys: shared, fetches, task }
     }
 
     pub fn replace(&self, keys: Value) {

@@ -33,12 +33,11 @@ use crate::engine::value::JsonFormat;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Ping goes out after this long without any other message.
 const PING_AFTER: Duration = Duration::from_secs(15);
-/// The largest client frame accepted (arguments are at most 16 MiB).
-const MAX_FRAME_BYTES: usize = crate::api::MAX_BODY_BYTES;
 
 /// Close codes: 1001 going away (shutdown), 1008 policy violation (bad message),
-/// 1013 try again later (overload; the clients back off and reconnect).
+/// 1009 message too big, 1013 try again later (overload; the clients back off and reconnect).
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// What the HTTP layer needs to hand sockets to the sync machinery.
@@ -50,6 +49,8 @@ pub struct SyncHub {
     outbound_queue: usize,
     /// Mutations one connection may have waiting; a client sending more waits for room.
     pending_mutations: usize,
+    /// Largest message (and frame) a client may send; a larger one closes the socket with 1009.
+    max_message_bytes: usize,
     next_connection: AtomicU64,
 }
 
@@ -60,6 +61,7 @@ impl SyncHub {
         shutdown: watch::Receiver<bool>,
         outbound_queue: usize,
         pending_mutations: usize,
+        max_message_bytes: usize,
     ) -> SyncHub {
         SyncHub {
             events,
@@ -67,6 +69,7 @@ impl SyncHub {
             shutdown,
             outbound_queue: outbound_queue.max(1),
             pending_mutations: pending_mutations.max(1),
+            max_message_bytes,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -76,8 +79,8 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     if let Err(e) = super::http::check_client_header(&headers) {
         return e.into_response();
     }
-    ws.max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    ws.max_message_size(state.sync.max_message_bytes)
+        .max_frame_size(state.sync.max_message_bytes)
         // Small buffers keep an idle connection cheap; they grow for large messages.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -120,6 +123,11 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                         let _ = out.try_send(fatal("Binary frames are not part of the sync protocol."));
                         let _ = out.try_send(Outbound::Close { code: 1003, reason: "InvalidClientMessage".into() });
                         continue;
+                    }
+                    Some(Err(e)) if e.to_string().starts_with("Space limit exceeded") => {
+                        // Over --max-socket-message-bytes: say so, as RFC 6455's "message too big".
+                        send_close(&mut socket, CLOSE_MESSAGE_TOO_BIG, "The message is too large.".into()).await;
+                        break;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 };
