@@ -70,6 +70,22 @@ pub struct ServerConfig {
     pub auth_config: Option<PathBuf>,
 }
 
+impl ServerConfig {
+    /// The defaults of `jangar serve`, on `listen` with data in `data_dir`, no keys from the environment.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            durability: Durability::Full,
+            query_cache_entries: 10_000,
+            limits: Limits::default(),
+            admin_keys: Vec::new(),
+            cors_origins: Vec::new(),
+            auth_config: None,
+        }
+    }
+}
+
 /// The identity providers' file a deployment reads when none is named.
 pub const AUTH_CONFIG_FILE: &str = "auth.json";
 

@@ -92,11 +92,18 @@ async fn tokens_are_checked_against_the_provider() {
     refused(&server, &SigningKey::es256("rsa-1").token("alice", 60), "ES256 for an RS256 provider").await;
     refused(&server, "not-a-jwt", "garbage").await;
 
+    // A verified token is remembered, but not past its expiry.
+    let short = key.token("alice", 2);
+    accepted(&server, &short).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    refused(&server, &short, "a remembered token that has since expired").await;
+
     // Rotation by file: the new key is used as soon as the file changes; the old one stops working.
     let rotated = SigningKey::rsa("rsa-2");
     std::fs::write(dir.0.join("jwks.json"), tokens::jwks(&[&rotated]).to_string()).unwrap();
     accepted(&server, &rotated.token("alice", 60)).await;
-    refused(&server, &key.token("alice", 60), "a key removed from the file").await;
+    // (A token not seen before: one already verified stays valid until it expires.)
+    refused(&server, &key.token("alice", 120), "a key removed from the file").await;
     server.stop().await;
 }
 
@@ -181,16 +188,9 @@ async fn bad_provider_configs_stop_the_server_with_a_reason() {
     for (config, reason) in cases {
         let path = dir.0.join("auth.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let config = jangar::server::ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.0.clone(),
-            durability: jangar::engine::storage::sqlite::Durability::Normal,
-            query_cache_entries: 0,
-            limits: Default::default(),
-            admin_keys: vec![ADMIN_KEY.into()],
-            cors_origins: Vec::new(),
-            auth_config: Some(path),
-        };
+        let mut config = jangar::server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.0.clone());
+        config.admin_keys = vec![ADMIN_KEY.into()];
+        config.auth_config = Some(path);
         let error = jangar::server::serve(config, async {}, |_| {}).await.expect_err("a bad config");
         assert!(error.contains(reason), "{reason}: {error}");
     }

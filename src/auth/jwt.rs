@@ -19,12 +19,14 @@
 //! the cache does not hold, which is how key rotation reaches Jangar. A key
 //! file is read again when it changes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::{AuthError, UserIdentity};
@@ -39,6 +41,10 @@ const MAX_KEY_TTL: Duration = Duration::from_secs(86_400);
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_KEYS_BYTES: usize = 1 << 20;
+/// Verified tokens remembered, so a client sending the same token on every
+/// call pays for one signature check (a token whose key the provider drops
+/// stays valid until it expires, as with any stateless token).
+const MAX_VERIFIED_TOKENS: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -71,6 +77,8 @@ pub struct Providers {
     providers: Vec<Provider>,
     clock_skew: u64,
     http: HttpClient,
+    /// Tokens already verified, by their SHA-256, with whom they name and until when.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (UserIdentity, SystemTime)>>,
 }
 
 struct Provider {
@@ -120,7 +128,12 @@ impl Providers {
             .map(|(i, provider)| Provider::from_config(provider, base).map_err(|e| format!("providers[{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Some(Providers { providers, clock_skew: config.clock_skew_seconds, http: HttpClient::default() }))
+        Ok(Some(Providers {
+            providers,
+            clock_skew: config.clock_skew_seconds,
+            http: HttpClient::default(),
+            verified: std::sync::Mutex::default(),
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,6 +146,33 @@ impl Providers {
 
     /// Checks a token and returns whom it names, with when it expires.
     pub async fn verify(&self, token: &str) -> Result<(UserIdentity, SystemTime), AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = SystemTime::now();
+        let remembered = self.verified_tokens().get(&digest).cloned();
+        if let Some((user, expires)) = remembered {
+            if now < expires + Duration::from_secs(self.clock_skew) {
+                return Ok((user, expires));
+            }
+            return Err(AuthError::Expired);
+        }
+        let (user, expires) = self.verify_signed(token).await?;
+        let mut verified = self.verified_tokens();
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.retain(|_, (_, expires)| now < *expires);
+            if verified.len() >= MAX_VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (user.clone(), expires));
+        Ok((user, expires))
+    }
+
+    fn verified_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (UserIdentity, SystemTime)>> {
+        self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Verifies a token's signature and claims with its provider's keys.
+    async fn verify_signed(&self, token: &str) -> Result<(UserIdentity, SystemTime), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => AuthError::BadAlgorithm,
             _ => AuthError::BadToken,
@@ -250,8 +290,8 @@ impl Provider {
                 if config.issuer.is_some() || config.jwks.is_some() || config.algorithm.is_some() {
                     return Err("an OIDC provider has `domain` and `applicationID` only".into());
                 }
-                let domain = domain.trim_end_matches('/').to_owned();
-                let url = format!("{domain}/.well-known/openid-configuration");
+                // Tokens carry the domain exactly as configured (some providers end it with a slash).
+                let url = format!("{}/.well-known/openid-configuration", domain.trim_end_matches('/'));
                 check_url(&url)?;
                 Ok(Provider {
                     issuer: domain,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use jangar::client::{HttpClient, HttpResponse};
 use jangar::engine::storage::sqlite::Durability;
-use jangar::server::{Limits, ServerConfig, serve};
+use jangar::server::{ServerConfig, serve};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -52,16 +52,9 @@ impl TestServer {
     pub async fn start_custom(dir: &TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, address) = oneshot::channel();
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.0.clone(),
-            durability: Durability::Normal,
-            query_cache_entries: 1000,
-            limits: Limits::default(),
-            admin_keys: Vec::new(),
-            cors_origins: Vec::new(),
-            auth_config: None,
-        };
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.0.clone());
+        config.durability = Durability::Normal;
+        config.query_cache_entries = 1000;
         adjust(&mut config);
         let admin = config.admin_keys.first().map(|key| format!("Convex {key}"));
         let task = tokio::spawn(serve(
