@@ -1,7 +1,8 @@
 //! What credentials cost per HTTP call: the same cached query (`chatSessions:get`)
-//! called with an admin key, an RS256 user token and an ES256 user token, each by
-//! 32 concurrent clients for `--seconds`, against an in-process server on
-//! loopback. Prints calls per second and the ratio to the admin-key run.
+//! called by 32 concurrent clients with an admin key, with one RS256 or ES256
+//! user token (verified once, then remembered), and with a new token on every
+//! call (a signature check each), against an in-process server on loopback.
+//! Prints calls per second and the ratio to the admin-key run.
 //!
 //! Usage: cargo run --release --example auth_overhead [-- --seconds 5]
 
@@ -36,37 +37,36 @@ impl Signer {
         jwk.common.key_id = Some(self.kid.into());
         serde_json::to_value(jwk).unwrap()
     }
-
-    fn token(&self, subject: &str) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = json!({"iss": ISSUER, "sub": subject, "aud": "bench", "iat": now, "exp": now + 3600});
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(self.kid.into());
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
 }
 
-/// Calls per second of `body` with `authorization`, over `seconds`.
-async fn measure(url: &str, authorization: &str, body: &str, seconds: f64) -> f64 {
-    let calls = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+/// Calls per second of `body`, each call with the next of `authorizations`
+/// (cycling through them), over `seconds` or until `once` and all were used.
+async fn measure(url: &str, authorizations: Arc<Vec<String>>, once: bool, body: &str, seconds: f64) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, calls) = (HttpClient::default(), calls.clone());
-        let (url, authorization, body) = (url.to_owned(), authorization.to_owned(), body.to_owned());
+        let (client, next, authorizations) = (HttpClient::default(), next.clone(), authorizations.clone());
+        let (url, body) = (url.to_owned(), body.to_owned());
         tasks.push(tokio::spawn(async move {
-            let headers = [("content-type", "application/json"), ("authorization", authorization.as_str())];
             while Instant::now() < deadline {
+                let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if once && index >= authorizations.len() {
+                    break;
+                }
+                let authorization = &authorizations[index % authorizations.len()];
+                let headers = [("content-type", "application/json"), ("authorization", authorization.as_str())];
                 let response = client.send(hyper::Method::POST, &url, &headers, body.clone()).await.unwrap();
                 assert!(response.status.is_success(), "{}", String::from_utf8_lossy(&response.body));
-                calls.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     for task in tasks {
         task.await.unwrap();
     }
-    calls.load(Ordering::Relaxed) as f64 / seconds
+    let calls = (next.load(Ordering::Relaxed) as usize).min(if once { authorizations.len() } else { usize::MAX });
+    calls as f64 / started.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -118,22 +118,28 @@ async fn main() -> Result<(), String> {
     let get = json!({"path": "chatSessions:get", "args": {"sessionId": session}}).to_string();
     let url = format!("{base}/api/query");
 
-    let ec_token = {
+    let bearer = |signer: &Signer, issuer: &str, serial: usize| {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = json!({"iss": format!("{ISSUER}/ec"), "sub": "alice", "aud": "bench", "exp": now + 3600});
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("ec".into());
-        jsonwebtoken::encode(&header, &claims, &ec.key).map_err(|e| e.to_string())?
+        let claims = json!({"iss": issuer, "sub": "alice", "aud": "bench", "exp": now + 3600, "jti": serial});
+        let mut header = Header::new(signer.algorithm);
+        header.kid = Some(signer.kid.into());
+        format!("Bearer {}", jsonwebtoken::encode(&header, &claims, &signer.key).unwrap())
     };
+    let ec_issuer = format!("{ISSUER}/ec");
+    // Distinct tokens, signed before the clock starts, for the runs where every call brings a new one.
+    let fresh_rsa: Vec<String> = (0..2_000).map(|i| bearer(&rsa, ISSUER, i)).collect();
+    let fresh_ec: Vec<String> = (0..20_000).map(|i| bearer(&ec, &ec_issuer, i)).collect();
     let runs = [
-        ("admin key", admin.clone()),
-        ("RS256 user token", format!("Bearer {}", rsa.token("alice"))),
-        ("ES256 user token", format!("Bearer {ec_token}")),
+        ("admin key", vec![admin.clone()], false),
+        ("RS256, same token", vec![bearer(&rsa, ISSUER, 0)], false),
+        ("ES256, same token", vec![bearer(&ec, &ec_issuer, 0)], false),
+        ("RS256, new tokens", fresh_rsa, true),
+        ("ES256, new tokens", fresh_ec, true),
     ];
     let mut reference = None;
-    println!("{CLIENTS} clients, {seconds} s each, chatSessions:get (served from the query cache)");
-    for (name, authorization) in runs {
-        let rate = measure(&url, &authorization, &get, seconds).await;
+    println!("{CLIENTS} clients, up to {seconds} s each, chatSessions:get (served from the query cache)");
+    for (name, authorizations, once) in runs {
+        let rate = measure(&url, Arc::new(authorizations), once, &get, seconds).await;
         let reference = *reference.get_or_insert(rate);
         println!("{name:>18}: {rate:>9.0} calls/s  ({:.2}x the admin-key rate)", rate / reference);
     }
