@@ -288,3 +288,47 @@ async fn a_page_pinned_by_its_end_cursor_keeps_its_documents_as_others_arrive() 
     insert(&db, "a", 0.5).await;
     assert!(reads.overlaps(&commits.recv().await.unwrap().writes), "a document inside the page");
 }
+
+#[tokio::test]
+async fn cursors_reveal_nothing_outside_what_the_query_may_see() {
+    let dir = TempDir::new();
+    let db = open(&dir);
+    // Only rank 1 of group "a" is visible to this filter.
+    let page = |cursor: Option<String>, end: Option<String>, order: Order| {
+        db.query_blocking(move |tx| {
+            let query = tx.query("items", "by_group", IndexRange::default().eq("a"), order)?;
+            let visible = |d: &crate::engine::document::Document| d.fields["rank"] == Value::from(1.0);
+            let page = query.paginate(5, cursor.as_deref(), end.as_deref(), visible)?;
+            Ok::<_, EngineError>((page.page.len(), page.is_done, page.continue_cursor))
+        })
+        .unwrap()
+        .value
+    };
+    insert(&db, "a", 1.0).await;
+    let alone = [Order::Asc, Order::Desc].map(|order| page(None, None, order));
+    for (group, rank) in [("a", 2.0), ("a", 3.0), ("0", 1.0), ("b", 1.0)] {
+        insert(&db, group, rank).await;
+    }
+    for (order, alone) in [Order::Asc, Order::Desc].into_iter().zip(alone) {
+        // A done page ends at the end of the range, not at the key of a document the filter dropped:
+        // the same cursor as before those documents existed.
+        assert_eq!(page(None, None, order), alone, "{order:?}");
+    }
+    // End cursors outside the range ("0" < "a" < "b") probe nothing beyond it: with a filter that
+    // keeps no document of the range, every page is done, whatever lies outside.
+    let done_with_end = |end: Vec<u8>, order: Order| {
+        db.query_blocking(move |tx| {
+            let query = tx.query("items", "by_group", IndexRange::default().eq("a"), order)?;
+            let outside = |d: &crate::engine::document::Document| d.fields["group"] != Value::from("a");
+            let end = crate::engine::base64::encode(&end);
+            Ok::<_, EngineError>(query.paginate(5, None, Some(&end), outside)?.is_done)
+        })
+        .unwrap()
+        .value
+    };
+    for order in [Order::Asc, Order::Desc] {
+        for end in [vec![0x00], vec![0xff; 4]] {
+            assert!(done_with_end(end.clone(), order), "isDone looks only inside the range: {order:?} {end:?}");
+        }
+    }
+}

@@ -327,8 +327,8 @@ fn check_document(schema: &Schema, table: &TableDef, document: &Document) -> Res
 
 impl Query<'_, '_> {
     /// Up to `limit` documents of the range, in order, that pass `keep`.
-    pub fn take(self, limit: usize, keep: impl Keep) -> Result<Vec<Document>, EngineError> {
-        Ok(self.read(limit, keep)?.documents)
+    pub fn take(self, limit: usize, mut keep: impl Keep) -> Result<Vec<Document>, EngineError> {
+        Ok(self.read(limit, &mut keep)?.documents)
     }
 
     /// One page of Convex pagination: after `cursor`, `num_items` documents, or
@@ -340,7 +340,7 @@ impl Query<'_, '_> {
         num_items: usize,
         cursor: Option<&str>,
         end_cursor: Option<&str>,
-        keep: impl Keep,
+        mut keep: impl Keep,
     ) -> Result<Page, EngineError> {
         let Query { tx, index, mut range, order } = self;
         let decode = |cursor: &str| {
@@ -358,37 +358,42 @@ impl Query<'_, '_> {
         let Some(end_cursor) = end_cursor else {
             let whole = range.clone();
             let ReadOutcome { documents: page, last_key, exhausted: is_done } =
-                Query::read_recorded(tx, index, range, order, num_items, keep)?;
+                Query::read_recorded(tx, index, range, order, num_items, &mut keep)?;
+            // Not done: the page ends at its last document. Done: past the end of the range, which
+            // also keeps the key of a document the filter dropped out of the cursor.
             let continue_cursor = match (last_key, order) {
-                (Some(key), _) => key,
-                // Past the end: a cursor that continues to an empty page.
-                (None, Order::Asc) => whole.end.unwrap_or_else(|| vec![0xff]),
-                (None, Order::Desc) => whole.start,
+                (Some(key), _) if !is_done => key,
+                (_, Order::Asc) => whole.end.unwrap_or_else(|| vec![0xff]),
+                (_, Order::Desc) => whole.start,
             };
             return Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) });
         };
         let end = decode(end_cursor)?;
+        // Both parts stay inside the query's range, whatever the end cursor says.
         let (page_range, rest) = match order {
             Order::Asc => {
                 let split = key_successor(&end);
                 let bound = range.end.clone().map_or(split.clone(), |e| e.min(split.clone()));
-                (KeyRange { start: range.start.clone(), end: Some(bound) }, KeyRange { start: split, end: range.end })
+                let rest = KeyRange { start: split.max(range.start.clone()), end: range.end.clone() };
+                (KeyRange { start: range.start, end: Some(bound) }, rest)
             }
-            Order::Desc => (
-                KeyRange { start: range.start.clone().max(end.clone()), end: range.end.clone() },
-                KeyRange { start: range.start, end: Some(end.clone()) },
-            ),
+            Order::Desc => {
+                let bound = range.end.clone().map_or(end.clone(), |e| e.min(end.clone()));
+                let page = KeyRange { start: range.start.clone().max(end), end: range.end };
+                (page, KeyRange { start: range.start, end: Some(bound) })
+            }
         };
-        let page = Query::read_recorded(tx, index, page_range, order, MAX_READ_DOCUMENTS, keep)?.documents;
-        // Whether anything lies past the pinned end decides `isDone`, so that read counts too.
-        let is_done = rest.is_empty() || Query::read_recorded(tx, index, rest, order, 1, All)?.documents.is_empty();
+        let page = Query::read_recorded(tx, index, page_range, order, MAX_READ_DOCUMENTS, &mut keep)?.documents;
+        // Whether anything the filter keeps lies past the pinned end decides `isDone`, so that read counts too.
+        let is_done =
+            rest.is_empty() || Query::read_recorded(tx, index, rest, order, 1, &mut keep)?.documents.is_empty();
         Ok(Page { page, is_done, continue_cursor: end_cursor.to_owned() })
     }
 
     /// Reads until `limit` documents passed `keep` or the range ends. Returns the
     /// documents, the last key read and whether the range is exhausted. Only the
     /// part of the range actually read enters the read set.
-    fn read(self, limit: usize, keep: impl Keep) -> Result<ReadOutcome, EngineError> {
+    fn read(self, limit: usize, keep: &mut impl Keep) -> Result<ReadOutcome, EngineError> {
         let Query { tx, index, range, order } = self;
         Query::read_recorded(tx, index, range, order, limit, keep)
     }
@@ -399,7 +404,7 @@ impl Query<'_, '_> {
         range: KeyRange,
         order: Order,
         limit: usize,
-        keep: impl Keep,
+        keep: &mut impl Keep,
     ) -> Result<ReadOutcome, EngineError> {
         match Self::read_range(tx, index, &range, order, limit, keep) {
             Ok(outcome) => Ok(outcome),
@@ -417,7 +422,7 @@ impl Query<'_, '_> {
         range: &KeyRange,
         order: Order,
         limit: usize,
-        mut keep: impl Keep,
+        keep: &mut impl Keep,
     ) -> Result<ReadOutcome, EngineError> {
         let range = range.clone();
         let mut remaining = range.clone();
