@@ -351,3 +351,47 @@ async fn shared_lists_and_cached_results_show_users_only_their_own() {
     assert_eq!(value_as(&server, &owner, query, "chatSessions:get", get).await["_id"], mine);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn arguments_cannot_speak_for_someone_else_or_tie_two_sessions_together() {
+    let dir = TempDir::new();
+    let key = SigningKey::rsa("args");
+    let config = tokens::write_config(&dir.0, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]);
+    let server = TestServer::start_custom(&dir, |c| {
+        c.admin_keys = vec![ADMIN_KEY.into()];
+        c.auth_config = Some(config);
+    })
+    .await;
+    let owner = format!("Bearer {}", key.token(OWNER, 600));
+    let mutation = "/api/mutation";
+    let session =
+        value_as(&server, &owner, mutation, "chatSessions:create", json!({"userId": OWNER, "title": "a"})).await;
+    let error_of = |body: Value| body["errorData"]["code"].clone();
+
+    // Names of users in arguments are the caller's own.
+    let order = json!({"sessionId": session, "requestedBy": OTHER});
+    let body: Value = server.call_as(Some(&owner), mutation, "workOrders:create", order).await.json().unwrap();
+    assert_eq!(error_of(body), "Forbidden");
+    let approval = server.mutation("approvalRequests:create", json!({"sessionId": session, "planContent": "p"})).await;
+    let decide = json!({"approvalRequestId": approval, "decision": "approved", "decidedBy": OTHER});
+    let body: Value = server.call_as(Some(&owner), mutation, "approvalRequests:decide", decide).await.json().unwrap();
+    assert_eq!(error_of(body), "Forbidden");
+    let decide = json!({"approvalRequestId": approval, "decision": "approved", "decidedBy": OWNER});
+    assert_eq!(value_as(&server, &owner, mutation, "approvalRequests:decide", decide).await["decidedBy"], OWNER);
+
+    // A worker cannot attach one session's run to another session's artifact, tool call or approval.
+    let elsewhere = server.mutation("chatSessions:create", json!({"userId": OTHER, "title": "b"})).await;
+    let order = server.mutation("workOrders:create", json!({"sessionId": elsewhere})).await;
+    let run = server.mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": "wf"})).await;
+    let mixed = [
+        ("artifacts:create", json!({"sessionId": session, "runId": run, "type": "log"})),
+        ("toolCalls:record", json!({"sessionId": session, "runId": run, "toolName": "sh", "input": "ls"})),
+        ("approvalRequests:create", json!({"sessionId": session, "runId": run, "planContent": "p"})),
+        ("approvalRequests:create", json!({"sessionId": session, "workOrderId": order, "planContent": "p"})),
+    ];
+    for (path, args) in mixed {
+        assert_eq!(server.app_error("/api/mutation", path, args).await["code"], "InvalidArgument", "{path}");
+    }
+    server.mutation("artifacts:create", json!({"sessionId": elsewhere, "runId": run, "type": "log"})).await;
+    server.stop().await;
+}

@@ -37,9 +37,15 @@ async fn refused(server: &TestServer, token: &str, why: &str) {
     assert_eq!(body["code"], "Unauthenticated", "{why}");
 }
 
-async fn accepted(server: &TestServer, token: &str) {
-    let (status, body) = list_as(server, token, "alice").await;
+/// The token is accepted: it may list the sessions of `user_id`, the name it gives its user.
+async fn accepted_as(server: &TestServer, token: &str, user_id: &str) {
+    let (status, body) = list_as(server, token, user_id).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("success")), "{body}");
+}
+
+/// Accepted, from the only provider: the bare subject names the user.
+async fn accepted(server: &TestServer, token: &str) {
+    accepted_as(server, token, "alice").await;
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -70,6 +76,8 @@ async fn tokens_are_checked_against_the_provider() {
     accepted(&server, &with(&|c| c["aud"] = json!(["another-app", AUDIENCE]))).await;
     refused(&server, &with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))), "no exp").await;
     refused(&server, &with(&|c| drop(c.as_object_mut().unwrap().remove("sub"))), "no subject").await;
+    refused(&server, &with(&|c| c["sub"] = json!("")), "an empty subject").await;
+    refused(&server, &with(&|c| c["exp"] = json!(u64::MAX)), "an expiry past what a clock can hold").await;
 
     // Same key id, another key: the signature does not verify.
     let impostor = SigningKey::rsa("rsa-1");
@@ -119,13 +127,17 @@ async fn keys_from_a_url_are_cached_and_refetched_when_rotated() {
     ];
     let server = server(&dir, providers).await;
 
-    accepted(&server, &first.token("alice", 60)).await;
-    accepted(&server, &first.token("alice", 60)).await;
+    // Two providers: a bare subject could be two people, so users are named by `issuer|subject`.
+    let alice = format!("{ISSUER}|alice");
+    accepted_as(&server, &first.token("alice", 60), &alice).await;
+    accepted_as(&server, &first.token("alice", 60), &alice).await;
+    let (_, body) = list_as(&server, &first.token("alice", 60), "alice").await;
+    assert_eq!(body["errorData"]["code"], "Forbidden", "{body}");
     assert_eq!(jwks.fetches(), 1, "the keys are fetched once and cached");
 
     let second = SigningKey::es256("ec-2");
     jwks.replace(tokens::jwks(&[&first, &second]));
-    accepted(&server, &second.token("alice", 60)).await;
+    accepted_as(&server, &second.token("alice", 60), &alice).await;
     assert_eq!(jwks.fetches(), 2, "an unknown key id fetches the keys again");
     refused(&server, &SigningKey::es256("ec-3").token("alice", 60), "a key id the provider does not have").await;
     assert_eq!(jwks.fetches(), 2, "unknown key ids do not refetch more often than every 10 s");
@@ -134,7 +146,7 @@ async fn keys_from_a_url_are_cached_and_refetched_when_rotated() {
     let mut claims = tokens::claims("alice", 60);
     claims["iss"] = json!(OTHER_ISSUER);
     claims["aud"] = json!("anything");
-    accepted(&server, &rsa.sign(&claims)).await;
+    accepted_as(&server, &rsa.sign(&claims), &format!("{OTHER_ISSUER}|alice")).await;
     server.stop().await;
 }
 
@@ -278,5 +290,41 @@ async fn the_socket_takes_user_tokens_and_says_when_one_expires() {
     // Not an answer to an Authenticate: the client's auth manager fetches a new token.
     assert_eq!((expired["baseVersion"].as_u64(), expired["authUpdateAttempted"].as_bool()), (Some(0), Some(false)));
     assert_eq!(next(&mut socket, Duration::from_secs(5)).await, None, "the socket closes after the AuthError");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_mutations_are_remembered_per_identity() {
+    let dir = TempDir::new();
+    let key = SigningKey::rsa("rsa-1");
+    let server = server(&dir, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]).await;
+    // Two users whose clients claim the same sync session id and the same request id.
+    let mut results = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut socket = connect(&server).await;
+        send(
+            &mut socket,
+            json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "User",
+            "value": key.token(user, 600)}),
+        )
+        .await;
+        send(
+            &mut socket,
+            json!({"type": "Mutation", "requestId": 0, "udfPath": "chatSessions:create",
+            "args": [{"userId": user, "title": format!("{user}'s")}]}),
+        )
+        .await;
+        let response = loop {
+            let message = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+            if message["type"] == "MutationResponse" {
+                break message;
+            }
+        };
+        assert_eq!(response["success"], true, "{response}");
+        results.push(response["result"].clone());
+    }
+    assert_ne!(results[0], results[1], "bob's mutation ran: it did not get alice's result");
+    let bobs = server.query("chatSessions:list", json!({"userId": "bob"})).await;
+    assert_eq!(bobs.as_array().unwrap().len(), 1);
     server.stop().await;
 }

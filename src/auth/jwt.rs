@@ -136,6 +136,10 @@ impl Providers {
         }))
     }
 
+    pub fn len(&self) -> usize {
+        self.providers.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
@@ -210,7 +214,7 @@ impl Providers {
             for jwk in candidates {
                 let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
                 match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
-                    Ok(data) => return Ok(data.claims.into_identity()),
+                    Ok(data) => return data.claims.into_identity(),
                     Err(e) => {
                         outcome = Err(validation_error(e.kind()));
                         if outcome != Err(AuthError::BadSignature) {
@@ -252,12 +256,15 @@ struct Claims {
 }
 
 impl Claims {
-    fn into_identity(self) -> (UserIdentity, SystemTime) {
-        let expires = UNIX_EPOCH + Duration::from_secs(self.exp);
+    fn into_identity(self) -> Result<(UserIdentity, SystemTime), AuthError> {
+        if self.sub.is_empty() {
+            return Err(AuthError::BadToken);
+        }
+        let expires = UNIX_EPOCH.checked_add(Duration::from_secs(self.exp)).ok_or(AuthError::BadToken)?;
         let token_identifier = format!("{}|{}", self.iss, self.sub);
         let identity =
             UserIdentity { subject: self.sub, issuer: self.iss, token_identifier, name: self.name, email: self.email };
-        (identity, expires)
+        Ok((identity, expires))
     }
 }
 
@@ -282,6 +289,9 @@ impl Provider {
                     ),
                     _ => return Err("a customJwt provider needs `jwks`: a URL, a file path or a JWKS object".into()),
                 };
+                if config.application_id.is_none() {
+                    tracing::warn!(issuer, "this provider has no applicationID: token audiences are not checked");
+                }
                 Ok(Provider { issuer, application_id: config.application_id, algorithms: vec![algorithm], keys })
             }
             None => {

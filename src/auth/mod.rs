@@ -30,8 +30,9 @@ pub struct UserIdentity {
 }
 
 impl UserIdentity {
-    fn as_user(&self) -> User {
-        User { subject: self.subject.clone(), token_identifier: self.token_identifier.clone() }
+    /// `bare_subject`: whether the subject alone names the user (one provider).
+    fn as_user(&self, bare_subject: bool) -> User {
+        User { token_identifier: self.token_identifier.clone(), subject: bare_subject.then(|| self.subject.clone()) }
     }
 }
 
@@ -160,13 +161,16 @@ impl Auth {
 
     /// Whom a call by this identity runs as; `None` when it needs credentials it lacks.
     pub fn caller(&self, identity: &Identity) -> Option<Caller> {
+        let bare_subject = self.providers.as_ref().is_none_or(|providers| providers.len() <= 1);
         match identity {
             Identity::Anonymous => self.open.then_some(Caller::ADMIN),
             Identity::Admin { acting_as: None } => Some(Caller::ADMIN),
             Identity::Admin { acting_as: Some(user) } => {
-                Some(Caller { viewer: Viewer::User(user.as_user()), admin: true })
+                Some(Caller { viewer: Viewer::User(user.as_user(bare_subject)), admin: true })
             }
-            Identity::User { user, .. } => Some(Caller { viewer: Viewer::User(user.as_user()), admin: false }),
+            Identity::User { user, .. } => {
+                Some(Caller { viewer: Viewer::User(user.as_user(bare_subject)), admin: false })
+            }
         }
     }
 }
@@ -177,12 +181,12 @@ fn decode_acting_as(text: &str) -> Result<serde_json::Value, AuthError> {
 }
 
 /// The user an admin acts as: Convex's `UserIdentityAttributes` (`subject`,
-/// `issuer`, ...); the token identifier is `issuer|subject` as for a token.
+/// `issuer`, ...); the token identifier is always `issuer|subject`, as for a token.
 fn acting_user(identity: &serde_json::Value) -> Result<UserIdentity, AuthError> {
     let text = |name: &str| identity.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
-    let subject = text("subject").ok_or(AuthError::BadActingAs)?;
+    let subject = text("subject").filter(|s| !s.is_empty()).ok_or(AuthError::BadActingAs)?;
     let issuer = text("issuer").unwrap_or_default();
-    let token_identifier = text("tokenIdentifier").unwrap_or_else(|| format!("{issuer}|{subject}"));
+    let token_identifier = format!("{issuer}|{subject}");
     Ok(UserIdentity { subject, issuer, token_identifier, name: text("name"), email: text("email") })
 }
 

@@ -36,9 +36,11 @@ pub enum Viewer {
 /// The parts of a user identity that ownership depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct User {
-    pub subject: String,
     /// `issuer|subject`, Convex's stable name for a user across providers.
     pub token_identifier: String,
+    /// The bare subject also names the user, where only one provider issues
+    /// subjects (with two, the same subject may be two different people).
+    pub subject: Option<String>,
 }
 
 impl Viewer {
@@ -46,7 +48,9 @@ impl Viewer {
     pub fn key(&self) -> String {
         match self {
             Viewer::Everything => "*".into(),
-            Viewer::User(user) => format!("user {}", user.token_identifier),
+            Viewer::User(user) => {
+                format!("user {}\u{0}{}", user.token_identifier, user.subject.as_deref().unwrap_or(""))
+            }
         }
     }
 
@@ -54,7 +58,7 @@ impl Viewer {
     pub fn is(&self, user_id: &str) -> bool {
         match self {
             Viewer::Everything => true,
-            Viewer::User(user) => user_id == user.subject || user_id == user.token_identifier,
+            Viewer::User(user) => user_id == user.token_identifier || user.subject.as_deref() == Some(user_id),
         }
     }
 }
@@ -122,13 +126,14 @@ impl<'c, 'a> Ctx<'c, 'a> {
         }
     }
 
-    /// `userId` arguments must name the caller, unless the caller sees everything (an admin).
-    pub fn check_user_id(&self, user_id: &str) -> Result<(), FunctionError> {
+    /// Arguments that name a user (`userId`, `requestedBy`, ...) must name the
+    /// caller, unless the caller sees everything (an admin).
+    pub fn check_user_id(&self, argument: &str, user_id: &str) -> Result<(), FunctionError> {
         if self.caller.viewer.is(user_id) {
             return Ok(());
         }
-        let message = format!("userId {user_id:?} is not the signed-in user.");
-        Err(AppError::new("Forbidden", message).with("userId", user_id).into())
+        let message = format!("{argument} {user_id:?} is not the signed-in user.");
+        Err(AppError::new("Forbidden", message).with(argument, user_id).into())
     }
 
     /// Keeps the documents of `table` that the caller may see and `also` keeps.

@@ -15,7 +15,7 @@ use super::common::{
 };
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::{chat_sessions, runs};
+use super::{chat_sessions, runs, work_orders};
 
 pub const TABLE: &str = "approval_requests";
 
@@ -84,10 +84,11 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     load_active(tx, chat_sessions::TABLE, session, "Session")?;
     if let Some(run) = args.opt_id("runId")? {
-        load(tx, runs::TABLE, run, "Run")?;
+        runs::load_in_session(tx, run, session)?;
     }
     if let Some(order) = args.opt_id("workOrderId")? {
-        load(tx, "work_orders", order, "Work order")?;
+        let order = load(tx, "work_orders", order, "Work order")?;
+        work_orders::check_in_session(&order, session)?;
     }
     let now = Value::from(tx.now_ms());
     let mut fields = object([
@@ -104,6 +105,10 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn decide(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("approvalRequestId")?;
     let request = load(tx, TABLE, id, "Approval request")?;
+    // A user decides as themselves; an admin may record whoever decided.
+    if let Some(decided_by) = args.opt_str("decidedBy") {
+        tx.check_user_id("decidedBy", decided_by)?;
+    }
     let now = tx.now_ms();
     let from = status_at(&request, now);
     let to = args.str("decision");

@@ -97,7 +97,10 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         fields.insert("sessionId".into(), session.encode().into());
     }
     if let Some(run) = run {
-        load(tx, runs::TABLE, run, "Run")?;
+        match session {
+            Some(session) => runs::load_in_session(tx, run, session)?,
+            None => load(tx, runs::TABLE, run, "Run")?,
+        };
         fields.insert("runId".into(), run.encode().into());
     }
     insert(tx, fields, args)

@@ -57,7 +57,7 @@ pub fn functions() -> Vec<Function> {
 
 /// Inserts a session for `userId` (the caller, unless an admin); a given `repoId` must name an existing repo.
 pub fn insert_session(tx: &mut Ctx<'_, '_>, user_id: &str, title: &str, repo_id: Option<DocumentId>) -> FunctionResult {
-    tx.check_user_id(user_id)?;
+    tx.check_user_id("userId", user_id)?;
     if let Some(repo_id) = repo_id {
         super::common::load(tx, "repos", repo_id, "Repo")?;
     }
@@ -83,7 +83,7 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// Sessions of `userId` (the caller, unless an admin), latest message first.
 pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    tx.check_user_id(args.str("userId"))?;
+    tx.check_user_id("userId", args.str("userId"))?;
     let query = tx.query(TABLE, "by_user_recent", IndexRange::default().eq(args.str("userId")), order(true))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }

@@ -187,6 +187,15 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(load(tx, TABLE, updated.id, "Run")?.to_value())
 }
 
+/// Loads a run that must belong to `session` (through its work order): a
+/// document naming both a session and a run must not tie two sessions together.
+pub fn load_in_session(tx: &mut Ctx<'_, '_>, run: DocumentId, session: DocumentId) -> Result<Document, FunctionError> {
+    let run_doc = load(tx, TABLE, run, "Run")?;
+    let order = load(tx, "work_orders", run_order(&run_doc)?, "Work order")?;
+    work_orders::check_in_session(&order, session)?;
+    Ok(run_doc)
+}
+
 fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
     let text = run.fields.get("workOrderId").and_then(Value::as_str).unwrap_or_default();
     DocumentId::decode(text).map_err(|e| AppError::new("NotFound", e.to_string()).into())

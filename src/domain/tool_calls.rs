@@ -50,7 +50,7 @@ fn record(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     load_active(tx, chat_sessions::TABLE, session, "Session")?;
     if let Some(run) = args.opt_id("runId")? {
-        load(tx, runs::TABLE, run, "Run")?;
+        runs::load_in_session(tx, run, session)?;
     }
     let now = Value::from(tx.now_ms());
     let mut fields = object([

@@ -128,6 +128,9 @@ pub fn functions() -> Vec<Function> {
 
 fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
+    if let Some(requested_by) = args.opt_str("requestedBy") {
+        tx.check_user_id("requestedBy", requested_by)?;
+    }
     let mut fields = Object::new();
     args.copy_into(&mut fields, OPTIONAL_TEXT);
     args.copy_into(&mut fields, &["workflowArgs"]);
@@ -224,6 +227,16 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 /// A work order, unless it or its session is soft-deleted (then `None`, as if absent).
+/// Fails unless the work order belongs to `session`.
+pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), FunctionError> {
+    if order.fields.get("sessionId").and_then(Value::as_str) == Some(session.encode().as_str()) {
+        return Ok(());
+    }
+    Err(AppError::new("InvalidArgument", format!("Work order {} belongs to another session than {session}.", order.id))
+        .with("sessionId", session.encode())
+        .into())
+}
+
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
     let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
         return Ok(None);

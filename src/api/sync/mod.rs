@@ -94,6 +94,9 @@ struct MutationRequest {
     /// Whom it runs as, or why the connection may not run it (unauthenticated,
     /// rate-limited), decided when it arrived.
     caller: Result<Caller, AppError>,
+    /// The identity's key: replays are deduplicated per identity, so a client
+    /// cannot read another's results by naming its session.
+    identity: String,
 }
 
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
@@ -131,6 +134,11 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 };
+                if expiry.is_some_and(|at| Instant::now() >= at) {
+                    // Expired while this message waited: it must not run with the old token.
+                    expire(&mut socket, auth_base).await;
+                    break;
+                }
                 let message = match serde_json::from_str::<ClientMessage>(&text) {
                     Ok(message) => message,
                     Err(e) => {
@@ -170,10 +178,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 }
             }
             _ = sleep_until_some(expiry) => {
-                // The client's auth manager fetches a fresh token and reconnects with it.
-                let error = auth_error(&AuthError::Expired, auth_base, false);
-                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-                send_close(&mut socket, 1000, "AuthError".into()).await;
+                expire(&mut socket, auth_base).await;
                 break;
             }
             _ = shutdown.changed() => {
@@ -196,6 +201,14 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
 async fn send_close(socket: &mut WebSocket, code: u16, reason: String) {
     let frame = CloseFrame { code, reason: reason.into() };
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+}
+
+/// Tells the client its token expired and closes the socket; the client's auth
+/// manager fetches a fresh token and reconnects with it.
+async fn expire(socket: &mut WebSocket, auth_base: u32) {
+    let error = auth_error(&AuthError::Expired, auth_base, false);
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
+    send_close(socket, 1000, "AuthError".into()).await;
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -270,13 +283,17 @@ async fn handle_client_message(
                     events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
                 }
                 Err(e) => {
-                    let _ = out.try_send(Outbound::Text(auth_error(&e, base_version, true)));
-                    let _ = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
-                    true
+                    // Whatever the client sends before the socket closes runs with no credentials.
+                    *caller = Identity::Anonymous;
+                    let error = out.try_send(Outbound::Text(auth_error(&e, base_version, true)));
+                    let close = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
+                    // A client too far behind to be told just loses the connection.
+                    error.is_ok() && close.is_ok()
                 }
             }
         }
         ClientMessage::Mutation { request_id, udf_path, args } => {
+            let identity = caller.key();
             let caller = match (state.auth.caller(caller), state.auth.admit(caller)) {
                 (None, _) => Err(AppError::new("Unauthenticated", AuthError::Missing.to_string())),
                 (Some(_), Err(wait)) => {
@@ -292,7 +309,8 @@ async fn handle_client_message(
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
                 spawn_mutation_worker(state.clone(), conn, session)
             });
-            worker.send(MutationRequest { request_id, udf_path, args: Json::Array(args), caller }).await.is_ok()
+            let request = MutationRequest { request_id, udf_path, args: Json::Array(args), caller, identity };
+            worker.send(request).await.is_ok()
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
             let response = json!({
@@ -344,7 +362,7 @@ async fn run_mutation(state: &AppState, session: &str, request: MutationRequest)
             )));
         }
         let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
-        let key = MutationKey { client: session.to_owned(), request: u64::from(request_id) };
+        let key = MutationKey { client: format!("{}\u{0}{session}", request.identity), request: u64::from(request_id) };
         run_mutation_once(&state.db, function, caller, args, key).await
     }
     .await;
