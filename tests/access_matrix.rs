@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use common::tokens::{self, ISSUER, SigningKey};
 use common::{TempDir, TestServer};
+use jangar::server::ServerConfig;
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "matrix-admin-key";
@@ -243,13 +244,7 @@ fn outcome(status: u16, body: &Value, query: bool) -> Outcome {
 async fn every_function_for_every_kind_of_caller() {
     let dir = TempDir::new();
     let key = SigningKey::rsa("matrix");
-    let config = tokens::write_config(&dir.0, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]);
-    let server = TestServer::start_custom(&dir, |c| {
-        c.admin_keys = vec![ADMIN_KEY.into()];
-        c.auth_config = Some(config);
-        c.limits.calls_per_second = 0;
-    })
-    .await;
+    let server = keyed_server(&dir, &key, |c| c.limits.calls_per_second = 0).await;
     let acting = jangar::engine::base64::encode(json!({"subject": OWNER, "issuer": ISSUER}).to_string().as_bytes());
     let authorization = |caller: Caller| match caller {
         Caller::Anonymous => None,
@@ -293,6 +288,12 @@ async fn every_function_for_every_kind_of_caller() {
     server.stop().await;
 }
 
+/// A server with the admin key and one provider signing with `key`.
+async fn keyed_server(dir: &TempDir, key: &SigningKey, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let providers = vec![tokens::provider("RS256", tokens::jwks(&[key]))];
+    TestServer::start_with_auth(dir, ADMIN_KEY, providers, adjust).await
+}
+
 /// Calls a function with an Authorization header; returns its value, which must be a success.
 async fn value_as(server: &TestServer, who: &str, route: &str, path: &str, args: Value) -> Value {
     let body: Value = server.call_as(Some(who), route, path, args).await.json().unwrap();
@@ -308,12 +309,7 @@ fn field_of(list: &Value, field: &str) -> Vec<Value> {
 async fn shared_lists_and_cached_results_show_users_only_their_own() {
     let dir = TempDir::new();
     let key = SigningKey::rsa("lists");
-    let config = tokens::write_config(&dir.0, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]);
-    let server = TestServer::start_custom(&dir, |c| {
-        c.admin_keys = vec![ADMIN_KEY.into()];
-        c.auth_config = Some(config);
-    })
-    .await;
+    let server = keyed_server(&dir, &key, |_| {}).await;
     let owner = format!("Bearer {}", key.token(OWNER, 600));
     let other = format!("Bearer {}", key.token(OTHER, 600));
     let (query, mutation) = ("/api/query", "/api/mutation");
@@ -356,12 +352,7 @@ async fn shared_lists_and_cached_results_show_users_only_their_own() {
 async fn arguments_cannot_speak_for_someone_else_or_tie_two_sessions_together() {
     let dir = TempDir::new();
     let key = SigningKey::rsa("args");
-    let config = tokens::write_config(&dir.0, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]);
-    let server = TestServer::start_custom(&dir, |c| {
-        c.admin_keys = vec![ADMIN_KEY.into()];
-        c.auth_config = Some(config);
-    })
-    .await;
+    let server = keyed_server(&dir, &key, |_| {}).await;
     let owner = format!("Bearer {}", key.token(OWNER, 600));
     let mutation = "/api/mutation";
     let session =

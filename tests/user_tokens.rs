@@ -16,12 +16,7 @@ const ADMIN_KEY: &str = "user-tokens-admin-key";
 const OTHER_ISSUER: &str = "https://other-idp.jangar.test";
 
 async fn server(dir: &TempDir, providers: Vec<Value>) -> TestServer {
-    let config = tokens::write_config(&dir.0, providers);
-    TestServer::start_custom(dir, |c| {
-        c.admin_keys = vec![ADMIN_KEY.into()];
-        c.auth_config = Some(config);
-    })
-    .await
+    TestServer::start_with_auth(dir, ADMIN_KEY, providers, |_| {}).await
 }
 
 /// Lists `user_id`'s sessions with `token`: a 200 UdfResponse, or the refusal.

@@ -76,6 +76,22 @@ impl TestServer {
         }
     }
 
+    /// A server with an admin key and these identity providers (an auth config written into `dir`).
+    pub async fn start_with_auth(
+        dir: &TempDir,
+        admin_key: &str,
+        providers: Vec<Value>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let auth_config = tokens::write_config(&dir.0, providers);
+        TestServer::start_custom(dir, |config| {
+            config.admin_keys = vec![admin_key.to_owned()];
+            config.auth_config = Some(auth_config);
+            adjust(config);
+        })
+        .await
+    }
+
     /// Stops the server gracefully and waits until it has.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());

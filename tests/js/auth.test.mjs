@@ -11,6 +11,7 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
 import { startServer } from "./server.mjs";
+import { waitForValue as waitFor } from "./live.mjs";
 
 const api = anyApi;
 const ISSUER = "https://idp.jangar.test";
@@ -31,22 +32,6 @@ function makeProvider() {
     return `${body}.${base64url(sign("sha256", Buffer.from(body), privateKey))}`;
   };
   return { jwks: { keys: [jwk] }, token };
-}
-
-function waitFor(client, query, args, ok, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      unsubscribe();
-      reject(new Error(`timed out waiting on ${JSON.stringify(args)}`));
-    }, timeoutMs);
-    const unsubscribe = client.onUpdate(query, args, (value) => {
-      if (ok(value)) {
-        clearTimeout(timer);
-        unsubscribe();
-        resolve(value);
-      }
-    });
-  });
 }
 
 describe("user tokens and admin keys with the npm clients", () => {
@@ -117,11 +102,11 @@ describe("user tokens and admin keys with the npm clients", () => {
         },
         (isAuthenticated) => authChanges.push(isAuthenticated),
       );
-      await waitFor(client, api.chatSessions.list, { userId: "carol" }, (s) => s.length === 1 && s[0]._id === session);
+      await waitFor(client, api.chatSessions.list, { userId: "carol" }, (s) => s.length === 1 && s[0]._id === session, "carol's first session", 20_000);
       const before = fetched;
       // Outlive the token, then write: the update must still reach the re-authenticated client.
       await new Promise((resolve) => setTimeout(resolve, 4_500));
-      const seen = waitFor(client, api.chatSessions.list, { userId: "carol" }, (s) => s.length === 2);
+      const seen = waitFor(client, api.chatSessions.list, { userId: "carol" }, (s) => s.length === 2, "carol's second session", 20_000);
       await worker.mutation(api.chatSessions.create, { userId: "carol", title: "second" });
       await seen;
       assert.ok(fetched > before, `a new token was fetched after expiry (${before} -> ${fetched})`);

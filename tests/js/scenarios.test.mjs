@@ -16,6 +16,7 @@ import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
 
 import { startServer } from "./server.mjs";
+import { waitForValue } from "./live.mjs";
 
 const api = anyApi;
 
@@ -85,39 +86,6 @@ async function expectAppError(call, code, fields = {}) {
   return err.data;
 }
 
-// Resolves with the first value of a live query that satisfies `ok`.
-function waitForValue(client, query, args, ok, what, timeoutMs = 10_000) {
-  return new Promise((resolve, reject) => {
-    let last;
-    let done = false;
-    let unsubscribe = () => {};
-    const timer = setTimeout(() => {
-      done = true;
-      unsubscribe();
-      reject(new Error(`timed out waiting for ${what}; last value ${JSON.stringify(last)}`));
-    }, timeoutMs);
-    unsubscribe = client.onUpdate(
-      query,
-      args,
-      (value) => {
-        last = value;
-        if (!done && ok(value)) {
-          done = true;
-          clearTimeout(timer);
-          // onUpdate may call back before it returns its unsubscribe function.
-          queueMicrotask(() => unsubscribe());
-          resolve(value);
-        }
-      },
-      (err) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
-}
 
 // Seed 004's backend call, verbatim: a plain POST, JSON body, no Content-Type.
 async function seed004Mutation(url, path, args) {

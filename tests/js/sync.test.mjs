@@ -6,25 +6,9 @@ import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
 import { startServer } from "./server.mjs";
+import { waitForValue as waitFor } from "./live.mjs";
 
 const api = anyApi;
-
-/** Resolves with the first value of an onUpdate subscription that satisfies `ok`. */
-function waitFor(client, query, args, ok, timeoutMs = 10_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      unsubscribe();
-      reject(new Error(`timed out waiting for ${JSON.stringify(args)}`));
-    }, timeoutMs);
-    const unsubscribe = client.onUpdate(query, args, (value) => {
-      if (ok(value)) {
-        clearTimeout(timer);
-        unsubscribe();
-        resolve(value);
-      }
-    });
-  });
-}
 
 /**
  * A loopback TCP proxy in front of the server: `swallowReplies` drops what the
