@@ -45,6 +45,10 @@ enum Command {
         /// auth.config shape (default: `auth.json` in the data directory, if it exists).
         #[arg(long, env = "JANGAR_AUTH_CONFIG")]
         auth_config: Option<PathBuf>,
+        /// Store everything in PostgreSQL at this URL (also DATABASE_URL), shared by any number of
+        /// replicas, instead of in SQLite in the data directory.
+        #[arg(long = "db", env = "POSTGRES_URL")]
+        database_url: Option<String>,
     },
     /// Manage admin keys (stored as hashes in the data directory).
     Keys {
@@ -103,7 +107,16 @@ fn main() -> ExitCode {
         }
     };
     let result = match Cli::parse().command {
-        Command::Serve { listen, data_dir, durability, query_cache_entries, limits, cors_origins, auth_config } => {
+        Command::Serve {
+            listen,
+            data_dir,
+            durability,
+            query_cache_entries,
+            limits,
+            cors_origins,
+            auth_config,
+            database_url,
+        } => {
             let config = ServerConfig {
                 listen,
                 data_dir,
@@ -113,6 +126,7 @@ fn main() -> ExitCode {
                 admin_keys: AdminKeys::from_environment(),
                 cors_origins,
                 auth_config,
+                database_url: database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())),
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }

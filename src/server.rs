@@ -16,6 +16,8 @@ use crate::auth::jwt::Providers;
 use crate::auth::keys::AdminKeys;
 use crate::domain;
 use crate::engine::database::Database;
+use crate::engine::storage::Storage;
+use crate::engine::storage::postgres::PostgresStorage;
 use crate::engine::storage::sqlite::{Durability, SqliteStorage};
 
 /// Bounds on what one caller or connection may use; every one is configurable.
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// The identity providers' file; `None`: `auth.json` in the data directory, if it exists.
     pub auth_config: Option<PathBuf>,
+    /// A PostgreSQL URL: store everything there (shared with other replicas) instead of in SQLite.
+    pub database_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -82,6 +86,7 @@ impl ServerConfig {
             admin_keys: Vec::new(),
             cors_origins: Vec::new(),
             auth_config: None,
+            database_url: None,
         }
     }
 }
@@ -92,6 +97,25 @@ pub const AUTH_CONFIG_FILE: &str = "auth.json";
 /// Connections waiting to be accepted: large, so thousands of clients
 /// reconnecting at once are queued rather than dropped (the default is 128).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Connects to PostgreSQL and migrates it, retrying with backoff (1 s, doubling to 30 s) while it
+/// cannot: a database that is not up yet must not turn into a crash loop.
+async fn open_postgres(url: String, schema: Arc<crate::engine::schema::Schema>) -> PostgresStorage {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let (url, schema) = (url.clone(), schema.clone());
+        match tokio::task::spawn_blocking(move || PostgresStorage::open(&url, &schema)).await {
+            Ok(Ok(storage)) => {
+                tracing::info!("connected to PostgreSQL");
+                return storage;
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, retry_in = ?wait, "PostgreSQL is not available"),
+            Err(e) => tracing::error!(error = %e, retry_in = ?wait, "connecting to PostgreSQL failed"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
 
 fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -108,9 +132,26 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
     let schema = Arc::new(domain::schema::schema());
-    let storage = SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
-    let (db, committer) =
-        Database::start(schema, Arc::new(storage), config.query_cache_entries).map_err(|e| e.to_string())?;
+    let mut shutdown = Box::pin(shutdown);
+    let (storage, cache_entries): (Arc<dyn Storage>, usize) = match &config.database_url {
+        None => {
+            let storage =
+                SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
+            (Arc::new(storage), config.query_cache_entries)
+        }
+        Some(url) => {
+            let storage = tokio::select! {
+                storage = open_postgres(url.clone(), schema.clone()) => storage,
+                () = &mut shutdown => return Ok(()),
+            };
+            // Another replica's commit reaches this one a moment after it is acknowledged; a cached
+            // result could hide it for that moment, so queries read the database itself.
+            (Arc::new(storage), 0)
+        }
+    };
+    // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
+    let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
+    let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
     let providers = match &config.auth_config {
         Some(path) => Some(Providers::load(path)?.ok_or_else(|| format!("{} does not exist", path.display()))?),
@@ -150,6 +191,7 @@ pub async fn serve(
             sync_stats.clone(),
             config.limits.subscriptions_per_connection,
         )
+        .await
         .run(),
     );
     let sync = Arc::new(SyncHub::new(
@@ -163,7 +205,8 @@ pub async fn serve(
     let state = AppState { db, registry, sync, auth };
     let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.durability, "Jangar is serving");
+    let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
+    tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);
     let shutdown = async move {
         shutdown.await;

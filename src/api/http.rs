@@ -284,7 +284,7 @@ pub async fn run_by_path(
 }
 
 pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {
-    let ts = state.db.latest_ts().map_err(ApiError::internal)?;
+    let ts = state.db.current_ts().await.map_err(ApiError::internal)?;
     Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
 }
 
@@ -329,6 +329,14 @@ pub async fn query_batch(
         .map(|(result, format)| udf_response(result, format))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({"results": results})))
+}
+
+/// Readiness for a load balancer: 200 while the database answers, 503 when it does not.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
+    match state.db.current_ts().await {
+        Ok(ts) => (StatusCode::OK, Json(json!({"ready": true, "ts": base64::encode(&ts.to_le_bytes())}))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": e.to_string()}))),
+    }
 }
 
 pub async fn version() -> &'static str {

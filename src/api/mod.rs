@@ -65,6 +65,7 @@ pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize
     Router::new()
         .route("/", get(http::root))
         .route("/version", get(http::version))
+        .route("/ready", get(http::ready))
         .route("/api/query", post(http::query).get(http::query_get))
         .route("/api/mutation", post(http::mutation))
         .route("/api/action", post(http::action))

@@ -114,6 +114,48 @@ pub struct Database {
     commits: broadcast::Sender<Arc<Commit>>,
     stats: Arc<CommitStats>,
     cache: Arc<QueryCache>,
+    /// Tells the commit feed's thread (if any) to stop.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Announces the commits of a shared database, every replica's, in timestamp order.
+struct Follower {
+    feed: Box<dyn super::storage::CommitFeed>,
+    cache: Arc<QueryCache>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Follower {
+    fn run(mut self) {
+        let mut failing = false;
+        while !self.stopped.load(Ordering::Relaxed) {
+            match self.feed.next(std::time::Duration::from_millis(500)) {
+                Ok(commits) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("following the database's commits again");
+                    }
+                    for (ts, writes) in commits {
+                        let commit = Arc::new(Commit { ts, writes });
+                        self.cache.apply(&commit);
+                        let _ = self.commits.send(commit);
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!(error = %e, "cannot follow the database's commits; retrying");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
 }
 
 /// Joins the committer thread once every `Database` handle is gone.
@@ -137,22 +179,34 @@ impl Database {
         let stats = Arc::new(CommitStats::default());
         let last_ts = storage.snapshot()?.ts();
         let cache = Arc::new(QueryCache::new(cache_entries));
+        // A shared database announces every replica's commits through its feed; otherwise the committer does.
+        let feed = storage.commit_feed(last_ts);
+        let following = feed.is_some();
         let committer = Committer {
             cache: cache.clone(),
             schema: schema.clone(),
             storage: storage.clone(),
-            commits: commits.clone(),
+            commits: (!following).then(|| commits.clone()),
             stats: stats.clone(),
             last_ts,
             last_creation_time: 0.0,
             next_purge: 0,
         };
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(feed) = feed {
+            let follower = Follower { feed, cache: cache.clone(), commits: commits.clone(), stopped: stopped.clone() };
+            std::thread::Builder::new()
+                .name("jangar-commit-feed".into())
+                .spawn(move || follower.run())
+                .map_err(|e| StorageError(format!("cannot start the commit feed: {e}")))?;
+        }
         let thread = std::thread::Builder::new()
             .name("jangar-committer".into())
             .spawn(move || committer.run(queue))
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
-        Ok((Arc::new(Database { schema, readers, storage, jobs, commits, stats, cache }), CommitterHandle(thread)))
+        let database = Database { schema, readers, storage, jobs, commits, stats, cache, stopped };
+        Ok((Arc::new(database), CommitterHandle(thread)))
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -247,9 +301,17 @@ impl Database {
         Ok(HeldSnapshot { ts, jobs })
     }
 
-    /// The timestamp of the latest commit.
+    /// The timestamp of the latest commit (blocking: off the async runtime, use `current_ts`).
     pub fn latest_ts(&self) -> Result<Timestamp, StorageError> {
         Ok(self.storage.snapshot()?.ts())
+    }
+
+    /// The timestamp of the latest commit, read off the async runtime.
+    pub async fn current_ts(self: &Arc<Self>) -> Result<Timestamp, StorageError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.latest_ts())
+            .await
+            .map_err(|e| StorageError(format!("reading the latest timestamp failed: {e}")))?
     }
 
     /// Runs a mutation in the next group commit and answers once it is durable.
@@ -308,7 +370,8 @@ struct Committer {
     cache: Arc<QueryCache>,
     schema: Arc<Schema>,
     storage: Arc<dyn Storage>,
-    commits: broadcast::Sender<Arc<Commit>>,
+    /// Where the committer announces its commits; `None` when a commit feed does.
+    commits: Option<broadcast::Sender<Arc<Commit>>>,
     stats: Arc<CommitStats>,
     last_ts: Timestamp,
     last_creation_time: f64,
@@ -343,12 +406,18 @@ impl Committer {
         let mut writes = WriteSet::default();
         let result = (|| -> Result<Timestamp, StorageError> {
             let mut batch = storage.begin_batch()?;
+            // Another process may have committed since (a shared database): continue after it.
+            self.last_ts = self.last_ts.max(batch.ts());
             self.purge_old_outcomes(&mut *batch)?;
             for job in group.iter_mut() {
                 writes.extend(self.run_job(&mut *batch, job.as_mut())?);
             }
-            let ts = self.last_ts;
-            batch.commit(ts)?;
+            // The commit's timestamp also covers the `_creationTime`s it handed out, so that the
+            // next commit (perhaps another process's) starts past them.
+            let creation_tail = (self.last_creation_time * 1e6) as Timestamp + MIN_TS_STEP;
+            let ts = if writes.entries.is_empty() { self.last_ts } else { self.last_ts.max(creation_tail) };
+            self.last_ts = ts;
+            batch.commit(ts, &writes)?;
             Ok(ts)
         })();
         match &result {
@@ -360,7 +429,9 @@ impl Committer {
                     // Before any mutation is answered, so nobody reads a result older than their write.
                     self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
-                    let _ = self.commits.send(commit);
+                    if let Some(commits) = &self.commits {
+                        let _ = commits.send(commit);
+                    }
                 }
             }
             Err(e) => {

@@ -59,6 +59,55 @@ impl WriteSet {
     pub fn extend(&mut self, other: WriteSet) {
         self.entries.extend(other.entries);
     }
+
+    /// A compact binary form, for storage that passes commits between processes:
+    /// per entry the table (u32 LE), the slot (u16 LE), then the old and new keys,
+    /// each a presence byte and, if present, a u32 LE length and the bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for write in &self.entries {
+            out.extend_from_slice(&write.index.table.to_le_bytes());
+            out.extend_from_slice(&write.index.slot.to_le_bytes());
+            for key in [&write.old, &write.new] {
+                match key {
+                    None => out.push(0),
+                    Some(key) => {
+                        out.push(1);
+                        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                        out.extend_from_slice(key);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The inverse of `encode`; `None` for bytes it did not produce.
+    pub fn decode(mut bytes: &[u8]) -> Option<WriteSet> {
+        fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn key(bytes: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+            match take(bytes, 1)?[0] {
+                0 => Some(None),
+                1 => {
+                    let len = u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize;
+                    Some(Some(take(bytes, len)?.to_vec()))
+                }
+                _ => None,
+            }
+        }
+        let mut entries = Vec::new();
+        while !bytes.is_empty() {
+            let table = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+            let slot = u16::from_le_bytes(take(&mut bytes, 2)?.try_into().ok()?);
+            let (old, new) = (key(&mut bytes)?, key(&mut bytes)?);
+            entries.push(IndexWrite { index: IndexId { table, slot }, old, new });
+        }
+        Some(WriteSet { entries })
+    }
 }
 
 /// Many read sets, indexed so that a commit finds the ones it touched without
@@ -145,6 +194,23 @@ impl<K: Clone + Eq + Hash> ReadSetIndex<K> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn write_sets_round_trip_through_their_binary_form() {
+        let index = IndexId { table: 10_003, slot: 2 };
+        let set = WriteSet {
+            entries: vec![
+                IndexWrite { index, old: None, new: Some(vec![1, 2, 3]) },
+                IndexWrite { index: IndexId { table: 7, slot: 0 }, old: Some(vec![]), new: None },
+                IndexWrite { index, old: Some(vec![0xff; 300]), new: Some(vec![9]) },
+            ],
+        };
+        let bytes = set.encode();
+        assert_eq!(WriteSet::decode(&bytes), Some(set));
+        assert_eq!(WriteSet::decode(&[]), Some(WriteSet::default()));
+        assert_eq!(WriteSet::decode(&bytes[..bytes.len() - 1]), None, "truncated");
+        assert_eq!(WriteSet::decode(&[1, 0, 0, 0, 0, 0, 7]), None, "a bad presence byte");
+    }
+
     use super::*;
 
     const INDEX: IndexId = IndexId { table: 10_001, slot: 1 };

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -55,6 +56,11 @@ impl TestServer {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.0.clone());
         config.durability = Durability::Normal;
         config.query_cache_entries = 1000;
+        if postgres::selected() {
+            let server = postgres::TestPostgres::shared()
+                .expect("JANGAR_TEST_BACKEND=postgres needs PostgreSQL's server binaries (Debian: postgresql)");
+            config.database_url = Some(server.database_for(&dir.0));
+        }
         adjust(&mut config);
         let admin = config.admin_keys.first().map(|key| format!("Convex {key}"));
         let task = tokio::spawn(serve(

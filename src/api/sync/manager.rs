@@ -145,7 +145,7 @@ const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
 const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Manager {
-    pub fn new(
+    pub async fn new(
         db: Arc<Database>,
         auth: Arc<Auth>,
         registry: Arc<Registry>,
@@ -155,7 +155,7 @@ impl Manager {
     ) -> Manager {
         // Subscribe before reading the latest timestamp, so no commit falls in between.
         let commits = db.subscribe_commits();
-        let processed_ts = db.latest_ts().unwrap_or(0);
+        let processed_ts = db.current_ts().await.unwrap_or(0);
         Manager {
             max_subscriptions,
             db,

@@ -362,7 +362,9 @@ async fn run_mutation(state: &AppState, session: &str, request: MutationRequest)
             )));
         }
         let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
-        let key = MutationKey { client: format!("{}\u{0}{session}", request.identity), request: u64::from(request_id) };
+        // Length-prefixed, so no identity and session pair reads as another (and no NUL: PostgreSQL text).
+        let client = format!("{}:{}{session}", request.identity.len(), request.identity);
+        let key = MutationKey { client, request: u64::from(request_id) };
         run_mutation_once(&state.db, function, caller, args, key).await
     }
     .await;

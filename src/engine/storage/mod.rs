@@ -3,13 +3,14 @@
 //! single writer's transaction, holding many mutations (each inside its own
 //! savepoint) that become durable together in one commit.
 
+pub mod postgres;
 pub mod sqlite;
 
 use super::document::Document;
 use super::id::DocumentId;
 use super::keys::KeyRange;
 use super::schema::IndexId;
-use super::sets::IndexWrite;
+use super::sets::{IndexWrite, WriteSet};
 
 /// Nanoseconds since the Unix epoch; unique and increasing across commits.
 pub type Timestamp = u64;
@@ -29,6 +30,19 @@ pub trait Storage: Send + Sync {
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError>;
     /// Opens the write batch; the committer holds at most one at a time.
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError>;
+    /// For storage that other processes write too: every commit after `after`,
+    /// theirs and this process's, in timestamp order. `None` when this process
+    /// is the only writer (its committer announces its own commits).
+    fn commit_feed(&self, _after: Timestamp) -> Option<Box<dyn CommitFeed>> {
+        None
+    }
+}
+
+/// The commits of a shared database, as they happen.
+pub trait CommitFeed: Send {
+    /// The commits after the last one returned, in timestamp order; waits up
+    /// to `wait` for one when there are none (and then returns none).
+    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<(Timestamp, WriteSet)>, StorageError>;
 }
 
 pub trait Snapshot {
@@ -65,8 +79,9 @@ pub trait Batch: Snapshot {
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
     /// Records a mutation's outcome, in the same savepoint as its writes.
     fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError>;
-    /// Forgets outcomes committed before `before`.
+    /// Forgets outcomes (and any record of commits kept for other processes) from before `before`.
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
-    /// Makes the batch durable, recording `ts` as the last commit timestamp.
-    fn commit(self: Box<Self>, ts: Timestamp) -> Result<(), StorageError>;
+    /// Makes the batch durable, recording `ts` as the last commit timestamp;
+    /// `writes` is what the batch changed, for a commit feed.
+    fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError>;
 }

@@ -17,7 +17,7 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema};
-use crate::engine::sets::IndexWrite;
+use crate::engine::sets::{IndexWrite, WriteSet};
 use crate::engine::value::Value;
 
 /// How hard a commit pushes data to the disk.
@@ -420,7 +420,7 @@ impl Batch for SqliteBatch<'_> {
         Ok(self.conn.prepare_cached("DELETE FROM mutation_outcomes WHERE ts < ?1")?.execute([before as i64])?)
     }
 
-    fn commit(mut self: Box<Self>, ts: Timestamp) -> Result<(), StorageError> {
+    fn commit(mut self: Box<Self>, ts: Timestamp, _writes: &WriteSet) -> Result<(), StorageError> {
         self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?.execute([ts as i64])?;
         self.conn.execute_batch("COMMIT")?;
         self.open = false;

@@ -1,0 +1,500 @@
+//! PostgreSQL, shared by any number of Jangar processes (replicas).
+//!
+//! The tables mirror SQLite's (`jangar_documents`, `jangar_index_entries`, ...).
+//! What changes is that other processes write too:
+//!
+//! - **One writer at a time, across replicas.** A batch takes a transaction-level
+//!   advisory lock before it reads the last commit timestamp, and holds it until
+//!   its COMMIT. Commits are therefore serial: each continues after the last
+//!   one's timestamp, timestamps increase in commit order, and a snapshot that
+//!   shows a commit shows every earlier one. Every replica's group commit still
+//!   carries many mutations per lock and per fsync.
+//! - **Commits are announced through the database.** Each batch appends its
+//!   write set to `jangar_commit_log` and sends `NOTIFY jangar_commits` in the
+//!   same transaction. Every replica's [`PostgresFeed`] listens, and reads the
+//!   log after the last commit it has seen, so a missed notification or a
+//!   reconnect loses nothing (the log keeps an hour, as replay records do).
+//! - **Migrations are versioned** (`jangar_migrations`) and run under a session
+//!   advisory lock, so replicas that start together migrate once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+
+use super::{Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
+use crate::engine::document::Document;
+use crate::engine::id::DocumentId;
+use crate::engine::keys::KeyRange;
+use crate::engine::schema::{IndexId, Schema};
+use crate::engine::sets::{IndexWrite, WriteSet};
+use crate::engine::value::Value;
+
+impl From<postgres::Error> for StorageError {
+    fn from(e: postgres::Error) -> StorageError {
+        StorageError(format!("PostgreSQL: {e}"))
+    }
+}
+
+/// Advisory lock keys (any constants unlikely to clash with an application's own).
+const MIGRATION_LOCK: i64 = 0x6a61_6e67_6172_0001;
+const COMMIT_LOCK: i64 = 0x6a61_6e67_6172_0002;
+const CHANNEL: &str = "jangar_commits";
+/// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
+const KEY_CEILING: &[u8] = &[0xff];
+/// Commits one feed read returns at most.
+const FEED_BATCH: i64 = 1000;
+
+/// Each entry is one schema version, applied in order, once.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE jangar_documents (
+    table_number BIGINT NOT NULL,
+    id BYTEA NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (table_number, id)
+);
+CREATE TABLE jangar_index_entries (
+    index_number BIGINT NOT NULL,
+    key BYTEA NOT NULL,
+    id BYTEA NOT NULL,
+    PRIMARY KEY (index_number, key)
+);
+CREATE TABLE jangar_indexes (
+    definition TEXT PRIMARY KEY,
+    index_number BIGINT NOT NULL UNIQUE
+);
+CREATE TABLE jangar_mutation_outcomes (
+    client TEXT NOT NULL,
+    request_id BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (client, request_id)
+);
+CREATE INDEX jangar_mutation_outcomes_by_ts ON jangar_mutation_outcomes (ts);
+CREATE TABLE jangar_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO jangar_meta (name, value) VALUES ('last_commit_ts', 0);
+CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, writes BYTEA NOT NULL);
+"];
+
+pub struct PostgresStorage {
+    url: String,
+    writer: Mutex<Option<Client>>,
+    readers: Mutex<Vec<Client>>,
+    /// The stored number of each declared index.
+    index_numbers: HashMap<IndexId, i64>,
+}
+
+fn connect(url: &str) -> Result<Client, StorageError> {
+    Client::connect(url, NoTls).map_err(|e| StorageError(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+impl PostgresStorage {
+    /// Connects, migrates the schema and registers (building if new) the schema's indexes.
+    pub fn open(url: &str, schema: &Schema) -> Result<PostgresStorage, StorageError> {
+        let mut client = connect(url)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let migrated = migrate(&mut client).and_then(|()| register_indexes(&mut client, schema));
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let index_numbers = migrated?;
+        unlocked?;
+        Ok(PostgresStorage {
+            url: url.to_owned(),
+            writer: Mutex::new(Some(client)),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+        })
+    }
+
+    fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+    }
+
+    fn reader(&self) -> Result<Client, StorageError> {
+        let pooled = self.readers.lock().map_err(|_| StorageError("reader pool poisoned".into()))?.pop();
+        match pooled {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => connect(&self.url),
+        }
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StorageError> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS jangar_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let applied: i32 = client.query_one("SELECT COALESCE(MAX(version), 0) FROM jangar_migrations", &[])?.get(0);
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO jangar_migrations (version) VALUES ($1)", &[&(version as i32 + 1)])?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "migrated the PostgreSQL schema");
+    }
+    Ok(())
+}
+
+fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
+    let mut tx = client.transaction()?;
+    let mut numbers = HashMap::new();
+    let mut wanted = Vec::new();
+    for table in schema.tables() {
+        for (position, index) in table.indexes.iter().enumerate() {
+            let id = IndexId { table: table.number, slot: position as u16 + 1 };
+            // The definition names the fields, so changing an index's fields builds it anew.
+            let definition = format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","));
+            let existing =
+                tx.query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+            let number: i64 = match existing {
+                Some(row) => row.get(0),
+                None => {
+                    let number: i64 =
+                        tx.query_one("SELECT COALESCE(MAX(index_number), 0) + 1 FROM jangar_indexes", &[])?.get(0);
+                    tx.execute(
+                        "INSERT INTO jangar_indexes (definition, index_number) VALUES ($1, $2)",
+                        &[&definition, &number],
+                    )?;
+                    let rows = tx.query(
+                        "SELECT id, json FROM jangar_documents WHERE table_number = $1",
+                        &[&i64::from(table.number)],
+                    )?;
+                    for row in rows {
+                        let id = row_id(table.number, row.get(0))?;
+                        let document = parse_document(id, row.get(1))?;
+                        tx.execute(
+                            "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
+                            &[&number, &document.index_key(&index.fields), &&id.internal[..]],
+                        )?;
+                    }
+                    number
+                }
+            };
+            numbers.insert(id, number);
+            wanted.push(definition);
+        }
+    }
+    for row in tx.query("SELECT definition, index_number FROM jangar_indexes", &[])? {
+        let (definition, number): (String, i64) = (row.get(0), row.get(1));
+        if !wanted.contains(&definition) {
+            tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
+            tx.execute("DELETE FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+        }
+    }
+    tx.commit()?;
+    Ok(numbers)
+}
+
+fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
+    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
+    Ok(DocumentId { table, internal })
+}
+
+fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
+    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
+    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
+}
+
+fn read_ts(client: &mut Client) -> Result<Timestamp, StorageError> {
+    let ts: i64 = client.query_one("SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'", &[])?.get(0);
+    Ok(ts as Timestamp)
+}
+
+fn get(client: &mut Client, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+    let row = client.query_opt(
+        "SELECT json FROM jangar_documents WHERE table_number = $1 AND id = $2",
+        &[&i64::from(id.table), &&id.internal[..]],
+    )?;
+    row.map(|row| parse_document(*id, row.get(0))).transpose()
+}
+
+fn scan(
+    client: &mut Client,
+    index_number: i64,
+    table: u32,
+    range: &KeyRange,
+    order: Order,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+    let sql = match order {
+        Order::Asc => {
+            "SELECT i.key, i.id, d.json FROM jangar_index_entries i
+             JOIN jangar_documents d ON d.table_number = $2 AND d.id = i.id
+             WHERE i.index_number = $1 AND i.key >= $3 AND i.key < $4 ORDER BY i.key ASC LIMIT $5"
+        }
+        Order::Desc => {
+            "SELECT i.key, i.id, d.json FROM jangar_index_entries i
+             JOIN jangar_documents d ON d.table_number = $2 AND d.id = i.id
+             WHERE i.index_number = $1 AND i.key >= $3 AND i.key < $4 ORDER BY i.key DESC LIMIT $5"
+        }
+    };
+    let end = range.end.as_deref().unwrap_or(KEY_CEILING);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(sql, &[&index_number, &i64::from(table), &range.start, &end, &limit])?;
+    rows.iter()
+        .map(|row| {
+            let id = row_id(table, row.get(1))?;
+            Ok((row.get::<_, Vec<u8>>(0), parse_document(id, row.get(2))?))
+        })
+        .collect()
+}
+
+/// A connection inside a REPEATABLE READ transaction.
+struct PostgresSnapshot<'a> {
+    storage: &'a PostgresStorage,
+    client: Option<Client>,
+    ts: Timestamp,
+}
+
+impl PostgresSnapshot<'_> {
+    fn client(&mut self) -> &mut Client {
+        self.client.as_mut().expect("client present until drop")
+    }
+}
+
+impl Snapshot for PostgresSnapshot<'_> {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+        get(self.client(), id)
+    }
+
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        let number = self.storage.index_number(index)?;
+        scan(self.client(), number, index.table, range, order, limit)
+    }
+}
+
+impl Drop for PostgresSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            // A connection that cannot end its transaction is not reused.
+            if client.batch_execute("COMMIT").is_ok()
+                && let Ok(mut readers) = self.storage.readers.lock()
+            {
+                readers.push(client);
+            }
+        }
+    }
+}
+
+struct PostgresBatch<'a> {
+    storage: &'a PostgresStorage,
+    writer: std::sync::MutexGuard<'a, Option<Client>>,
+    ts: Timestamp,
+    open: bool,
+}
+
+impl PostgresBatch<'_> {
+    fn client(&mut self) -> &mut Client {
+        self.writer.as_mut().expect("the writer is connected while a batch is open")
+    }
+}
+
+impl Snapshot for PostgresBatch<'_> {
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+        get(self.client(), id)
+    }
+
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        let number = self.storage.index_number(index)?;
+        scan(self.client(), number, index.table, range, order, limit)
+    }
+}
+
+impl Batch for PostgresBatch<'_> {
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.client().batch_execute("SAVEPOINT mutation")?)
+    }
+
+    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
+        self.client().batch_execute("ROLLBACK TO SAVEPOINT mutation")?;
+        self.release_savepoint()
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        Ok(self.client().batch_execute("RELEASE SAVEPOINT mutation")?)
+    }
+
+    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
+        let id = document.id;
+        let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
+        self.client().execute(
+            "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
+             ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
+            &[&i64::from(id.table), &&id.internal[..], &json],
+        )?;
+        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
+            let number = self.storage.index_number(write.index)?;
+            if let Some(old) = &write.old {
+                self.client().execute(
+                    "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = $2",
+                    &[&number, old],
+                )?;
+            }
+            if let Some(new) = &write.new {
+                self.client().execute(
+                    "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
+                    &[&number, new, &&id.internal[..]],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        let row = self.client().query_opt(
+            "SELECT ts, result FROM jangar_mutation_outcomes WHERE client = $1 AND request_id = $2",
+            &[&key.client, &(key.request as i64)],
+        )?;
+        Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
+    }
+
+    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
+        self.client().execute(
+            "INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result) VALUES ($1, $2, $3, $4)",
+            &[&key.client, &(key.request as i64), &(ts as i64), &result],
+        )?;
+        Ok(())
+    }
+
+    fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
+        let before = before as i64;
+        let purged = self.client().execute("DELETE FROM jangar_mutation_outcomes WHERE ts < $1", &[&before])?;
+        self.client().execute("DELETE FROM jangar_commit_log WHERE ts < $1", &[&before])?;
+        Ok(purged as usize)
+    }
+
+    fn commit(mut self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
+        let ts = ts as i64;
+        let client = self.client();
+        client.execute("UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts'", &[&ts])?;
+        if ts > self.ts as i64 {
+            let client = self.client();
+            client.execute("INSERT INTO jangar_commit_log (ts, writes) VALUES ($1, $2)", &[&ts, &writes.encode()])?;
+            client.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
+        }
+        self.client().batch_execute("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for PostgresBatch<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(client) = self.writer.as_mut()
+            && client.batch_execute("ROLLBACK").is_err()
+        {
+            // The connection is broken: the next batch connects again.
+            *self.writer = None;
+        }
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        let mut client = self.reader()?;
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        // The first read fixes the snapshot; the commit timestamp it reads names that state.
+        let ts = read_ts(&mut client)?;
+        Ok(Box::new(PostgresSnapshot { storage: self, client: Some(client), ts }))
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
+        let mut writer = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
+        if writer.as_ref().is_none_or(Client::is_closed) {
+            *writer = Some(connect(&self.url)?);
+        }
+        let client = writer.as_mut().expect("connected above");
+        let begun = client
+            .batch_execute("BEGIN")
+            .and_then(|()| client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK]).map(drop));
+        if let Err(e) = begun {
+            *writer = None;
+            return Err(e.into());
+        }
+        // Read under the lock: no other replica commits until this batch ends.
+        let ts = read_ts(client)?;
+        Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true }))
+    }
+
+    fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
+        Some(Box::new(PostgresFeed { url: self.url.clone(), client: None, last: after }))
+    }
+}
+
+/// Follows `jangar_commit_log`, woken by `NOTIFY jangar_commits`.
+pub struct PostgresFeed {
+    url: String,
+    client: Option<Client>,
+    last: Timestamp,
+}
+
+impl PostgresFeed {
+    fn read_log(&mut self) -> Result<Vec<(Timestamp, WriteSet)>, StorageError> {
+        let client = self.client.as_mut().expect("connected");
+        let rows = client.query(
+            "SELECT ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
+            &[&(self.last as i64), &FEED_BATCH],
+        )?;
+        let mut commits = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ts = row.get::<_, i64>(0) as Timestamp;
+            let writes = WriteSet::decode(row.get(1))
+                .ok_or_else(|| StorageError(format!("the commit log's entry at {ts} is not a write set")))?;
+            commits.push((ts, writes));
+            self.last = ts;
+        }
+        Ok(commits)
+    }
+}
+
+impl CommitFeed for PostgresFeed {
+    fn next(&mut self, wait: Duration) -> Result<Vec<(Timestamp, WriteSet)>, StorageError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut client = connect(&self.url)?;
+            client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            self.client = Some(client);
+        }
+        let result = (|| {
+            let commits = self.read_log()?;
+            if !commits.is_empty() {
+                return Ok(commits);
+            }
+            // Listening since before the read above, so no commit slips between the two.
+            let woken = {
+                let mut notifications = self.client.as_mut().expect("connected").notifications();
+                let woken = notifications.timeout_iter(wait).next()?.is_some();
+                // Several notifications may be waiting: one read of the log answers them all.
+                while notifications.iter().next()?.is_some() {}
+                woken
+            };
+            if woken { self.read_log() } else { Ok(Vec::new()) }
+        })();
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+}
