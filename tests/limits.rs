@@ -136,7 +136,9 @@ async fn a_socket_message_over_the_limit_closes_the_socket() {
             Some(Ok(_)) => continue,
         }
     };
-    assert_eq!(ended, Some(1009), "closed as too big");
+    // The server sends 1009 and closes; when the rest of the oversized message is still unread, the
+    // kernel may reset the connection before the client reads the close frame.
+    assert!(matches!(ended, Some(1009) | None), "the socket ends, as too big: {ended:?}");
     let sessions = server.query("chatSessions:list", json!({"userId": "u"})).await;
     assert_eq!(sessions.as_array().unwrap().len(), 1, "the oversized mutation did not run");
     server.stop().await;

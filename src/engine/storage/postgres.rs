@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 
 use super::{Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
 use crate::engine::document::Document;
@@ -41,7 +42,8 @@ impl From<postgres::Error> for StorageError {
 /// Advisory lock keys (any constants unlikely to clash with an application's own).
 const MIGRATION_LOCK: i64 = 0x6a61_6e67_6172_0001;
 const COMMIT_LOCK: i64 = 0x6a61_6e67_6172_0002;
-const CHANNEL: &str = "jangar_commits";
+const LISTEN: &str = "LISTEN jangar_commits";
+const NOTIFY: &str = "NOTIFY jangar_commits";
 /// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
 const KEY_CEILING: &[u8] = &[0xff];
 /// Commits one feed read returns at most.
@@ -80,14 +82,67 @@ CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, writes BYTEA NOT NULL);
 
 pub struct PostgresStorage {
     url: String,
-    writer: Mutex<Option<Client>>,
-    readers: Mutex<Vec<Client>>,
+    writer: Mutex<Option<Conn>>,
+    readers: Mutex<Vec<Conn>>,
     /// The stored number of each declared index.
     index_numbers: HashMap<IndexId, i64>,
 }
 
 fn connect(url: &str) -> Result<Client, StorageError> {
     Client::connect(url, NoTls).map_err(|e| StorageError(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+/// A connection that prepares each statement once: a statement prepared for
+/// every call would double the round trips, and round trips bound a commit.
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Conn {
+    fn open(url: &str) -> Result<Conn, StorageError> {
+        Ok(Conn { client: connect(url)?, prepared: HashMap::new() })
+    }
+
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, StorageError> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.execute(&statement, params)?)
+    }
+
+    fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query(&statement, params)?)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query_one(&statement, params)?)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query_opt(&statement, params)?)
+    }
+
+    /// Statements without parameters (transaction control), in one round trip.
+    fn batch_execute(&mut self, sql: &str) -> Result<(), StorageError> {
+        Ok(self.client.batch_execute(sql)?)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 impl PostgresStorage {
@@ -101,7 +156,7 @@ impl PostgresStorage {
         unlocked?;
         Ok(PostgresStorage {
             url: url.to_owned(),
-            writer: Mutex::new(Some(client)),
+            writer: Mutex::new(Some(Conn { client, prepared: HashMap::new() })),
             readers: Mutex::new(Vec::new()),
             index_numbers,
         })
@@ -111,11 +166,11 @@ impl PostgresStorage {
         self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
     }
 
-    fn reader(&self) -> Result<Client, StorageError> {
+    fn reader(&self) -> Result<Conn, StorageError> {
         let pooled = self.readers.lock().map_err(|_| StorageError("reader pool poisoned".into()))?.pop();
         match pooled {
-            Some(client) if !client.is_closed() => Ok(client),
-            _ => connect(&self.url),
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => Conn::open(&self.url),
         }
     }
 }
@@ -197,12 +252,12 @@ fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> 
     Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
 }
 
-fn read_ts(client: &mut Client) -> Result<Timestamp, StorageError> {
+fn read_ts(client: &mut Conn) -> Result<Timestamp, StorageError> {
     let ts: i64 = client.query_one("SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'", &[])?.get(0);
     Ok(ts as Timestamp)
 }
 
-fn get(client: &mut Client, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+fn get(client: &mut Conn, id: &DocumentId) -> Result<Option<Document>, StorageError> {
     let row = client.query_opt(
         "SELECT json FROM jangar_documents WHERE table_number = $1 AND id = $2",
         &[&i64::from(id.table), &&id.internal[..]],
@@ -211,7 +266,7 @@ fn get(client: &mut Client, id: &DocumentId) -> Result<Option<Document>, Storage
 }
 
 fn scan(
-    client: &mut Client,
+    client: &mut Conn,
     index_number: i64,
     table: u32,
     range: &KeyRange,
@@ -244,12 +299,12 @@ fn scan(
 /// A connection inside a REPEATABLE READ transaction.
 struct PostgresSnapshot<'a> {
     storage: &'a PostgresStorage,
-    client: Option<Client>,
+    client: Option<Conn>,
     ts: Timestamp,
 }
 
 impl PostgresSnapshot<'_> {
-    fn client(&mut self) -> &mut Client {
+    fn client(&mut self) -> &mut Conn {
         self.client.as_mut().expect("client present until drop")
     }
 }
@@ -290,13 +345,13 @@ impl Drop for PostgresSnapshot<'_> {
 
 struct PostgresBatch<'a> {
     storage: &'a PostgresStorage,
-    writer: std::sync::MutexGuard<'a, Option<Client>>,
+    writer: std::sync::MutexGuard<'a, Option<Conn>>,
     ts: Timestamp,
     open: bool,
 }
 
 impl PostgresBatch<'_> {
-    fn client(&mut self) -> &mut Client {
+    fn client(&mut self) -> &mut Conn {
         self.writer.as_mut().expect("the writer is connected while a batch is open")
     }
 }
@@ -392,7 +447,7 @@ impl Batch for PostgresBatch<'_> {
         if ts > self.ts as i64 {
             let client = self.client();
             client.execute("INSERT INTO jangar_commit_log (ts, writes) VALUES ($1, $2)", &[&ts, &writes.encode()])?;
-            client.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
+            client.batch_execute(NOTIFY)?;
         }
         self.client().batch_execute("COMMIT")?;
         self.open = false;
@@ -423,8 +478,8 @@ impl Storage for PostgresStorage {
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
         let mut writer = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
-        if writer.as_ref().is_none_or(Client::is_closed) {
-            *writer = Some(connect(&self.url)?);
+        if writer.as_ref().is_none_or(Conn::is_closed) {
+            *writer = Some(Conn::open(&self.url)?);
         }
         let client = writer.as_mut().expect("connected above");
         let begun = client
@@ -432,7 +487,7 @@ impl Storage for PostgresStorage {
             .and_then(|()| client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK]).map(drop));
         if let Err(e) = begun {
             *writer = None;
-            return Err(e.into());
+            return Err(e);
         }
         // Read under the lock: no other replica commits until this batch ends.
         let ts = read_ts(client)?;
@@ -474,7 +529,7 @@ impl CommitFeed for PostgresFeed {
     fn next(&mut self, wait: Duration) -> Result<Vec<(Timestamp, WriteSet)>, StorageError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let mut client = connect(&self.url)?;
-            client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            client.batch_execute(LISTEN)?;
             self.client = Some(client);
         }
         let result = (|| {
