@@ -379,7 +379,7 @@ impl Snapshot for PostgresBatch<'_> {
 
 impl Batch for PostgresBatch<'_> {
     fn savepoint(&mut self) -> Result<(), StorageError> {
-        Ok(self.client().batch_execute("SAVEPOINT mutation")?)
+        self.client().batch_execute("SAVEPOINT mutation")
     }
 
     fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
@@ -388,7 +388,7 @@ impl Batch for PostgresBatch<'_> {
     }
 
     fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        Ok(self.client().batch_execute("RELEASE SAVEPOINT mutation")?)
+        self.client().batch_execute("RELEASE SAVEPOINT mutation")
     }
 
     fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
