@@ -7,9 +7,10 @@
 // The binary is $JANGAR_BIN (resolved against the current directory) or, by
 // default, target/debug/jangar in the repository that holds this file. Every
 // server gets a fresh data directory and a free port on 127.0.0.1; both are
-// gone after stop().
+// gone after stop(). With $JANGAR_TEST_POSTGRES it stores into a fresh
+// PostgreSQL database instead.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -54,13 +55,26 @@ function describeExit(code, signal) {
   return signal !== null ? `signal ${signal}` : `exit code ${code}`;
 }
 
+let databases = 0;
+
+// With JANGAR_TEST_POSTGRES (a server's base URL, set by scripts/test for its
+// PostgreSQL pass), every server gets a fresh database there.
+function postgresArgs() {
+  const base = process.env.JANGAR_TEST_POSTGRES;
+  if (base === undefined || base === "") return [];
+  databases += 1;
+  const name = `js_${process.pid}_${databases}`;
+  execFileSync("psql", [`${base}/postgres`, "-qc", `CREATE DATABASE ${name}`]);
+  return ["--db", `${base}/${name}`];
+}
+
 export async function startServer({ env = {}, extraArgs = [] } = {}) {
   const bin = jangarBin();
   const dataDir = await mkdtemp(path.join(tmpdir(), "jangar-e2e-"));
   const port = await freePort();
   const listen = `127.0.0.1:${port}`;
   const url = `http://${listen}`;
-  const args = ["serve", "--listen", listen, "--data-dir", dataDir, ...extraArgs];
+  const args = ["serve", "--listen", listen, "--data-dir", dataDir, ...postgresArgs(), ...extraArgs];
 
   let output = "";
   const keep = (chunk) => {

@@ -25,12 +25,22 @@ def free_port():
 ADMIN_KEY = "python-test-admin-key"
 
 
+def postgres_args():
+    """With JANGAR_TEST_POSTGRES (scripts/test's PostgreSQL pass), a fresh database there."""
+    base = os.environ.get("JANGAR_TEST_POSTGRES")
+    if not base:
+        return []
+    name = f"py_{os.getpid()}_{free_port()}"
+    subprocess.run(["psql", f"{base}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+    return ["--db", f"{base}/{name}"]
+
+
 def run_server(env):
     binary = os.environ.get("JANGAR_BIN", str(REPO / "target" / "debug" / "jangar"))
     data = tempfile.mkdtemp(prefix="jangar-py-")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data] + postgres_args(),
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 10
     while True:
