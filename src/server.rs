@@ -117,6 +117,12 @@ async fn open_postgres(url: String, schema: Arc<crate::engine::schema::Schema>) 
     }
 }
 
+/// Two listeners on one socket: one serves while the other waits its turn.
+fn split_listener(listener: TcpListener) -> std::io::Result<(TcpListener, TcpListener)> {
+    let socket = listener.into_std()?;
+    Ok((TcpListener::from_std(socket.try_clone()?)?, TcpListener::from_std(socket)?))
+}
+
 fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
@@ -133,25 +139,6 @@ pub async fn serve(
 ) -> Result<(), String> {
     let schema = Arc::new(domain::schema::schema());
     let mut shutdown = Box::pin(shutdown);
-    let (storage, cache_entries): (Arc<dyn Storage>, usize) = match &config.database_url {
-        None => {
-            let storage =
-                SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
-            (Arc::new(storage), config.query_cache_entries)
-        }
-        Some(url) => {
-            let storage = tokio::select! {
-                storage = open_postgres(url.clone(), schema.clone()) => storage,
-                () = &mut shutdown => return Ok(()),
-            };
-            // Another replica's commit reaches this one a moment after it is acknowledged; a cached
-            // result could hide it for that moment, so queries read the database itself.
-            (Arc::new(storage), 0)
-        }
-    };
-    // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
-    let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
-    let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
     let providers = match &config.auth_config {
         Some(path) => Some(Providers::load(path)?.ok_or_else(|| format!("{} does not exist", path.display()))?),
@@ -178,6 +165,40 @@ pub async fn serve(
              anyone who can reach this port may call anything"
         );
     }
+    let mut listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let (storage, cache_entries): (Arc<dyn Storage>, usize) = match &config.database_url {
+        None => {
+            let storage =
+                SqliteStorage::open(&config.data_dir, &schema, config.durability).map_err(|e| e.to_string())?;
+            (Arc::new(storage), config.query_cache_entries)
+        }
+        Some(url) => {
+            // Until the database answers, the port answers 503 (so a load balancer sees "not ready").
+            let (waiting, serving) = split_listener(listener).map_err(|e| e.to_string())?;
+            listener = serving;
+            let (connected, until_connected) = tokio::sync::oneshot::channel::<()>();
+            let not_ready = tokio::spawn(
+                axum::serve(waiting, crate::api::not_ready_router())
+                    .with_graceful_shutdown(async move {
+                        let _ = until_connected.await;
+                    })
+                    .into_future(),
+            );
+            let storage = tokio::select! {
+                storage = open_postgres(url.clone(), schema.clone()) => storage,
+                () = &mut shutdown => return Ok(()),
+            };
+            let _ = connected.send(());
+            let _ = not_ready.await;
+            // Another replica's commit reaches this one a moment after it is acknowledged; a cached
+            // result could hide it for that moment, so queries read the database itself.
+            (Arc::new(storage), 0)
+        }
+    };
+    // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
+    let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
+    let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let registry = Arc::new(domain::registry());
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
@@ -203,8 +224,6 @@ pub async fn serve(
         config.limits.socket_message_bytes,
     ));
     let state = AppState { db, registry, sync, auth };
-    let listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
     let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
     tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);

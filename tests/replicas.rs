@@ -284,3 +284,35 @@ async fn killing_a_replica_under_load_loses_no_acknowledged_write() {
     assert!(acknowledged.len() > 10, "the load was real: {} writes", acknowledged.len());
     eprintln!("{} acknowledged writes, {after_kill:?} per replica, none lost", acknowledged.len());
 }
+
+#[tokio::test]
+async fn a_replica_waits_for_its_database_and_says_it_is_not_ready_meanwhile() {
+    if database().is_none() {
+        return;
+    }
+    let server = TestPostgres::shared().expect("checked above");
+    let name = format!("late_{}", std::process::id());
+    let dir = TempDir::new();
+    let replica = Replica::start(&server.url_of(&name), &dir.0);
+    let client = HttpClient::default();
+    let ready = format!("{}/ready", replica.url);
+    // The database does not exist yet: the replica keeps trying, and answers 503 meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        if let Ok(response) = client.get(&ready).await {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the replica never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(waiting.status, 503);
+    assert_eq!(waiting.json().unwrap()["code"], "NotReady");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(client.get(&ready).await.unwrap().status, 503, "still waiting, not crashed");
+    server.create_database(&name);
+    replica.ready().await;
+    assert_eq!(
+        mutate(&client, &replica.url, "chatSessions:create", json!({"userId": "u", "title": "t"})).await.is_some(),
+        true
+    );
+}

@@ -51,6 +51,14 @@ pub struct AppState {
 }
 
 /// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
+/// What the port answers while the database is not reachable yet: 503 to everything.
+pub fn not_ready_router() -> Router {
+    Router::new().fallback(|| async {
+        let body = serde_json::json!({"code": "NotReady", "message": "Waiting for the database."});
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+    })
+}
+
 pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize) -> Router {
     let origins = if state.auth.is_open() {
         AllowOrigin::mirror_request()

@@ -114,10 +114,19 @@ impl TestPostgres {
         url
     }
 
+    /// The URL a database of this name would have (it need not exist).
+    pub fn url_of(&self, name: &str) -> String {
+        format!("{}/{name}", self.base_url)
+    }
+
     /// A new, empty database; returns its URL.
     pub fn fresh_database(&self) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(1);
-        let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.create_database(&format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Creates the database `name`; returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
         let admin_url = format!("{}/postgres", self.base_url);
         let create = format!("CREATE DATABASE {name}");
         std::thread::spawn(move || {
@@ -126,7 +135,7 @@ impl TestPostgres {
         })
         .join()
         .unwrap();
-        format!("{}/{name}", self.base_url)
+        self.url_of(name)
     }
 }
 
