@@ -311,8 +311,6 @@ async fn a_replica_waits_for_its_database_and_says_it_is_not_ready_meanwhile() {
     assert_eq!(client.get(&ready).await.unwrap().status, 503, "still waiting, not crashed");
     server.create_database(&name);
     replica.ready().await;
-    assert_eq!(
-        mutate(&client, &replica.url, "chatSessions:create", json!({"userId": "u", "title": "t"})).await.is_some(),
-        true
-    );
+    let created = mutate(&client, &replica.url, "chatSessions:create", json!({"userId": "u", "title": "t"})).await;
+    assert!(created.is_some(), "it serves once the database is there");
 }
