@@ -190,7 +190,8 @@ pub async fn serve(
                 () = &mut shutdown => return Ok(()),
             };
             let _ = connected.send(());
-            let _ = not_ready.await;
+            // A client lingering on the not-ready server must not hold this one up.
+            let _ = tokio::time::timeout(Duration::from_secs(5), not_ready).await;
             // Another replica's commit reaches this one a moment after it is acknowledged; a cached
             // result could hide it for that moment, so queries read the database itself.
             (Arc::new(storage), 0)

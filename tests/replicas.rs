@@ -314,3 +314,31 @@ async fn a_replica_waits_for_its_database_and_says_it_is_not_ready_meanwhile() {
     let created = mutate(&client, &replica.url, "chatSessions:create", json!({"userId": "u", "title": "t"})).await;
     assert!(created.is_some(), "it serves once the database is there");
 }
+
+#[tokio::test]
+async fn a_gap_in_the_commit_log_is_announced_as_touching_everything() {
+    let Some(url) = database() else { return };
+    // The PostgreSQL client blocks on a runtime of its own: off the test's runtime.
+    std::thread::spawn(move || {
+        use jangar::engine::storage::Storage;
+        let storage =
+            jangar::engine::storage::postgres::PostgresStorage::open(&url, &jangar::domain::schema::schema()).unwrap();
+        let mut feed = storage.commit_feed(0).expect("a shared database has a commit feed");
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let insert = "INSERT INTO jangar_commit_log (ts, prev_ts, writes) VALUES ($1, $2, $3)";
+        let empty = jangar::engine::sets::WriteSet::default().encode();
+        // 10 and 20 chain from the start; 40 says it follows 30, which this replica never saw
+        // (purged before it read it); 50's write set is unreadable.
+        for (ts, previous, writes) in
+            [(10i64, 0i64, &empty[..]), (20, 10, &empty), (40, 30, &empty), (50, 40, &[7u8][..])]
+        {
+            client.execute(insert, &[&ts, &previous, &writes]).unwrap();
+        }
+        let commits = feed.next(Duration::from_millis(100)).unwrap();
+        let seen: Vec<(u64, bool)> = commits.iter().map(|c| (c.ts, c.everything)).collect();
+        assert_eq!(seen, [(10, false), (20, false), (40, true), (50, true)]);
+        assert!(feed.next(Duration::from_millis(100)).unwrap().is_empty(), "nothing new");
+    })
+    .join()
+    .unwrap();
+}

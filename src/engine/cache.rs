@@ -83,7 +83,7 @@ impl QueryCache {
         if ts < state.horizon {
             return;
         }
-        if state.recent.iter().rev().take_while(|c| c.ts > ts).any(|c| reads.overlaps(&c.writes)) {
+        if state.recent.iter().rev().take_while(|c| c.ts > ts).any(|c| c.touches(&reads)) {
             return;
         }
         if state.entries.len() >= self.capacity && !state.entries.contains_key(&key) {
@@ -98,7 +98,7 @@ impl QueryCache {
     /// Drops every result whose read set the commit touched.
     pub fn apply(&self, commit: &Arc<Commit>) {
         let mut state = self.state();
-        state.entries.retain(|_, entry| !entry.reads.overlaps(&commit.writes));
+        state.entries.retain(|_, entry| !commit.touches(&entry.reads));
         state.recent.push_back(commit.clone());
         while state.recent.len() > RECENT_COMMITS {
             let dropped = state.recent.pop_front().expect("non-empty");
@@ -124,6 +124,7 @@ mod tests {
 
     fn commit(ts: Timestamp, key: u8) -> Arc<Commit> {
         Arc::new(Commit {
+            everything: false,
             ts,
             writes: WriteSet { entries: vec![IndexWrite { index: INDEX, old: None, new: Some(vec![key]) }] },
         })
@@ -141,6 +142,19 @@ mod tests {
         cache.apply(&commit(6, 25));
         assert!(cache.get("a").is_some());
         assert!(cache.get("b").is_none());
+    }
+
+    #[test]
+    fn a_commit_of_unknown_writes_drops_everything_and_admits_nothing_older() {
+        let cache = QueryCache::new(10);
+        cache.insert("a".into(), result(), reads(0, 10), 5);
+        cache.insert("b".into(), result(), reads(50, 60), 5);
+        cache.apply(&Arc::new(Commit { ts: 10, writes: WriteSet::default(), everything: true }));
+        assert!(cache.get("a").is_none() && cache.get("b").is_none());
+        cache.insert("c".into(), result(), reads(200, 201), 8);
+        assert!(cache.get("c").is_none(), "computed before the unknown writes");
+        cache.insert("d".into(), result(), reads(200, 201), 10);
+        assert!(cache.get("d").is_some());
     }
 
     #[test]

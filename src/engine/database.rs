@@ -40,6 +40,19 @@ const MIN_TS_STEP: Timestamp = 1_000;
 pub struct Commit {
     pub ts: Timestamp,
     pub writes: WriteSet,
+    /// What changed is unknown (a commit feed found a gap): anything may have.
+    pub everything: bool,
+}
+
+impl Commit {
+    pub fn new(ts: Timestamp, writes: WriteSet) -> Commit {
+        Commit { ts, writes, everything: false }
+    }
+
+    /// Whether a result that read `reads` may have changed with this commit.
+    pub fn touches(&self, reads: &ReadSet) -> bool {
+        self.everything || reads.overlaps(&self.writes)
+    }
 }
 
 /// The outcome of a query: its value, what it read and at which snapshot.
@@ -141,8 +154,8 @@ impl Follower {
                     if std::mem::take(&mut failing) {
                         tracing::info!("following the database's commits again");
                     }
-                    for (ts, writes) in commits {
-                        let commit = Arc::new(Commit { ts, writes });
+                    for commit in commits {
+                        let commit = Arc::new(commit);
                         self.cache.apply(&commit);
                         let _ = self.commits.send(commit);
                     }
@@ -192,6 +205,10 @@ impl Database {
             last_creation_time: 0.0,
             next_purge: 0,
         };
+        let thread = std::thread::Builder::new()
+            .name("jangar-committer".into())
+            .spawn(move || committer.run(queue))
+            .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(feed) = feed {
             let follower = Follower { feed, cache: cache.clone(), commits: commits.clone(), stopped: stopped.clone() };
@@ -200,10 +217,6 @@ impl Database {
                 .spawn(move || follower.run())
                 .map_err(|e| StorageError(format!("cannot start the commit feed: {e}")))?;
         }
-        let thread = std::thread::Builder::new()
-            .name("jangar-committer".into())
-            .spawn(move || committer.run(queue))
-            .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
         let database = Database { schema, readers, storage, jobs, commits, stats, cache, stopped };
         Ok((Arc::new(database), CommitterHandle(thread)))
@@ -234,11 +247,15 @@ impl Database {
         T: Send + 'static,
         E: From<EngineError> + Send + 'static,
     {
-        let _permit = self.readers.acquire().await.map_err(|_| E::from(stopped()))?;
+        // The permit moves into the blocking task: a caller that goes away must not free it early.
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| E::from(stopped()))?;
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.query_blocking(body))
-            .await
-            .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            db.query_blocking(body)
+        })
+        .await
+        .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
     }
 
     /// The blocking form of `query`, for callers already off the async runtime.
@@ -261,9 +278,10 @@ impl Database {
         F: FnOnce(&mut Transaction<'_>) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self.readers.acquire().await.map_err(|_| stopped())?;
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| stopped())?;
         let db = self.clone();
         let run = move || -> Result<(Vec<T>, Timestamp), EngineError> {
+            let _permit = permit;
             let mut snapshot = db.storage.snapshot()?;
             let ts = snapshot.ts();
             let results =
@@ -308,10 +326,14 @@ impl Database {
 
     /// The timestamp of the latest commit, read off the async runtime.
     pub async fn current_ts(self: &Arc<Self>) -> Result<Timestamp, StorageError> {
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| StorageError("stopped".into()))?;
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.latest_ts())
-            .await
-            .map_err(|e| StorageError(format!("reading the latest timestamp failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            db.latest_ts()
+        })
+        .await
+        .map_err(|e| StorageError(format!("reading the latest timestamp failed: {e}")))?
     }
 
     /// Runs a mutation in the next group commit and answers once it is durable.
@@ -425,7 +447,7 @@ impl Committer {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
                 if *ts > previous_ts {
-                    let commit = Arc::new(Commit { ts: *ts, writes });
+                    let commit = Arc::new(Commit::new(*ts, writes));
                     // Before any mutation is answered, so nobody reads a result older than their write.
                     self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
@@ -452,7 +474,9 @@ impl Committer {
             return Ok(());
         }
         self.next_purge = now + PURGE_INTERVAL_NS;
-        let purged = batch.purge_outcomes(now.saturating_sub(OUTCOME_WINDOW_NS))?;
+        // By the database's clock (its last commit), not this process's: a replica whose clock
+        // runs ahead must not purge what others still need.
+        let purged = batch.purge_outcomes(batch.ts().saturating_sub(OUTCOME_WINDOW_NS))?;
         if purged > 0 {
             tracing::debug!(purged, "forgot old mutation outcomes");
         }

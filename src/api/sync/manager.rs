@@ -228,7 +228,11 @@ impl Manager {
         if commit.ts <= self.processed_ts {
             return;
         }
-        self.touched.extend(self.index.touched_by(&commit.writes));
+        if commit.everything {
+            self.everything_touched = true;
+        } else {
+            self.touched.extend(self.index.touched_by(&commit.writes));
+        }
         self.processed_ts = commit.ts;
     }
 

@@ -41,8 +41,9 @@ pub trait Storage: Send + Sync {
 /// The commits of a shared database, as they happen.
 pub trait CommitFeed: Send {
     /// The commits after the last one returned, in timestamp order; waits up
-    /// to `wait` for one when there are none (and then returns none).
-    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<(Timestamp, WriteSet)>, StorageError>;
+    /// to `wait` for one when there are none (and then returns none). A commit
+    /// whose writes cannot be known (a gap in the record) says `everything`.
+    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<super::database::Commit>, StorageError>;
 }
 
 pub trait Snapshot {

@@ -26,6 +26,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
+use crate::engine::database::Commit;
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::KeyRange;
@@ -48,6 +49,8 @@ const NOTIFY: &str = "NOTIFY jangar_commits";
 const KEY_CEILING: &[u8] = &[0xff];
 /// Commits one feed read returns at most.
 const FEED_BATCH: i64 = 1000;
+/// Reader connections kept for reuse; more are closed when done.
+const POOLED_READERS: usize = 8;
 
 /// Each entry is one schema version, applied in order, once.
 const MIGRATIONS: &[&str] = &["
@@ -76,8 +79,8 @@ CREATE TABLE jangar_mutation_outcomes (
 );
 CREATE INDEX jangar_mutation_outcomes_by_ts ON jangar_mutation_outcomes (ts);
 CREATE TABLE jangar_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-INSERT INTO jangar_meta (name, value) VALUES ('last_commit_ts', 0);
-CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, writes BYTEA NOT NULL);
+INSERT INTO jangar_meta (name, value) VALUES ('last_commit_ts', 0), ('next_index_number', 1);
+CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, prev_ts BIGINT NOT NULL, writes BYTEA NOT NULL);
 "];
 
 pub struct PostgresStorage {
@@ -88,9 +91,23 @@ pub struct PostgresStorage {
     index_numbers: HashMap<IndexId, i64>,
 }
 
+/// Connects with timeouts and TCP keepalives, so a database (or a network)
+/// that goes silent is noticed instead of waited on forever.
 fn connect(url: &str) -> Result<Client, StorageError> {
-    Client::connect(url, NoTls).map_err(|e| StorageError(format!("cannot connect to PostgreSQL: {e}")))
+    let mut config: postgres::Config = url.parse().map_err(|e| StorageError(format!("bad PostgreSQL URL: {e}")))?;
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(15))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    config.connect(NoTls).map_err(|e| StorageError(format!("cannot connect to PostgreSQL: {e}")))
 }
+
+/// The writer's session: a replica that dies (or stalls) inside a batch must
+/// not hold the commit lock for long, and others must not wait on it forever.
+const WRITER_SESSION: &str =
+    "SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'; SET statement_timeout = '60s'";
 
 /// A connection that prepares each statement once: a statement prepared for
 /// every call would double the round trips, and round trips bound a commit.
@@ -104,6 +121,12 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 impl Conn {
     fn open(url: &str) -> Result<Conn, StorageError> {
         Ok(Conn { client: connect(url)?, prepared: HashMap::new() })
+    }
+
+    fn open_writer(url: &str) -> Result<Conn, StorageError> {
+        let mut conn = Conn::open(url)?;
+        conn.batch_execute(WRITER_SESSION)?;
+        Ok(conn)
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, StorageError> {
@@ -154,9 +177,10 @@ impl PostgresStorage {
         let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
         let index_numbers = migrated?;
         unlocked?;
+        drop(client);
         Ok(PostgresStorage {
             url: url.to_owned(),
-            writer: Mutex::new(Some(Conn { client, prepared: HashMap::new() })),
+            writer: Mutex::new(Some(Conn::open_writer(url)?)),
             readers: Mutex::new(Vec::new()),
             index_numbers,
         })
@@ -192,6 +216,8 @@ fn migrate(client: &mut Client) -> Result<(), StorageError> {
 
 fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
     let mut tx = client.transaction()?;
+    // No replica commits while an index is built or dropped, so none writes past it.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
@@ -204,8 +230,14 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
             let number: i64 = match existing {
                 Some(row) => row.get(0),
                 None => {
-                    let number: i64 =
-                        tx.query_one("SELECT COALESCE(MAX(index_number), 0) + 1 FROM jangar_indexes", &[])?.get(0);
+                    // Numbers are never reused: an older replica still writing a dropped index
+                    // must not write into a new one.
+                    let number: i64 = tx
+                        .query_one(
+                            "UPDATE jangar_meta SET value = value + 1 WHERE name = 'next_index_number' RETURNING value - 1",
+                            &[],
+                        )?
+                        .get(0);
                     tx.execute(
                         "INSERT INTO jangar_indexes (definition, index_number) VALUES ($1, $2)",
                         &[&definition, &number],
@@ -336,6 +368,7 @@ impl Drop for PostgresSnapshot<'_> {
             // A connection that cannot end its transaction is not reused.
             if client.batch_execute("COMMIT").is_ok()
                 && let Ok(mut readers) = self.storage.readers.lock()
+                && readers.len() < POOLED_READERS
             {
                 readers.push(client);
             }
@@ -441,18 +474,45 @@ impl Batch for PostgresBatch<'_> {
     }
 
     fn commit(mut self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
-        let ts = ts as i64;
+        let (ts, previous) = (ts as i64, self.ts as i64);
         let client = self.client();
         client.execute("UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts'", &[&ts])?;
-        if ts > self.ts as i64 {
-            let client = self.client();
-            client.execute("INSERT INTO jangar_commit_log (ts, writes) VALUES ($1, $2)", &[&ts, &writes.encode()])?;
+        if ts > previous {
+            // `prev_ts` chains the log, so a follower can tell a gap from a quiet spell.
+            client.execute(
+                "INSERT INTO jangar_commit_log (ts, prev_ts, writes) VALUES ($1, $2, $3)",
+                &[&ts, &previous, &writes.encode()],
+            )?;
             client.batch_execute(NOTIFY)?;
         }
-        self.client().batch_execute("COMMIT")?;
+        let committed = self.client().batch_execute("COMMIT");
         self.open = false;
-        Ok(())
+        match committed {
+            Ok(()) => Ok(()),
+            Err(e) if ts > previous => {
+                // The connection may have failed after the server committed: find out, rather
+                // than tell callers their (durable) mutations failed and have them applied twice.
+                *self.writer = None;
+                match committed_at(&self.storage.url, ts) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(e),
+                    Err(check) => Err(StorageError(format!("{e}; and whether it committed is unknown: {check}"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// Whether the commit at `ts` is in the log: under the commit lock, so an
+/// in-flight COMMIT of the old connection has finished either way.
+fn committed_at(url: &str, ts: i64) -> Result<bool, StorageError> {
+    let mut conn = Conn::open_writer(url)?;
+    conn.batch_execute("BEGIN")?;
+    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+    let found = conn.query_opt("SELECT 1 FROM jangar_commit_log WHERE ts = $1", &[&ts])?.is_some();
+    conn.batch_execute("ROLLBACK")?;
+    Ok(found)
 }
 
 impl Drop for PostgresBatch<'_> {
@@ -478,20 +538,29 @@ impl Storage for PostgresStorage {
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
         let mut writer = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
-        if writer.as_ref().is_none_or(Conn::is_closed) {
-            *writer = Some(Conn::open(&self.url)?);
+        // A connection that went stale (the database restarted) gets one fresh try.
+        for attempt in 0..2 {
+            if writer.as_ref().is_none_or(Conn::is_closed) {
+                *writer = Some(Conn::open_writer(&self.url)?);
+            }
+            let client = writer.as_mut().expect("connected above");
+            let begun = client.batch_execute("BEGIN").and_then(|()| {
+                client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+                // Read under the lock: no other replica commits until this batch ends.
+                read_ts(client)
+            });
+            match begun {
+                Ok(ts) => return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true })),
+                Err(e) => {
+                    // Whatever state the session is in (the lock may be held), it goes.
+                    *writer = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        let client = writer.as_mut().expect("connected above");
-        let begun = client
-            .batch_execute("BEGIN")
-            .and_then(|()| client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK]).map(drop));
-        if let Err(e) = begun {
-            *writer = None;
-            return Err(e);
-        }
-        // Read under the lock: no other replica commits until this batch ends.
-        let ts = read_ts(client)?;
-        Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true }))
+        unreachable!("the second attempt returns")
     }
 
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
@@ -507,26 +576,37 @@ pub struct PostgresFeed {
 }
 
 impl PostgresFeed {
-    fn read_log(&mut self) -> Result<Vec<(Timestamp, WriteSet)>, StorageError> {
+    /// The logged commits after the last one seen. The log is chained (`prev_ts`): a row that does
+    /// not continue from the one before means commits were purged before this replica read them,
+    /// so it is announced as touching everything; so is a row whose write set cannot be read.
+    fn read_log(&mut self) -> Result<Vec<Commit>, StorageError> {
         let client = self.client.as_mut().expect("connected");
         let rows = client.query(
-            "SELECT ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
+            "SELECT ts, prev_ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
             &[&(self.last as i64), &FEED_BATCH],
         )?;
         let mut commits = Vec::with_capacity(rows.len());
+        let mut last = self.last;
         for row in rows {
-            let ts = row.get::<_, i64>(0) as Timestamp;
-            let writes = WriteSet::decode(row.get(1))
-                .ok_or_else(|| StorageError(format!("the commit log's entry at {ts} is not a write set")))?;
-            commits.push((ts, writes));
-            self.last = ts;
+            let (ts, previous) = (row.get::<_, i64>(0) as Timestamp, row.get::<_, i64>(1) as Timestamp);
+            let writes = WriteSet::decode(row.get(2));
+            let commit = match writes {
+                Some(writes) if previous == last => Commit::new(ts, writes),
+                writes => {
+                    tracing::warn!(ts, previous, last, readable = writes.is_some(), "a gap in the commit log");
+                    Commit { ts, writes: WriteSet::default(), everything: true }
+                }
+            };
+            commits.push(commit);
+            last = ts;
         }
+        self.last = last;
         Ok(commits)
     }
 }
 
 impl CommitFeed for PostgresFeed {
-    fn next(&mut self, wait: Duration) -> Result<Vec<(Timestamp, WriteSet)>, StorageError> {
+    fn next(&mut self, wait: Duration) -> Result<Vec<Commit>, StorageError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let mut client = connect(&self.url)?;
             client.batch_execute(LISTEN)?;
@@ -538,14 +618,15 @@ impl CommitFeed for PostgresFeed {
                 return Ok(commits);
             }
             // Listening since before the read above, so no commit slips between the two.
-            let woken = {
+            {
                 let mut notifications = self.client.as_mut().expect("connected").notifications();
-                let woken = notifications.timeout_iter(wait).next()?.is_some();
+                notifications.timeout_iter(wait).next()?;
                 // Several notifications may be waiting: one read of the log answers them all.
                 while notifications.iter().next()?.is_some() {}
-                woken
-            };
-            if woken { self.read_log() } else { Ok(Vec::new()) }
+            }
+            // Read whether woken or not: a connection that went silent fails this query
+            // (keepalives) instead of leaving the replica waiting for a notification.
+            self.read_log()
         })();
         if result.is_err() {
             self.client = None;
