@@ -11,6 +11,7 @@ use super::id::DocumentId;
 use super::keys::KeyRange;
 use super::schema::IndexId;
 use super::sets::{IndexWrite, WriteSet};
+use super::value::Value;
 
 /// Nanoseconds since the Unix epoch; unique and increasing across commits.
 pub type Timestamp = u64;
@@ -85,4 +86,18 @@ pub trait Batch: Snapshot {
     /// Makes the batch durable, recording `ts` as the last commit timestamp;
     /// `writes` is what the batch changed, for a commit feed.
     fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError>;
+}
+
+/// A stored document id: the table number and the 16 stored bytes.
+fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
+    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
+    Ok(DocumentId { table, internal })
+}
+
+/// A stored document: its encoded JSON.
+fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
+    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
+    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
 }

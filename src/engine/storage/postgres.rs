@@ -25,14 +25,15 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
-use super::{Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
+use super::{
+    Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, parse_document, row_id,
+};
 use crate::engine::database::Commit;
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema};
 use crate::engine::sets::{IndexWrite, WriteSet};
-use crate::engine::value::Value;
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> StorageError {
@@ -272,18 +273,6 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
     Ok(numbers)
 }
 
-fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
-    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
-    Ok(DocumentId { table, internal })
-}
-
-fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
-    let parsed: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
-    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
-    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
-}
-
 fn read_ts(client: &mut Conn) -> Result<Timestamp, StorageError> {
     let ts: i64 = client.query_one("SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'", &[])?.get(0);
     Ok(ts as Timestamp)
@@ -341,26 +330,34 @@ impl PostgresSnapshot<'_> {
     }
 }
 
-impl Snapshot for PostgresSnapshot<'_> {
-    fn ts(&self) -> Timestamp {
-        self.ts
-    }
+/// Reads through `client()`: a snapshot and the write batch read alike.
+macro_rules! reads_through_client {
+    ($type:ident) => {
+        impl Snapshot for $type<'_> {
+            fn ts(&self) -> Timestamp {
+                self.ts
+            }
 
-    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        get(self.client(), id)
-    }
+            fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+                get(self.client(), id)
+            }
 
-    fn scan(
-        &mut self,
-        index: IndexId,
-        range: &KeyRange,
-        order: Order,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        let number = self.storage.index_number(index)?;
-        scan(self.client(), number, index.table, range, order, limit)
-    }
+            fn scan(
+                &mut self,
+                index: IndexId,
+                range: &KeyRange,
+                order: Order,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+                let number = self.storage.index_number(index)?;
+                scan(self.client(), number, index.table, range, order, limit)
+            }
+        }
+    };
 }
+
+reads_through_client!(PostgresSnapshot);
+reads_through_client!(PostgresBatch);
 
 impl Drop for PostgresSnapshot<'_> {
     fn drop(&mut self) {
@@ -386,27 +383,6 @@ struct PostgresBatch<'a> {
 impl PostgresBatch<'_> {
     fn client(&mut self) -> &mut Conn {
         self.writer.as_mut().expect("the writer is connected while a batch is open")
-    }
-}
-
-impl Snapshot for PostgresBatch<'_> {
-    fn ts(&self) -> Timestamp {
-        self.ts
-    }
-
-    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        get(self.client(), id)
-    }
-
-    fn scan(
-        &mut self,
-        index: IndexId,
-        range: &KeyRange,
-        order: Order,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        let number = self.storage.index_number(index)?;
-        scan(self.client(), number, index.table, range, order, limit)
     }
 }
 

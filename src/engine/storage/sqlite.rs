@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Batch, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp};
+use super::{Batch, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, parse_document, row_id};
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema};
 use crate::engine::sets::{IndexWrite, WriteSet};
-use crate::engine::value::Value;
 
 /// How hard a commit pushes data to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -233,18 +232,6 @@ fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -
         insert.execute(params![index_number, document.index_key(fields), &id.internal[..]])?;
     }
     Ok(())
-}
-
-fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
-    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
-    Ok(DocumentId { table, internal })
-}
-
-fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
-    let parsed: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
-    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
-    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
 }
 
 /// A connection inside a read (or write) transaction.
