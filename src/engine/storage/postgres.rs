@@ -118,7 +118,6 @@ struct Conn {
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
-type IndexKeys<'k> = (Vec<i64>, Vec<&'k [u8]>);
 
 impl Conn {
     fn open(url: &str) -> Result<Conn, StorageError> {
@@ -404,8 +403,7 @@ impl Batch for PostgresBatch<'_> {
     fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
         let id = document.id;
         let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
-        // Index numbers and keys, as two arrays each.
-        let (mut removed, mut added): (IndexKeys<'_>, IndexKeys<'_>) = Default::default();
+        let (mut removed, mut added): ((Vec<i64>, Vec<&[u8]>), (Vec<i64>, Vec<&[u8]>)) = Default::default();
         for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
             let number = self.storage.index_number(write.index)?;
             if let Some(old) = &write.old {
