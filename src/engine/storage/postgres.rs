@@ -403,32 +403,26 @@ impl Batch for PostgresBatch<'_> {
     fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
         let id = document.id;
         let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
-        let (mut removed, mut added): ((Vec<i64>, Vec<&[u8]>), (Vec<i64>, Vec<&[u8]>)) = Default::default();
+        self.client().execute(
+            "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
+             ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
+            &[&i64::from(id.table), &&id.internal[..], &json],
+        )?;
         for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
             let number = self.storage.index_number(write.index)?;
             if let Some(old) = &write.old {
-                removed.0.push(number);
-                removed.1.push(old);
+                self.client().execute(
+                    "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = $2",
+                    &[&number, old],
+                )?;
             }
             if let Some(new) = &write.new {
-                added.0.push(number);
-                added.1.push(new);
+                self.client().execute(
+                    "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
+                    &[&number, new, &&id.internal[..]],
+                )?;
             }
         }
-        // The document and all its index changes in one statement: one round trip, not one each.
-        // (An index's old and new keys differ, so the delete and the insert never meet.)
-        self.client().execute(
-            "WITH document AS (
-                 INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
-                 ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json
-             ), removed AS (
-                 DELETE FROM jangar_index_entries e USING unnest($4::BIGINT[], $5::BYTEA[]) AS old (number, key)
-                 WHERE e.index_number = old.number AND e.key = old.key
-             )
-             INSERT INTO jangar_index_entries (index_number, key, id)
-             SELECT number, key, $2 FROM unnest($6::BIGINT[], $7::BYTEA[]) AS new (number, key)",
-            &[&i64::from(id.table), &&id.internal[..], &json, &removed.0, &removed.1, &added.0, &added.1],
-        )?;
         Ok(())
     }
 
