@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, env = "JANGAR_DURABILITY", value_enum, default_value = "full")]
         durability: Durability,
         /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
-        #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = 10_000)]
+        #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = jangar::server::DEFAULT_QUERY_CACHE_ENTRIES)]
         query_cache_entries: usize,
         #[command(flatten)]
         limits: Limits,

@@ -81,7 +81,7 @@ impl ServerConfig {
             listen,
             data_dir,
             durability: Durability::Full,
-            query_cache_entries: 10_000,
+            query_cache_entries: DEFAULT_QUERY_CACHE_ENTRIES,
             limits: Limits::default(),
             admin_keys: Vec::new(),
             cors_origins: Vec::new(),
@@ -90,6 +90,9 @@ impl ServerConfig {
         }
     }
 }
+
+/// Query results the cache holds unless told otherwise (`jangar serve` and `ServerConfig::new`).
+pub const DEFAULT_QUERY_CACHE_ENTRIES: usize = 10_000;
 
 /// The identity providers' file a deployment reads when none is named.
 pub const AUTH_CONFIG_FILE: &str = "auth.json";
