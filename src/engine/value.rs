@@ -305,6 +305,38 @@ mod tests {
         }
     }
 
+    /// Through text, as storage keeps documents and clients send arguments.
+    fn text_round_trip(f: f64) -> f64 {
+        let text = Value::Float64(f).to_json(JsonFormat::Encoded).to_string();
+        let parsed: Json = serde_json::from_str(&text).unwrap();
+        Value::from_json(&parsed).unwrap().as_f64().unwrap()
+    }
+
+    #[test]
+    fn floats_survive_json_text_exactly() {
+        // A `_creationTime` that a best-effort parser reads one ulp off: its index key then
+        // differs from the one written at insert (issue 10's stale index entries).
+        assert_eq!(text_round_trip(1796169278123.8687).to_bits(), 1796169278123.8687f64.to_bits());
+        // Creation times as the committer hands them out (commit ns / 1e6, then the next float up),
+        // and arbitrary bit patterns.
+        let mut ts: u64 = 1_796_169_278_123_456_789;
+        let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            ts += 137_123;
+            let creation_time = ts as f64 / 1e6;
+            for f in [creation_time, creation_time.next_up(), creation_time.next_up().next_up()] {
+                assert_eq!(text_round_trip(f).to_bits(), f.to_bits(), "{f:?}");
+            }
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let f = f64::from_bits(bits);
+            if f.is_finite() {
+                assert_eq!(text_round_trip(f).to_bits(), f.to_bits(), "{f:?}");
+            }
+        }
+    }
+
     #[test]
     fn int64_uses_the_convex_form() {
         assert_eq!(Value::Int64(1).to_json(JsonFormat::Encoded), json!({"$integer": "AQAAAAAAAAA="}));
