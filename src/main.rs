@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use jangar::auth::keys::{self, AdminKeys};
 use jangar::client::HttpClient;
-use jangar::engine::storage::sqlite::Durability;
+use jangar::engine::storage::postgres::PostgresStorage;
+use jangar::engine::storage::sqlite::{Durability, SqliteStorage};
 use jangar::server::{Limits, ServerConfig, serve};
 use serde_json::json;
 
@@ -67,6 +68,25 @@ enum Command {
         /// Arguments as a JSON object.
         #[arg(default_value = "{}")]
         args: String,
+    },
+    /// Check that every index holds exactly one entry per document of its table, under the
+    /// document's key, and nothing else; prints the differences and exits 1 if there are any
+    /// (2 if the check cannot run). Reads a data directory (a server may be using it), a
+    /// PostgreSQL database (--db) or a running server (--url, with an admin key).
+    Check {
+        /// The data directory to check.
+        #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
+        data_dir: PathBuf,
+        /// Check this PostgreSQL database instead (also DATABASE_URL).
+        #[arg(long = "db", env = "POSTGRES_URL", conflicts_with = "url")]
+        database_url: Option<String>,
+        /// Ask the server at this URL to check its database (the admin key is JANGAR_ADMIN_KEY
+        /// or one of Convex's variables).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write TypeScript bindings for the npm `convex` client (`api.d.ts`, `api.js`,
     /// `dataModel.d.ts`), as Convex's codegen writes them to `convex/_generated`.
@@ -131,6 +151,16 @@ fn main() -> ExitCode {
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
         Command::Run { path, args } => runtime.block_on(run(&path, &args)),
+        Command::Check { data_dir, database_url, url, json } => {
+            let database_url = database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+            return match runtime.block_on(check(&data_dir, database_url, url)) {
+                Ok(report) => print_report(&report, json),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Keys { action: KeysAction::Generate, data_dir } => {
             keys::generate(&data_dir).map(|key| println!("{key}"))
         }
@@ -172,6 +202,72 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     interrupt.await.unwrap_or(());
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
+}
+
+/// The integrity report (as JSON) of a running server, a PostgreSQL database or a data directory.
+async fn check(
+    data_dir: &std::path::Path,
+    database_url: Option<String>,
+    url: Option<String>,
+) -> Result<serde_json::Value, String> {
+    let schema = jangar::domain::schema::schema();
+    let report = match (url, database_url) {
+        (Some(url), _) => return check_server(&url).await,
+        (None, Some(database_url)) => {
+            // The PostgreSQL client blocks on a runtime of its own: off this one's threads.
+            tokio::task::spawn_blocking(move || PostgresStorage::check_database(&database_url, &schema))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        (None, None) => SqliteStorage::check_data_dir(data_dir, &schema),
+    };
+    report.map(|report| report.to_json()).map_err(|e| e.to_string())
+}
+
+async fn check_server(url: &str) -> Result<serde_json::Value, String> {
+    let url = format!("{}/jangar/check", url.trim_end_matches('/'));
+    let authorization = AdminKeys::from_environment().into_iter().next().map(|key| format!("Convex {}", key.trim()));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization.as_str()));
+    }
+    let response = HttpClient::default().send(hyper::Method::POST, &url, &headers, String::new()).await?;
+    let body = response.json()?;
+    if !response.status.is_success() {
+        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
+    }
+    Ok(body)
+}
+
+/// Prints an integrity report; exits 0 when it found nothing wrong, 1 otherwise.
+fn print_report(report: &serde_json::Value, as_json: bool) -> ExitCode {
+    let clean = report["ok"].as_bool() == Some(true);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+    } else {
+        let count = report["problemCount"].as_u64().unwrap_or(0);
+        println!(
+            "Checked {} tables, {} documents, {} indexes, {} index entries: {}.",
+            report["tables"],
+            report["documents"],
+            report["indexes"],
+            report["entries"],
+            match count {
+                0 => "no problems".to_owned(),
+                1 => "1 problem".to_owned(),
+                n => format!("{n} problems"),
+            }
+        );
+        let problems = report["problems"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for problem in problems {
+            let text = |name: &str| problem[name].as_str().unwrap_or_default().to_owned();
+            println!("  {}: {} {} ({})", text("index"), text("kind"), text("id"), text("description"));
+        }
+        if count > problems.len() as u64 {
+            println!("  ... and {} more", count - problems.len() as u64);
+        }
+    }
+    if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn server_url() -> String {

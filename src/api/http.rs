@@ -362,6 +362,16 @@ pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
+/// `POST /jangar/check`: the integrity check on the live database, for admins
+/// (it lists document ids of every table).
+pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+    if caller(&state, &headers).await? != Caller::ADMIN {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The integrity check needs an admin key."));
+    }
+    let report = state.db.check_integrity().await.map_err(ApiError::internal)?;
+    Ok(Json(report.to_json()))
+}
+
 /// Unknown routes answer in the API's error shape.
 pub async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "NotFound", "No such route.").into_response()

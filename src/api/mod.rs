@@ -84,6 +84,7 @@ pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize
         .route("/api/sync", get(sync::upgrade))
         .route("/api/{client_version}/sync", get(sync::upgrade))
         .route("/jangar/stats", get(http::stats))
+        .route("/jangar/check", post(http::check))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(cors)

@@ -336,6 +336,18 @@ impl Database {
         .map_err(|e| StorageError(format!("reading the latest timestamp failed: {e}")))?
     }
 
+    /// Checks every index against its table's documents, on one snapshot.
+    pub async fn check_integrity(self: &Arc<Self>) -> Result<super::integrity::Report, StorageError> {
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| StorageError("stopped".into()))?;
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            super::integrity::check(&db.schema, &mut *db.storage.snapshot()?)
+        })
+        .await
+        .map_err(|e| StorageError(format!("the integrity check failed: {e}")))?
+    }
+
     /// Runs a mutation in the next group commit and answers once it is durable.
     pub async fn mutate<T, E, F>(&self, body: F) -> Result<MutationOutcome<T>, E>
     where

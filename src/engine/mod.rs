@@ -8,6 +8,7 @@ pub mod database;
 pub mod document;
 pub mod error;
 pub mod id;
+pub mod integrity;
 pub mod keys;
 pub mod schema;
 pub mod sets;

@@ -223,8 +223,26 @@ impl<'a> Transaction<'a> {
         let creation_time = (self.ts as f64 / 1e6).max(self.last_creation_time.next_up());
         self.last_creation_time = creation_time;
         let document = Document { id: DocumentId::generate(def.number, now_ms), creation_time, fields };
-        self.write(def, None, document.clone())?;
+        self.write(def, document.id, None, Some(document.clone()))?;
         Ok(document.id)
+    }
+
+    /// Replaces every user field of an existing document (its id and creation time stay); returns
+    /// the new version.
+    pub fn replace(&mut self, table: &str, id: DocumentId, fields: Object) -> Result<Document, EngineError> {
+        let def = self.table(table)?;
+        let old = self.get(table, id)?.ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
+        let new = Document { fields, ..old.clone() };
+        self.write(def, id, Some(&old), Some(new.clone()))?;
+        Ok(new)
+    }
+
+    /// Deletes an existing document; returns its last version.
+    pub fn delete(&mut self, table: &str, id: DocumentId) -> Result<Document, EngineError> {
+        let def = self.table(table)?;
+        let old = self.get(table, id)?.ok_or_else(|| EngineError::NoSuchDocument(id.encode()))?;
+        self.write(def, id, Some(&old), None)?;
+        Ok(old)
     }
 
     /// Sets (`Some`) or removes (`None`) top-level fields of an existing document; returns the new version.
@@ -243,7 +261,7 @@ impl<'a> Transaction<'a> {
                 None => new.fields.remove(&field),
             };
         }
-        self.write(def, Some(&old), new.clone())?;
+        self.write(def, id, Some(&old), Some(new.clone()))?;
         Ok(new)
     }
 
@@ -271,31 +289,44 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
-    fn write(&mut self, table: &TableDef, old: Option<&Document>, new: Document) -> Result<(), EngineError> {
-        check_document(self.schema, table, &new)?;
+    /// Writes `new` as document `id` over `old` (`None`: an insert), or deletes `old` (`new` is
+    /// `None`), with the index changes both storage and the write set need.
+    fn write(
+        &mut self,
+        table: &TableDef,
+        id: DocumentId,
+        old: Option<&Document>,
+        new: Option<Document>,
+    ) -> Result<(), EngineError> {
+        if let Some(new) = &new {
+            check_document(self.schema, table, new)?;
+            self.bytes_written += new.size();
+        }
         self.documents_written += 1;
-        self.bytes_written += new.size();
         if self.documents_written > MAX_WRITE_DOCUMENTS || self.bytes_written > MAX_WRITE_BYTES {
             return Err(EngineError::LimitExceeded(format!(
                 "Too many writes in one mutation (limits: {MAX_WRITE_DOCUMENTS} documents, {MAX_WRITE_BYTES} bytes)."
             )));
         }
-        let id_key = Document::id_key(&new.id);
-        let mut index_writes =
-            vec![IndexWrite { index: table.by_id(), old: old.map(|_| id_key.clone()), new: Some(id_key) }];
+        let id_key = Document::id_key(&id);
+        let mut index_writes = vec![IndexWrite {
+            index: table.by_id(),
+            old: old.map(|_| id_key.clone()),
+            new: new.as_ref().map(|_| id_key.clone()),
+        }];
         for (position, index) in table.indexes.iter().enumerate() {
             index_writes.push(IndexWrite {
                 index: IndexId { table: table.number, slot: position as u16 + 1 },
                 old: old.map(|d| d.index_key(&index.fields)),
-                new: Some(new.index_key(&index.fields)),
+                new: new.as_ref().map(|d| d.index_key(&index.fields)),
             });
         }
         let Store::Write(batch) = &mut self.store else {
             return Err(EngineError::Schema("a query cannot write".into()));
         };
-        batch.put(&new, &index_writes)?;
+        batch.write(id, new.as_ref(), &index_writes)?;
         self.writes.entries.extend(index_writes);
-        self.seen.insert(new.id, Some(new));
+        self.seen.insert(id, new);
         Ok(())
     }
 }

@@ -8,7 +8,8 @@ pub mod tokens;
 use std::path::PathBuf;
 
 use jangar::client::{HttpClient, HttpResponse};
-use jangar::engine::storage::sqlite::Durability;
+use jangar::engine::storage::postgres::PostgresStorage;
+use jangar::engine::storage::sqlite::{Durability, SqliteStorage};
 use jangar::server::{ServerConfig, serve};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,13 +31,70 @@ impl Drop for TempDir {
     }
 }
 
+/// Where a test server keeps its data, for the integrity check at the end of each test.
+#[derive(Clone, Debug)]
+pub enum Store {
+    DataDir(PathBuf),
+    Postgres(String),
+}
+
+impl Store {
+    /// The store a server with this configuration uses.
+    pub fn of(config: &ServerConfig) -> Store {
+        match &config.database_url {
+            Some(url) => Store::Postgres(url.clone()),
+            None => Store::DataDir(config.data_dir.clone()),
+        }
+    }
+
+    /// The integrity check of everything stored (off the caller's thread: PostgreSQL's client
+    /// blocks on a runtime of its own).
+    pub fn check(&self) -> jangar::engine::integrity::Report {
+        let store = self.clone();
+        let schema = jangar::domain::schema::schema();
+        std::thread::spawn(move || match store {
+            Store::DataDir(dir) => SqliteStorage::check_data_dir(&dir, &schema),
+            Store::Postgres(url) => PostgresStorage::check_database(&url, &schema),
+        })
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the integrity check of {self:?} could not run: {e}"))
+    }
+
+    /// Fails the test unless every index matches its documents.
+    pub fn assert_consistent(&self) {
+        let report = self.check();
+        assert!(
+            report.is_clean(),
+            "the integrity check of {self:?} found {} problems: {:#?}",
+            report.problem_count,
+            report.problems
+        );
+    }
+}
+
+/// A server of the suite's backend on a free loopback port. When a test ends
+/// (the server stopped or dropped) without panicking, the integrity check runs
+/// on what it stored and fails the test if any index does not match its documents.
 pub struct TestServer {
     pub url: String,
     pub client: HttpClient,
     /// Sent by `post` and the helpers built on it: the first admin key, if the server has one.
     pub admin: Option<String>,
+    /// Checked when the server goes; `None` for a test that leaves its store broken on purpose.
+    pub store: Option<Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take()
+            && !std::thread::panicking()
+        {
+            store.assert_consistent();
+        }
+    }
 }
 
 impl TestServer {
@@ -62,6 +120,7 @@ impl TestServer {
             config.database_url = Some(server.database_for(&dir.0));
         }
         adjust(&mut config);
+        let store = Store::of(&config);
         let admin = config.admin_keys.first().map(|key| format!("Convex {key}"));
         let task = tokio::spawn(serve(
             config,
@@ -77,6 +136,7 @@ impl TestServer {
             url: format!("http://{address}"),
             client: HttpClient::default(),
             admin,
+            store: Some(store),
             stop: Some(stop),
             task: Some(task),
         }
@@ -98,7 +158,7 @@ impl TestServer {
         .await
     }
 
-    /// Stops the server gracefully and waits until it has.
+    /// Stops the server gracefully and waits until it has (then drop checks what it stored).
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();

@@ -8,7 +8,9 @@
 // default, target/debug/jangar in the repository that holds this file. Every
 // server gets a fresh data directory and a free port on 127.0.0.1; both are
 // gone after stop(). With $JANGAR_TEST_POSTGRES it stores into a fresh
-// PostgreSQL database instead.
+// PostgreSQL database instead. stop() runs `jangar check` on what the server
+// stored and throws if any index does not match its documents, so every
+// scenario ends with the integrity check.
 
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -68,13 +70,26 @@ function postgresArgs() {
   return ["--db", `${base}/${name}`];
 }
 
+// `jangar check` on a stopped server's store: null when every index matches
+// its documents, else what the check printed.
+function integrityCheck(bin, store) {
+  try {
+    execFileSync(bin, ["check", ...store], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    return null;
+  } catch (err) {
+    const how = typeof err.status === "number" ? `exit code ${err.status}` : err.message;
+    return `jangar check failed (${how}):\n${err.stdout ?? ""}${err.stderr ?? ""}`;
+  }
+}
+
 export async function startServer({ env = {}, extraArgs = [] } = {}) {
   const bin = jangarBin();
   const dataDir = await mkdtemp(path.join(tmpdir(), "jangar-e2e-"));
   const port = await freePort();
   const listen = `127.0.0.1:${port}`;
   const url = `http://${listen}`;
-  const args = ["serve", "--listen", listen, "--data-dir", dataDir, ...postgresArgs(), ...extraArgs];
+  const store = ["--data-dir", dataDir, ...postgresArgs()];
+  const args = ["serve", "--listen", listen, ...store, ...extraArgs];
 
   let output = "";
   const keep = (chunk) => {
@@ -110,6 +125,7 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
   async function stop() {
     if (stopped) return;
     stopped = true;
+    let check = null;
     try {
       if (spawnError === null && exitInfo === null) {
         child.kill("SIGTERM");
@@ -122,12 +138,14 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
           clearTimeout(timer);
         }
       }
+      if (spawnError === null) check = integrityCheck(bin, store);
     } finally {
       // A grandchild that inherited the pipes must not keep the test alive.
       child.stdout.destroy();
       child.stderr.destroy();
       await rm(dataDir, { recursive: true, force: true });
     }
+    if (check !== null) throw new Error(`${check}\n${describe()}`);
   }
 
   const describe = () =>

@@ -36,11 +36,14 @@ def postgres_args():
 
 
 def run_server(env):
+    """A server for a module's tests; when they are done, `jangar check` must find every index
+    matching its documents."""
     binary = os.environ.get("JANGAR_BIN", str(REPO / "target" / "debug" / "jangar"))
     data = tempfile.mkdtemp(prefix="jangar-py-")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data] + postgres_args(),
+    store = ["--data-dir", data] + postgres_args()
+    proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}"] + store,
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 10
     while True:
@@ -55,7 +58,9 @@ def run_server(env):
     yield url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+    check = subprocess.run([binary, "check"] + store, capture_output=True, text=True)
     shutil.rmtree(data, ignore_errors=True)
+    assert check.returncode == 0, f"jangar check: {check.stdout}{check.stderr}"
 
 
 @pytest.fixture(scope="module")

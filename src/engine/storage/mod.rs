@@ -7,11 +7,16 @@ pub mod postgres;
 pub mod sqlite;
 
 use super::document::Document;
-use super::id::DocumentId;
+use super::id::{DocumentId, TableNumber};
 use super::keys::KeyRange;
-use super::schema::IndexId;
+use super::schema::{IndexDef, IndexId, TableDef};
 use super::sets::{IndexWrite, WriteSet};
 use super::value::Value;
+
+/// Bumped when a release must rebuild every index from its table's documents
+/// once, at start-up, because a defect left wrong entries behind. 1: entries
+/// left at keys computed from `_creationTime`s that were read back inexactly.
+const INDEX_REBUILD_VERSION: i64 = 1;
 
 /// Nanoseconds since the Unix epoch; unique and increasing across commits.
 pub type Timestamp = u64;
@@ -59,6 +64,22 @@ pub trait Snapshot {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>, StorageError>;
+    /// Up to `limit` documents of `table` with ids after `after`, in id order
+    /// (for the integrity check, which must see every document).
+    fn documents(
+        &mut self,
+        table: TableNumber,
+        after: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StorageError>;
+    /// Up to `limit` stored entries of `index` with keys after `after`, in key
+    /// order, with the id each names, whether or not that document exists.
+    fn index_entries(
+        &mut self,
+        index: IndexId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError>;
 }
 
 /// Names a mutation that a client may send more than once (after a reconnect):
@@ -75,8 +96,15 @@ pub trait Batch: Snapshot {
     fn rollback_savepoint(&mut self) -> Result<(), StorageError>;
     /// Keeps everything since the savepoint and ends it.
     fn release_savepoint(&mut self) -> Result<(), StorageError>;
-    /// Stores `document` (a new version of `id`) and applies its index changes.
-    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError>;
+    /// Stores `document` as the new version of `id`, or deletes `id` (`None`), and
+    /// applies its index changes. An old key that is not stored is an error: the
+    /// index no longer matches its documents, and going on would hide that.
+    fn write(
+        &mut self,
+        id: DocumentId,
+        document: Option<&Document>,
+        index_writes: &[IndexWrite],
+    ) -> Result<(), StorageError>;
     /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
     /// Records a mutation's outcome, in the same savepoint as its writes.
@@ -88,10 +116,37 @@ pub trait Batch: Snapshot {
     fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError>;
 }
 
+/// How an index is registered: its table and fields are named, so changing an
+/// index's fields builds it anew.
+fn index_definition(table: &TableDef, index: &IndexDef) -> String {
+    format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","))
+}
+
 /// A stored document id: the table number and the 16 stored bytes.
 fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
     let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
     Ok(DocumentId { table, internal })
+}
+
+/// The error for an index change whose old key is not stored.
+fn missing_entry(index: IndexId, id: &DocumentId) -> StorageError {
+    StorageError(format!(
+        "index {index:?} has no entry for the old version of {id}: the index does not match its documents \
+         (`jangar check` lists the differences)"
+    ))
+}
+
+/// The error for checking a database whose indexes an older version registered.
+fn not_built(definition: &str) -> StorageError {
+    StorageError(format!(
+        "index {definition} is not built in this database: another version of Jangar wrote it \
+         (start `jangar serve` of this version once to build it)"
+    ))
+}
+
+/// What a document is stored as: its encoded JSON, system fields included.
+fn document_json(document: &Document) -> String {
+    document.to_value().to_json(super::value::JsonFormat::Encoded).to_string()
 }
 
 /// A stored document: its encoded JSON.

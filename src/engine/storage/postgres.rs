@@ -26,11 +26,13 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, parse_document, row_id,
+    Batch, CommitFeed, INDEX_REBUILD_VERSION, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
+    document_json, index_definition, missing_entry, not_built, parse_document, row_id,
 };
 use crate::engine::database::Commit;
 use crate::engine::document::Document;
-use crate::engine::id::DocumentId;
+use crate::engine::id::{DocumentId, TableNumber};
+use crate::engine::integrity;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema};
 use crate::engine::sets::{IndexWrite, WriteSet};
@@ -187,6 +189,33 @@ impl PostgresStorage {
         })
     }
 
+    /// Runs the integrity check on the database at `url` without migrating or writing to it.
+    pub fn check_database(url: &str, schema: &Schema) -> Result<integrity::Report, StorageError> {
+        let mut client = connect(url)?;
+        let registered = client.query_one("SELECT to_regclass('jangar_indexes') IS NOT NULL", &[])?.get::<_, bool>(0);
+        if !registered {
+            return Err(StorageError("this database holds no Jangar data (no jangar_indexes table)".into()));
+        }
+        let mut index_numbers = HashMap::new();
+        for table in schema.tables() {
+            for (position, index) in table.indexes.iter().enumerate() {
+                let definition = index_definition(table, index);
+                let row = client
+                    .query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+                let number: i64 = row.ok_or_else(|| not_built(&definition))?.get(0);
+                index_numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
+            }
+        }
+        drop(client);
+        let storage = PostgresStorage {
+            url: url.to_owned(),
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+        };
+        integrity::check(schema, &mut *storage.snapshot()?)
+    }
+
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
         self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
     }
@@ -215,20 +244,33 @@ fn migrate(client: &mut Client) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Registers the schema's indexes (building new ones, dropping those no longer
+/// declared) and, once per `INDEX_REBUILD_VERSION`, rebuilds the others.
 fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
     let mut tx = client.transaction()?;
     // No replica commits while an index is built or dropped, so none writes past it.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+    let rebuilt: i64 =
+        tx.query_opt("SELECT value FROM jangar_meta WHERE name = 'indexes_rebuilt'", &[])?.map_or(0, |row| row.get(0));
+    let rebuild = rebuilt < INDEX_REBUILD_VERSION;
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
         for (position, index) in table.indexes.iter().enumerate() {
             let id = IndexId { table: table.number, slot: position as u16 + 1 };
-            // The definition names the fields, so changing an index's fields builds it anew.
-            let definition = format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","));
+            let definition = index_definition(table, index);
             let existing =
                 tx.query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
             let number: i64 = match existing {
+                Some(row) if rebuild => {
+                    let number = row.get(0);
+                    let removed = tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
+                    let added = backfill(&mut tx, table.number, number, &index.fields)?;
+                    if removed != added {
+                        tracing::warn!(index = %definition, removed, added, "rebuilt an index that had stale entries");
+                    }
+                    number
+                }
                 Some(row) => row.get(0),
                 None => {
                     // Numbers are never reused: an older replica still writing a dropped index
@@ -243,18 +285,7 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
                         "INSERT INTO jangar_indexes (definition, index_number) VALUES ($1, $2)",
                         &[&definition, &number],
                     )?;
-                    let rows = tx.query(
-                        "SELECT id, json FROM jangar_documents WHERE table_number = $1",
-                        &[&i64::from(table.number)],
-                    )?;
-                    for row in rows {
-                        let id = row_id(table.number, row.get(0))?;
-                        let document = parse_document(id, row.get(1))?;
-                        tx.execute(
-                            "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
-                            &[&number, &document.index_key(&index.fields), &&id.internal[..]],
-                        )?;
-                    }
+                    backfill(&mut tx, table.number, number, &index.fields)?;
                     number
                 }
             };
@@ -269,8 +300,32 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
             tx.execute("DELETE FROM jangar_indexes WHERE definition = $1", &[&definition])?;
         }
     }
+    if rebuild {
+        tx.execute(
+            "INSERT INTO jangar_meta (name, value) VALUES ('indexes_rebuilt', $1)
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&INDEX_REBUILD_VERSION],
+        )?;
+    }
     tx.commit()?;
     Ok(numbers)
+}
+
+/// Writes the entries of a (new or emptied) index from its table's documents; returns how many.
+fn backfill(
+    tx: &mut postgres::Transaction<'_>,
+    table: u32,
+    index_number: i64,
+    fields: &[&str],
+) -> Result<u64, StorageError> {
+    let rows = tx.query("SELECT id, json FROM jangar_documents WHERE table_number = $1", &[&i64::from(table)])?;
+    let insert = tx.prepare("INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)")?;
+    for row in &rows {
+        let id = row_id(table, row.get(0))?;
+        let document = parse_document(id, row.get(1))?;
+        tx.execute(&insert, &[&index_number, &document.index_key(fields), &&id.internal[..]])?;
+    }
+    Ok(rows.len() as u64)
 }
 
 fn read_ts(client: &mut Conn) -> Result<Timestamp, StorageError> {
@@ -317,6 +372,37 @@ fn scan(
         .collect()
 }
 
+fn documents(
+    client: &mut Conn,
+    table: TableNumber,
+    after: Option<&DocumentId>,
+    limit: usize,
+) -> Result<Vec<Document>, StorageError> {
+    let after: &[u8] = after.map_or(&[], |id| &id.internal[..]);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(
+        "SELECT id, json FROM jangar_documents WHERE table_number = $1 AND id > $2 ORDER BY id LIMIT $3",
+        &[&i64::from(table), &after, &limit],
+    )?;
+    rows.iter().map(|row| parse_document(row_id(table, row.get(0))?, row.get(1))).collect()
+}
+
+fn index_entries(
+    client: &mut Conn,
+    index_number: i64,
+    table: TableNumber,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+    let after = after.unwrap_or(&[]);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(
+        "SELECT key, id FROM jangar_index_entries WHERE index_number = $1 AND key > $2 ORDER BY key LIMIT $3",
+        &[&index_number, &after, &limit],
+    )?;
+    rows.iter().map(|row| Ok((row.get::<_, Vec<u8>>(0), row_id(table, row.get(1))?))).collect()
+}
+
 /// A connection inside a REPEATABLE READ transaction.
 struct PostgresSnapshot<'a> {
     storage: &'a PostgresStorage,
@@ -351,6 +437,25 @@ macro_rules! reads_through_client {
             ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
                 let number = self.storage.index_number(index)?;
                 scan(self.client(), number, index.table, range, order, limit)
+            }
+
+            fn documents(
+                &mut self,
+                table: TableNumber,
+                after: Option<&DocumentId>,
+                limit: usize,
+            ) -> Result<Vec<Document>, StorageError> {
+                documents(self.client(), table, after, limit)
+            }
+
+            fn index_entries(
+                &mut self,
+                index: IndexId,
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+                let number = self.storage.index_number(index)?;
+                index_entries(self.client(), number, index.table, after, limit)
             }
         }
     };
@@ -400,26 +505,38 @@ impl Batch for PostgresBatch<'_> {
         self.client().batch_execute("RELEASE SAVEPOINT mutation")
     }
 
-    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
-        let id = document.id;
-        let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
-        self.client().execute(
-            "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
-             ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
-            &[&i64::from(id.table), &&id.internal[..], &json],
-        )?;
+    fn write(
+        &mut self,
+        id: DocumentId,
+        document: Option<&Document>,
+        index_writes: &[IndexWrite],
+    ) -> Result<(), StorageError> {
+        let (table, internal) = (i64::from(id.table), &id.internal[..]);
+        match document {
+            Some(document) => self.client().execute(
+                "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
+                 ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
+                &[&table, &internal, &document_json(document)],
+            )?,
+            None => self
+                .client()
+                .execute("DELETE FROM jangar_documents WHERE table_number = $1 AND id = $2", &[&table, &internal])?,
+        };
         for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
             let number = self.storage.index_number(write.index)?;
             if let Some(old) = &write.old {
-                self.client().execute(
+                let deleted = self.client().execute(
                     "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = $2",
                     &[&number, old],
                 )?;
+                if deleted != 1 {
+                    return Err(missing_entry(write.index, &id));
+                }
             }
             if let Some(new) = &write.new {
                 self.client().execute(
                     "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
-                    &[&number, new, &&id.internal[..]],
+                    &[&number, new, &internal],
                 )?;
             }
         }

@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Batch, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, parse_document, row_id};
+use super::{
+    Batch, INDEX_REBUILD_VERSION, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, document_json,
+    index_definition, missing_entry, not_built, parse_document, row_id,
+};
 use crate::engine::document::Document;
-use crate::engine::id::DocumentId;
+use crate::engine::id::{DocumentId, TableNumber};
+use crate::engine::integrity;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema};
 use crate::engine::sets::{IndexWrite, WriteSet};
@@ -42,12 +46,21 @@ impl From<rusqlite::types::FromSqlError> for StorageError {
 
 pub struct SqliteStorage {
     path: PathBuf,
-    durability: Durability,
+    access: Access,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// The stored number of each declared index.
     index_numbers: HashMap<IndexId, i64>,
-    checkpointer: Checkpointer,
+    /// None when read-only.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// How connections open the database file.
+#[derive(Clone, Copy)]
+enum Access {
+    ReadWrite(Durability),
+    /// For checking a data directory, perhaps while a server uses it: nothing is written.
+    ReadOnly,
 }
 
 /// Copies the WAL into the database file on its own thread and connection, so
@@ -66,7 +79,7 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 
 impl Checkpointer {
     fn start(path: &Path, durability: Durability) -> Result<Checkpointer, StorageError> {
-        let conn = open_connection(path, durability)?;
+        let conn = open_connection(path, Access::ReadWrite(durability))?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let restart_wanted = Arc::new(AtomicBool::new(false));
         let flag = restart_wanted.clone();
@@ -139,19 +152,49 @@ impl SqliteStorage {
     pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("jangar.sqlite3");
-        let mut writer = open_connection(&path, durability)?;
+        let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(&path, durability)?;
         Ok(SqliteStorage {
             path,
-            durability,
+            access: Access::ReadWrite(durability),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             index_numbers,
-            checkpointer,
+            checkpointer: Some(checkpointer),
         })
+    }
+
+    /// Runs the integrity check on the database in `dir` without writing to it
+    /// (a server may be using it, or none).
+    pub fn check_data_dir(dir: &Path, schema: &Schema) -> Result<integrity::Report, StorageError> {
+        let path = dir.join("jangar.sqlite3");
+        if !path.is_file() {
+            return Err(StorageError(format!("{} holds no Jangar database (no jangar.sqlite3)", dir.display())));
+        }
+        let conn = open_connection(&path, Access::ReadOnly)?;
+        let mut index_numbers = HashMap::new();
+        for table in schema.tables() {
+            for (position, index) in table.indexes.iter().enumerate() {
+                let definition = index_definition(table, index);
+                let number: i64 = conn
+                    .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| not_built(&definition))?;
+                index_numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
+            }
+        }
+        let storage = SqliteStorage {
+            path,
+            access: Access::ReadOnly,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+            checkpointer: None,
+        };
+        integrity::check(schema, &mut *storage.snapshot()?)
     }
 
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
@@ -161,15 +204,22 @@ impl SqliteStorage {
     fn reader(&self) -> Result<Connection, StorageError> {
         match self.readers.lock().expect("reader pool lock").pop() {
             Some(conn) => Ok(conn),
-            None => open_connection(&self.path, self.durability),
+            None => open_connection(&self.path, self.access),
         }
     }
 }
 
-fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StorageError> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", if durability == Durability::Full { "FULL" } else { "NORMAL" })?;
+fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageError> {
+    let conn = match access {
+        Access::ReadWrite(durability) => {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            let synchronous = if durability == Durability::Full { "FULL" } else { "NORMAL" };
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            conn
+        }
+        Access::ReadOnly => Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+    };
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     // Savepoint journals (one per mutation) stay in memory.
@@ -181,19 +231,33 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     Ok(conn)
 }
 
+/// Registers the schema's indexes (building new ones, dropping those no longer
+/// declared) and, once per `INDEX_REBUILD_VERSION`, rebuilds the others.
 fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
     let tx = conn.transaction()?;
+    let rebuilt: i64 = tx
+        .query_row("SELECT value FROM meta WHERE name = 'indexes_rebuilt'", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let rebuild = rebuilt < INDEX_REBUILD_VERSION;
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
         for (position, index) in table.indexes.iter().enumerate() {
             let id = IndexId { table: table.number, slot: position as u16 + 1 };
-            // The definition names the fields, so changing an index's fields builds it anew.
-            let definition = format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","));
+            let definition = index_definition(table, index);
             let existing: Option<i64> = tx
                 .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
                 .optional()?;
             let number = match existing {
+                Some(number) if rebuild => {
+                    let removed = tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
+                    let added = backfill(&tx, table.number, number, &index.fields)?;
+                    if removed != added {
+                        tracing::warn!(index = %definition, removed, added, "rebuilt an index that had stale entries");
+                    }
+                    number
+                }
                 Some(number) => number,
                 None => {
                     let number: i64 =
@@ -218,20 +282,29 @@ fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<In
         tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
         tx.execute("DELETE FROM indexes WHERE definition = ?1", [definition])?;
     }
+    if rebuild {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('indexes_rebuilt', ?1)",
+            [INDEX_REBUILD_VERSION],
+        )?;
+    }
     tx.commit()?;
     Ok(numbers)
 }
 
-fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -> Result<(), StorageError> {
+/// Writes the entries of a (new or emptied) index from its table's documents; returns how many.
+fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -> Result<usize, StorageError> {
     let mut select = conn.prepare("SELECT id, json FROM documents WHERE table_number = ?1")?;
     let mut insert = conn.prepare("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?;
     let mut rows = select.query([table])?;
+    let mut added = 0;
     while let Some(row) = rows.next()? {
         let id = row_id(table, row.get_ref(0)?.as_blob()?)?;
         let document = parse_document(id, row.get_ref(1)?.as_str()?)?;
         insert.execute(params![index_number, document.index_key(fields), &id.internal[..]])?;
+        added += 1;
     }
-    Ok(())
+    Ok(added)
 }
 
 /// A connection inside a read (or write) transaction.
@@ -290,23 +363,92 @@ fn scan(
     Ok(out)
 }
 
-impl Snapshot for SqliteSnapshot<'_> {
-    fn ts(&self) -> Timestamp {
-        self.ts
+fn documents(
+    conn: &Connection,
+    table: TableNumber,
+    after: Option<&DocumentId>,
+    limit: usize,
+) -> Result<Vec<Document>, StorageError> {
+    let mut statement =
+        conn.prepare_cached("SELECT id, json FROM documents WHERE table_number = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?;
+    let after: &[u8] = after.map_or(&[], |id| &id.internal[..]);
+    let mut rows = statement.query(params![table, after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id = row_id(table, row.get_ref(0)?.as_blob()?)?;
+        out.push(parse_document(id, row.get_ref(1)?.as_str()?)?);
     }
+    Ok(out)
+}
 
-    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        get(self.conn(), id)
+fn index_entries(
+    conn: &Connection,
+    index_number: i64,
+    table: TableNumber,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT key, id FROM index_entries WHERE index_number = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+    )?;
+    let after = after.unwrap_or(&[]);
+    let mut rows = statement.query(params![index_number, after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push((row.get(0)?, row_id(table, row.get_ref(1)?.as_blob()?)?));
     }
+    Ok(out)
+}
 
-    fn scan(
-        &mut self,
-        index: IndexId,
-        range: &KeyRange,
-        order: Order,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        scan(self.conn(), self.storage.index_number(index)?, index.table, range, order, limit)
+/// Reads through a connection: a snapshot and the write batch read alike.
+macro_rules! reads_through_connection {
+    ($type:ident) => {
+        impl Snapshot for $type<'_> {
+            fn ts(&self) -> Timestamp {
+                self.ts
+            }
+
+            fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+                get(self.conn(), id)
+            }
+
+            fn scan(
+                &mut self,
+                index: IndexId,
+                range: &KeyRange,
+                order: Order,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+                scan(self.conn(), self.storage.index_number(index)?, index.table, range, order, limit)
+            }
+
+            fn documents(
+                &mut self,
+                table: TableNumber,
+                after: Option<&DocumentId>,
+                limit: usize,
+            ) -> Result<Vec<Document>, StorageError> {
+                documents(self.conn(), table, after, limit)
+            }
+
+            fn index_entries(
+                &mut self,
+                index: IndexId,
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+                index_entries(self.conn(), self.storage.index_number(index)?, index.table, after, limit)
+            }
+        }
+    };
+}
+
+reads_through_connection!(SqliteSnapshot);
+reads_through_connection!(SqliteBatch);
+
+impl SqliteBatch<'_> {
+    fn conn(&self) -> &Connection {
+        &self.conn
     }
 }
 
@@ -328,26 +470,6 @@ struct SqliteBatch<'a> {
     open: bool,
 }
 
-impl Snapshot for SqliteBatch<'_> {
-    fn ts(&self) -> Timestamp {
-        self.ts
-    }
-
-    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        get(&self.conn, id)
-    }
-
-    fn scan(
-        &mut self,
-        index: IndexId,
-        range: &KeyRange,
-        order: Order,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        scan(&self.conn, self.storage.index_number(index)?, index.table, range, order, limit)
-    }
-}
-
 impl Batch for SqliteBatch<'_> {
     fn savepoint(&mut self) -> Result<(), StorageError> {
         self.conn.prepare_cached("SAVEPOINT mutation")?.execute([])?;
@@ -364,18 +486,32 @@ impl Batch for SqliteBatch<'_> {
         Ok(())
     }
 
-    fn put(&mut self, document: &Document, index_writes: &[IndexWrite]) -> Result<(), StorageError> {
-        let id = &document.id;
-        let json = document.to_value().to_json(crate::engine::value::JsonFormat::Encoded).to_string();
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)")?
-            .execute(params![id.table, &id.internal[..], json])?;
+    fn write(
+        &mut self,
+        id: DocumentId,
+        document: Option<&Document>,
+        index_writes: &[IndexWrite],
+    ) -> Result<(), StorageError> {
+        match document {
+            Some(document) => self
+                .conn
+                .prepare_cached("INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)")?
+                .execute(params![id.table, &id.internal[..], document_json(document)])?,
+            None => self
+                .conn
+                .prepare_cached("DELETE FROM documents WHERE table_number = ?1 AND id = ?2")?
+                .execute(params![id.table, &id.internal[..]])?,
+        };
         for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
             let number = self.storage.index_number(write.index)?;
             if let Some(old) = &write.old {
-                self.conn
+                let deleted = self
+                    .conn
                     .prepare_cached("DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2")?
                     .execute(params![number, old])?;
+                if deleted != 1 {
+                    return Err(missing_entry(write.index, &id));
+                }
             }
             if let Some(new) = &write.new {
                 self.conn
@@ -411,14 +547,16 @@ impl Batch for SqliteBatch<'_> {
         self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?.execute([ts as i64])?;
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
-        if self.storage.checkpointer.restart_wanted.swap(false, Ordering::Relaxed) {
+        if let Some(checkpointer) = &self.storage.checkpointer
+            && checkpointer.restart_wanted.swap(false, Ordering::Relaxed)
+        {
             // Without waiting: a reader may be holding a snapshot while it waits for this very
             // commit to be announced. If a reader is in the way, the next commit tries again.
             self.conn.busy_timeout(std::time::Duration::ZERO)?;
             let busy = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
             self.conn.busy_timeout(BUSY_TIMEOUT)?;
             if !matches!(busy, Ok(0)) {
-                self.storage.checkpointer.restart_wanted.store(true, Ordering::Relaxed);
+                checkpointer.restart_wanted.store(true, Ordering::Relaxed);
             }
         }
         Ok(())
