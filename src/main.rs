@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Keys { action: KeysAction::Generate, data_dir } => {
-            keys::generate(&data_dir).map(|key| println!("{key}"))
+            keys::generate(&data_dir).map(|key| print_out(&format!("{key}\n")))
         }
         Command::Keys { action: KeysAction::Revoke { key }, data_dir } => match keys::revoke(&data_dir, &key) {
             Ok(true) => Ok(()),
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         },
         Command::Codegen { catalogue: true, .. } => {
             jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema())
-                .map(|table| print!("{table}"))
+                .map(|table| print_out(&table))
         }
         Command::Codegen { out: Some(out), .. } => jangar::codegen::run(&out),
         Command::Codegen { out: None, .. } => Err("codegen needs --out DIR or --catalogue".into()),
@@ -241,33 +241,39 @@ async fn check_server(url: &str) -> Result<serde_json::Value, String> {
 
 /// Prints an integrity report; exits 0 when it found nothing wrong, 1 otherwise.
 fn print_report(report: &serde_json::Value, as_json: bool) -> ExitCode {
-    let clean = report["ok"].as_bool() == Some(true);
+    use std::fmt::Write;
+    let mut out = String::new();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        out = serde_json::to_string_pretty(report).unwrap_or_default() + "\n";
     } else {
         let count = report["problemCount"].as_u64().unwrap_or(0);
-        println!(
-            "Checked {} tables, {} documents, {} indexes, {} index entries: {}.",
-            report["tables"],
-            report["documents"],
-            report["indexes"],
-            report["entries"],
-            match count {
-                0 => "no problems".to_owned(),
-                1 => "1 problem".to_owned(),
-                n => format!("{n} problems"),
-            }
+        let summary = match count {
+            0 => "no problems".to_owned(),
+            1 => "1 problem".to_owned(),
+            n => format!("{n} problems"),
+        };
+        let _ = writeln!(
+            out,
+            "Checked {} tables, {} documents, {} indexes, {} index entries: {summary}.",
+            report["tables"], report["documents"], report["indexes"], report["entries"],
         );
         let problems = report["problems"].as_array().map(Vec::as_slice).unwrap_or_default();
         for problem in problems {
             let text = |name: &str| problem[name].as_str().unwrap_or_default().to_owned();
-            println!("  {}: {} {} ({})", text("index"), text("kind"), text("id"), text("description"));
+            let _ = writeln!(out, "  {}: {} {} ({})", text("index"), text("kind"), text("id"), text("description"));
         }
         if count > problems.len() as u64 {
-            println!("  ... and {} more", count - problems.len() as u64);
+            let _ = writeln!(out, "  ... and {} more", count - problems.len() as u64);
         }
     }
-    if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    print_out(&out);
+    if report["ok"].as_bool() == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Writes to stdout; a reader that went away (`jangar check | head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn server_url() -> String {
@@ -293,7 +299,7 @@ async fn run(path: &str, args: &str) -> Result<(), String> {
     }
     match body["status"].as_str() {
         Some("success") => {
-            println!("{}", serde_json::to_string_pretty(&body["value"]).unwrap_or_default());
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&body["value"]).unwrap_or_default()));
             Ok(())
         }
         _ => {

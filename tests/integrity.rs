@@ -251,6 +251,16 @@ async fn jangar_check_exits_zero_one_or_two() {
     let out = String::from_utf8_lossy(&broken.stdout);
     assert_eq!(broken.status.code(), Some(1), "{out}");
     assert!(out.contains("4 problems") && out.contains("chat_messages.by_session: stale"), "{out}");
+    // A reader that goes away (`jangar check | head`) does not turn the answer into a panic.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_jangar"))
+        .arg("check")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    assert_eq!(piped.wait().unwrap().code(), Some(1));
     let json_args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
     let report: Value = serde_json::from_slice(&jangar_check(&json_args).stdout).unwrap();
     assert_eq!(report["problemCount"], 4);

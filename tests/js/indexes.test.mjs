@@ -66,7 +66,7 @@ describe("index entries follow their documents", () => {
     for (const status of ["submitted", "accepted", "running"]) {
       const listed = await listByStatus(client, status);
       const stale = listed.filter((order) => order.status !== status).map((o) => `${o._id} (${o.status})`);
-      assert.deepEqual(stale, [], `listed under ${status}`);
+      assert.deepEqual(stale, [], `${stale.length} of ${RUNS} orders listed under ${status}`);
     }
     const succeeded = (await listByStatus(client, "succeeded")).map((o) => o._id);
     assert.deepEqual([...succeeded].sort(), [...orders].sort());
