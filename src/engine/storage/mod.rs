@@ -3,6 +3,53 @@
 //! single writer's transaction, holding many mutations (each inside its own
 //! savepoint) that become durable together in one commit.
 
+/// Implements `Snapshot` for a storage's snapshot or batch type through its
+/// connection accessor (`$handle`) and the module's free functions `get`,
+/// `scan`, `documents` and `index_entries`: a snapshot and the write batch read alike.
+macro_rules! reads_through {
+    ($type:ident, $handle:ident) => {
+        impl Snapshot for $type<'_> {
+            fn ts(&self) -> Timestamp {
+                self.ts
+            }
+
+            fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+                get(self.$handle(), id)
+            }
+
+            fn scan(
+                &mut self,
+                index: IndexId,
+                range: &KeyRange,
+                order: Order,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+                let number = self.storage.index_number(index)?;
+                scan(self.$handle(), number, index.table, range, order, limit)
+            }
+
+            fn documents(
+                &mut self,
+                table: TableNumber,
+                after: Option<&DocumentId>,
+                limit: usize,
+            ) -> Result<Vec<Document>, StorageError> {
+                documents(self.$handle(), table, after, limit)
+            }
+
+            fn index_entries(
+                &mut self,
+                index: IndexId,
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+                let number = self.storage.index_number(index)?;
+                index_entries(self.$handle(), number, index.table, after, limit)
+            }
+        }
+    };
+}
+
 pub mod postgres;
 pub mod sqlite;
 

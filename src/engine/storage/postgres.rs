@@ -416,53 +416,8 @@ impl PostgresSnapshot<'_> {
     }
 }
 
-/// Reads through `client()`: a snapshot and the write batch read alike.
-macro_rules! reads_through_client {
-    ($type:ident) => {
-        impl Snapshot for $type<'_> {
-            fn ts(&self) -> Timestamp {
-                self.ts
-            }
-
-            fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-                get(self.client(), id)
-            }
-
-            fn scan(
-                &mut self,
-                index: IndexId,
-                range: &KeyRange,
-                order: Order,
-                limit: usize,
-            ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-                let number = self.storage.index_number(index)?;
-                scan(self.client(), number, index.table, range, order, limit)
-            }
-
-            fn documents(
-                &mut self,
-                table: TableNumber,
-                after: Option<&DocumentId>,
-                limit: usize,
-            ) -> Result<Vec<Document>, StorageError> {
-                documents(self.client(), table, after, limit)
-            }
-
-            fn index_entries(
-                &mut self,
-                index: IndexId,
-                after: Option<&[u8]>,
-                limit: usize,
-            ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
-                let number = self.storage.index_number(index)?;
-                index_entries(self.client(), number, index.table, after, limit)
-            }
-        }
-    };
-}
-
-reads_through_client!(PostgresSnapshot);
-reads_through_client!(PostgresBatch);
+reads_through!(PostgresSnapshot, client);
+reads_through!(PostgresBatch, client);
 
 impl Drop for PostgresSnapshot<'_> {
     fn drop(&mut self) {

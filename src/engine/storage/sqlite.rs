@@ -400,51 +400,8 @@ fn index_entries(
     Ok(out)
 }
 
-/// Reads through a connection: a snapshot and the write batch read alike.
-macro_rules! reads_through_connection {
-    ($type:ident) => {
-        impl Snapshot for $type<'_> {
-            fn ts(&self) -> Timestamp {
-                self.ts
-            }
-
-            fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-                get(self.conn(), id)
-            }
-
-            fn scan(
-                &mut self,
-                index: IndexId,
-                range: &KeyRange,
-                order: Order,
-                limit: usize,
-            ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-                scan(self.conn(), self.storage.index_number(index)?, index.table, range, order, limit)
-            }
-
-            fn documents(
-                &mut self,
-                table: TableNumber,
-                after: Option<&DocumentId>,
-                limit: usize,
-            ) -> Result<Vec<Document>, StorageError> {
-                documents(self.conn(), table, after, limit)
-            }
-
-            fn index_entries(
-                &mut self,
-                index: IndexId,
-                after: Option<&[u8]>,
-                limit: usize,
-            ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
-                index_entries(self.conn(), self.storage.index_number(index)?, index.table, after, limit)
-            }
-        }
-    };
-}
-
-reads_through_connection!(SqliteSnapshot);
-reads_through_connection!(SqliteBatch);
+reads_through!(SqliteSnapshot, conn);
+reads_through!(SqliteBatch, conn);
 
 impl SqliteBatch<'_> {
     fn conn(&self) -> &Connection {
