@@ -18,8 +18,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> TempDir {
-        let unique = format!("jangar-test-{}-{:?}", std::process::id(), std::time::Instant::now());
-        let path = std::env::temp_dir().join(unique.replace([' ', ':', '.'], "_"));
+        // A counter, not the clock: tests run in parallel, and two of them sharing a directory
+        // (one deleting it under the other) once failed a run.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("jangar-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
