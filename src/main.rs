@@ -78,9 +78,9 @@ enum Command {
         #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
         data_dir: PathBuf,
         /// Check this PostgreSQL database instead (also DATABASE_URL).
-        #[arg(long = "db", env = "POSTGRES_URL", conflicts_with = "url")]
+        #[arg(long = "db", env = "POSTGRES_URL")]
         database_url: Option<String>,
-        /// Ask the server at this URL to check its database (the admin key is JANGAR_ADMIN_KEY
+        /// Ask the server at this URL to check its database (this wins over --db) (the admin key is JANGAR_ADMIN_KEY
         /// or one of Convex's variables).
         #[arg(long)]
         url: Option<String>,

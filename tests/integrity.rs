@@ -269,7 +269,14 @@ async fn jangar_check_exits_zero_one_or_two() {
     let mut server = TestServer::start(&dir).await;
     server.store = None;
     let url = server.url.clone();
-    let remote = tokio::task::spawn_blocking(move || jangar_check(&["--url", &url])).await.unwrap();
+    // A PostgreSQL deployment's environment names its database; --url still wins.
+    let remote = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jangar"));
+        command.args(["check", "--url", &url]).env("POSTGRES_URL", "postgresql://jangar@127.0.0.1:1/none");
+        command.output().unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(remote.status.code(), Some(1), "{}", String::from_utf8_lossy(&remote.stderr));
     server.stop().await;
 

@@ -2,14 +2,13 @@
 //! exactly one entry per document, under the key computed from that document
 //! as it is stored, and no other entry.
 //!
-//! Per table, the documents are read once and the expected keys of each index
-//! sorted in memory (about a hundred bytes per document and index); the stored
-//! entries are then read in key order and merged against them, so each
-//! difference is found in one pass.
+//! Per table, the documents are read once, in chunks, and only the expected
+//! keys of each index are kept and sorted (a key and an id, some 50 to 150
+//! bytes, per document and index); the stored entries are then read in key
+//! order and merged against them, so each difference is found in one pass.
 
 use std::cmp::Ordering;
 
-use super::document::Document;
 use super::id::DocumentId;
 use super::schema::{IndexId, Schema};
 use super::storage::{Snapshot, StorageError};
@@ -56,7 +55,8 @@ pub struct Problem {
     /// `table.index`.
     pub index: String,
     pub kind: ProblemKind,
-    /// The document the entry names (for `Missing`, the document without an entry).
+    /// The document concerned: the one an entry names (`Stale`, `Dangling`), or the one whose key
+    /// has no entry (`Missing`) or an entry naming another (`Misdirected`).
     pub id: DocumentId,
     pub key: Vec<u8>,
 }
@@ -116,31 +116,30 @@ pub fn check(schema: &Schema, snapshot: &mut dyn Snapshot) -> Result<Report, Sto
     let mut report = Report::default();
     for table in schema.tables() {
         report.tables += 1;
-        let documents = all_documents(snapshot, table.number)?;
-        report.documents += documents.len() as u64;
-        for (position, index) in table.indexes.iter().enumerate() {
-            report.indexes += 1;
+        report.indexes += table.indexes.len();
+        // One read of the table gives every index its expected keys; only those are kept.
+        let mut expected: Vec<Vec<(Vec<u8>, DocumentId)>> = vec![Vec::new(); table.indexes.len()];
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let chunk = snapshot.documents(table.number, after.as_ref(), CHUNK)?;
+            report.documents += chunk.len() as u64;
+            for (index, keys) in table.indexes.iter().zip(&mut expected) {
+                keys.extend(chunk.iter().map(|d| (d.index_key(&index.fields), d.id)));
+            }
+            let done = chunk.len() < CHUNK;
+            after = chunk.last().map(|d| d.id);
+            if done {
+                break;
+            }
+        }
+        for (position, (index, mut keys)) in table.indexes.iter().zip(expected).enumerate() {
+            keys.sort_unstable();
             let index_id = IndexId { table: table.number, slot: position as u16 + 1 };
-            let mut expected: Vec<(Vec<u8>, DocumentId)> =
-                documents.iter().map(|d| (d.index_key(&index.fields), d.id)).collect();
-            expected.sort_unstable();
             let name = format!("{}.{}", table.name, index.name);
-            check_index(snapshot, index_id, &name, &expected, &mut report)?;
+            check_index(snapshot, index_id, &name, &keys, &mut report)?;
         }
     }
     Ok(report)
-}
-
-fn all_documents(snapshot: &mut dyn Snapshot, table: u32) -> Result<Vec<Document>, StorageError> {
-    let mut documents: Vec<Document> = Vec::new();
-    loop {
-        let chunk = snapshot.documents(table, documents.last().map(|d| &d.id), CHUNK)?;
-        let done = chunk.len() < CHUNK;
-        documents.extend(chunk);
-        if done {
-            return Ok(documents);
-        }
-    }
 }
 
 /// Merges the stored entries of `index` (in key order) against `expected` (sorted).
@@ -165,7 +164,7 @@ fn check_index(
             match wanted.peek() {
                 Some((k, owner)) if k.cmp(&key) == Ordering::Equal => {
                     if *owner != id {
-                        report.record(problem(name, ProblemKind::Misdirected, id, &key));
+                        report.record(problem(name, ProblemKind::Misdirected, *owner, &key));
                     }
                     wanted.next();
                 }

@@ -169,6 +169,25 @@ fn index_definition(table: &TableDef, index: &IndexDef) -> String {
     format!("{}:{}.{}({})", table.number, table.name, index.name, index.fields.join(","))
 }
 
+/// An index written from its table's documents at start-up: new, or rebuilt
+/// after `removed` entries were deleted.
+struct IndexBuild<'s> {
+    number: i64,
+    index: &'s IndexDef,
+    removed: Option<u64>,
+}
+
+fn log_builds(table: &TableDef, builds: &[IndexBuild<'_>], written: u64) {
+    for build in builds {
+        let index = format!("{}.{}", table.name, build.index.name);
+        match build.removed {
+            None => tracing::info!(index, written, "built a new index"),
+            Some(removed) if removed == written => tracing::info!(index, written, "rebuilt an index"),
+            Some(removed) => tracing::warn!(index, removed, written, "rebuilt an index whose entries did not match"),
+        }
+    }
+}
+
 /// A stored document id: the table number and the 16 stored bytes.
 fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
     let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
@@ -189,6 +208,25 @@ fn not_built(definition: &str) -> StorageError {
         "index {definition} is not built in this database: another version of Jangar wrote it \
          (start `jangar serve` of this version once to build it)"
     ))
+}
+
+/// Documents are stored as JSON text and index keys derived from what is read
+/// back, so a float must survive the text bit for bit. serde_json does that only
+/// with its `float_roundtrip` feature; a build without it (as the shipped binary
+/// once was, while test builds had it) must not open a database.
+fn check_exact_floats() -> Result<(), StorageError> {
+    // A creation time the best-effort parser reads one ulp off.
+    let tricky = 1796169278123.8687_f64;
+    let text = serde_json::Value::from(tricky).to_string();
+    let back = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.as_f64());
+    match back {
+        Some(back) if back.to_bits() == tricky.to_bits() => Ok(()),
+        _ => Err(StorageError(
+            "this build of Jangar reads floats back from JSON inexactly (serde_json without its \
+             float_roundtrip feature) and would corrupt its indexes"
+                .into(),
+        )),
+    }
 }
 
 /// What a document is stored as: its encoded JSON, system fields included.

@@ -26,15 +26,16 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, CommitFeed, INDEX_REBUILD_VERSION, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
-    document_json, index_definition, missing_entry, not_built, parse_document, row_id,
+    Batch, CommitFeed, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError,
+    Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry, not_built,
+    parse_document, row_id,
 };
 use crate::engine::database::Commit;
 use crate::engine::document::Document;
 use crate::engine::id::{DocumentId, TableNumber};
 use crate::engine::integrity;
 use crate::engine::keys::KeyRange;
-use crate::engine::schema::{IndexId, Schema};
+use crate::engine::schema::{IndexId, Schema, TableDef};
 use crate::engine::sets::{IndexWrite, WriteSet};
 
 impl From<postgres::Error> for StorageError {
@@ -174,6 +175,7 @@ impl Conn {
 impl PostgresStorage {
     /// Connects, migrates the schema and registers (building if new) the schema's indexes.
     pub fn open(url: &str, schema: &Schema) -> Result<PostgresStorage, StorageError> {
+        check_exact_floats()?;
         let mut client = connect(url)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let migrated = migrate(&mut client).and_then(|()| register_indexes(&mut client, schema));
@@ -256,22 +258,21 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
+        let mut builds = Vec::new();
         for (position, index) in table.indexes.iter().enumerate() {
-            let id = IndexId { table: table.number, slot: position as u16 + 1 };
             let definition = index_definition(table, index);
             let existing =
                 tx.query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
             let number: i64 = match existing {
-                Some(row) if rebuild => {
+                Some(row) => {
                     let number = row.get(0);
-                    let removed = tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
-                    let added = backfill(&mut tx, table.number, number, &index.fields)?;
-                    if removed != added {
-                        tracing::warn!(index = %definition, removed, added, "rebuilt an index that had stale entries");
+                    if rebuild {
+                        let removed =
+                            tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
+                        builds.push(IndexBuild { number, index, removed: Some(removed) });
                     }
                     number
                 }
-                Some(row) => row.get(0),
                 None => {
                     // Numbers are never reused: an older replica still writing a dropped index
                     // must not write into a new one.
@@ -285,13 +286,15 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
                         "INSERT INTO jangar_indexes (definition, index_number) VALUES ($1, $2)",
                         &[&definition, &number],
                     )?;
-                    backfill(&mut tx, table.number, number, &index.fields)?;
+                    builds.push(IndexBuild { number, index, removed: None });
                     number
                 }
             };
-            numbers.insert(id, number);
+            numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
             wanted.push(definition);
         }
+        let written = build_indexes(&mut tx, table, &builds)?;
+        log_builds(table, &builds, written);
     }
     for row in tx.query("SELECT definition, index_number FROM jangar_indexes", &[])? {
         let (definition, number): (String, i64) = (row.get(0), row.get(1));
@@ -311,21 +314,43 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
     Ok(numbers)
 }
 
-/// Writes the entries of a (new or emptied) index from its table's documents; returns how many.
-fn backfill(
+/// Documents read, and entries written per statement, while building indexes.
+const BUILD_CHUNK: i32 = 1000;
+
+/// Writes the entries of new or emptied indexes of `table` from one read of its documents, a
+/// chunk at a time (other replicas wait for the commit lock meanwhile, so round trips count);
+/// returns how many entries each got (one per document).
+fn build_indexes(
     tx: &mut postgres::Transaction<'_>,
-    table: u32,
-    index_number: i64,
-    fields: &[&str],
+    table: &TableDef,
+    builds: &[IndexBuild<'_>],
 ) -> Result<u64, StorageError> {
-    let rows = tx.query("SELECT id, json FROM jangar_documents WHERE table_number = $1", &[&i64::from(table)])?;
-    let insert = tx.prepare("INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)")?;
-    for row in &rows {
-        let id = row_id(table, row.get(0))?;
-        let document = parse_document(id, row.get(1))?;
-        tx.execute(&insert, &[&index_number, &document.index_key(fields), &&id.internal[..]])?;
+    if builds.is_empty() {
+        return Ok(0);
     }
-    Ok(rows.len() as u64)
+    let select = tx.prepare("SELECT id, json FROM jangar_documents WHERE table_number = $1")?;
+    let insert = tx.prepare(
+        "INSERT INTO jangar_index_entries (index_number, key, id)
+         SELECT $1, key, id FROM unnest($2::bytea[], $3::bytea[]) AS entries (key, id)",
+    )?;
+    let documents = tx.bind(&select, &[&i64::from(table.number)])?;
+    let mut written = 0;
+    loop {
+        let rows = tx.query_portal(&documents, BUILD_CHUNK)?;
+        let parsed: Vec<Document> = rows
+            .iter()
+            .map(|row| parse_document(row_id(table.number, row.get(0))?, row.get(1)))
+            .collect::<Result<_, StorageError>>()?;
+        let ids: Vec<&[u8]> = parsed.iter().map(|d| &d.id.internal[..]).collect();
+        for build in builds {
+            let keys: Vec<Vec<u8>> = parsed.iter().map(|d| d.index_key(&build.index.fields)).collect();
+            tx.execute(&insert, &[&build.number, &keys, &ids])?;
+        }
+        written += parsed.len() as u64;
+        if rows.len() < BUILD_CHUNK as usize {
+            return Ok(written);
+        }
+    }
 }
 
 fn read_ts(client: &mut Conn) -> Result<Timestamp, StorageError> {

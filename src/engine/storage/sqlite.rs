@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Batch, INDEX_REBUILD_VERSION, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, document_json,
-    index_definition, missing_entry, not_built, parse_document, row_id,
+    Batch, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
+    check_exact_floats, document_json, index_definition, log_builds, missing_entry, not_built, parse_document, row_id,
 };
 use crate::engine::document::Document;
 use crate::engine::id::{DocumentId, TableNumber};
 use crate::engine::integrity;
 use crate::engine::keys::KeyRange;
-use crate::engine::schema::{IndexId, Schema};
+use crate::engine::schema::{IndexId, Schema, TableDef};
 use crate::engine::sets::{IndexWrite, WriteSet};
 
 /// How hard a commit pushes data to the disk.
@@ -150,6 +150,7 @@ impl SqliteStorage {
     /// Opens (or creates) `dir/jangar.sqlite3`, registers the schema's indexes
     /// and builds any index that is new since the last start.
     pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
+        check_exact_floats()?;
         std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("jangar.sqlite3");
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
@@ -174,14 +175,19 @@ impl SqliteStorage {
         if !path.is_file() {
             return Err(StorageError(format!("{} holds no Jangar database (no jangar.sqlite3)", dir.display())));
         }
-        let conn = open_connection(&path, Access::ReadOnly)?;
+        // Reading a WAL database still needs its shared-memory file, which SQLite may have to create.
+        let unreadable = |e: StorageError| {
+            StorageError(format!("cannot read {}: {e} (reading needs write access to the directory)", path.display()))
+        };
+        let conn = open_connection(&path, Access::ReadOnly).map_err(unreadable)?;
         let mut index_numbers = HashMap::new();
         for table in schema.tables() {
             for (position, index) in table.indexes.iter().enumerate() {
                 let definition = index_definition(table, index);
                 let number: i64 = conn
                     .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
-                    .optional()?
+                    .optional()
+                    .map_err(|e| unreadable(e.into()))?
                     .ok_or_else(|| not_built(&definition))?;
                 index_numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
             }
@@ -189,6 +195,7 @@ impl SqliteStorage {
         let storage = SqliteStorage {
             path,
             access: Access::ReadOnly,
+            // Read-only like the rest: nothing here begins a batch.
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             index_numbers,
@@ -234,7 +241,8 @@ fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageErr
 /// Registers the schema's indexes (building new ones, dropping those no longer
 /// declared) and, once per `INDEX_REBUILD_VERSION`, rebuilds the others.
 fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
-    let tx = conn.transaction()?;
+    // Immediate: it writes, and must not start reading a state another writer then changes.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let rebuilt: i64 = tx
         .query_row("SELECT value FROM meta WHERE name = 'indexes_rebuilt'", [], |r| r.get(0))
         .optional()?
@@ -243,22 +251,20 @@ fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<In
     let mut numbers = HashMap::new();
     let mut wanted = Vec::new();
     for table in schema.tables() {
+        let mut builds = Vec::new();
         for (position, index) in table.indexes.iter().enumerate() {
-            let id = IndexId { table: table.number, slot: position as u16 + 1 };
             let definition = index_definition(table, index);
             let existing: Option<i64> = tx
                 .query_row("SELECT index_number FROM indexes WHERE definition = ?1", [&definition], |r| r.get(0))
                 .optional()?;
             let number = match existing {
-                Some(number) if rebuild => {
-                    let removed = tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
-                    let added = backfill(&tx, table.number, number, &index.fields)?;
-                    if removed != added {
-                        tracing::warn!(index = %definition, removed, added, "rebuilt an index that had stale entries");
+                Some(number) => {
+                    if rebuild {
+                        let removed = tx.execute("DELETE FROM index_entries WHERE index_number = ?1", [number])?;
+                        builds.push(IndexBuild { number, index, removed: Some(removed as u64) });
                     }
                     number
                 }
-                Some(number) => number,
                 None => {
                     let number: i64 =
                         tx.query_row("SELECT COALESCE(MAX(index_number), 0) + 1 FROM indexes", [], |r| r.get(0))?;
@@ -266,13 +272,15 @@ fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<In
                         "INSERT INTO indexes (definition, index_number) VALUES (?1, ?2)",
                         params![definition, number],
                     )?;
-                    backfill(&tx, table.number, number, &index.fields)?;
+                    builds.push(IndexBuild { number, index, removed: None });
                     number
                 }
             };
-            numbers.insert(id, number);
+            numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
             wanted.push(definition);
         }
+        let written = build_indexes(&tx, table, &builds)?;
+        log_builds(table, &builds, written);
     }
     let stale: Vec<(String, i64)> = tx
         .prepare("SELECT definition, index_number FROM indexes")?
@@ -292,19 +300,25 @@ fn register_indexes(conn: &mut Connection, schema: &Schema) -> Result<HashMap<In
     Ok(numbers)
 }
 
-/// Writes the entries of a (new or emptied) index from its table's documents; returns how many.
-fn backfill(conn: &Connection, table: u32, index_number: i64, fields: &[&str]) -> Result<usize, StorageError> {
+/// Writes the entries of new or emptied indexes of `table` from one read of its documents;
+/// returns how many entries each got (one per document).
+fn build_indexes(conn: &Connection, table: &TableDef, builds: &[IndexBuild<'_>]) -> Result<u64, StorageError> {
+    if builds.is_empty() {
+        return Ok(0);
+    }
     let mut select = conn.prepare("SELECT id, json FROM documents WHERE table_number = ?1")?;
     let mut insert = conn.prepare("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?;
-    let mut rows = select.query([table])?;
-    let mut added = 0;
+    let mut rows = select.query([table.number])?;
+    let mut documents = 0;
     while let Some(row) = rows.next()? {
-        let id = row_id(table, row.get_ref(0)?.as_blob()?)?;
+        let id = row_id(table.number, row.get_ref(0)?.as_blob()?)?;
         let document = parse_document(id, row.get_ref(1)?.as_str()?)?;
-        insert.execute(params![index_number, document.index_key(fields), &id.internal[..]])?;
-        added += 1;
+        for build in builds {
+            insert.execute(params![build.number, document.index_key(&build.index.fields), &id.internal[..]])?;
+        }
+        documents += 1;
     }
-    Ok(added)
+    Ok(documents)
 }
 
 /// A connection inside a read (or write) transaction.
