@@ -29,7 +29,8 @@ pub struct Limits {
     /// Largest WebSocket message a client may send, in bytes (the socket closes with 1009 above it).
     #[arg(long = "max-socket-message-bytes", env = "JANGAR_MAX_SOCKET_MESSAGE_BYTES", default_value_t = MAX_BODY_BYTES)]
     pub socket_message_bytes: usize,
-    /// Function calls per identity per second (429 with Retry-After beyond it; 0: no limit).
+    /// Function calls per user (user token) per second (429 with Retry-After beyond it; 0: no
+    /// limit). Admin keys and open development mode are not limited.
     #[arg(long = "rate-limit-per-second", env = "JANGAR_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
     pub calls_per_second: u32,
     /// Queries one WebSocket connection may subscribe to.
@@ -236,6 +237,13 @@ pub async fn serve(
         // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
         let _ = stop_sockets.send(true);
     };
+    // No Nagle delay: a MutationResponse and the Transition that settles it are two small writes,
+    // and the second would wait out the client's delayed ACK (about 40 ms a mutation).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state, &config.cors_origins, config.limits.request_bytes))
         .with_graceful_shutdown(shutdown)
         .await

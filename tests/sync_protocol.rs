@@ -365,3 +365,53 @@ async fn a_subscribed_page_grows_instead_of_dropping_documents_between_pages() {
     assert_eq!(second["modifications"][0]["value"]["isDone"], false);
     server.stop().await;
 }
+
+/// Every message of a session, oldest first, as their contents.
+async fn message_contents(server: &TestServer, session: &str) -> Vec<String> {
+    let mut contents = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let args = json!({"sessionId": session, "paginationOpts": {"numItems": 1000, "cursor": cursor}});
+        let page = server.query("chatMessages:listBySession", args).await;
+        contents.extend(page["page"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()));
+        if page["isDone"] == true {
+            return contents;
+        }
+        cursor = page["continueCursor"].clone();
+    }
+}
+
+#[tokio::test]
+async fn the_crates_io_client_with_ten_thousand_mutations_in_flight_gets_each_applied_once_in_order() {
+    const IN_FLIGHT: usize = 10_000;
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |config| config.limits.calls_per_second = 0).await;
+    let session = session(&server).await;
+    let client = convex::ConvexClient::new(&server.url).await.unwrap();
+    // Polled in order, so sent in order, all before the first answer.
+    let calls = (0..IN_FLIGHT).map(|i| {
+        let mut client = client.clone();
+        let args = BTreeMap::from([
+            ("sessionId".to_owned(), convex::Value::from(session.as_str())),
+            ("role".to_owned(), convex::Value::from("user")),
+            ("content".to_owned(), convex::Value::from(i.to_string())),
+        ]);
+        async move { client.mutation("chatMessages:append", args).await.unwrap() }
+    });
+    let answers = tokio::time::timeout(Duration::from_secs(120), futures_util::future::join_all(calls))
+        .await
+        .expect("every mutation answered");
+    let ids: std::collections::HashSet<String> = answers
+        .into_iter()
+        .map(|answer| match answer {
+            convex::FunctionResult::Value(convex::Value::String(id)) => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), IN_FLIGHT, "one message per mutation");
+    let contents = message_contents(&server, &session).await;
+    let expected: Vec<String> = (0..IN_FLIGHT).map(|i| i.to_string()).collect();
+    assert!(contents == expected, "applied once each, in the order sent ({} applied)", contents.len());
+    drop(client);
+    server.stop().await;
+}

@@ -170,18 +170,18 @@ pub async fn run_mutation(
     db.mutate(move |tx| function.call(tx, &caller, &args)).await.map_err(FunctionError::into_client_facing)
 }
 
-/// Runs a mutation that its client may send again after a reconnect: if a run
-/// with the same key already committed, answers that run's result and commit
-/// timestamp and applies nothing.
-pub async fn run_mutation_once(
+/// Queues a mutation that its client may send again after a reconnect (or a
+/// retry), and returns its outcome to come: if a run with the same key already
+/// committed, that run's result and commit timestamp, with nothing applied.
+pub async fn enqueue_mutation_once(
     db: &Database,
     function: Arc<Function>,
     caller: Caller,
     args: Args,
     key: MutationKey,
-) -> Result<MutationOutcome<Value>, FunctionError> {
-    let outcome = db
-        .mutate(move |tx| {
+) -> Result<impl Future<Output = Result<MutationOutcome<Value>, FunctionError>> + Send + 'static, FunctionError> {
+    let pending = db
+        .enqueue(move |tx| {
             if let Some((ts, value)) = tx.find_outcome(&key)? {
                 return Ok((value, Some(ts)));
             }
@@ -191,6 +191,9 @@ pub async fn run_mutation_once(
         })
         .await
         .map_err(FunctionError::into_client_facing)?;
-    let (value, replayed_ts) = outcome.value;
-    Ok(MutationOutcome { value, ts: replayed_ts.unwrap_or(outcome.ts) })
+    Ok(async move {
+        let outcome = pending.outcome().await.map_err(FunctionError::into_client_facing)?;
+        let (value, replayed_ts) = outcome.value;
+        Ok(MutationOutcome { value, ts: replayed_ts.unwrap_or(outcome.ts) })
+    })
 }

@@ -355,10 +355,31 @@ impl Database {
         T: Send + 'static,
         E: From<EngineError> + Send + 'static,
     {
+        self.enqueue(body).await?.outcome().await
+    }
+
+    /// Queues a mutation for the committer (waiting only for room in its queue) and returns its
+    /// answer to come. Mutations run in the order they are queued, so a caller that queues
+    /// several before awaiting any pipelines them: one caller's mutations share group commits.
+    pub async fn enqueue<T, E, F>(&self, body: F) -> Result<PendingMutation<T, E>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<EngineError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = MutationJob { body: Some(body), result: None, ts: 0, reply };
         self.jobs.send(Box::new(job)).await.map_err(|_| E::from(stopped()))?;
-        answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
+        Ok(PendingMutation(answer))
+    }
+}
+
+/// A queued mutation's answer: its outcome once its group commit is durable.
+pub struct PendingMutation<T, E>(oneshot::Receiver<Result<MutationOutcome<T>, E>>);
+
+impl<T, E: From<EngineError>> PendingMutation<T, E> {
+    pub async fn outcome(self) -> Result<MutationOutcome<T>, E> {
+        self.0.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
 

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,37 @@ def test_a_subscription_yields_the_new_value_after_a_write(server_url):
             assert [m["content"] for m in value] == ["pushed"]
             break
     subscription.unsubscribe()
+
+
+def test_thousands_of_mutations_in_flight_on_one_client_complete_once_each_in_order(server_url):
+    """One client shared by 2,000 threads, five mutations each: 10,000 mutations on one socket, as
+    many at once as the client sends (a server answering one at a time once disconnected a client
+    with 2,000 in flight, over and over)."""
+    client = ConvexClient(server_url)
+    session_id = client.mutation("chatSessions:create", {"userId": "py", "title": "in flight"})
+    senders, each = 2_000, 5
+
+    def send(sender):
+        return [client.mutation("chatMessages:append",
+                                {"sessionId": session_id, "role": "user", "content": f"{sender}:{k}"})
+                for k in range(each)]
+
+    with ThreadPoolExecutor(max_workers=senders) as pool:
+        ids = [i for answered in pool.map(send, range(senders)) for i in answered]
+    assert len(set(ids)) == senders * each
+
+    contents, cursor = [], None
+    while True:
+        page = client.query("chatMessages:listBySession",
+                            {"sessionId": session_id, "paginationOpts": {"numItems": 1000, "cursor": cursor}})
+        contents += [m["content"] for m in page["page"]]
+        if page["isDone"]:
+            break
+        cursor = page["continueCursor"]
+    assert len(contents) == senders * each, "each applied exactly once"
+    # Each thread waits for one answer before it sends the next: its mutations commit in its order.
+    seen = {}
+    for content in contents:
+        sender, k = map(int, content.split(":"))
+        assert k == seen.get(sender, -1) + 1, f"sender {sender}: {k} after {seen.get(sender)}"
+        seen[sender] = k

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::outbox::{Outbound, Outbox};
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::api::decode_args;
 use crate::auth::{Auth, Identity};
@@ -33,18 +34,11 @@ use crate::engine::value::{JsonFormat, Value};
 
 pub type ConnectionId = u64;
 
-/// What a connection's writer sends on the socket.
-#[derive(Debug)]
-pub enum Outbound {
-    Text(String),
-    Close { code: u16, reason: String },
-}
-
 /// What connections tell the manager.
 pub enum Event {
     Connected {
         conn: ConnectionId,
-        out: mpsc::Sender<Outbound>,
+        out: Outbox,
         overloaded: oneshot::Sender<()>,
     },
     ModifyQuerySet {
@@ -58,11 +52,10 @@ pub enum Event {
         base_version: u32,
         identity: Identity,
     },
-    /// A mutation finished: send `response`, then a Transition (at or after its commit, if it
-    /// committed). The Rust and Python clients settle even a failed mutation only on the next Transition.
+    /// Mutations finished and their responses are queued: a Transition is owed (at or after their
+    /// commits). The Rust and Python clients settle even a failed mutation only on the next Transition.
     MutationDone {
         conn: ConnectionId,
-        response: String,
     },
     Disconnected {
         conn: ConnectionId,
@@ -96,7 +89,7 @@ struct Subscription {
 }
 
 struct Connection {
-    out: mpsc::Sender<Outbound>,
+    out: Outbox,
     overloaded: Option<oneshot::Sender<()>>,
     /// The version the client is at: the end of the last Transition sent.
     sent: StateVersion,
@@ -269,12 +262,11 @@ impl Manager {
                 self.modify_query_set(conn, base_version, new_version, modifications)
             }
             Event::Authenticated { conn, base_version, identity } => self.authenticate(conn, base_version, identity),
-            Event::MutationDone { conn, response } => {
+            Event::MutationDone { conn } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
-                    // The next step's snapshot is opened after this commit, so its Transition is late enough.
+                    // The next step's snapshot is opened after these commits, so its Transition is late enough.
                     c.owed = true;
                     self.dirty.insert(conn);
-                    Self::send(conn, c, response);
                 }
             }
             Event::Disconnected { conn } => self.disconnect(conn),
@@ -284,8 +276,8 @@ impl Manager {
     fn fatal(&mut self, conn: ConnectionId, message: String) {
         if let Some(c) = self.connections.get_mut(&conn) {
             let error = serde_json::json!({"type": "FatalError", "error": message}).to_string();
-            let queued = c.out.try_send(Outbound::Text(error)).is_ok()
-                && c.out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() }).is_ok();
+            let queued = c.out.try_push(Outbound::Text(error)).is_ok()
+                && c.out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() }).is_ok();
             if !queued && let Some(overloaded) = c.overloaded.take() {
                 // No room to say why: close it as a client too far behind.
                 let _ = overloaded.send(());
@@ -422,7 +414,7 @@ impl Manager {
 
     /// Queues a message for a connection; a client too far behind to take it is disconnected.
     fn send(conn: ConnectionId, c: &mut Connection, text: String) -> bool {
-        match c.out.try_send(Outbound::Text(text)) {
+        match c.out.try_push(Outbound::Text(text)) {
             Ok(()) => true,
             Err(_) => {
                 tracing::info!(conn, "client fell too far behind; disconnecting it");

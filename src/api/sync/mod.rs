@@ -3,8 +3,11 @@
 //! writes what the [`manager`] and the connection's mutation worker queue for it.
 
 pub mod manager;
+pub mod outbox;
 pub mod protocol;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,16 +21,19 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use self::manager::{ConnectionId, Event, Outbound, SyncStats};
+use self::manager::{ConnectionId, Event, SyncStats};
+use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
 use crate::api::decode_args;
 use crate::auth::{AuthError, Identity};
 use crate::domain::access::Caller;
 use crate::domain::error::{AppError, FunctionError};
-use crate::domain::registry::{Kind, check_args, run_mutation_once};
+use crate::domain::registry::{Kind, check_args, enqueue_mutation_once};
+use crate::engine::database::MutationOutcome;
 use crate::engine::storage::MutationKey;
 use crate::engine::value::JsonFormat;
+use crate::engine::value::Value;
 
 /// How long one message may take to go out before the client counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +53,7 @@ pub struct SyncHub {
     pub shutdown: watch::Receiver<bool>,
     /// Messages queued for one client before it counts as too slow and is disconnected.
     outbound_queue: usize,
-    /// Mutations one connection may have waiting; a client sending more waits for room.
+    /// Mutations one connection may have queued or committing; a client sending more waits for room.
     pending_mutations: usize,
     /// Largest message (and frame) a client may send; a larger one closes the socket with 1009.
     max_message_bytes: usize,
@@ -102,7 +108,7 @@ struct MutationRequest {
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let hub = state.sync.clone();
     let conn = hub.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (out, mut outbound) = mpsc::channel::<Outbound>(hub.outbound_queue);
+    let (out, mut outbound) = Outbox::new(hub.outbound_queue);
     let (overloaded_tx, mut overloaded) = oneshot::channel();
     if hub.events.send(Event::Connected { conn, out: out.clone(), overloaded: overloaded_tx }).await.is_err() {
         return;
@@ -110,6 +116,9 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let mut shutdown = hub.shutdown.clone();
     let mut client_session: Option<String> = None;
     let mut mutations: Option<mpsc::Sender<MutationRequest>> = None;
+    // A mutation waiting for room in the pipeline: until it has some, the socket is not read
+    // (back-pressure on the client), while what is queued for it still goes out.
+    let mut waiting: Option<Waiting> = None;
     let mut last_sent = Instant::now();
     let mut overload_armed = true;
     let mut caller = Identity::Anonymous;
@@ -118,13 +127,19 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     loop {
         let expiry = caller.expires().map(instant_of);
         tokio::select! {
-            incoming = socket.recv() => {
+            queued = async { waiting.as_mut().expect("guarded").await }, if waiting.is_some() => {
+                waiting = None;
+                if !queued {
+                    break;
+                }
+            }
+            incoming = socket.recv(), if waiting.is_none() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = out.try_send(fatal("Binary frames are not part of the sync protocol."));
-                        let _ = out.try_send(Outbound::Close { code: 1003, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(fatal("Binary frames are not part of the sync protocol."));
+                        let _ = out.try_push(Outbound::Close { code: 1003, reason: "InvalidClientMessage".into() });
                         continue;
                     }
                     Some(Err(e)) if e.to_string().starts_with("Space limit exceeded") => {
@@ -142,30 +157,40 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 let message = match serde_json::from_str::<ClientMessage>(&text) {
                     Ok(message) => message,
                     Err(e) => {
-                        let _ = out.try_send(fatal(&format!("Malformed client message: {e}")));
-                        let _ = out.try_send(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(fatal(&format!("Malformed client message: {e}")));
+                        let _ = out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
                         continue;
                     }
                 };
-                let mut session = Session { client_session: &mut client_session, mutations: &mut mutations, caller: &mut caller, auth_base: &mut auth_base };
+                let mut session = Session {
+                    client_session: &mut client_session,
+                    mutations: &mut mutations,
+                    waiting: &mut waiting,
+                    caller: &mut caller,
+                    auth_base: &mut auth_base,
+                };
                 if !handle_client_message(&state, conn, message, &out, &mut session).await {
                     break;
                 }
             }
-            queued = outbound.recv() => match queued {
-                Some(Outbound::Text(text)) => {
-                    // A client that stops reading must not hold this task forever.
-                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
-                        Ok(Ok(())) => last_sent = Instant::now(),
-                        _ => break,
+            queued = outbound.recv() => {
+                let Some(mut queued) = queued else { break };
+                // `queued` keeps its room in the outbox until it has gone out.
+                match &mut queued.message {
+                    Outbound::Text(text) => {
+                        let text = std::mem::take(text);
+                        // A client that stops reading must not hold this task forever.
+                        match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+                            Ok(Ok(())) => last_sent = Instant::now(),
+                            _ => break,
+                        }
+                    }
+                    Outbound::Close { code, reason } => {
+                        send_close(&mut socket, *code, std::mem::take(reason)).await;
+                        break;
                     }
                 }
-                Some(Outbound::Close { code, reason }) => {
-                    send_close(&mut socket, code, reason).await;
-                    break;
-                }
-                None => break,
-            },
+            }
             signal = &mut overloaded, if overload_armed => {
                 // A dropped sender only means the manager let go of this connection:
                 // keep draining what it queued (a FatalError, say) until the queue ends.
@@ -240,10 +265,14 @@ fn fatal(message: &str) -> Outbound {
     Outbound::Text(json!({"type": "FatalError", "error": message}).to_string())
 }
 
+/// A mutation being handed to a full pipeline; true once it is queued.
+type Waiting = Pin<Box<dyn Future<Output = bool> + Send>>;
+
 /// What the socket task knows of its client between messages.
 struct Session<'a> {
     client_session: &'a mut Option<String>,
     mutations: &'a mut Option<mpsc::Sender<MutationRequest>>,
+    waiting: &'a mut Option<Waiting>,
     caller: &'a mut Identity,
     auth_base: &'a mut u32,
 }
@@ -253,11 +282,12 @@ async fn handle_client_message(
     state: &AppState,
     conn: ConnectionId,
     message: ClientMessage,
-    out: &mpsc::Sender<Outbound>,
+    out: &Outbox,
     session: &mut Session<'_>,
 ) -> bool {
     let events = &state.sync.events;
-    let (client_session, mutations) = (&mut *session.client_session, &mut *session.mutations);
+    let (client_session, mutations, waiting) =
+        (&mut *session.client_session, &mut *session.mutations, &mut *session.waiting);
     let (caller, auth_base) = (&mut *session.caller, &mut *session.auth_base);
     match message {
         ClientMessage::Connect { session_id, .. } => {
@@ -285,8 +315,8 @@ async fn handle_client_message(
                 Err(e) => {
                     // Whatever the client sends before the socket closes runs with no credentials.
                     *caller = Identity::Anonymous;
-                    let error = out.try_send(Outbound::Text(auth_error(&e, base_version, true)));
-                    let close = out.try_send(Outbound::Close { code: 1000, reason: "AuthError".into() });
+                    let error = out.try_push(Outbound::Text(auth_error(&e, base_version, true)));
+                    let close = out.try_push(Outbound::Close { code: 1000, reason: "AuthError".into() });
                     // A client too far behind to be told just loses the connection.
                     error.is_ok() && close.is_ok()
                 }
@@ -303,14 +333,22 @@ async fn handle_client_message(
                 }
                 (Some(caller), Ok(())) => Ok(caller),
             };
-            let worker = mutations.get_or_insert_with(|| {
+            let pipeline = mutations.get_or_insert_with(|| {
                 // Without a Connect there is no session to deduplicate replays by.
                 let session =
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
-                spawn_mutation_worker(state.clone(), conn, session)
+                spawn_mutation_pipeline(state.clone(), conn, session, out.clone())
             });
             let request = MutationRequest { request_id, udf_path, args: Json::Array(args), caller, identity };
-            worker.send(request).await.is_ok()
+            match pipeline.try_send(request) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(request)) => {
+                    let pipeline = pipeline.clone();
+                    *waiting = Some(Box::pin(async move { pipeline.send(request).await.is_ok() }));
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
             let response = json!({
@@ -320,20 +358,55 @@ async fn handle_client_message(
                 "result": format!("Could not find public function for '{udf_path}': this deployment has no actions."),
                 "logLines": [],
             });
-            let _ = out.try_send(Outbound::Text(response.to_string()));
+            let _ = out.try_push(Outbound::Text(response.to_string()));
             true
         }
         ClientMessage::Event {} => true,
     }
 }
 
-/// Runs a connection's mutations one at a time, in the order they were sent.
-fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -> mpsc::Sender<MutationRequest> {
-    let (requests, mut queue) = mpsc::channel::<MutationRequest>(state.sync.pending_mutations);
+/// A mutation's outcome to come, in the order it was sent.
+type InFlight = (u32, Pin<Box<dyn Future<Output = Result<MutationOutcome<Value>, FunctionError>> + Send>>);
+
+/// Pipelines a connection's mutations into the committer: each is queued as it
+/// arrives (so they commit in the order sent, many per group commit), and a
+/// second task answers them in that order as their groups become durable.
+/// At most `pending_mutations` are in flight; then the connection stops taking
+/// more (and so stops reading its socket) until answers have gone out.
+fn spawn_mutation_pipeline(
+    state: AppState,
+    conn: ConnectionId,
+    session: String,
+    out: Outbox,
+) -> mpsc::Sender<MutationRequest> {
+    let capacity = state.sync.pending_mutations;
+    let (requests, mut queue) = mpsc::channel::<MutationRequest>(capacity);
+    let (in_flight, mut answers) = mpsc::channel::<InFlight>(capacity);
+    let db_state = state.clone();
     tokio::spawn(async move {
         while let Some(request) = queue.recv().await {
-            let response = run_mutation(&state, &session, request).await;
-            if state.sync.events.send(Event::MutationDone { conn, response }).await.is_err() {
+            let request_id = request.request_id;
+            let outcome = match enqueue(&db_state, &session, request).await {
+                Ok(outcome) => Box::pin(outcome) as Pin<Box<dyn Future<Output = _> + Send>>,
+                Err(error) => Box::pin(std::future::ready(Err(error))),
+            };
+            if in_flight.send((request_id, outcome)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(first) = answers.recv().await {
+            let mut next = Some(first);
+            // Answer everything already settled, then tell the manager once: it owes one Transition.
+            while let Some((request_id, outcome)) = next.take() {
+                let response = mutation_response(request_id, outcome.await);
+                if out.push_response(response).await.is_err() {
+                    return;
+                }
+                next = answers.try_recv().ok();
+            }
+            if state.sync.events.send(Event::MutationDone { conn }).await.is_err() {
                 return;
             }
         }
@@ -341,33 +414,37 @@ fn spawn_mutation_worker(state: AppState, conn: ConnectionId, session: String) -
     requests
 }
 
-/// Runs one mutation and returns its MutationResponse.
-async fn run_mutation(state: &AppState, session: &str, request: MutationRequest) -> String {
-    let request_id = request.request_id;
-    let outcome = async {
-        let caller = request.caller.map_err(FunctionError::App)?;
-        let function = state.registry.get(&request.udf_path).ok_or_else(|| {
-            FunctionError::App(AppError::new(
-                "NotFound",
-                format!(
-                    "Could not find public function for '{}'.",
-                    crate::domain::registry::canonical_path(&request.udf_path)
-                ),
-            ))
-        })?;
-        if function.kind != Kind::Mutation {
-            return Err(FunctionError::App(AppError::new(
-                "InvalidArgument",
-                format!("{} is a {}, not a mutation.", function.path, function.kind.name()),
-            )));
-        }
-        let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
-        // Length-prefixed, so no identity and session pair reads as another (and no NUL: PostgreSQL text).
-        let client = format!("{}:{}{session}", request.identity.len(), request.identity);
-        let key = MutationKey { client, request: u64::from(request_id) };
-        run_mutation_once(&state.db, function, caller, args, key).await
+/// Checks one mutation and queues it for the committer; returns its outcome to come.
+async fn enqueue(
+    state: &AppState,
+    session: &str,
+    request: MutationRequest,
+) -> Result<impl Future<Output = Result<MutationOutcome<Value>, FunctionError>> + Send + 'static, FunctionError> {
+    let caller = request.caller.map_err(FunctionError::App)?;
+    let function = state.registry.get(&request.udf_path).ok_or_else(|| {
+        FunctionError::App(AppError::new(
+            "NotFound",
+            format!(
+                "Could not find public function for '{}'.",
+                crate::domain::registry::canonical_path(&request.udf_path)
+            ),
+        ))
+    })?;
+    if function.kind != Kind::Mutation {
+        return Err(FunctionError::App(AppError::new(
+            "InvalidArgument",
+            format!("{} is a {}, not a mutation.", function.path, function.kind.name()),
+        )));
     }
-    .await;
+    let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
+    // Length-prefixed, so no identity and session pair reads as another (and no NUL: PostgreSQL text).
+    let client = format!("{}:{}{session}", request.identity.len(), request.identity);
+    let key = MutationKey { client, request: u64::from(request.request_id) };
+    enqueue_mutation_once(&state.db, function, caller, args, key).await
+}
+
+/// A mutation's MutationResponse.
+fn mutation_response(request_id: u32, outcome: Result<MutationOutcome<Value>, FunctionError>) -> String {
     match outcome {
         Ok(outcome) => {
             let response = json!({
