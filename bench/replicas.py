@@ -78,7 +78,7 @@ class Setup(base.Jangar):
             data = WORK / f"{self.name}-{i}-data"
             data.mkdir()
             proc = base.start_server(f"{self.name}-{i}", [str(self.binary), "serve", "--listen", f"127.0.0.1:{port}",
-                                                          "--data-dir", str(data), "--rate-limit-per-second", "0"]
+                                                          "--data-dir", str(data)]
                                      + extra, base.ROOT)
             base.wait_ready(f"{self.name}-{i}", proc, base.Client(port), "/ready")
             self.procs.append(proc)

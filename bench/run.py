@@ -164,8 +164,8 @@ class Jangar:
         data = RUN / f"{self.name}-data"
         data.mkdir()
         self.proc = start_server(self.name, [str(self.binary), "serve", "--listen",
-                                             f"127.0.0.1:{self.port}", "--data-dir", str(data),
-                                             "--rate-limit-per-second", "0"] + self.extra_args, ROOT)
+                                             f"127.0.0.1:{self.port}", "--data-dir", str(data)]
+                                 + self.extra_args, ROOT)
         self.http = Client(self.port)
         body = wait_ready(self.name, self.proc, self.http, "/version")
         self.version = (body if isinstance(body, str) else json.dumps(body)).strip()[:80]

@@ -317,13 +317,15 @@ async fn limits_and_pagination_over_messages() {
         json!({"limit": 1001}),
         json!({"limit": 2.5}),
         json!({"limit": 5, "paginationOpts": {"numItems": 1, "cursor": null}}),
-        json!({"paginationOpts": {"numItems": 1, "cursor": "!!"}}),
     ] {
         let mut args = bad.clone();
         args["sessionId"] = json!(id);
         let error = server.app_error("/api/query", "chatMessages:listBySession", args).await;
         assert_eq!(error["code"], "InvalidArgument", "{bad}");
     }
+    let args = json!({"sessionId": id, "paginationOpts": {"numItems": 1, "cursor": "!!"}});
+    let error = server.app_error("/api/query", "chatMessages:listBySession", args).await;
+    assert_eq!(error["code"], "InvalidCursor");
 }
 
 #[tokio::test]

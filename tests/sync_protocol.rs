@@ -363,6 +363,29 @@ async fn a_subscribed_page_grows_instead_of_dropping_documents_between_pages() {
     assert_eq!(titles(&second), ["w5", "w4", "w3"]);
     assert_eq!(second["modifications"][0]["value"]["continueCursor"], page_end, "the page still ends where it did");
     assert_eq!(second["modifications"][0]["value"]["isDone"], false);
+    assert_eq!(second["modifications"][0]["journal"], page_end, "the journal names the page's end");
+    server.stop().await;
+
+    // Subscribed again with that journal, on another server over the same data (a restart, or on
+    // PostgreSQL another replica), the page answers the same three rows, not the first two.
+    let server = TestServer::start(&dir).await;
+    let mut socket = Socket::open(&server).await;
+    socket.connect("pages-again").await;
+    let mut again =
+        add(0, "workOrders:listBySession", json!({"sessionId": a, "paginationOpts": {"numItems": 2, "cursor": null}}));
+    again["journal"] = page_end.clone();
+    socket.send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [again]})).await;
+    let restored = socket.recv().await.unwrap();
+    assert_eq!(titles(&restored), ["w5", "w4", "w3"]);
+    assert_eq!(restored["modifications"][0]["journal"], page_end);
+    // A journal that is not a cursor is the query's error, not a silently different page.
+    let mut forged =
+        add(1, "workOrders:listBySession", json!({"sessionId": a, "paginationOpts": {"numItems": 2, "cursor": null}}));
+    forged["journal"] = json!("not a cursor!");
+    socket.send(json!({"type": "ModifyQuerySet", "baseVersion": 1, "newVersion": 2, "modifications": [forged]})).await;
+    let failed = socket.recv().await.unwrap();
+    assert_eq!(failed["modifications"][0]["type"], "QueryFailed", "{failed}");
+    assert_eq!(failed["modifications"][0]["errorData"]["code"], "InvalidCursor");
     server.stop().await;
 }
 

@@ -50,8 +50,11 @@ impl FunctionError {
     /// infrastructure failures (storage, schema bugs) as they are.
     pub fn into_client_facing(self) -> FunctionError {
         match self {
-            FunctionError::Engine(EngineError::Validation(m) | EngineError::InvalidCursor(m)) => {
+            FunctionError::Engine(EngineError::Validation(m)) => {
                 FunctionError::App(AppError::new("InvalidArgument", m))
+            }
+            FunctionError::Engine(EngineError::InvalidCursor(m)) => {
+                FunctionError::App(AppError::new("InvalidCursor", m))
             }
             FunctionError::Engine(EngineError::LimitExceeded(m)) => {
                 FunctionError::App(AppError::new("LimitExceeded", m))

@@ -152,4 +152,40 @@ describe("Jangar sync protocol with ConvexClient", () => {
       await proxy.close();
     }
   });
+
+  test("a subscribed page keeps every row it grew to across a reconnect (the journal)", async () => {
+    const proxy = await startProxy(server.port);
+    try {
+      const c = client(proxy.url);
+      const sessionId = await http.mutation(api.chatSessions.create, { userId: "u", title: "journal" });
+      for (let i = 0; i < 10; i += 1) {
+        await http.mutation(api.chatMessages.append, { sessionId, role: "user", content: `m${i}` });
+      }
+      // The whole session fits the first page, so the page is pinned to the end of the range and grows.
+      const args = { sessionId, paginationOpts: { numItems: 10, cursor: null } };
+      const pages = [];
+      c.onUpdate(api.chatMessages.listBySession, args, (page) => pages.push(page));
+      await waitFor(c, api.chatMessages.listBySession, args, (p) => p.page.length === 10 && p.isDone);
+      for (let i = 10; i < 22; i += 1) {
+        await http.mutation(api.chatMessages.append, { sessionId, role: "user", content: `m${i}` });
+      }
+      await waitFor(c, api.chatMessages.listBySession, args, (p) => p.page.length === 22);
+
+      const seenBefore = pages.length;
+      proxy.dropAll();
+      const deadline = Date.now() + 10_000;
+      while (c.connectionState().connectionCount < 2 || c.connectionState().hasInflightRequests) {
+        assert.ok(Date.now() < deadline, "the client never reconnected");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Re-subscribed with its journal, the page still ends where it did: one more message grows it to 23.
+      await http.mutation(api.chatMessages.append, { sessionId, role: "user", content: "m22" });
+      const grown = await waitFor(c, api.chatMessages.listBySession, args, (p) => p.page.length === 23);
+      assert.equal(grown.isDone, true);
+      const shrunk = pages.slice(seenBefore).filter((p) => p.page.length < 22).map((p) => p.page.length);
+      assert.deepEqual(shrunk, [], "after the reconnect the page never lost rows");
+    } finally {
+      await proxy.close();
+    }
+  });
 });

@@ -88,6 +88,19 @@ struct Subscription {
     subscribers: HashSet<(ConnectionId, u32)>,
 }
 
+impl Subscription {
+    /// The journal sent with each answer: a pinned page's end cursor (Convex's journal is the
+    /// same idea), which the client sends back when it subscribes again.
+    fn journal(&self) -> Option<&str> {
+        let Ok((_, _, Value::Object(args))) = &self.call else { return None };
+        let Some(Value::Object(options)) = args.get("paginationOpts") else { return None };
+        match options.get("endCursor") {
+            Some(Value::String(end)) => Some(end),
+            _ => None,
+        }
+    }
+}
+
 struct Connection {
     out: Outbox,
     overloaded: Option<oneshot::Sender<()>>,
@@ -97,8 +110,8 @@ struct Connection {
     identity_version: u32,
     identity: Identity,
     queries: HashMap<u32, Key>,
-    /// The udf path and encoded args of each query, to re-key them when the identity changes.
-    calls: HashMap<u32, (String, Json)>,
+    /// The udf path, encoded args and journal of each query, to re-key them when the identity changes.
+    calls: HashMap<u32, (String, Json, Option<String>)>,
     /// Queries whose current result this client has not seen yet.
     unsent: HashSet<u32>,
     removed: Vec<u32>,
@@ -295,14 +308,14 @@ impl Manager {
         }
         for modification in modifications {
             match modification {
-                QuerySetModification::Add { query_id, udf_path, args } => {
+                QuerySetModification::Add { query_id, udf_path, args, journal } => {
                     if self.connections[&conn].queries.contains_key(&query_id) {
                         return self.fatal(conn, format!("Query {query_id} was added twice"));
                     }
                     let args = Json::Array(args);
-                    self.subscribe(conn, query_id, &udf_path, &args);
+                    self.subscribe(conn, query_id, &udf_path, &args, journal.as_deref());
                     let c = self.connections.get_mut(&conn).expect("checked above");
-                    c.calls.insert(query_id, (udf_path, args));
+                    c.calls.insert(query_id, (udf_path, args, journal));
                 }
                 QuerySetModification::Remove { query_id } => {
                     let c = self.connections.get_mut(&conn).expect("checked above");
@@ -339,25 +352,29 @@ impl Manager {
         }
         c.identity = identity;
         // Every query is asked again as the new identity.
-        let calls: Vec<(u32, String, Json)> =
-            c.calls.iter().map(|(id, (path, args))| (*id, path.clone(), args.clone())).collect();
+        let calls: Vec<(u32, String, Json, Option<String>)> = c
+            .calls
+            .iter()
+            .map(|(id, (path, args, journal))| (*id, path.clone(), args.clone(), journal.clone()))
+            .collect();
         let old: Vec<(u32, Key)> = c.queries.drain().collect();
         for (query_id, key) in old {
             self.unsubscribe(conn, query_id, &key);
         }
-        for (query_id, path, args) in calls {
-            self.subscribe(conn, query_id, &path, &args);
+        for (query_id, path, args, journal) in calls {
+            self.subscribe(conn, query_id, &path, &args, journal.as_deref());
         }
     }
 
-    fn subscribe(&mut self, conn: ConnectionId, query_id: u32, path: &str, args: &Json) {
+    fn subscribe(&mut self, conn: ConnectionId, query_id: u32, path: &str, args: &Json, journal: Option<&str>) {
         let Some(c) = self.connections.get_mut(&conn) else { return };
         // Over the limit, the query gets a subscription of its own that only reports the error.
         let over_limit = c.queries.len() >= self.max_subscriptions;
         let key: Key = if over_limit {
             format!("over limit\u{0}{conn}\u{0}{query_id}").into()
         } else {
-            format!("{}\u{0}{}\u{0}{}", c.identity.key(), crate::domain::registry::canonical_path(path), args).into()
+            let path = crate::domain::registry::canonical_path(path);
+            format!("{}\u{0}{path}\u{0}{args}\u{0}{}", c.identity.key(), journal.unwrap_or_default()).into()
         };
         let caller = if over_limit {
             let message = format!("A connection may subscribe to at most {} queries.", self.max_subscriptions);
@@ -375,10 +392,13 @@ impl Manager {
         let fresh = &mut self.fresh;
         let time_dependent = &mut self.time_dependent;
         let subscription = self.subscriptions.entry(key.clone()).or_insert_with(|| {
-            let call = match caller {
+            let mut call = match caller {
                 Ok(caller) => prepare_call(registry, db, path, args).map(|(function, args)| (function, caller, args)),
                 Err(refusal) => Err(refusal.into()),
             };
+            if let Some(end) = journal {
+                pin_page_at(&mut call, end);
+            }
             if matches!(&call, Ok((function, ..)) if function.time_dependent) {
                 time_dependent.insert(key.clone());
             }
@@ -542,7 +562,8 @@ impl Manager {
             for query_id in c.unsent.drain() {
                 let Some(key) = c.queries.get(&query_id) else { continue };
                 let Some((result, _)) = self.subscriptions.get(key).and_then(|s| s.result.as_ref()) else { continue };
-                modifications.push(modification(query_id, result));
+                let journal = self.subscriptions.get(key).and_then(Subscription::journal);
+                modifications.push(modification(query_id, result, journal));
             }
             for query_id in c.removed.drain(..) {
                 modifications.push(format!(r#"{{"type":"QueryRemoved","queryId":{query_id}}}"#));
@@ -571,13 +592,18 @@ impl Manager {
 /// ended (Convex's `endCursor`): documents arriving inside the page then grow it
 /// instead of pushing its last documents out of every page.
 fn pin_page_end(call: &mut PreparedCall, result: &QueryResult) {
-    let (Ok((_, _, Value::Object(args))), QueryResult::Value(cached)) = (call, result) else { return };
-    let Some(Value::Object(options)) = args.get_mut("paginationOpts") else { return };
-    if options.contains_key("endCursor") {
-        return;
-    }
+    let QueryResult::Value(cached) = result else { return };
     if let Some(Value::String(end)) = cached.value.as_object().and_then(|page| page.get("continueCursor")) {
-        options.insert("endCursor".into(), Value::String(end.clone()));
+        pin_page_at(call, end);
+    }
+}
+
+/// Pins a paginated call's page to end at `end`, unless it is pinned already.
+fn pin_page_at(call: &mut PreparedCall, end: &str) {
+    let Ok((_, _, Value::Object(args))) = call else { return };
+    let Some(Value::Object(options)) = args.get_mut("paginationOpts") else { return };
+    if !options.contains_key("endCursor") {
+        options.insert("endCursor".into(), Value::String(end.to_owned()));
     }
 }
 
@@ -585,15 +611,16 @@ fn version_json(version: &StateVersion) -> String {
     format!(r#"{{"querySet":{},"identity":{},"ts":"{}"}}"#, version.query_set, version.identity, encode_ts(version.ts))
 }
 
-fn modification(query_id: u32, result: &QueryResult) -> String {
+fn modification(query_id: u32, result: &QueryResult, journal: Option<&str>) -> String {
+    let journal = Json::from(journal);
     match result {
         QueryResult::Value(value) => format!(
-            r#"{{"type":"QueryUpdated","queryId":{query_id},"value":{},"logLines":[],"journal":null}}"#,
+            r#"{{"type":"QueryUpdated","queryId":{query_id},"value":{},"logLines":[],"journal":{journal}}}"#,
             value.json(JsonFormat::Encoded)
         ),
         QueryResult::Error { message, data } => {
             let mut failed = serde_json::json!({
-                "type": "QueryFailed", "queryId": query_id, "errorMessage": message, "logLines": [], "journal": null,
+                "type": "QueryFailed", "queryId": query_id, "errorMessage": message, "logLines": [], "journal": journal,
             });
             if let Some(data) = data {
                 failed["errorData"] = data.clone();

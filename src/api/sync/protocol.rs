@@ -59,7 +59,15 @@ pub enum TokenType {
 #[serde(tag = "type")]
 pub enum QuerySetModification {
     #[serde(rename_all = "camelCase")]
-    Add { query_id: u32, udf_path: String, args: Vec<Json> },
+    Add {
+        query_id: u32,
+        udf_path: String,
+        args: Vec<Json>,
+        /// What an earlier answer to this query said to send back with it (a paginated page's
+        /// end), so that after a reconnect it answers the same rows.
+        #[serde(default)]
+        journal: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
     Remove { query_id: u32 },
 }
