@@ -413,3 +413,51 @@ async fn acknowledged_writes_survive_a_restart() {
     assert_eq!(listed.as_array().unwrap().len(), 50);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_list_takes_an_order_served_by_the_same_index() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let id = session(&server, "u").await;
+    for i in 0..5 {
+        server
+            .mutation("chatMessages:append", json!({"sessionId": id, "role": "user", "content": format!("m{i}")}))
+            .await;
+        server.mutation("workOrders:create", json!({"sessionId": id, "title": format!("w{i}")})).await;
+    }
+    let field = |list: &Value, name: &str| -> Vec<String> {
+        let items = list.get("page").unwrap_or(list);
+        items.as_array().unwrap().iter().map(|d| d[name].as_str().unwrap().to_owned()).collect()
+    };
+    let messages = |extra: Value| {
+        let mut args = json!({"sessionId": id});
+        args.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        server.query("chatMessages:listBySession", args)
+    };
+    let oldest_first: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    let newest_first: Vec<String> = oldest_first.iter().rev().cloned().collect();
+    assert_eq!(field(&messages(json!({})).await, "content"), oldest_first, "the default: chronological");
+    assert_eq!(field(&messages(json!({"order": "desc"})).await, "content"), newest_first);
+    assert_eq!(field(&messages(json!({"order": "desc", "limit": 2})).await, "content"), ["m4", "m3"]);
+    assert_eq!(field(&messages(json!({"order": "asc", "limit": 2})).await, "content"), ["m0", "m1"]);
+    assert_eq!(
+        field(&messages(json!({"limit": 2})).await, "content"),
+        ["m3", "m4"],
+        "the default: the newest, in order"
+    );
+    // Pages newest first, each continuing where the last ended.
+    let first = messages(json!({"order": "desc", "paginationOpts": {"numItems": 3, "cursor": null}})).await;
+    let rest =
+        messages(json!({"order": "desc", "paginationOpts": {"numItems": 3, "cursor": first["continueCursor"]}})).await;
+    assert_eq!([field(&first, "content"), field(&rest, "content")].concat(), newest_first);
+    assert_eq!(rest["isDone"], true);
+
+    let orders = |order: &str| server.query("workOrders:listBySession", json!({"sessionId": id, "order": order}));
+    assert_eq!(field(&orders("asc").await, "title"), ["w0", "w1", "w2", "w3", "w4"]);
+    assert_eq!(field(&orders("desc").await, "title"), ["w4", "w3", "w2", "w1", "w0"]);
+    let bad = server
+        .app_error("/api/query", "chatMessages:listBySession", json!({"sessionId": id, "order": "sideways"}))
+        .await;
+    assert_eq!(bad["code"], "InvalidArgument");
+    server.stop().await;
+}

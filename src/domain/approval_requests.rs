@@ -11,7 +11,7 @@ use crate::engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, check_transition, empty_list, list_args, list_of, load, load_active, maybe, object,
+    Args, ListRequest, check_transition, empty_list, list_args, list_of, list_order, load, load_active, maybe, object,
 };
 use super::error::FunctionResult;
 use super::registry::Function;
@@ -139,9 +139,9 @@ fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
             if chat_sessions::find(tx, session, false)?.is_none() {
                 return Ok(empty_list(&request));
             }
-            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), Order::Asc)?
+            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), list_order(args, Order::Asc))?
         }
-        None => tx.query(TABLE, "by_status", IndexRange::default().eq("pending"), Order::Asc)?,
+        None => tx.query(TABLE, "by_status", IndexRange::default().eq("pending"), list_order(args, Order::Asc))?,
     };
     // Pending documents read as they are stored: their status is "pending" until decided.
     request.run(query, pending)

@@ -7,7 +7,7 @@ use crate::engine::storage::Order;
 use crate::engine::value::{Object, Value};
 
 use super::access::Ctx;
-use super::common::{Args, ListRequest, empty_list, list_args, list_of, load, object, session_or_thread};
+use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object, session_or_thread};
 use super::error::{AppError, FunctionResult};
 use super::registry::Function;
 use super::schema::ARTIFACT_TYPES;
@@ -121,9 +121,10 @@ fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     if !tx.may_list_under("runs", run)? {
         return Ok(empty_list(&request));
     }
-    request.run(tx.query(TABLE, "by_run", IndexRange::default().eq(run.encode()), Order::Asc)?, All)
+    let range = IndexRange::default().eq(run.encode());
+    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, false, All)
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Asc, All)
 }

@@ -8,7 +8,9 @@ use crate::engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::chat_sessions;
-use super::common::{Args, ListRequest, documents, empty_list, list_args, list_of, object, set_deleted, visible};
+use super::common::{
+    Args, ListRequest, documents, empty_list, list_args, list_of, list_order, object, set_deleted, visible,
+};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::MESSAGE_ROLES;
@@ -68,9 +70,11 @@ fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     insert_message(tx, args.id("sessionId")?, args.str("role"), args.str("content"), extra)
 }
 
-/// Messages of a session in chronological order. With `limit`, the newest
-/// `limit` messages (what a chat view shows); with `paginationOpts`, pages from
-/// the oldest on. A hidden session has no visible messages.
+/// Messages of a session. Without `order`: chronological; with `limit`, the
+/// newest `limit` messages (what a chat view shows), with `paginationOpts`,
+/// pages from the oldest on. With `order`, in that order from its start
+/// (`desc`: a chat view that opens on the newest and pages back in time). A
+/// hidden session has no visible messages.
 pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let include_deleted = args.flag("includeDeleted");
@@ -78,14 +82,16 @@ pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) 
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session_id.encode());
-    match request {
-        ListRequest::Limit(limit) => {
+    match (request, args.get("order")) {
+        (ListRequest::Limit(limit), None) => {
             let mut newest =
                 tx.query(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
             newest.reverse();
             Ok(documents(&newest))
         }
-        page => page.run(tx.query(TABLE, "by_session", range, Order::Asc)?, visible(include_deleted)),
+        (request, _) => {
+            request.run(tx.query(TABLE, "by_session", range, list_order(args, Order::Asc))?, visible(include_deleted))
+        }
     }
 }
 

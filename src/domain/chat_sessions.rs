@@ -4,12 +4,13 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::v;
+use crate::engine::storage::Order;
 use crate::engine::transaction::Keep;
 use crate::engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, empty_list, is_deleted, list_args, list_of, load_active, maybe, object, order, set_deleted,
+    Args, ListRequest, empty_list, is_deleted, list_args, list_of, list_order, load_active, maybe, object, set_deleted,
     visible,
 };
 use super::error::{FunctionError, FunctionResult};
@@ -84,7 +85,8 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     tx.check_user_id("userId", args.str("userId"))?;
-    let query = tx.query(TABLE, "by_user_recent", IndexRange::default().eq(args.str("userId")), order(true))?;
+    let range = IndexRange::default().eq(args.str("userId"));
+    let query = tx.query(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }
 
@@ -103,7 +105,7 @@ pub fn list_in_session(
     tx: &mut Ctx<'_, '_>,
     table: &str,
     args: &Args,
-    newest_first: bool,
+    default_order: Order,
     keep: impl Keep,
 ) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
@@ -111,7 +113,8 @@ pub fn list_in_session(
     if find(tx, session, args.flag("includeDeleted"))?.is_none() {
         return Ok(empty_list(&request));
     }
-    let query = tx.query(table, "by_session", IndexRange::default().eq(session.encode()), order(newest_first))?;
+    let range = IndexRange::default().eq(session.encode());
+    let query = tx.query(table, "by_session", range, list_order(args, default_order))?;
     request.run(query, keep)
 }
 

@@ -1,5 +1,5 @@
 //! Helpers every function module uses: typed argument access, soft delete,
-//! list arguments (`limit` / `paginationOpts`) and status transitions.
+//! list arguments (`limit` / `paginationOpts` / `order`) and status transitions.
 
 use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
@@ -113,6 +113,8 @@ pub fn set_deleted(
 /// The argument fields every list query accepts.
 pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
     fields.push(("limit", v::optional(v::number())));
+    // Through the same index either way; without it, each list's own order.
+    fields.push(("order", v::optional(v::union(vec![v::literal("asc"), v::literal("desc")]))));
     fields.push((
         "paginationOpts",
         v::optional(v::object(vec![
@@ -222,8 +224,13 @@ pub fn visible(include_deleted: bool) -> impl Fn(&Document) -> bool {
     move |d| include_deleted || !is_deleted(d)
 }
 
-pub fn order(newest_first: bool) -> Order {
-    if newest_first { Order::Desc } else { Order::Asc }
+/// The order a list query asked for (`order: "asc" | "desc"`), else the list's own.
+pub fn list_order(args: &Args, default: Order) -> Order {
+    match args.opt_str("order") {
+        Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        _ => default,
+    }
 }
 
 /// Checks a status change against a state machine. `Ok(false)` means the

@@ -10,7 +10,7 @@ use crate::engine::storage::Order;
 use crate::engine::value::Value;
 
 use super::access::Ctx;
-use super::common::{Args, ListRequest, empty_list, list_args, list_of, load, object};
+use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object};
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::EVENT_TYPES;
@@ -111,5 +111,5 @@ fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     if let Some(after) = args.opt_f64("afterSeq") {
         range = range.gt(after);
     }
-    request.run(tx.query(TABLE, "by_run", range, Order::Asc)?, All)
+    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }

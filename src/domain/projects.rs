@@ -6,7 +6,7 @@ use crate::engine::storage::Order;
 use crate::engine::value::Value;
 
 use super::access::Ctx;
-use super::common::{Args, ListRequest, list_args, list_of, maybe};
+use super::common::{Args, ListRequest, list_args, list_of, list_order, maybe};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::{repos, teams};
@@ -31,5 +31,5 @@ fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_team(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let range = IndexRange::default().eq(args.id("teamId")?.encode());
-    request.run(tx.query(repos::TABLE, "by_team", range, Order::Asc)?, All)
+    request.run(tx.query(repos::TABLE, "by_team", range, list_order(args, Order::Asc))?, All)
 }

@@ -11,7 +11,7 @@ use crate::engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, load, maybe, object, order,
+    Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, list_order, load, maybe, object,
 };
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
@@ -211,7 +211,8 @@ fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     if !tx.may_list_under("work_orders", order_id)? {
         return Ok(empty_list(&request));
     }
-    request.run(tx.query(TABLE, "by_work_order", IndexRange::default().eq(order_id.encode()), order(true))?, All)
+    let range = IndexRange::default().eq(order_id.encode());
+    request.run(tx.query(TABLE, "by_work_order", range, list_order(args, Order::Desc))?, All)
 }
 
 /// The most recently updated runs among `statuses`, newest first.

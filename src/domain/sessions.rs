@@ -8,7 +8,7 @@ use crate::engine::value::Value;
 
 use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
-use super::common::{Args, ListRequest, MAX_LIMIT, documents, list_args, list_of, maybe, object, visible};
+use super::common::{Args, ListRequest, MAX_LIMIT, documents, list_args, list_of, list_order, maybe, object, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
 
@@ -80,7 +80,7 @@ fn list_by_repo(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let range = IndexRange::default().eq(args.id("repoId")?.encode());
     // A repo is shared; its sessions are not: users list their own.
     let keep = tx.owned(TABLE, visible(false));
-    request.run(tx.query(TABLE, "by_repo_recent", range, Order::Desc)?, keep)
+    request.run(tx.query(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
 }
 
 fn update_last_active(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

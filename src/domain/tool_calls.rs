@@ -1,6 +1,7 @@
 //! `toolCalls:*` — the audit trail of an agent's tool calls in a session.
 
 use crate::engine::schema::v;
+use crate::engine::storage::Order;
 use crate::engine::value::Value;
 
 use super::access::Ctx;
@@ -89,5 +90,5 @@ fn complete(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, false, All)
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Asc, All)
 }

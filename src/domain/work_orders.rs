@@ -5,11 +5,12 @@ use crate::engine::document::Document;
 use crate::engine::id::DocumentId;
 use crate::engine::keys::IndexRange;
 use crate::engine::schema::{Validator, v};
+use crate::engine::storage::Order;
 use crate::engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, check_transition, documents, list_args, list_of, load, load_active, maybe, object, order,
+    Args, ListRequest, check_transition, documents, list_args, list_of, list_order, load, load_active, maybe, object,
     set_deleted, visible,
 };
 use super::error::{AppError, FunctionError, FunctionResult};
@@ -193,7 +194,7 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut kept = Vec::new();
     loop {
         let range = IndexRange::default().eq(status.clone());
-        let page = tx.query(TABLE, "by_status", range, order(true))?.paginate(
+        let page = tx.query(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
             page_size,
             cursor.as_deref(),
             end_cursor.as_deref(),
@@ -265,7 +266,7 @@ fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, true, visible(args.flag("includeDeleted")))
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(args.flag("includeDeleted")))
 }
 
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
