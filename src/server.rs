@@ -12,7 +12,7 @@ use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
 use crate::api::{AppState, MAX_BODY_BYTES, router};
 use crate::auth::Auth;
-use crate::auth::jwt::Providers;
+use crate::auth::WatchedProviders;
 use crate::auth::keys::AdminKeys;
 use crate::domain;
 use crate::engine::database::Database;
@@ -145,12 +145,12 @@ pub async fn serve(
     let mut shutdown = Box::pin(shutdown);
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
     let providers = match &config.auth_config {
-        Some(path) => Some(Providers::load(path)?.ok_or_else(|| format!("{} does not exist", path.display()))?),
-        None => Providers::load(&config.data_dir.join(AUTH_CONFIG_FILE))?,
-    }
-    .filter(|providers| !providers.is_empty());
+        Some(path) if !path.exists() => return Err(format!("{} does not exist", path.display())),
+        Some(path) => WatchedProviders::load(Some(path.clone()))?,
+        None => WatchedProviders::load(Some(config.data_dir.join(AUTH_CONFIG_FILE)))?,
+    };
     let loopback = config.listen.ip().is_loopback();
-    let credentials = !keys.is_empty() || providers.is_some();
+    let credentials = !keys.is_empty() || providers.current().is_some();
     if !credentials && !loopback {
         return Err(format!(
             "refusing to listen on {} without credentials: run `jangar keys generate`, set JANGAR_ADMIN_KEY \
@@ -158,11 +158,11 @@ pub async fn serve(
             config.listen
         ));
     }
-    if let Some(providers) = &providers {
+    if let Some(providers) = providers.current() {
         tracing::info!(issuers = ?providers.issuers().collect::<Vec<_>>(), "accepting user tokens");
     }
-    let open = loopback && !credentials;
-    let auth = Auth::new(keys, providers, open, config.limits.calls_per_second);
+    let auth = Auth::new(keys, providers, loopback, config.limits.calls_per_second);
+    auth.watch();
     if auth.is_open() {
         tracing::warn!(
             "no admin key or identity provider is configured: open development mode, \

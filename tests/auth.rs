@@ -45,6 +45,24 @@ impl Server {
     }
 }
 
+impl Server {
+    /// A server on `data` with no credentials (open development mode), its log in `data/server.log`.
+    fn start_logged(data: &std::path::Path) -> Server {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::File::create(data.join("server.log")).unwrap();
+        let port = free_port();
+        let mut command = jangar();
+        command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data);
+        let child = command.stderr(log).env("NO_COLOR", "1").spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -95,7 +113,148 @@ async fn a_generated_key_opens_the_deployment_until_it_is_revoked() {
 
     let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
     assert!(revoked.status.success());
-    assert_eq!(list(&server.url, Some(&format!("Convex {key}"))).await.status, 401, "revocation needs no restart");
+    refused_within_a_second(&server.url, &key).await;
+}
+
+/// A key must be refused within one second (the server reads its key file a few times a second).
+async fn refused_within_a_second(url: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let status = list(url, Some(&format!("Convex {key}"))).await.status;
+        if status == 401 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "a revoked key was still accepted after a second (HTTP {status})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn generate_key(dir: &std::path::Path) -> String {
+    let generated = jangar().args(["keys", "generate", "--data-dir"]).arg(dir).output().unwrap();
+    assert!(generated.status.success());
+    String::from_utf8(generated.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_key_revoked_right_after_it_was_generated_stops_working_within_a_second_every_time() {
+    let dir = TempDir::new();
+    let keeper = generate_key(&dir.0);
+    let server = Server::start(&dir.0, &[], &[]);
+    for _ in 0..16 {
+        // Generated and revoked within one tick of the file system's clock, often.
+        let key = generate_key(&dir.0);
+        let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
+        assert!(revoked.status.success());
+        refused_within_a_second(&server.url, &key).await;
+    }
+    assert_eq!(list(&server.url, Some(&format!("Convex {keeper}"))).await.status, 200);
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message as JSON (Pings skipped), or Null once the server closed the socket.
+async fn next_message(socket: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "Ping" {
+                    return value;
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Value::Null,
+            _ => {}
+        }
+    }
+}
+
+/// A socket that subscribed to a session list, authenticated with `authenticate` (or not at all).
+async fn subscribed_socket(url: &str, authenticate: Option<Value>) -> Socket {
+    let url = format!("{}/api/sync", url.replacen("http", "ws", 1));
+    let mut socket = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let mut messages = Vec::from_iter(authenticate);
+    messages.push(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+        {"type": "Add", "queryId": 0, "udfPath": "chatSessions:list", "args": [{"userId": "u"}]}]}));
+    for message in messages {
+        socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    }
+    loop {
+        let transition = next_message(&mut socket).await;
+        assert_eq!(transition["type"], "Transition", "{transition}");
+        if transition["endVersion"]["querySet"] == 1 {
+            assert_eq!(transition["modifications"][0]["type"], "QueryUpdated", "{transition}");
+            return socket;
+        }
+    }
+}
+
+/// The socket gets `first` (a message type, or Null for a plain close), then closes, within a second.
+async fn closed_within_a_second(socket: &mut Socket, first: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(remaining, next_message(socket)).await.expect("closed within a second");
+        match message["type"].as_str() {
+            Some("Transition") => continue,
+            Some(kind) => {
+                assert_eq!(kind, first, "{message}");
+                assert_eq!(next_message(socket).await, Value::Null, "then the socket closes");
+                return;
+            }
+            None => {
+                assert_eq!(first, "close", "the socket closed without {first}");
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_socket_loses_a_revoked_key_within_a_second() {
+    let dir = TempDir::new();
+    let key = generate_key(&dir.0);
+    let server = Server::start(&dir.0, &[], &[]);
+    let authenticate = json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin", "value": key});
+    let mut socket = subscribed_socket(&server.url, Some(authenticate)).await;
+    let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
+    assert!(revoked.status.success());
+    closed_within_a_second(&mut socket, "AuthError").await;
+}
+
+#[tokio::test]
+async fn the_first_key_or_provider_ends_open_development_mode_at_once() {
+    for configure in ["a key", "a provider"] {
+        let dir = TempDir::new();
+        let server = Server::start_logged(&dir.0);
+        assert_eq!(list(&server.url, None).await.status, 200, "open development mode");
+        let mut socket = subscribed_socket(&server.url, None).await;
+        match configure {
+            "a key" => drop(generate_key(&dir.0)),
+            _ => {
+                let provider = json!({"type": "customJwt", "issuer": "https://idp.example", "algorithm": "RS256",
+                    "jwks": {"keys": []}});
+                std::fs::write(dir.0.join("auth.json"), json!({"providers": [provider]}).to_string()).unwrap();
+            }
+        }
+        closed_within_a_second(&mut socket, "close").await;
+        assert_eq!(list(&server.url, None).await.status, 401, "after {configure}, calls need credentials");
+        let log = std::fs::read_to_string(dir.0.join("server.log")).unwrap();
+        assert!(log.contains("open development mode has ended"), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn the_counters_and_the_timestamp_need_credentials_when_configured() {
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, &[("JANGAR_ADMIN_KEY", "counter-key")], &[]);
+    let client = HttpClient::default();
+    let stats = format!("{}/jangar/stats", server.url);
+    let query_ts = format!("{}/api/query_ts", server.url);
+    let admin = [("authorization", "Convex counter-key")];
+    assert_eq!(client.send(hyper::Method::GET, &stats, &[], "").await.unwrap().status, 401);
+    assert_eq!(client.send(hyper::Method::POST, &query_ts, &[], "").await.unwrap().status, 401);
+    assert_eq!(client.send(hyper::Method::GET, &stats, &admin, "").await.unwrap().status, 200);
+    assert_eq!(client.send(hyper::Method::POST, &query_ts, &admin, "").await.unwrap().status, 200);
 }
 
 #[tokio::test]

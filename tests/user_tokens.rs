@@ -69,6 +69,12 @@ async fn tokens_are_checked_against_the_provider() {
     refused(&server, &with(&|c| c["iss"] = json!(OTHER_ISSUER)), "unknown issuer").await;
     refused(&server, &with(&|c| c["aud"] = json!("another-app")), "wrong audience").await;
     accepted(&server, &with(&|c| c["aud"] = json!(["another-app", AUDIENCE]))).await;
+    refused(&server, &with(&|c| drop(c.as_object_mut().unwrap().remove("aud"))), "no audience").await;
+    // A subject shaped like a token identifier names nobody else: Bob's is `issuer|bob`.
+    let bob = format!("{}|bob", tokens::ISSUER);
+    let (_, body) = list_as(&server, &key.token(&bob, 60), &bob).await;
+    assert_eq!(body["errorData"]["code"], "Forbidden", "Bob's sessions are not theirs: {body}");
+    accepted_as(&server, &key.token(&bob, 60), &format!("{}|{bob}", tokens::ISSUER)).await;
     refused(&server, &with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))), "no exp").await;
     refused(&server, &with(&|c| drop(c.as_object_mut().unwrap().remove("sub"))), "no subject").await;
     refused(&server, &with(&|c| c["sub"] = json!("")), "an empty subject").await;

@@ -283,7 +283,8 @@ pub async fn run_by_path(
     run(&state, caller, call, None).await
 }
 
-pub async fn query_ts(State(state): State<AppState>) -> Result<Json<Json_>, ApiError> {
+pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+    caller(&state, &headers).await?;
     let ts = state.db.current_ts().await.map_err(ApiError::internal)?;
     Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
 }
@@ -347,11 +348,14 @@ pub async fn root() -> &'static str {
     "This Jangar deployment is running. It speaks the Convex HTTP and sync protocols."
 }
 
-/// Group-commit counters, for benchmarks and operators.
-pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
+/// Group-commit counters, for benchmarks and operators (admins).
+pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if !caller(&state, &headers).await?.admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The server's counters need an admin key."));
+    }
     let stats = state.db.stats();
     let sync = &state.sync.stats;
-    Json(json!({
+    Ok(Json(json!({
         "commitGroups": stats.groups.load(Ordering::Relaxed),
         "mutationsCommitted": stats.mutations.load(Ordering::Relaxed),
         "syncConnections": sync.connections.load(Ordering::Relaxed),
@@ -359,7 +363,7 @@ pub async fn stats(State(state): State<AppState>) -> impl IntoResponse {
         "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),
         "syncTransitions": sync.transitions.load(Ordering::Relaxed),
         "syncSteps": sync.steps.load(Ordering::Relaxed),
-    }))
+    })))
 }
 
 /// `POST /jangar/check`: the integrity check on the live database, for admins

@@ -60,11 +60,10 @@ pub fn not_ready_router() -> Router {
 }
 
 pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize) -> Router {
-    let origins = if state.auth.is_open() {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(cors_origins.iter().filter_map(|o| o.parse().ok()))
-    };
+    // Decided per request: open development mode may end while the server runs.
+    let allowed: Vec<axum::http::HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let auth = state.auth.clone();
+    let origins = AllowOrigin::predicate(move |origin, _| auth.is_open() || allowed.contains(origin));
     let cors = CorsLayer::new()
         .allow_origin(origins)
         .allow_credentials(true)

@@ -110,16 +110,20 @@ struct FetchedKeys {
     last_forced: Option<Instant>,
 }
 
+/// The text of an auth config; `Ok(None)` when the file does not exist.
+pub fn read_config(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 impl Providers {
-    /// Reads the providers from `path`; `Ok(None)` when the file does not exist.
-    pub fn load(path: &Path) -> Result<Option<Providers>, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
+    /// The providers of an auth config's text, read from `path` (file paths in it are relative to it).
+    pub fn parse(text: &str, path: &Path) -> Result<Providers, String> {
         let config: ConfigFile =
-            serde_json::from_str(&text).map_err(|e| format!("{} is not a valid auth config: {e}", path.display()))?;
+            serde_json::from_str(text).map_err(|e| format!("{} is not a valid auth config: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let providers = config
             .providers
@@ -128,12 +132,12 @@ impl Providers {
             .map(|(i, provider)| Provider::from_config(provider, base).map_err(|e| format!("providers[{i}]: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Some(Providers {
+        Ok(Providers {
             providers,
             clock_skew: config.clock_skew_seconds,
             http: HttpClient::default(),
             verified: std::sync::Mutex::default(),
-        }))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -196,7 +200,12 @@ impl Providers {
         }
         validation.validate_nbf = true;
         validation.leeway = self.clock_skew;
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // With an applicationID the audience is required: a token without `aud` is not for us.
+        if provider.application_id.is_some() {
+            validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        } else {
+            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        }
 
         let mut refetched = false;
         loop {

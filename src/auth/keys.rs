@@ -1,11 +1,11 @@
 //! Admin keys. `jangar keys generate` prints a new key and records only its
 //! SHA-256 in `<data dir>/admin-keys`; keys may also come from the environment.
-//! Checking a key compares hashes in constant time, and notices a revocation
-//! (an edit of the file) without a restart.
+//! Checking a key compares hashes in constant time. A running server reads the
+//! file again when told to (`reload`, which the server's credential watcher
+//! calls a few times a second), so a revocation needs no restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -92,7 +92,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 pub struct AdminKeys {
     file: PathBuf,
     from_env: Vec<Hash>,
-    from_file: Mutex<(Option<SystemTime>, Vec<Hash>)>,
+    /// The file's text when last read, and the keys in it.
+    from_file: Mutex<(String, Vec<Hash>)>,
 }
 
 impl AdminKeys {
@@ -101,9 +102,9 @@ impl AdminKeys {
         let keys = AdminKeys {
             file: key_file(data_dir),
             from_env: env.iter().filter(|k| !k.trim().is_empty()).map(|k| hash(k.trim())).collect(),
-            from_file: Mutex::new((None, Vec::new())),
+            from_file: Mutex::new((String::new(), Vec::new())),
         };
-        keys.refresh();
+        keys.reload();
         keys
     }
 
@@ -112,26 +113,29 @@ impl AdminKeys {
         KEY_VARIABLES.iter().filter_map(|name| std::env::var(name).ok()).collect()
     }
 
-    /// Re-reads the key file when it changed since the last read.
-    fn refresh(&self) -> Vec<Hash> {
-        let modified = std::fs::metadata(&self.file).and_then(|m| m.modified()).ok();
+    /// Reads the key file again; true when its keys changed. The text is compared, not the
+    /// modification time: a key generated and revoked within one tick of a coarse clock must not
+    /// stay accepted.
+    pub fn reload(&self) -> bool {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut cached = self.from_file.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != modified || modified.is_none() {
-            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-            *cached = (modified, text.lines().filter_map(|l| parse_hex(l.trim())).collect());
+        if cached.0 == text {
+            return false;
         }
-        cached.1.clone()
+        let keys = text.lines().filter_map(|l| parse_hex(l.trim())).collect();
+        *cached = (text, keys);
+        true
     }
 
     pub fn is_empty(&self) -> bool {
-        self.from_env.is_empty() && self.refresh().is_empty()
+        self.from_env.is_empty() && self.from_file.lock().unwrap_or_else(|p| p.into_inner()).1.is_empty()
     }
 
     pub fn accepts(&self, key: &str) -> bool {
         let candidate = hash(key.trim());
-        let file = self.refresh();
+        let file = self.from_file.lock().unwrap_or_else(|p| p.into_inner());
         // Check every key, so the time taken does not tell which one matched.
-        self.from_env.iter().chain(&file).fold(false, |found, known| same(known, &candidate) | found)
+        self.from_env.iter().chain(&file.1).fold(false, |found, known| same(known, &candidate) | found)
     }
 }
 
@@ -158,12 +162,12 @@ mod tests {
         assert!(!keys.accepts("jangar_admin_guess") && !keys.accepts(""));
         assert!(revoke(&dir, &first).unwrap());
         assert!(!revoke(&dir, &first).unwrap(), "already gone");
-        // The running server's view follows the file (allow for coarse modification times).
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let _ =
-            std::fs::File::options().append(true).open(key_file(&dir)).and_then(|f| f.set_modified(SystemTime::now()));
+        // The running server's view follows the file once reloaded, however soon after the last read.
+        assert!(keys.accepts(&first), "not before the reload");
+        assert!(keys.reload());
         assert!(!keys.accepts(&first));
         assert!(keys.accepts(&second));
+        assert!(!keys.reload(), "nothing changed since");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,13 +4,23 @@
 //! With no admin key configured and a loopback listener, the deployment runs
 //! in an open development mode: anyone who can reach it may call anything.
 //! Otherwise every call needs credentials.
+//!
+//! The admin-key file and the auth config are read again a few times a second
+//! ([`Auth::watch`]): a revoked key stops working, a new provider is trusted,
+//! and the first key or provider ends open development mode, without a
+//! restart. Every change is announced ([`Auth::changes`]) so open sockets check
+//! their credentials again.
 
 pub mod jwt;
 pub mod keys;
 pub mod rate_limit;
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use crate::domain::access::{Caller, User, Viewer};
 use crate::engine::base64;
@@ -93,6 +103,8 @@ pub enum AuthError {
     WrongAudience,
     #[error("The token has expired.")]
     Expired,
+    #[error("These credentials are no longer accepted: the admin key was revoked or the identity provider removed.")]
+    Revoked,
     #[error("The token is not valid yet.")]
     NotYetValid,
     #[error("The token's signature does not verify with its provider's keys.")]
@@ -101,18 +113,120 @@ pub enum AuthError {
     KeysUnavailable,
 }
 
+/// What a socket authenticated with, kept to check again after a change.
+#[derive(Clone, Debug, Default)]
+pub enum Credentials {
+    #[default]
+    None,
+    AdminKey(String),
+    UserToken(String),
+}
+
+/// How often the credential files are read again.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
 pub struct Auth {
     keys: AdminKeys,
-    providers: Option<Providers>,
-    /// Open development mode: no credentials needed.
-    open: bool,
+    providers: WatchedProviders,
+    /// Open development mode: no credentials needed. It ends for good once a key or a provider
+    /// appears (revoking every key later does not open the server again).
+    open: AtomicBool,
+    /// Bumped whenever the keys, the providers or the mode change.
+    changes: watch::Sender<u64>,
     limiter: RateLimiter,
 }
 
+/// The identity providers of an auth config file, parsed again when its text changes.
+pub struct WatchedProviders {
+    path: Option<PathBuf>,
+    text: Mutex<Option<String>>,
+    current: RwLock<Option<Arc<Providers>>>,
+}
+
+impl WatchedProviders {
+    /// The providers of `path` (none, if it does not exist); `None` for no config at all.
+    pub fn load(path: Option<PathBuf>) -> Result<WatchedProviders, String> {
+        let config = WatchedProviders { path, text: Mutex::new(None), current: RwLock::new(None) };
+        config.reload()?;
+        Ok(config)
+    }
+
+    /// Reads the file again; true when its providers changed. A broken edit keeps the providers
+    /// in use (and says why), so a typo does not lock everyone out.
+    fn reload(&self) -> Result<bool, String> {
+        let Some(path) = &self.path else { return Ok(false) };
+        let text = jwt::read_config(path)?;
+        let mut last = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == text {
+            return Ok(false);
+        }
+        let providers = text.as_deref().map(|text| Providers::parse(text, path)).transpose()?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = providers.filter(|p| !p.is_empty()).map(Arc::new);
+        *last = text;
+        Ok(true)
+    }
+
+    pub fn current(&self) -> Option<Arc<Providers>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 impl Auth {
-    /// `rate`: calls per identity per second (0: no limit).
-    pub fn new(keys: AdminKeys, providers: Option<Providers>, open: bool, rate: u32) -> Arc<Auth> {
-        Arc::new(Auth { keys, providers, open, limiter: RateLimiter::new(rate) })
+    /// `may_be_open`: the listener is on loopback, so no credentials at all means open development
+    /// mode. `rate`: calls per user per second (0: no limit).
+    pub fn new(keys: AdminKeys, providers: WatchedProviders, may_be_open: bool, rate: u32) -> Arc<Auth> {
+        let open = may_be_open && keys.is_empty() && providers.current().is_none();
+        let (changes, _) = watch::channel(0);
+        Arc::new(Auth { keys, providers, open: AtomicBool::new(open), changes, limiter: RateLimiter::new(rate) })
+    }
+
+    /// Reads the credential files again every [`WATCH_EVERY`] while the runtime runs.
+    pub fn watch(self: &Arc<Self>) {
+        let auth = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(auth) = auth.upgrade() else { return };
+                auth.reload();
+            }
+        });
+    }
+
+    /// Reads the admin keys and the auth config again, and announces any change.
+    pub fn reload(&self) {
+        let keys_changed = self.keys.reload();
+        let providers_changed = self.providers.reload().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the auth config is not valid; the providers in use stay");
+            false
+        });
+        let credentials = !self.keys.is_empty() || self.providers.current().is_some();
+        let ended_open = credentials && self.open.swap(false, Ordering::Relaxed);
+        if ended_open {
+            tracing::warn!("an admin key or identity provider is configured now: open development mode has ended");
+        }
+        if providers_changed && let Some(providers) = self.providers.current() {
+            tracing::info!(issuers = ?providers.issuers().collect::<Vec<_>>(), "accepting user tokens");
+        }
+        if keys_changed || providers_changed || ended_open {
+            self.changes.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// Ticks whenever the keys, the providers or the mode change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether credentials accepted before still are (for an open socket after a change).
+    pub async fn still_valid(&self, credentials: &Credentials) -> bool {
+        match credentials {
+            // Anonymous callers had rights only in open development mode.
+            Credentials::None => self.is_open(),
+            Credentials::AdminKey(key) => self.keys.accepts(key),
+            Credentials::UserToken(token) => self.user(token).await.is_ok(),
+        }
     }
 
     /// Counts one call of a user against their rate; `Err` says how long to wait. Admin keys and
@@ -126,13 +240,13 @@ impl Auth {
     }
 
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open.load(Ordering::Relaxed)
     }
 
     /// The caller named by an `Authorization` header value (or its absence).
     pub async fn identify_header(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
-            return if self.open { Ok(Identity::Anonymous) } else { Err(AuthError::Missing) };
+            return if self.is_open() { Ok(Identity::Anonymous) } else { Err(AuthError::Missing) };
         };
         let (scheme, value) = header.split_once(' ').ok_or(AuthError::Malformed)?;
         match scheme.to_ascii_lowercase().as_str() {
@@ -159,16 +273,16 @@ impl Auth {
 
     /// A user token, checked against the configured providers.
     pub async fn user(&self, token: &str) -> Result<Identity, AuthError> {
-        let providers = self.providers.as_ref().ok_or(AuthError::NoProviders)?;
+        let providers = self.providers.current().ok_or(AuthError::NoProviders)?;
         let (user, expires) = providers.verify(token).await?;
         Ok(Identity::User { user, expires })
     }
 
     /// Whom a call by this identity runs as; `None` when it needs credentials it lacks.
     pub fn caller(&self, identity: &Identity) -> Option<Caller> {
-        let bare_subject = self.providers.as_ref().is_none_or(|providers| providers.len() <= 1);
+        let bare_subject = self.providers.current().is_none_or(|providers| providers.len() <= 1);
         match identity {
-            Identity::Anonymous => self.open.then_some(Caller::ADMIN),
+            Identity::Anonymous => self.is_open().then_some(Caller::ADMIN),
             Identity::Admin { acting_as: None } => Some(Caller::ADMIN),
             Identity::Admin { acting_as: Some(user) } => {
                 Some(Caller { viewer: Viewer::User(user.as_user(bare_subject)), admin: true })
@@ -201,7 +315,9 @@ mod tests {
 
     fn auth(open: bool) -> Arc<Auth> {
         let dir = std::env::temp_dir().join("jangar-auth-unit-none");
-        Auth::new(AdminKeys::load(&dir, &["secret".to_owned()]), None, open, 0)
+        // Open development mode is no credentials on a loopback listener.
+        let keys: &[String] = if open { &[] } else { &["secret".to_owned()] };
+        Auth::new(AdminKeys::load(&dir, keys), WatchedProviders::load(None).unwrap(), true, 0)
     }
 
     #[tokio::test]

@@ -58,7 +58,11 @@ impl Viewer {
     pub fn is(&self, user_id: &str) -> bool {
         match self {
             Viewer::Everything => true,
-            Viewer::User(user) => user_id == user.token_identifier || user.subject.as_deref() == Some(user_id),
+            // A bare subject never names a token identifier (`issuer|subject`): a subject
+            // "https://issuer|bob" must not own Bob's sessions.
+            Viewer::User(user) => {
+                user_id == user.token_identifier || (!user_id.contains('|') && user.subject.as_deref() == Some(user_id))
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
 use crate::api::decode_args;
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Credentials, Identity};
 use crate::domain::access::Caller;
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Kind, check_args, enqueue_mutation_once};
@@ -122,6 +122,9 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let mut last_sent = Instant::now();
     let mut overload_armed = true;
     let mut caller = Identity::Anonymous;
+    // What `caller` was shown with, to check again when the deployment's credentials change.
+    let mut credentials = Credentials::None;
+    let mut credential_changes = state.auth.changes();
     // The base version of the Authenticate that set `caller`, for the AuthError sent when its token expires.
     let mut auth_base = 0;
     loop {
@@ -167,6 +170,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     mutations: &mut mutations,
                     waiting: &mut waiting,
                     caller: &mut caller,
+                    credentials: &mut credentials,
                     auth_base: &mut auth_base,
                 };
                 if !handle_client_message(&state, conn, message, &out, &mut session).await {
@@ -205,6 +209,22 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
             _ = sleep_until_some(expiry) => {
                 expire(&mut socket, auth_base).await;
                 break;
+            }
+            Ok(()) = credential_changes.changed() => {
+                // A revoked key, a removed provider, or the end of open development mode.
+                if !state.auth.still_valid(&credentials).await {
+                    match credentials {
+                        Credentials::None => {
+                            send_close(&mut socket, 1000, "open development mode has ended".into()).await;
+                        }
+                        _ => {
+                            let error = auth_error(&AuthError::Revoked, auth_base, false);
+                            let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
+                            send_close(&mut socket, 1000, "AuthError".into()).await;
+                        }
+                    }
+                    break;
+                }
             }
             _ = shutdown.changed() => {
                 send_close(&mut socket, CLOSE_GOING_AWAY, "Server is shutting down".into()).await;
@@ -274,6 +294,7 @@ struct Session<'a> {
     mutations: &'a mut Option<mpsc::Sender<MutationRequest>>,
     waiting: &'a mut Option<Waiting>,
     caller: &'a mut Identity,
+    credentials: &'a mut Credentials,
     auth_base: &'a mut u32,
 }
 
@@ -309,12 +330,18 @@ async fn handle_client_message(
             match identity {
                 Ok(identity) => {
                     *caller = identity.clone();
+                    *session.credentials = match (token_type, value) {
+                        (TokenType::Admin, Some(key)) => Credentials::AdminKey(key),
+                        (TokenType::User, Some(token)) => Credentials::UserToken(token),
+                        _ => Credentials::None,
+                    };
                     *auth_base = base_version;
                     events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
                 }
                 Err(e) => {
                     // Whatever the client sends before the socket closes runs with no credentials.
                     *caller = Identity::Anonymous;
+                    *session.credentials = Credentials::None;
                     let error = out.try_push(Outbound::Text(auth_error(&e, base_version, true)));
                     let close = out.try_push(Outbound::Close { code: 1000, reason: "AuthError".into() });
                     // A client too far behind to be told just loses the connection.
