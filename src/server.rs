@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::api::sync::SyncHub;
 use crate::api::sync::manager::{Manager, SyncStats};
-use crate::api::{AppState, MAX_BODY_BYTES, router};
+use crate::api::{AppState, BodyLimits, MAX_BODY_BYTES, router};
 use crate::auth::Auth;
 use crate::auth::WatchedProviders;
 use crate::auth::keys::AdminKeys;
@@ -42,6 +42,13 @@ pub struct Limits {
     /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
     #[arg(long = "sync-queue-messages", env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
     pub sync_queue_messages: usize,
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is closed
+    /// after as long.
+    #[arg(long = "header-timeout-seconds", env = "JANGAR_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// Seconds a client may pause while sending a request body (408 after it).
+    #[arg(long = "body-timeout-seconds", env = "JANGAR_BODY_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub body_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -53,6 +60,8 @@ impl Default for Limits {
             subscriptions_per_connection: 1024,
             pending_mutations: 1024,
             sync_queue_messages: 256,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
         }
     }
 }
@@ -97,6 +106,64 @@ pub const DEFAULT_QUERY_CACHE_ENTRIES: usize = 10_000;
 
 /// The identity providers' file a deployment reads when none is named.
 pub const AUTH_CONFIG_FILE: &str = "auth.json";
+
+/// Serves HTTP/1.1 (with WebSocket upgrades) on `listener` until `shutdown` resolves, then stops
+/// accepting and lets every connection finish the request it is in.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Headers must arrive in time, and the same timer closes keep-alive connections left idle.
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // No Nagle delay: a MutationResponse and the Transition that settles it are two small
+        // writes, and the second would wait out the client's delayed ACK (about 40 ms a mutation).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                    // Finish the request in flight (an idle connection closes at once), then end.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+        // Forget connections that are done, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
+}
 
 /// Connections waiting to be accepted: large, so thousands of clients
 /// reconnecting at once are queued rather than dropped (the default is 128).
@@ -150,6 +217,7 @@ pub async fn serve(
         None => WatchedProviders::load(Some(config.data_dir.join(AUTH_CONFIG_FILE)))?,
     };
     let loopback = config.listen.ip().is_loopback();
+    let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds.max(1));
     let credentials = !keys.is_empty() || providers.current().is_some();
     if !credentials && !loopback {
         return Err(format!(
@@ -182,13 +250,10 @@ pub async fn serve(
             let (waiting, serving) = split_listener(listener).map_err(|e| e.to_string())?;
             listener = serving;
             let (connected, until_connected) = tokio::sync::oneshot::channel::<()>();
-            let not_ready = tokio::spawn(
-                axum::serve(waiting, crate::api::not_ready_router())
-                    .with_graceful_shutdown(async move {
-                        let _ = until_connected.await;
-                    })
-                    .into_future(),
-            );
+            let not_ready =
+                tokio::spawn(serve_http(waiting, crate::api::not_ready_router(), header_timeout, async move {
+                    let _ = until_connected.await;
+                }));
             let storage = tokio::select! {
                 storage = open_postgres(url.clone(), schema.clone()) => storage,
                 () = &mut shutdown => return Ok(()),
@@ -228,7 +293,11 @@ pub async fn serve(
         config.limits.pending_mutations,
         config.limits.socket_message_bytes,
     ));
-    let state = AppState { db, registry, sync, auth };
+    let limits = BodyLimits {
+        max_body_bytes: config.limits.request_bytes,
+        body_timeout: Duration::from_secs(config.limits.body_timeout_seconds),
+    };
+    let state = AppState { db, registry, sync, auth, limits };
     let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
     tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);
@@ -237,17 +306,7 @@ pub async fn serve(
         // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
         let _ = stop_sockets.send(true);
     };
-    // No Nagle delay: a MutationResponse and the Transition that settles it are two small writes,
-    // and the second would wait out the client's delayed ACK (about 40 ms a mutation).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state, &config.cors_origins, config.limits.request_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
+    serve_http(listener, router(state, &config.cors_origins), header_timeout, shutdown).await;
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || committer.join());

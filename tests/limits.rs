@@ -184,3 +184,48 @@ async fn a_socket_message_over_the_limit_closes_the_socket() {
     assert_eq!(sessions.as_array().unwrap().len(), 1, "the oversized mutation did not run");
     server.stop().await;
 }
+
+/// Sends `request` on a raw connection and reads what comes back until the server closes it.
+/// Returns the reply and how long the server held the connection.
+async fn raw_exchange(server: &TestServer, request: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut reply = Vec::new();
+    // Far longer than the timeouts under test: a server that never lets go fails here.
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "the server held the connection for 20 s; got {:?}", String::from_utf8_lossy(&reply));
+    (String::from_utf8_lossy(&reply).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_and_oversized_requests_do_not_hold_a_connection() {
+    let dir = TempDir::new();
+    let server = TestServer::start_custom(&dir, |c| {
+        c.limits.header_timeout_seconds = 1;
+        c.limits.body_timeout_seconds = 1;
+        c.limits.request_bytes = 1_000;
+    })
+    .await;
+    // Headers that never end: the connection is closed.
+    let (reply, held) = raw_exchange(&server, b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: app").await;
+    assert!(held < Duration::from_secs(10), "held for {held:?}: {reply}");
+    // A promised body that never comes: 408.
+    let (reply, _) =
+        raw_exchange(&server, b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"path\":").await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("RequestTimeout"), "{reply}");
+    // A body over the limit is refused before it is read: 413 at once, whatever is promised.
+    let (reply, _) =
+        raw_exchange(&server, b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("PayloadTooLarge"), "{reply}");
+    // An idle keep-alive connection is closed after the header timeout.
+    let request = b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (reply, held) = raw_exchange(&server, request).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(held < Duration::from_secs(10), "an idle keep-alive connection stayed open {held:?}");
+    server.stop().await;
+}

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde_json::{Value as Json_, json};
 
 use super::error::ApiError;
@@ -28,14 +28,49 @@ struct Call {
     format: JsonFormat,
 }
 
+/// A request body, read within the deployment's limits: 413 at once for a
+/// `Content-Length` over `--max-request-bytes` (and as soon as more than that
+/// arrives without one), 408 when the client stops sending for
+/// `--body-timeout-seconds`. Slow or oversized uploads cannot hold a connection.
+pub struct RequestBody(Bytes);
+
+impl FromRequest<AppState> for RequestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<RequestBody, ApiError> {
+        let limits = &state.limits;
+        let too_large = || {
+            let message = format!("The request body is larger than {} bytes.", limits.max_body_bytes);
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+        };
+        let declared = request.headers().get(axum::http::header::CONTENT_LENGTH);
+        if declared.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limits.max_body_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = request.into_body();
+        let mut bytes = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(limits.body_timeout, body.frame()).await.map_err(|_| {
+                let message = format!("No part of the request body arrived for {:?}.", limits.body_timeout);
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message)
+            })?;
+            let Some(frame) = frame else { return Ok(RequestBody(bytes.into())) };
+            let frame =
+                frame.map_err(|e| ApiError::bad_request("BadRequest", format!("Reading the body failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limits.max_body_bytes {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
 /// Reads a JSON body whatever its Content-Type (plain `fetch` sends text/plain).
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Json_, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
-        ApiError::new(status, code, rejection.body_text())
-    })?;
-    serde_json::from_slice(&bytes)
+fn json_body(body: &RequestBody) -> Result<Json_, ApiError> {
+    serde_json::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
 }
 
@@ -197,36 +232,28 @@ fn auth_error(error: AuthError) -> ApiError {
 async fn call_route(
     state: AppState,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let caller = caller(&state, &headers).await?;
-    let call = parse_call(&json_body(body)?, None, JsonFormat::Clean)?;
+    let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
     run(&state, caller, call, expected).await
 }
 
-pub async fn query(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<UdfBody, ApiError> {
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Query)).await
 }
 
 pub async fn mutation(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Mutation)).await
 }
 
-pub async fn action(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<UdfBody, ApiError> {
+pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Action)).await
 }
 
@@ -234,7 +261,7 @@ pub async fn action(
 pub async fn function(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, None).await
 }
@@ -268,17 +295,14 @@ pub async fn run_by_path(
     State(state): State<AppState>,
     Path(route): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let caller = caller(&state, &headers).await?;
     let Some((module, name)) = route.rsplit_once('/') else {
         return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
     };
-    let body = match body {
-        Ok(bytes) if bytes.is_empty() => json!({}),
-        other => json_body(other)?,
-    };
+    let body = if body.0.is_empty() { json!({}) } else { json_body(&body)? };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
     run(&state, caller, call, None).await
 }
@@ -293,11 +317,11 @@ pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Resu
 pub async fn query_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Result<Json<Json_>, ApiError> {
     check_client_header(&headers)?;
     let caller = caller(&state, &headers).await?;
-    let body = json_body(body)?;
+    let body = json_body(&body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
         return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
     };

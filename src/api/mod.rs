@@ -7,7 +7,6 @@ pub mod sync;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
@@ -48,6 +47,14 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub sync: Arc<sync::SyncHub>,
     pub auth: Arc<crate::auth::Auth>,
+    pub limits: BodyLimits,
+}
+
+/// How large a request body may be, and how long a client may pause while sending one.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
 }
 
 /// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
@@ -59,7 +66,7 @@ pub fn not_ready_router() -> Router {
     })
 }
 
-pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize) -> Router {
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     // Decided per request: open development mode may end while the server runs.
     let allowed: Vec<axum::http::HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let auth = state.auth.clone();
@@ -85,7 +92,6 @@ pub fn router(state: AppState, cors_origins: &[String], max_request_bytes: usize
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
         .fallback(http::not_found)
-        .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(cors)
         .with_state(state)
 }
