@@ -361,7 +361,7 @@ impl<'a> TypeWriter<'a> {
     fn write(&mut self, out: &mut String, validator: &Validator, context: &str) -> Result<(), String> {
         match validator {
             Validator::String => out.push_str("string"),
-            Validator::Number => out.push_str("number"),
+            Validator::Number | Validator::Count => out.push_str("number"),
             Validator::Int64 => out.push_str("bigint"),
             Validator::Boolean => out.push_str("boolean"),
             Validator::Null => out.push_str("null"),

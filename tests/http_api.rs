@@ -78,6 +78,21 @@ async fn malformed_requests_get_clear_http_errors() {
     let no_path = server.post("/api/query", json!({"args": {}})).await;
     assert_eq!((no_path.status.as_u16(), no_path.json().unwrap()["code"].clone()), (400, json!("BadJsonBody")));
 
+    // Every error has the API's shape, whatever layer answers it.
+    for (method, route, status, code) in [
+        (hyper::Method::GET, "/api/mutation", 405, "MethodNotAllowed"),
+        (hyper::Method::PUT, "/api/query", 405, "MethodNotAllowed"),
+        (hyper::Method::GET, "/api/sync", 400, "WebSocketUpgradeRequired"),
+        (hyper::Method::GET, "/api/1.48.0/sync", 400, "WebSocketUpgradeRequired"),
+        (hyper::Method::GET, "/no/such/route", 404, "NotFound"),
+    ] {
+        let response = client.send(method.clone(), &url(route), &[], "").await.unwrap();
+        assert_eq!(response.status, status, "{method} {route}");
+        let body = response.json().unwrap_or_else(|e| panic!("{method} {route}: not JSON: {e}"));
+        assert_eq!(body["code"], code, "{method} {route}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+
     let unknown = server.post("/api/query", json!({"path": "nope:missing", "args": {}})).await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json().unwrap()["code"], "FunctionPathNotFound");
@@ -459,5 +474,53 @@ async fn every_list_takes_an_order_served_by_the_same_index() {
         .app_error("/api/query", "chatMessages:listBySession", json!({"sessionId": id, "order": "sideways"}))
         .await;
     assert_eq!(bad["code"], "InvalidArgument");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forged_cursors_and_numbers_that_do_not_count_are_refused() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let id = session(&server, "u").await;
+    for i in 0..3 {
+        server
+            .mutation("chatMessages:append", json!({"sessionId": id, "role": "user", "content": format!("m{i}")}))
+            .await;
+    }
+    let page = |cursor: Value| json!({"sessionId": id, "paginationOpts": {"numItems": 1, "cursor": cursor}});
+    let first = server.query("chatMessages:listBySession", page(Value::Null)).await;
+    let cursor = first["continueCursor"].as_str().unwrap().to_owned();
+    let second = server.query("chatMessages:listBySession", page(json!(cursor))).await;
+    assert_eq!(second["page"][0]["content"], "m1", "a genuine cursor continues the list");
+
+    // Edited, made up, or taken from another list: an error naming the cursor, never another page.
+    let mut edited = jangar::engine::base64::decode(&cursor).unwrap();
+    edited[3] ^= 0x40;
+    let orders = server
+        .query("workOrders:listBySession", json!({"sessionId": id, "paginationOpts": {"numItems": 1, "cursor": null}}));
+    server.mutation("workOrders:create", json!({"sessionId": id, "title": "w"})).await;
+    let other_list = orders.await["continueCursor"].as_str().unwrap().to_owned();
+    for forged in [jangar::engine::base64::encode(&edited), jangar::engine::base64::encode(b"\x60made up"), other_list]
+    {
+        let error = server.app_error("/api/query", "chatMessages:listBySession", page(json!(forged))).await;
+        assert_eq!(error["code"], "InvalidCursor", "{forged}: {error}");
+    }
+
+    // Not-a-number and infinite counts are argument errors that name the argument.
+    let nan = json!({"$float": jangar::engine::base64::encode(&f64::NAN.to_le_bytes())});
+    let infinity = json!({"$float": jangar::engine::base64::encode(&f64::INFINITY.to_le_bytes())});
+    let order = server.mutation("workOrders:create", json!({"sessionId": id})).await;
+    let run = server.mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": "wf"})).await;
+    for (path, args, field) in [
+        ("events:listByRun", json!({"runId": run, "afterSeq": nan}), "afterSeq"),
+        ("events:listByRun", json!({"runId": run, "afterSeq": -1}), "afterSeq"),
+        ("events:listByRun", json!({"runId": run, "afterSeq": 1.5}), "afterSeq"),
+        ("chatMessages:listBySession", json!({"sessionId": id, "limit": infinity}), "limit"),
+    ] {
+        let body = json!({"path": path, "args": args, "format": "convex_encoded_json"});
+        let response: Value = server.post("/api/query", body).await.json().unwrap();
+        assert_eq!(response["errorData"]["code"], "InvalidArgument", "{path} {args}: {response}");
+        assert!(response["errorMessage"].as_str().unwrap().contains(field), "{response}");
+    }
     server.stop().await;
 }

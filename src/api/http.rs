@@ -400,6 +400,12 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<
     Ok(Json(report.to_json()))
 }
 
+/// A known route called with the wrong method, in the API's error shape.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = format!("{} does not take {method} requests.", uri.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message).into_response()
+}
+
 /// Unknown routes answer in the API's error shape.
 pub async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "NotFound", "No such route.").into_response()

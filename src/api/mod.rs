@@ -92,6 +92,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
         .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(cors)
         .with_state(state)
 }

@@ -112,21 +112,21 @@ pub fn set_deleted(
 
 /// The argument fields every list query accepts.
 pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
-    fields.push(("limit", v::optional(v::number())));
+    fields.push(("limit", v::optional(v::count())));
     // Through the same index either way; without it, each list's own order.
     fields.push(("order", v::optional(v::union(vec![v::literal("asc"), v::literal("desc")]))));
     fields.push((
         "paginationOpts",
         v::optional(v::object(vec![
-            ("numItems", v::number()),
+            ("numItems", v::count()),
             ("cursor", v::union(vec![v::string(), v::null()])),
             // The page ends at this cursor (inclusive) instead of after numItems documents.
             ("endCursor", v::optional(v::union(vec![v::string(), v::null()]))),
             // usePaginatedQuery tags its requests with an id; it does not change the result.
-            ("id", v::optional(v::number())),
+            ("id", v::optional(v::count())),
             // Convex's per-page read budgets; this server's per-transaction limits apply instead.
-            ("maximumRowsRead", v::optional(v::number())),
-            ("maximumBytesRead", v::optional(v::number())),
+            ("maximumRowsRead", v::optional(v::count())),
+            ("maximumBytesRead", v::optional(v::count())),
         ])),
     ));
     v::object(fields)

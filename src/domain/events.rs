@@ -34,7 +34,7 @@ pub fn functions() -> Vec<Function> {
         .for_workers(),
         Function::query(
             "events:listByRun",
-            list_args(vec![("runId", v::id("runs")), ("afterSeq", v::optional(v::number()))]),
+            list_args(vec![("runId", v::id("runs")), ("afterSeq", v::optional(v::count()))]),
             list_of(TABLE),
             list_by_run,
         ),

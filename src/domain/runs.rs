@@ -88,7 +88,7 @@ pub fn functions() -> Vec<Function> {
         ),
         Function::query(
             "runs:getDashboard",
-            v::object(vec![("limit", v::optional(v::number()))]),
+            v::object(vec![("limit", v::optional(v::count()))]),
             dashboard,
             dashboard_fn,
         )

@@ -4,6 +4,7 @@
 
 pub mod base64;
 pub mod cache;
+pub mod cursor;
 pub mod database;
 pub mod document;
 pub mod error;

@@ -10,6 +10,8 @@ use super::value::{Object, Value};
 pub enum Validator {
     String,
     Number,
+    /// A number that counts: finite, whole and not negative (a limit, a sequence number).
+    Count,
     Int64,
     Boolean,
     Null,
@@ -37,6 +39,9 @@ pub mod v {
     }
     pub fn number() -> Validator {
         Validator::Number
+    }
+    pub fn count() -> Validator {
+        Validator::Count
     }
     pub fn int64() -> Validator {
         Validator::Int64
@@ -96,6 +101,7 @@ impl fmt::Display for Validator {
         match self {
             Validator::String => f.write_str("v.string()"),
             Validator::Number => f.write_str("v.number()"),
+            Validator::Count => f.write_str("a whole number from 0 (v.number())"),
             Validator::Int64 => f.write_str("v.int64()"),
             Validator::Boolean => f.write_str("v.boolean()"),
             Validator::Null => f.write_str("v.null()"),
@@ -162,6 +168,7 @@ impl Validator {
                     Err(_) => Err(mismatch()),
                 }
             }
+            (Validator::Count, Value::Float64(f)) if f.is_finite() && f.fract() == 0.0 && *f >= 0.0 => Ok(()),
             (Validator::Literal(expected), _) if expected == value => Ok(()),
             (Validator::Union(members), _) => {
                 if members.iter().any(|m| m.check(value, path, schema).is_ok()) {

@@ -1,7 +1,6 @@
 //! A transaction over one snapshot: index-range reads that record their read
 //! set and, for mutations, validated writes that record their write set.
 
-use super::base64;
 use super::document::Document;
 use super::error::EngineError;
 use super::id::DocumentId;
@@ -374,10 +373,8 @@ impl Query<'_, '_> {
         mut keep: impl Keep,
     ) -> Result<Page, EngineError> {
         let Query { tx, index, mut range, order } = self;
-        let decode = |cursor: &str| {
-            base64::decode(cursor)
-                .ok_or_else(|| EngineError::InvalidCursor(format!("{cursor:?} is not a valid pagination cursor.")))
-        };
+        let cursors = tx.store.snapshot().cursor_key();
+        let decode = |cursor: &str| cursors.decode(index, cursor);
         if let Some(cursor) = cursor {
             // The cursor is the last key returned: continue strictly past it.
             let key = decode(cursor)?;
@@ -397,7 +394,7 @@ impl Query<'_, '_> {
                 (_, Order::Asc) => whole.end.unwrap_or_else(|| vec![0xff]),
                 (_, Order::Desc) => whole.start,
             };
-            return Ok(Page { page, is_done, continue_cursor: base64::encode(&continue_cursor) });
+            return Ok(Page { page, is_done, continue_cursor: cursors.encode(index, &continue_cursor) });
         };
         let end = decode(end_cursor)?;
         // Both parts stay inside the query's range, whatever the end cursor says.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use std::time::SystemTime;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,7 @@ use self::manager::{ConnectionId, Event, SyncStats};
 use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
+use super::error::ApiError;
 use crate::api::decode_args;
 use crate::auth::{AuthError, Credentials, Identity};
 use crate::domain::access::Caller;
@@ -81,10 +83,22 @@ impl SyncHub {
     }
 }
 
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     if let Err(e) = super::http::check_client_header(&headers) {
         return e.into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        // In the API's error shape, like every other error.
+        Err(rejection) => {
+            let message = format!("This is the sync protocol's WebSocket endpoint: {}", rejection.body_text());
+            return ApiError::new(rejection.status(), "WebSocketUpgradeRequired", message).into_response();
+        }
+    };
     ws.max_message_size(state.sync.max_message_bytes)
         .max_frame_size(state.sync.max_message_bytes)
         // Small buffers keep an idle connection cheap; they grow for large messages.

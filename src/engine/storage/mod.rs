@@ -13,6 +13,10 @@ macro_rules! reads_through {
                 self.ts
             }
 
+            fn cursor_key(&self) -> CursorKey {
+                self.storage.cursor_key.clone()
+            }
+
             fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
                 get(self.$handle(), id)
             }
@@ -53,6 +57,7 @@ macro_rules! reads_through {
 pub mod postgres;
 pub mod sqlite;
 
+use super::cursor::CursorKey;
 use super::document::Document;
 use super::id::{DocumentId, TableNumber};
 use super::keys::KeyRange;
@@ -102,6 +107,8 @@ pub trait CommitFeed: Send {
 pub trait Snapshot {
     /// The timestamp of the last commit this view contains.
     fn ts(&self) -> Timestamp;
+    /// The deployment's secret for pagination cursors, kept in the database.
+    fn cursor_key(&self) -> CursorKey;
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError>;
     /// Up to `limit` entries of `index` inside `range`, in key order, with their documents.
     fn scan(
@@ -186,6 +193,19 @@ fn log_builds(table: &TableDef, builds: &[IndexBuild<'_>], written: u64) {
             Some(removed) => tracing::warn!(index, removed, written, "rebuilt an index whose entries did not match"),
         }
     }
+}
+
+/// 32 random bytes: a new deployment's cursor secret.
+fn new_secret() -> Result<[u8; 32], StorageError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| StorageError(format!("no randomness for the cursor secret: {e}")))?;
+    Ok(secret)
+}
+
+/// A stored secret: exactly 32 bytes.
+fn stored_secret(bytes: &[u8]) -> Result<CursorKey, StorageError> {
+    let secret = bytes.try_into().map_err(|_| StorageError("the stored cursor secret is not 32 bytes".into()))?;
+    Ok(CursorKey::new(secret))
 }
 
 /// A stored document id: the table number and the 16 stored bytes.

@@ -27,9 +27,10 @@ use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
     Batch, CommitFeed, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError,
-    Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry, not_built,
-    parse_document, row_id,
+    Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry, new_secret, not_built,
+    parse_document, row_id, stored_secret,
 };
+use crate::engine::cursor::CursorKey;
 use crate::engine::database::Commit;
 use crate::engine::document::Document;
 use crate::engine::id::{DocumentId, TableNumber};
@@ -57,7 +58,8 @@ const FEED_BATCH: i64 = 1000;
 const POOLED_READERS: usize = 8;
 
 /// Each entry is one schema version, applied in order, once.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE jangar_documents (
     table_number BIGINT NOT NULL,
     id BYTEA NOT NULL,
@@ -85,7 +87,11 @@ CREATE INDEX jangar_mutation_outcomes_by_ts ON jangar_mutation_outcomes (ts);
 CREATE TABLE jangar_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO jangar_meta (name, value) VALUES ('last_commit_ts', 0), ('next_index_number', 1);
 CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, prev_ts BIGINT NOT NULL, writes BYTEA NOT NULL);
-"];
+",
+    "
+CREATE TABLE jangar_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+",
+];
 
 pub struct PostgresStorage {
     url: String,
@@ -93,6 +99,7 @@ pub struct PostgresStorage {
     readers: Mutex<Vec<Conn>>,
     /// The stored number of each declared index.
     index_numbers: HashMap<IndexId, i64>,
+    cursor_key: CursorKey,
 }
 
 /// Connects with timeouts and TCP keepalives, so a database (or a network)
@@ -182,12 +189,19 @@ impl PostgresStorage {
         let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
         let index_numbers = migrated?;
         unlocked?;
+        // The first replica's secret wins; every replica then signs and reads cursors alike.
+        client.execute(
+            "INSERT INTO jangar_secrets (name, value) VALUES ('cursor', $1) ON CONFLICT (name) DO NOTHING",
+            &[&&new_secret()?[..]],
+        )?;
+        let secret: Vec<u8> = client.query_one("SELECT value FROM jangar_secrets WHERE name = 'cursor'", &[])?.get(0);
         drop(client);
         Ok(PostgresStorage {
             url: url.to_owned(),
             writer: Mutex::new(Some(Conn::open_writer(url)?)),
             readers: Mutex::new(Vec::new()),
             index_numbers,
+            cursor_key: stored_secret(&secret)?,
         })
     }
 
@@ -214,6 +228,8 @@ impl PostgresStorage {
             writer: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
             index_numbers,
+            // The check reads no cursors.
+            cursor_key: CursorKey::new([0; 32]),
         };
         integrity::check(schema, &mut *storage.snapshot()?)
     }

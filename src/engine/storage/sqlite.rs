@@ -14,8 +14,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Batch, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
-    check_exact_floats, document_json, index_definition, log_builds, missing_entry, not_built, parse_document, row_id,
+    check_exact_floats, document_json, index_definition, log_builds, missing_entry, new_secret, not_built,
+    parse_document, row_id, stored_secret,
 };
+use crate::engine::cursor::CursorKey;
 use crate::engine::document::Document;
 use crate::engine::id::{DocumentId, TableNumber};
 use crate::engine::integrity;
@@ -51,6 +53,7 @@ pub struct SqliteStorage {
     readers: Mutex<Vec<Connection>>,
     /// The stored number of each declared index.
     index_numbers: HashMap<IndexId, i64>,
+    cursor_key: CursorKey,
     /// None when read-only.
     checkpointer: Option<Checkpointer>,
 }
@@ -137,6 +140,7 @@ CREATE TABLE IF NOT EXISTS mutation_outcomes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_commit_ts', 0);
 ";
 
@@ -156,6 +160,8 @@ impl SqliteStorage {
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
+        writer.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES ('cursor', ?1)", [&new_secret()?[..]])?;
+        let secret: Vec<u8> = writer.query_row("SELECT value FROM secrets WHERE name = 'cursor'", [], |r| r.get(0))?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(&path, durability)?;
         Ok(SqliteStorage {
@@ -164,6 +170,7 @@ impl SqliteStorage {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             index_numbers,
+            cursor_key: stored_secret(&secret)?,
             checkpointer: Some(checkpointer),
         })
     }
@@ -199,6 +206,8 @@ impl SqliteStorage {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             index_numbers,
+            // The check reads no cursors.
+            cursor_key: CursorKey::new([0; 32]),
             checkpointer: None,
         };
         integrity::check(schema, &mut *storage.snapshot()?)
