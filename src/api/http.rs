@@ -17,8 +17,9 @@ use super::{AppState, decode_args};
 use crate::auth::AuthError;
 use crate::domain::access::Caller;
 use crate::domain::error::FunctionError;
-use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query};
+use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query, run_query_as_of};
 use crate::engine::base64;
+use crate::engine::history::AsOf;
 use crate::engine::value::{JsonFormat, Value};
 
 /// One function call as the API received it.
@@ -311,6 +312,50 @@ pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Resu
     caller(&state, &headers).await?;
     let ts = state.db.current_ts().await.map_err(ApiError::internal)?;
     Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
+}
+
+/// `/api/query_at_ts`: a query as of a timestamp from `/api/query_ts` (the npm HTTP client's
+/// `consistentQuery`). Storage keeps only the latest versions, so it answers when nothing the
+/// query read has changed since that timestamp (then the latest result is the one at it), within
+/// the last minute of commits; otherwise 400 `TimestampTooOld`.
+pub async fn query_at_ts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
+    check_client_header(&headers)?;
+    let caller = caller(&state, &headers).await?;
+    let body = json_body(&body)?;
+    let at = match body.get("ts") {
+        Some(Json_::String(text)) => crate::api::sync::protocol::decode_ts(text),
+        Some(Json_::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::bad_request("BadTimestamp", "`ts` must be a timestamp from /api/query_ts."))?;
+    let call = parse_call(&body, None, JsonFormat::Clean)?;
+    let function = find_function(&state, &call.path)?;
+    if function.kind != Kind::Query {
+        return Err(ApiError::bad_request("BadFunctionKind", format!("{} is not a query.", function.path)));
+    }
+    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => args,
+        Err(e) => return failure(e, call.format).map(UdfBody::from),
+    };
+    let too_old = |why: &str| {
+        Err(ApiError::bad_request(
+            "TimestampTooOld",
+            format!("{} cannot be read as of that timestamp: {why}", function.path),
+        ))
+    };
+    match run_query_as_of(&state.db, function.clone(), caller, args, at).await {
+        Ok(Ok(value)) => Ok(UdfBody::from(success(&value, call.format))),
+        Ok(Err(AsOf::Changed)) => too_old("a later commit changed what it reads"),
+        Ok(Err(AsOf::TooOld | AsOf::NotYetKnown)) => too_old("only the last minute of commits is kept"),
+        Ok(Err(AsOf::Future | AsOf::Same)) => {
+            Err(ApiError::bad_request("BadTimestamp", "`ts` is later than the latest commit."))
+        }
+        Err(e) => failure(e, call.format).map(UdfBody::from),
+    }
 }
 
 /// `/api/query_batch`: every query of the batch reads the same snapshot.

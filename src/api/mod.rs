@@ -86,6 +86,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/function", post(http::function))
         .route("/api/run/{*route}", post(http::run_by_path))
         .route("/api/query_ts", post(http::query_ts))
+        .route("/api/query_at_ts", post(http::query_at_ts))
         .route("/api/query_batch", post(http::query_batch))
         .route("/api/sync", get(sync::upgrade))
         .route("/api/{client_version}/sync", get(sync::upgrade))

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::engine::cache::CachedResult;
 use crate::engine::database::{Database, MutationOutcome};
+use crate::engine::history::AsOf;
 use crate::engine::schema::{Schema, Validator};
-use crate::engine::storage::MutationKey;
+use crate::engine::storage::{MutationKey, Timestamp};
 use crate::engine::transaction::Transaction;
 
 use super::access::{Audience, Caller, Ctx};
@@ -158,6 +159,19 @@ pub async fn run_query(
         db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
     }
     Ok(result)
+}
+
+/// Runs a query function as of the commit timestamp `at` (see [`Database::query_as_of`]); the
+/// query cache is not used, it holds only the latest results.
+pub async fn run_query_as_of(
+    db: &Arc<Database>,
+    function: Arc<Function>,
+    caller: Caller,
+    args: Args,
+    at: Timestamp,
+) -> Result<Result<Value, AsOf>, FunctionError> {
+    function.audience.admits(&caller, function.path)?;
+    db.query_as_of(at, move |tx| function.call(tx, &caller, &args)).await.map_err(FunctionError::into_client_facing)
 }
 
 /// Runs a mutation function in the next group commit.

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::cache::QueryCache;
 use super::error::EngineError;
+use super::history::{AsOf, CommitHistory};
 use super::schema::Schema;
 use super::sets::{ReadSet, WriteSet};
 use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
@@ -127,6 +128,7 @@ pub struct Database {
     commits: broadcast::Sender<Arc<Commit>>,
     stats: Arc<CommitStats>,
     cache: Arc<QueryCache>,
+    history: Arc<CommitHistory>,
     /// Tells the commit feed's thread (if any) to stop.
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -141,6 +143,7 @@ impl Drop for Database {
 struct Follower {
     feed: Box<dyn super::storage::CommitFeed>,
     cache: Arc<QueryCache>,
+    history: Arc<CommitHistory>,
     commits: broadcast::Sender<Arc<Commit>>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -157,6 +160,7 @@ impl Follower {
                     for commit in commits {
                         let commit = Arc::new(commit);
                         self.cache.apply(&commit);
+                        self.history.record(&commit);
                         let _ = self.commits.send(commit);
                     }
                 }
@@ -192,6 +196,7 @@ impl Database {
         let stats = Arc::new(CommitStats::default());
         let last_ts = storage.snapshot()?.ts();
         let cache = Arc::new(QueryCache::new(cache_entries));
+        let history = Arc::new(CommitHistory::new(last_ts));
         // A shared database announces every replica's commits through its feed; otherwise the committer does.
         let feed = storage.commit_feed(last_ts);
         let following = feed.is_some();
@@ -199,7 +204,7 @@ impl Database {
             cache: cache.clone(),
             schema: schema.clone(),
             storage: storage.clone(),
-            commits: (!following).then(|| commits.clone()),
+            commits: (!following).then(|| (commits.clone(), history.clone())),
             stats: stats.clone(),
             last_ts,
             last_creation_time: 0.0,
@@ -211,14 +216,20 @@ impl Database {
             .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(feed) = feed {
-            let follower = Follower { feed, cache: cache.clone(), commits: commits.clone(), stopped: stopped.clone() };
+            let follower = Follower {
+                feed,
+                cache: cache.clone(),
+                history: history.clone(),
+                commits: commits.clone(),
+                stopped: stopped.clone(),
+            };
             std::thread::Builder::new()
                 .name("jangar-commit-feed".into())
                 .spawn(move || follower.run())
                 .map_err(|e| StorageError(format!("cannot start the commit feed: {e}")))?;
         }
         let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
-        let database = Database { schema, readers, storage, jobs, commits, stats, cache, stopped };
+        let database = Database { schema, readers, storage, jobs, commits, stats, cache, history, stopped };
         Ok((Arc::new(database), CommitterHandle(thread)))
     }
 
@@ -270,6 +281,27 @@ impl Database {
         let ts = tx.ts();
         let (reads, _, _) = tx.into_sets();
         Ok(QueryOutcome { value, reads, ts })
+    }
+
+    /// Runs a read-only function as of `at`, a recent commit timestamp: on the latest snapshot,
+    /// answering only if no commit since `at` wrote anything it read (so the result is the one at
+    /// `at`); otherwise says why not.
+    pub async fn query_as_of<T, E, F>(self: &Arc<Self>, at: Timestamp, body: F) -> Result<Result<T, AsOf>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<EngineError> + Send + 'static,
+    {
+        let outcome = self.query(body).await?;
+        // The snapshot may show a commit a moment before it is announced: wait for it, briefly.
+        for _ in 0..200 {
+            match self.history.as_of(at, outcome.ts, &outcome.reads) {
+                AsOf::Same => return Ok(Ok(outcome.value)),
+                AsOf::NotYetKnown => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                other => return Ok(Err(other)),
+            }
+        }
+        Ok(Err(AsOf::NotYetKnown))
     }
 
     /// Several read-only functions on the same snapshot.
@@ -425,8 +457,8 @@ struct Committer {
     cache: Arc<QueryCache>,
     schema: Arc<Schema>,
     storage: Arc<dyn Storage>,
-    /// Where the committer announces its commits; `None` when a commit feed does.
-    commits: Option<broadcast::Sender<Arc<Commit>>>,
+    /// Where the committer announces (and records) its commits; `None` when a commit feed does.
+    commits: Option<(broadcast::Sender<Arc<Commit>>, Arc<CommitHistory>)>,
     stats: Arc<CommitStats>,
     last_ts: Timestamp,
     last_creation_time: f64,
@@ -484,7 +516,8 @@ impl Committer {
                     // Before any mutation is answered, so nobody reads a result older than their write.
                     self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
-                    if let Some(commits) = &self.commits {
+                    if let Some((commits, history)) = &self.commits {
+                        history.record(&commit);
                         let _ = commits.send(commit);
                     }
                 }

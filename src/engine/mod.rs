@@ -8,6 +8,7 @@ pub mod cursor;
 pub mod database;
 pub mod document;
 pub mod error;
+pub mod history;
 pub mod id;
 pub mod integrity;
 pub mod keys;

@@ -1,0 +1,83 @@
+//! The recent commits' write sets, for reading "as of" a timestamp a little
+//! in the past (`/api/query_at_ts`). Storage keeps only the latest version of
+//! each document, so an old state cannot be read back; but a query's result at
+//! `at` equals its result now when no commit since `at` wrote anything it read.
+//! This history answers that, for commits of the last minute or so.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::database::Commit;
+use super::sets::ReadSet;
+use super::storage::Timestamp;
+
+/// Commits kept at most, and for how long (by commit timestamp).
+const MAX_COMMITS: usize = 10_000;
+const RETAIN_NS: Timestamp = 60 * 1_000_000_000;
+
+/// How a result read now relates to the state at an earlier timestamp.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// Nothing it read changed since: it is the result at that timestamp too.
+    Same,
+    /// A later commit wrote something it read.
+    Changed,
+    /// Commits since then are no longer all known.
+    TooOld,
+    /// The snapshot is newer than the commits announced so far (try again in a moment).
+    NotYetKnown,
+    /// The timestamp is past the latest commit: no client was given it.
+    Future,
+}
+
+pub struct CommitHistory {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    commits: VecDeque<Arc<Commit>>,
+    /// Every commit after this timestamp is in `commits`.
+    complete_after: Timestamp,
+    /// The newest commit announced.
+    newest: Timestamp,
+}
+
+impl CommitHistory {
+    /// An empty history of a database whose last commit is at `latest`.
+    pub fn new(latest: Timestamp) -> CommitHistory {
+        CommitHistory { inner: Mutex::new(Inner { commits: VecDeque::new(), complete_after: latest, newest: latest }) }
+    }
+
+    pub fn record(&self, commit: &Arc<Commit>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if commit.ts <= inner.newest {
+            return;
+        }
+        inner.newest = commit.ts;
+        inner.commits.push_back(commit.clone());
+        let horizon = commit.ts.saturating_sub(RETAIN_NS);
+        while inner.commits.len() > MAX_COMMITS || inner.commits.front().is_some_and(|c| c.ts < horizon) {
+            let dropped = inner.commits.pop_front().expect("not empty");
+            inner.complete_after = dropped.ts;
+        }
+    }
+
+    /// Whether a result that read `reads` on a snapshot at `now` is also the result at `at`.
+    pub fn as_of(&self, at: Timestamp, now: Timestamp, reads: &ReadSet) -> AsOf {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if at > now {
+            return AsOf::Future;
+        }
+        if at == now {
+            return AsOf::Same;
+        }
+        if at < inner.complete_after {
+            return AsOf::TooOld;
+        }
+        if inner.newest < now {
+            return AsOf::NotYetKnown;
+        }
+        let since = inner.commits.iter().filter(|c| c.ts > at && c.ts <= now);
+        if since.into_iter().any(|c| c.touches(reads)) { AsOf::Changed } else { AsOf::Same }
+    }
+}
