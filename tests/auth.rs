@@ -150,6 +150,12 @@ async fn a_key_revoked_right_after_it_was_generated_stops_working_within_a_secon
     assert_eq!(list(&server.url, Some(&format!("Convex {keeper}"))).await.status, 200);
 }
 
+/// What every client sends first.
+static CONNECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({"type": "Connect", "sessionId": "c0ffee00-0000-4000-8000-000000000001", "connectionCount": 0,
+        "lastCloseReason": "InitialConnect", "clientTs": 0})
+});
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next text message as JSON (Pings skipped), or Null once the server closed the socket.
@@ -172,7 +178,8 @@ async fn next_message(socket: &mut Socket) -> Value {
 async fn subscribed_socket(url: &str, authenticate: Option<Value>) -> Socket {
     let url = format!("{}/api/sync", url.replacen("http", "ws", 1));
     let mut socket = tokio_tungstenite::connect_async(url).await.unwrap().0;
-    let mut messages = Vec::from_iter(authenticate);
+    let mut messages = vec![CONNECT.clone()];
+    messages.extend(authenticate);
     messages.push(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
         {"type": "Add", "queryId": 0, "udfPath": "chatSessions:list", "args": [{"userId": "u"}]}]}));
     for message in messages {
@@ -292,7 +299,11 @@ async fn the_socket_checks_admin_keys_and_refuses_anonymous_calls_when_closed() 
     let dir = TempDir::new();
     let server = TestServer::start_custom(&dir, |c| c.admin_keys = vec!["socket-key".into()]).await;
     let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
-    let open = || async { tokio_tungstenite::connect_async(url.clone()).await.unwrap().0 };
+    let open = || async {
+        let mut socket = tokio_tungstenite::connect_async(url.clone()).await.unwrap().0;
+        socket.send(Message::Text(CONNECT.to_string().into())).await.unwrap();
+        socket
+    };
     async fn next(
         socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     ) -> Value {
@@ -327,9 +338,16 @@ async fn the_socket_checks_admin_keys_and_refuses_anonymous_calls_when_closed() 
     );
 
     // A wrong key: AuthError, then the socket closes.
+    // A wrong key, with a subscription right behind it, as the JS client sends them: the AuthError
+    // comes first, and nothing runs for the refused identity.
     let mut wrong = open().await;
     wrong
         .send(send(json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin", "value": "nope"})))
+        .await
+        .unwrap();
+    wrong
+        .send(send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
+            {"type": "Add", "queryId": 0, "udfPath": "chatSessions:list", "args": [{"userId": "u"}]}]})))
         .await
         .unwrap();
     let error = next(&mut wrong).await;

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN_KEY: &str = "limits-admin-key";
+/// What every client sends first.
+const CONNECT: &str = r#"{"type":"Connect","sessionId":"c0ffee00-0000-4000-8000-000000000002","connectionCount":0,"lastCloseReason":"InitialConnect","clientTs":0}"#;
 
 /// A server that accepts the test issuer's tokens, with `rate` calls a second per user; and a
 /// token of user `alice` for it.
@@ -109,6 +111,7 @@ async fn a_connection_holds_a_bounded_number_of_subscriptions_and_a_bounded_rate
     .await;
     let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket.send(Message::Text(CONNECT.into())).await.unwrap();
     let authenticate =
         json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "User", "value": key.token("m", 600)});
     socket.send(Message::Text(authenticate.to_string().into())).await.unwrap();
@@ -163,6 +166,7 @@ async fn a_socket_message_over_the_limit_closes_the_socket() {
     let server = TestServer::start_custom(&dir, |c| c.limits.socket_message_bytes = 4_096).await;
     let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket.send(Message::Text(CONNECT.into())).await.unwrap();
     let mutation = |title: String| {
         json!({"type": "Mutation", "requestId": 0, "udfPath": "chatSessions:create",
             "args": [{"userId": "u", "title": title}]})

@@ -206,8 +206,40 @@ async fn protocol_errors_get_a_fatal_error_and_the_socket_closes() {
     socket.0.send(Message::Text("{not json".into())).await.unwrap();
     assert_eq!(socket.recv().await.unwrap()["type"], "FatalError");
     assert!(socket.recv().await.is_none());
+    // Queries and mutations before Connect: there is no session yet.
+    for early in [
+        json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []}),
+        json!({"type": "Mutation", "requestId": 0, "udfPath": "chatSessions:create", "args": [{"userId": "u", "title": "t"}]}),
+    ] {
+        let mut socket = Socket::open(&server).await;
+        socket.send(early.clone()).await;
+        let reply = socket.recv().await.expect("a FatalError before the close");
+        assert_eq!(reply["type"], "FatalError", "{early}");
+        assert!(socket.recv().await.is_none(), "closed after {early}");
+    }
+    assert_eq!(server.query("chatSessions:list", json!({"userId": "u"})).await, json!([]), "nothing ran");
+    // A text frame that is not UTF-8 closes the socket with 1007.
+    let mut socket = Socket::open(&server).await;
+    socket.connect("utf8").await;
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![0xff, 0xfe, b'{'],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    socket.0.send(Message::Frame(frame)).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.0.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1007));
     // The server still serves new connections.
     let mut socket = Socket::open(&server).await;
+    socket.connect("fine").await;
     socket.send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": []})).await;
     assert_eq!(socket.recv().await.unwrap()["type"], "Transition");
     server.stop().await;
@@ -336,6 +368,7 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered_forever() {
     assert!(close.reason.starts_with("TooManyConcurrentRequests"));
     // Other clients are unaffected.
     let mut fresh = Socket::open(&server).await;
+    fresh.connect("fresh").await;
     fresh
         .send(json!({"type": "ModifyQuerySet", "baseVersion": 0, "newVersion": 1, "modifications": [
         add(0, "chatSessions:get", json!({"sessionId": a}))]}))

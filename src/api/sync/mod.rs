@@ -42,9 +42,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Ping goes out after this long without any other message.
 const PING_AFTER: Duration = Duration::from_secs(15);
 
-/// Close codes: 1001 going away (shutdown), 1008 policy violation (bad message),
-/// 1009 message too big, 1013 try again later (overload; the clients back off and reconnect).
+/// Close codes: 1001 going away (shutdown), 1007 invalid payload (not UTF-8), 1008 policy
+/// violation (bad message), 1009 message too big, 1013 try again later (overload; the clients back off and reconnect).
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
@@ -164,6 +165,11 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                         send_close(&mut socket, CLOSE_MESSAGE_TOO_BIG, "The message is too large.".into()).await;
                         break;
                     }
+                    Some(Err(e)) if e.to_string().contains("UTF-8") => {
+                        // RFC 6455: a text frame that is not UTF-8 is "invalid frame payload data".
+                        send_close(&mut socket, CLOSE_INVALID_PAYLOAD, "A text frame is not UTF-8.".into()).await;
+                        break;
+                    }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 };
                 if expiry.is_some_and(|at| Instant::now() >= at) {
@@ -187,8 +193,15 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     credentials: &mut credentials,
                     auth_base: &mut auth_base,
                 };
-                if !handle_client_message(&state, conn, message, &out, &mut session).await {
-                    break;
+                match handle_client_message(&state, conn, message, &out, &mut session).await {
+                    Flow::Continue => {}
+                    Flow::Stop => break,
+                    Flow::Refuse(error) => {
+                        // Straight to the socket, ahead of anything queued: the client hears why first.
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
+                        send_close(&mut socket, 1000, "AuthError".into()).await;
+                        break;
+                    }
                 }
             }
             queued = outbound.recv() => {
@@ -312,25 +325,46 @@ struct Session<'a> {
     auth_base: &'a mut u32,
 }
 
-/// Handles one client message; false ends the connection.
+/// What the socket task does after a client message.
+enum Flow {
+    Continue,
+    Stop,
+    /// Send this AuthError before anything else, then close.
+    Refuse(String),
+}
+
+impl From<bool> for Flow {
+    fn from(going: bool) -> Flow {
+        if going { Flow::Continue } else { Flow::Stop }
+    }
+}
+
+/// Handles one client message.
 async fn handle_client_message(
     state: &AppState,
     conn: ConnectionId,
     message: ClientMessage,
     out: &Outbox,
     session: &mut Session<'_>,
-) -> bool {
+) -> Flow {
     let events = &state.sync.events;
     let (client_session, mutations, waiting) =
         (&mut *session.client_session, &mut *session.mutations, &mut *session.waiting);
     let (caller, auth_base) = (&mut *session.caller, &mut *session.auth_base);
+    let connected = client_session.is_some();
     match message {
         ClientMessage::Connect { session_id, .. } => {
             *client_session = Some(session_id);
-            true
+            Flow::Continue
+        }
+        ClientMessage::ModifyQuerySet { .. } | ClientMessage::Mutation { .. } if !connected => {
+            // Every client sends Connect first; without it there is no session to replay against.
+            let _ = out.try_push(fatal("The first message must be Connect."));
+            let _ = out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+            Flow::Continue
         }
         ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {
-            events.send(Event::ModifyQuerySet { conn, base_version, new_version, modifications }).await.is_ok()
+            events.send(Event::ModifyQuerySet { conn, base_version, new_version, modifications }).await.is_ok().into()
         }
         ClientMessage::Authenticate { base_version, token_type, value, impersonating } => {
             let identity = match token_type {
@@ -350,16 +384,12 @@ async fn handle_client_message(
                         _ => Credentials::None,
                     };
                     *auth_base = base_version;
-                    events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok()
+                    events.send(Event::Authenticated { conn, base_version, identity }).await.is_ok().into()
                 }
                 Err(e) => {
-                    // Whatever the client sends before the socket closes runs with no credentials.
                     *caller = Identity::Anonymous;
                     *session.credentials = Credentials::None;
-                    let error = out.try_push(Outbound::Text(auth_error(&e, base_version, true)));
-                    let close = out.try_push(Outbound::Close { code: 1000, reason: "AuthError".into() });
-                    // A client too far behind to be told just loses the connection.
-                    error.is_ok() && close.is_ok()
+                    Flow::Refuse(auth_error(&e, base_version, true))
                 }
             }
         }
@@ -382,13 +412,13 @@ async fn handle_client_message(
             });
             let request = MutationRequest { request_id, udf_path, args: Json::Array(args), caller, identity };
             match pipeline.try_send(request) {
-                Ok(()) => true,
+                Ok(()) => Flow::Continue,
                 Err(mpsc::error::TrySendError::Full(request)) => {
                     let pipeline = pipeline.clone();
                     *waiting = Some(Box::pin(async move { pipeline.send(request).await.is_ok() }));
-                    true
+                    Flow::Continue
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Closed(_)) => Flow::Stop,
             }
         }
         ClientMessage::Action { request_id, udf_path, .. } => {
@@ -400,9 +430,9 @@ async fn handle_client_message(
                 "logLines": [],
             });
             let _ = out.try_push(Outbound::Text(response.to_string()));
-            true
+            Flow::Continue
         }
-        ClientMessage::Event {} => true,
+        ClientMessage::Event {} => Flow::Continue,
     }
 }
 
