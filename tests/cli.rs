@@ -67,3 +67,53 @@ fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }
+
+#[test]
+fn a_second_server_on_one_data_directory_refuses_to_start() {
+    let dir = common::TempDir::new();
+    let data = dir.0.join("data");
+    let port = free_port();
+    let mut first = jangar()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the first server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = jangar()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another Jangar server is using"), "{stderr}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("jangar.sqlite3")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the database is its owner's alone: {mode:o}");
+    }
+    // Killed, the first frees the directory (the OS drops its lock): a new server starts.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let port = free_port();
+    let mut third = jangar()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(third.try_wait().unwrap().is_none(), "the third server exited");
+        assert!(Instant::now() < deadline, "the third server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

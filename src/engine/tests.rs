@@ -44,9 +44,13 @@ fn schema() -> Schema {
 }
 
 fn open(dir: &TempDir) -> Arc<Database> {
+    open_with_committer(dir).0
+}
+
+fn open_with_committer(dir: &TempDir) -> (Arc<Database>, super::database::CommitterHandle) {
     let schema = Arc::new(schema());
     let storage = SqliteStorage::open(&dir.0, &schema, Durability::Normal).unwrap();
-    Database::start(schema, Arc::new(storage), 100).unwrap().0
+    Database::start(schema, Arc::new(storage), 100).unwrap()
 }
 
 fn item(group: &str, rank: f64) -> Object {
@@ -181,7 +185,7 @@ async fn group_commit_keeps_each_mutation_atomic() {
 async fn writes_are_validated_and_survive_a_restart() {
     let dir = TempDir::new();
     let id = {
-        let db = open(&dir);
+        let (db, committer) = open_with_committer(&dir);
         let bad = db.mutate(|tx| tx.insert("items", Object::from([("group".to_owned(), Value::from("a"))]))).await;
         assert!(matches!(bad, Err(EngineError::Validation(m)) if m.contains("`rank`")));
         let big = Value::from("x".repeat(1 << 20));
@@ -189,7 +193,14 @@ async fn writes_are_validated_and_survive_a_restart() {
         fields.insert("note".into(), big);
         let too_big = db.mutate(move |tx| tx.insert("items", fields));
         assert!(matches!(too_big.await, Err(EngineError::LimitExceeded(_))));
-        insert(&db, "a", 7.0).await
+        let id = insert(&db, "a", 7.0).await;
+        // The data directory is this process's until its storage is gone.
+        let schema = schema();
+        let second = SqliteStorage::open(&dir.0, &schema, Durability::Normal).map(drop);
+        assert!(second.is_err_and(|e| e.0.contains("another Jangar server")), "one writer per data directory");
+        drop(db);
+        committer.join();
+        id
     };
     let db = open(&dir);
     let doc = db.query_blocking(move |tx| tx.get("items", id)).unwrap().value.unwrap();

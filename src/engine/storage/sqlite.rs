@@ -56,6 +56,9 @@ pub struct SqliteStorage {
     cursor_key: CursorKey,
     /// None when read-only.
     checkpointer: Option<Checkpointer>,
+    /// Held while this process writes the database (`jangar.lock`, an OS lock the system frees
+    /// however the process ends); `None` when read-only.
+    _lock: Option<std::fs::File>,
 }
 
 /// How connections open the database file.
@@ -156,7 +159,9 @@ impl SqliteStorage {
     pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
         check_exact_floats()?;
         std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = lock_data_dir(dir)?;
         let path = dir.join("jangar.sqlite3");
+        create_private(&path)?;
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
@@ -172,6 +177,7 @@ impl SqliteStorage {
             index_numbers,
             cursor_key: stored_secret(&secret)?,
             checkpointer: Some(checkpointer),
+            _lock: Some(lock),
         })
     }
 
@@ -209,6 +215,7 @@ impl SqliteStorage {
             // The check reads no cursors.
             cursor_key: CursorKey::new([0; 32]),
             checkpointer: None,
+            _lock: None,
         };
         integrity::check(schema, &mut *storage.snapshot()?)
     }
@@ -223,6 +230,36 @@ impl SqliteStorage {
             None => open_connection(&self.path, self.access),
         }
     }
+}
+
+/// Takes the data directory's lock, or says who has it: two servers writing one SQLite file
+/// would each serve cached results the other's writes made stale.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StorageError> {
+    let path = dir.join("jangar.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError(format!(
+            "another Jangar server is using {} (it holds {}); stop it, or give this one another --data-dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its journals the same mode).
+fn create_private(path: &Path) -> Result<(), StorageError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| StorageError(format!("cannot create {}: {e}", path.display())))
 }
 
 fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageError> {
