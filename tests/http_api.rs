@@ -524,3 +524,45 @@ async fn forged_cursors_and_numbers_that_do_not_count_are_refused() {
     }
     server.stop().await;
 }
+
+/// POSTs `body` with an `Idempotency-Key` header.
+async fn post_with_key(server: &TestServer, route: &str, key: &str, body: Value) -> jangar::client::HttpResponse {
+    let headers = [("content-type", "application/json"), ("idempotency-key", key)];
+    let url = format!("{}{route}", server.url);
+    server.client.send(hyper::Method::POST, &url, &headers, body.to_string()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_mutation_with_an_idempotency_key_runs_once() {
+    let dir = TempDir::new();
+    let server = TestServer::start(&dir).await;
+    let id = session(&server, "u").await;
+    let append = |content: &str| json!({"path": "chatMessages:append", "args": {"sessionId": id, "role": "user", "content": content}});
+    let first: Value = post_with_key(&server, "/api/mutation", "retry-1", append("once")).await.json().unwrap();
+    assert_eq!(first["status"], "success", "{first}");
+    let again: Value = post_with_key(&server, "/api/mutation", "retry-1", append("once")).await.json().unwrap();
+    assert_eq!(again["value"], first["value"], "the first outcome, not a second message");
+    // Through /api/run too, and after a restart (the record is stored with the writes).
+    let by_path = json!({"args": {"sessionId": id, "role": "user", "content": "by path"}});
+    let run: Value =
+        post_with_key(&server, "/api/run/chatMessages/append", "retry-2", by_path.clone()).await.json().unwrap();
+    server.stop().await;
+    let server = TestServer::start(&dir).await;
+    let replayed: Value =
+        post_with_key(&server, "/api/run/chatMessages/append", "retry-2", by_path).await.json().unwrap();
+    assert_eq!(replayed["value"], run["value"]);
+    let messages = server.query("chatMessages:listBySession", json!({"sessionId": id})).await;
+    let contents: Vec<&str> = messages.as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["once", "by path"]);
+
+    // The same key for another call is an error, and runs nothing.
+    let reused: Value = post_with_key(&server, "/api/mutation", "retry-1", append("different")).await.json().unwrap();
+    assert_eq!(reused["errorData"]["code"], "IdempotencyKeyReused", "{reused}");
+    let count = server.query("chatMessages:listBySession", json!({"sessionId": id})).await.as_array().unwrap().len();
+    assert_eq!(count, 2);
+    // Without a key, every call runs; a malformed key is refused.
+    let response = post_with_key(&server, "/api/mutation", &"k".repeat(300), append("x")).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json().unwrap()["code"], "BadIdempotencyKey");
+    server.stop().await;
+}

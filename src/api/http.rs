@@ -17,10 +17,14 @@ use super::{AppState, decode_args};
 use crate::auth::AuthError;
 use crate::domain::access::Caller;
 use crate::domain::error::FunctionError;
-use crate::domain::registry::{Function, Kind, check_args, run_mutation, run_query, run_query_as_of};
+use crate::domain::registry::{
+    Function, Kind, check_args, enqueue_mutation_once, run_mutation, run_query, run_query_as_of,
+};
 use crate::engine::base64;
 use crate::engine::history::AsOf;
+use crate::engine::storage::MutationKey;
 use crate::engine::value::{JsonFormat, Value};
+use sha2::Digest;
 
 /// One function call as the API received it.
 struct Call {
@@ -179,8 +183,38 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
     })
 }
 
-/// Runs one call; `expected` is the kind the route serves (`None`: any kind).
-async fn run(state: &AppState, caller: Caller, call: Call, expected: Option<Kind>) -> Result<UdfBody, ApiError> {
+/// A retry-safe call: the `Idempotency-Key` header, scoped to the caller's identity.
+struct Retry {
+    key: MutationKey,
+}
+
+/// How long an HTTP client's `Idempotency-Key` may be.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl Retry {
+    fn from_headers(headers: &HeaderMap, identity: &crate::auth::Identity) -> Result<Option<Retry>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
+            let message = format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters.");
+            ApiError::bad_request("BadIdempotencyKey", message)
+        })?;
+        // "http|": never a socket's replay key (those start with a length). Length-prefixed, so no
+        // identity and key pair reads as another.
+        let identity = identity.key();
+        let client = format!("http|{}:{identity}{key}", identity.len());
+        Ok(Some(Retry { key: MutationKey { client, request: 0 } }))
+    }
+}
+
+/// Runs one call; `expected` is the kind the route serves (`None`: any kind). A mutation with a
+/// `retry` key runs once: the same key again answers the first outcome.
+async fn run(
+    state: &AppState,
+    caller: Caller,
+    call: Call,
+    expected: Option<Kind>,
+    retry: Option<Retry>,
+) -> Result<UdfBody, ApiError> {
     let function = find_function(state, &call.path)?;
     if let Some(expected) = expected.filter(|k| *k != function.kind) {
         return Ok(UdfBody::from(json!({
@@ -201,7 +235,18 @@ async fn run(state: &AppState, caller: Caller, call: Call, expected: Option<Kind
             Ok(cached) => return Ok(success_body(&cached.json(call.format))),
             Err(e) => Err(e),
         },
-        Kind::Mutation => run_mutation(&state.db, function, caller, args).await.map(|o| o.value),
+        Kind::Mutation => match retry {
+            None => run_mutation(&state.db, function, caller, args).await.map(|o| o.value),
+            Some(Retry { key }) => {
+                let call = Value::Object(args.0.clone()).to_json(JsonFormat::Encoded);
+                let digest = sha2::Sha256::digest(format!("{}\u{0}{call}", function.path).as_bytes());
+                let fingerprint = base64::encode(&digest);
+                match enqueue_mutation_once(&state.db, function, caller, args, key, Some(fingerprint)).await {
+                    Ok(outcome) => outcome.await.map(|o| o.value),
+                    Err(e) => Err(e),
+                }
+            }
+        },
         Kind::Action => Err(FunctionError::App(crate::domain::error::AppError::new(
             "InvalidArgument",
             "Actions are not supported.",
@@ -213,11 +258,16 @@ async fn run(state: &AppState, caller: Caller, call: Call, expected: Option<Kind
 /// The caller named by the request's `Authorization` header; 401 when it is
 /// not valid, or missing where credentials are needed.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(identify(state, headers).await?.1)
+}
+
+/// The request's identity and whom it calls as.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<(crate::auth::Identity, Caller), ApiError> {
     let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
     let identity = state.auth.identify_header(header).await.map_err(auth_error)?;
     let caller = state.auth.caller(&identity).ok_or_else(|| auth_error(AuthError::Missing))?;
     state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
-    Ok(caller)
+    Ok((identity, caller))
 }
 
 fn auth_error(error: AuthError) -> ApiError {
@@ -237,9 +287,10 @@ async fn call_route(
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    let caller = caller(&state, &headers).await?;
+    let (identity, caller) = identify(&state, &headers).await?;
+    let retry = Retry::from_headers(&headers, &identity)?;
     let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
-    run(&state, caller, call, expected).await
+    run(&state, caller, call, expected, retry).await
 }
 
 pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
@@ -288,7 +339,7 @@ pub async fn query_get(
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
-    run(&state, caller, Call { path: params.path, args, format }, Some(Kind::Query)).await
+    run(&state, caller, Call { path: params.path, args, format }, Some(Kind::Query), None).await
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
@@ -299,13 +350,14 @@ pub async fn run_by_path(
     body: RequestBody,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    let caller = caller(&state, &headers).await?;
+    let (identity, caller) = identify(&state, &headers).await?;
+    let retry = Retry::from_headers(&headers, &identity)?;
     let Some((module, name)) = route.rsplit_once('/') else {
         return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
     };
     let body = if body.0.is_empty() { json!({}) } else { json_body(&body)? };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
-    run(&state, caller, call, None).await
+    run(&state, caller, call, None, retry).await
 }
 
 pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {

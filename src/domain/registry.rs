@@ -187,20 +187,47 @@ pub async fn run_mutation(
 /// Queues a mutation that its client may send again after a reconnect (or a
 /// retry), and returns its outcome to come: if a run with the same key already
 /// committed, that run's result and commit timestamp, with nothing applied.
+///
+/// With a `fingerprint` (of the call: an HTTP `Idempotency-Key` names a call, not a socket's
+/// request number), the record keeps it, and a key sent again with another call is refused.
 pub async fn enqueue_mutation_once(
     db: &Database,
     function: Arc<Function>,
     caller: Caller,
     args: Args,
     key: MutationKey,
+    fingerprint: Option<String>,
 ) -> Result<impl Future<Output = Result<MutationOutcome<Value>, FunctionError>> + Send + 'static, FunctionError> {
     let pending = db
         .enqueue(move |tx| {
-            if let Some((ts, value)) = tx.find_outcome(&key)? {
-                return Ok((value, Some(ts)));
+            if let Some((ts, stored)) = tx.find_outcome(&key)? {
+                return match (&fingerprint, stored) {
+                    (None, value) => Ok((value, Some(ts))),
+                    (Some(expected), Value::Object(mut record))
+                        if record.get("fingerprint").and_then(Value::as_str) == Some(expected.as_str()) =>
+                    {
+                        Ok((record.remove("value").unwrap_or(Value::Null), Some(ts)))
+                    }
+                    (Some(_), _) => Err(AppError::new(
+                        "IdempotencyKeyReused",
+                        "This Idempotency-Key was used for another call (another function or other arguments).",
+                    )
+                    .into()),
+                };
             }
             let value = function.call(tx, &caller, &args)?;
-            tx.record_outcome(&key, &value)?;
+            let stored = match &fingerprint {
+                None => value.clone(),
+                Some(fingerprint) => Value::Object(
+                    [
+                        ("fingerprint".to_owned(), Value::from(fingerprint.as_str())),
+                        ("value".to_owned(), value.clone()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
+            };
+            tx.record_outcome(&key, &stored)?;
             Ok((value, None))
         })
         .await

@@ -511,7 +511,7 @@ async fn enqueue(
     // Length-prefixed, so no identity and session pair reads as another (and no NUL: PostgreSQL text).
     let client = format!("{}:{}{session}", request.identity.len(), request.identity);
     let key = MutationKey { client, request: u64::from(request.request_id) };
-    enqueue_mutation_once(&state.db, function, caller, args, key).await
+    enqueue_mutation_once(&state.db, function, caller, args, key, None).await
 }
 
 /// A mutation's MutationResponse.
