@@ -21,10 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (embedded SQLite storage).
+    /// Run the server: data in SQLite in the data directory, or in PostgreSQL with --db.
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "JANGAR_LISTEN", default_value = "127.0.0.1:3210")]
+        /// Address to listen on: `127.0.0.1:3210`, `localhost:3210`, `:3210` or `3210` (loopback),
+        /// `0.0.0.0:3210` (every interface; needs credentials).
+        #[arg(long, env = "JANGAR_LISTEN", default_value = "127.0.0.1:3210", value_parser = parse_listen)]
         listen: SocketAddr,
         /// Directory of the database, created on first start.
         #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
@@ -68,6 +69,12 @@ enum Command {
         /// Arguments as a JSON object.
         #[arg(default_value = "{}")]
         args: String,
+        /// The server (else CONVEX_URL, CONVEX_SELF_HOSTED_URL, http://127.0.0.1:3210).
+        #[arg(long)]
+        url: Option<String>,
+        /// An admin key (else JANGAR_ADMIN_KEY or one of Convex's variables).
+        #[arg(long)]
+        admin_key: Option<String>,
     },
     /// Check that every index holds exactly one entry per document of its table, under the
     /// document's key, and nothing else; prints the differences and exits 1 if there are any
@@ -112,7 +119,10 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // Colour codes only for a person at a terminal, not in a log file or a collector.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -150,7 +160,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
-        Command::Run { path, args } => runtime.block_on(run(&path, &args)),
+        Command::Run { path, args, url, admin_key } => runtime.block_on(run(&path, &args, url, admin_key)),
         Command::Check { data_dir, database_url, url, json } => {
             let database_url = database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
             return match runtime.block_on(check(&data_dir, database_url, url)) {
@@ -283,23 +293,29 @@ fn server_url() -> String {
         .unwrap_or_else(|| "http://127.0.0.1:3210".into())
 }
 
-async fn run(path: &str, args: &str) -> Result<(), String> {
+async fn run(path: &str, args: &str, url: Option<String>, admin_key: Option<String>) -> Result<(), String> {
     let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
-    let url = format!("{}/api/function", server_url().trim_end_matches('/'));
+    let server = url.unwrap_or_else(server_url);
+    let url = format!("{}/api/function", server.trim_end_matches('/'));
     let body = json!({"path": path, "args": args, "format": "json"}).to_string();
-    let authorization = AdminKeys::from_environment().into_iter().next().map(|key| format!("Convex {}", key.trim()));
+    let key = admin_key.or_else(|| AdminKeys::from_environment().into_iter().next());
+    let authorization = key.map(|key| format!("Convex {}", key.trim()));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(authorization) = &authorization {
         headers.push(("authorization", authorization.as_str()));
     }
-    let response = HttpClient::default().send(hyper::Method::POST, &url, &headers, body).await?;
+    let response = HttpClient::default()
+        .send(hyper::Method::POST, &url, &headers, body)
+        .await
+        .map_err(|e| format!("{e}\nis `jangar serve` running at {server}?"))?;
     let body = response.json()?;
     if !response.status.is_success() {
         return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
     }
     match body["status"].as_str() {
         Some("success") => {
-            print_out(&format!("{}\n", serde_json::to_string_pretty(&body["value"]).unwrap_or_default()));
+            let value = whole_numbers(body["value"].clone());
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
             Ok(())
         }
         _ => {
@@ -308,4 +324,36 @@ async fn run(path: &str, args: &str) -> Result<(), String> {
             Err(format!("{}{}", body["errorMessage"].as_str().unwrap_or("function failed"), data.unwrap_or_default()))
         }
     }
+}
+
+/// Every number that is a whole number, as one (`3`, not `3.0`): the values are float64s, as in
+/// JavaScript, and people read them as a JavaScript client would print them.
+fn whole_numbers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        Json::Number(n) => match n.as_f64() {
+            // 2^53: above it, not every whole float64 is an integer a reader expects.
+            Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => Json::from(f as i64),
+            _ => Json::Number(n),
+        },
+        Json::Array(items) => Json::Array(items.into_iter().map(whole_numbers).collect()),
+        Json::Object(fields) => Json::Object(fields.into_iter().map(|(k, v)| (k, whole_numbers(v))).collect()),
+        other => other,
+    }
+}
+
+/// `--listen`: an address, or (on loopback) `localhost:PORT`, `:PORT` or a bare port.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let loopback = |port: &str| {
+        port.parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("{port:?} is not a port number"))
+    };
+    if let Some(port) = text.strip_prefix(':').or_else(|| text.strip_prefix("localhost:")) {
+        return loopback(port);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return loopback(text);
+    }
+    text.parse().map_err(|_| format!("{text:?} is not an address: use 127.0.0.1:3210, localhost:3210, :3210 or 3210"))
 }

@@ -246,6 +246,10 @@ pub async fn serve(
             (Arc::new(storage), config.query_cache_entries)
         }
         Some(url) => {
+            tracing::info!(
+                database = %crate::engine::storage::postgres::describe_url(url),
+                "storing data in PostgreSQL (not SQLite in the data directory)"
+            );
             // Until the database answers, the port answers 503 (so a load balancer sees "not ready").
             let (waiting, serving) = split_listener(listener).map_err(|e| e.to_string())?;
             listener = serving;

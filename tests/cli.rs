@@ -117,3 +117,74 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
     third.kill().unwrap();
     third.wait().unwrap();
 }
+
+/// A server on `listen` (in any of the forms `--listen` takes) whose log goes to `log`.
+fn serve_at(listen: &str, data: &std::path::Path, log: std::fs::File, env: &[(&str, &str)]) -> std::process::Child {
+    jangar()
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_port(port: u16, server: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(server.try_wait().unwrap().is_none(), "the server exited");
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn what_a_new_user_types_works() {
+    let dir = common::TempDir::new();
+    // `--listen :PORT` and a bare port mean loopback; the log has no colour codes in a file.
+    for form in [":{port}", "{port}", "localhost:{port}"] {
+        let port = free_port();
+        let data = dir.0.join(format!("data-{port}"));
+        let log_path = dir.0.join(format!("log-{port}"));
+        let mut server =
+            serve_at(&form.replace("{port}", &port.to_string()), &data, std::fs::File::create(&log_path).unwrap(), &[]);
+        wait_for_port(port, &mut server);
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(log.contains("Jangar is serving") && !log.contains('\u{1b}'), "{log}");
+    }
+    let refused = jangar().args(["serve", "--listen", "nowhere:port"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // `jangar run --url --admin-key`, whole numbers printed as such, and a clear word when nothing answers.
+    let port = free_port();
+    let data = dir.0.join("keyed");
+    let mut server = serve_at(
+        &port.to_string(),
+        &data,
+        std::fs::File::create(dir.0.join("keyed.log")).unwrap(),
+        &[("JANGAR_ADMIN_KEY", "cli-key")],
+    );
+    wait_for_port(port, &mut server);
+    let url = format!("http://127.0.0.1:{port}");
+    let dashboard = jangar()
+        .args(["run", "runs:getDashboard", "{}", "--url", &url, "--admin-key", "cli-key"])
+        .env_remove("JANGAR_ADMIN_KEY")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&dashboard.stdout);
+    assert!(dashboard.status.success(), "{out}{}", String::from_utf8_lossy(&dashboard.stderr));
+    assert!(out.contains("\"queued\": 0") && !out.contains(".0"), "{out}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let nobody = jangar().args(["run", "chatSessions:list", r#"{"userId":"u"}"#, "--url", &url]).output().unwrap();
+    assert!(!nobody.status.success());
+    let stderr = String::from_utf8_lossy(&nobody.stderr);
+    assert!(stderr.contains(&format!("is `jangar serve` running at {url}?")), "{stderr}");
+}

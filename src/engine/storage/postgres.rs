@@ -112,7 +112,31 @@ fn connect(url: &str) -> Result<Client, StorageError> {
         .keepalives_idle(Duration::from_secs(15))
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3);
-    config.connect(NoTls).map_err(|e| StorageError(format!("cannot connect to PostgreSQL: {e}")))
+    config.connect(NoTls).map_err(|e| {
+        // The driver's message names the cause, not the server: say which one.
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| format!("{e}: {source}"));
+        StorageError(format!("cannot connect to PostgreSQL at {}: {cause}", describe(&config)))
+    })
+}
+
+/// Where a PostgreSQL URL points, without its password: `host:port/database`.
+pub fn describe_url(url: &str) -> String {
+    url.parse::<postgres::Config>().map_or_else(|_| "(an unparsable URL)".into(), |config| describe(&config))
+}
+
+fn describe(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
+    format!("{hosts}/{}", config.get_dbname().unwrap_or("(the user's database)"))
 }
 
 /// The writer's session: a replica that dies (or stalls) inside a batch must
