@@ -73,17 +73,9 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
     let dir = common::TempDir::new();
     let data = dir.0.join("data");
     let port = free_port();
-    let mut first = jangar()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the first server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = || std::fs::File::create(dir.0.join("log")).unwrap();
+    let mut first = serve_at(&port.to_string(), &data, log(), &[]);
+    wait_for_port(port, &mut first);
     let second = jangar()
         .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
         .arg(&data)
@@ -102,18 +94,8 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
     first.kill().unwrap();
     first.wait().unwrap();
     let port = free_port();
-    let mut third = jangar()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(&data)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(third.try_wait().unwrap().is_none(), "the third server exited");
-        assert!(Instant::now() < deadline, "the third server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut third = serve_at(&port.to_string(), &data, log(), &[]);
+    wait_for_port(port, &mut third);
     third.kill().unwrap();
     third.wait().unwrap();
 }
