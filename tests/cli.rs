@@ -131,9 +131,17 @@ fn what_a_new_user_types_works() {
         let mut server =
             serve_at(&form.replace("{port}", &port.to_string()), &data, std::fs::File::create(&log_path).unwrap(), &[]);
         wait_for_port(port, &mut server);
+        // The port listens before the storage is open: wait for the server to say it serves.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let log = loop {
+            let log = std::fs::read_to_string(&log_path).unwrap();
+            if log.contains("Jangar is serving") || Instant::now() > deadline {
+                break log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         server.kill().unwrap();
         server.wait().unwrap();
-        let log = std::fs::read_to_string(&log_path).unwrap();
         assert!(log.contains("Jangar is serving") && !log.contains('\u{1b}'), "{log}");
     }
     let refused = jangar().args(["serve", "--listen", "nowhere:port"]).output().unwrap();
