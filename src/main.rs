@@ -32,7 +32,7 @@ enum Command {
         data_dir: PathBuf,
         /// `full` fsyncs every group commit (survives power loss); `normal` survives
         /// a crash of Jangar but may lose the last commits on power loss.
-        #[arg(long, env = "JANGAR_DURABILITY", value_enum, default_value = "full")]
+        #[arg(long, env = "JANGAR_DURABILITY", default_value = "full", value_parser = parse_durability)]
         durability: Durability,
         /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
         #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = jangar::server::DEFAULT_QUERY_CACHE_ENTRIES)]
@@ -339,6 +339,15 @@ fn whole_numbers(value: serde_json::Value) -> serde_json::Value {
         Json::Array(items) => Json::Array(items.into_iter().map(whole_numbers).collect()),
         Json::Object(fields) => Json::Object(fields.into_iter().map(|(k, v)| (k, whole_numbers(v))).collect()),
         other => other,
+    }
+}
+
+/// `--durability full|normal` (the engine knows nothing of command lines).
+fn parse_durability(text: &str) -> Result<Durability, String> {
+    match text {
+        "full" => Ok(Durability::Full),
+        "normal" => Ok(Durability::Normal),
+        other => Err(format!("{other:?} is not a durability: use full or normal")),
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::database::Commit;
+use super::sets::Commit;
 use super::sets::ReadSet;
 use super::storage::Timestamp;
 use super::value::{JsonFormat, Value};

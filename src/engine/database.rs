@@ -19,7 +19,7 @@ use super::cache::QueryCache;
 use super::error::EngineError;
 use super::history::{AsOf, CommitHistory};
 use super::schema::Schema;
-use super::sets::{ReadSet, WriteSet};
+use super::sets::{Commit, ReadSet, WriteSet};
 use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
 
@@ -34,27 +34,6 @@ const MAX_QUEUED_MUTATIONS: usize = 4096;
 const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
 const MIN_TS_STEP: Timestamp = 1_000;
-
-/// What one group commit changed, for the query cache and subscriptions.
-/// `ts` is the timestamp of the snapshot that first shows these writes.
-#[derive(Debug)]
-pub struct Commit {
-    pub ts: Timestamp,
-    pub writes: WriteSet,
-    /// What changed is unknown (a commit feed found a gap): anything may have.
-    pub everything: bool,
-}
-
-impl Commit {
-    pub fn new(ts: Timestamp, writes: WriteSet) -> Commit {
-        Commit { ts, writes, everything: false }
-    }
-
-    /// Whether a result that read `reads` may have changed with this commit.
-    pub fn touches(&self, reads: &ReadSet) -> bool {
-        self.everything || reads.overlaps(&self.writes)
-    }
-}
 
 /// The outcome of a query: its value, what it read and at which snapshot.
 #[derive(Debug)]

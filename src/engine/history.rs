@@ -7,8 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::database::Commit;
-use super::sets::ReadSet;
+use super::sets::{Commit, ReadSet};
 use super::storage::Timestamp;
 
 /// Commits kept at most, and for how long (by commit timestamp).

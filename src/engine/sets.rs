@@ -8,6 +8,7 @@ use std::ops::Bound;
 
 use super::keys::KeyRange;
 use super::schema::IndexId;
+use super::storage::Timestamp;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReadSet {
@@ -189,6 +190,27 @@ impl<K: Clone + Eq + Hash> ReadSetIndex<K> {
             }
         }
         touched
+    }
+}
+
+/// What one group commit changed, for the query cache and subscriptions.
+/// `ts` is the timestamp of the snapshot that first shows these writes.
+#[derive(Debug)]
+pub struct Commit {
+    pub ts: Timestamp,
+    pub writes: WriteSet,
+    /// What changed is unknown (a commit feed found a gap): anything may have.
+    pub everything: bool,
+}
+
+impl Commit {
+    pub fn new(ts: Timestamp, writes: WriteSet) -> Commit {
+        Commit { ts, writes, everything: false }
+    }
+
+    /// Whether a result that read `reads` may have changed with this commit.
+    pub fn touches(&self, reads: &ReadSet) -> bool {
+        self.everything || reads.overlaps(&self.writes)
     }
 }
 

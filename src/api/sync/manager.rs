@@ -27,8 +27,8 @@ use crate::domain::access::Caller;
 use crate::domain::error::{AppError, FunctionError};
 use crate::domain::registry::{Function, Kind, Registry, check_args};
 use crate::engine::cache::CachedResult;
-use crate::engine::database::{Commit, Database};
-use crate::engine::sets::ReadSetIndex;
+use crate::engine::database::Database;
+use crate::engine::sets::{Commit, ReadSetIndex};
 use crate::engine::storage::Timestamp;
 use crate::engine::value::{JsonFormat, Value};
 

@@ -101,7 +101,7 @@ pub trait CommitFeed: Send {
     /// The commits after the last one returned, in timestamp order; waits up
     /// to `wait` for one when there are none (and then returns none). A commit
     /// whose writes cannot be known (a gap in the record) says `everything`.
-    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<super::database::Commit>, StorageError>;
+    fn next(&mut self, wait: std::time::Duration) -> Result<Vec<super::sets::Commit>, StorageError>;
 }
 
 pub trait Snapshot {

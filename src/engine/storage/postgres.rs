@@ -31,13 +31,12 @@ use super::{
     parse_document, row_id, stored_secret,
 };
 use crate::engine::cursor::CursorKey;
-use crate::engine::database::Commit;
 use crate::engine::document::Document;
 use crate::engine::id::{DocumentId, TableNumber};
 use crate::engine::integrity;
 use crate::engine::keys::KeyRange;
 use crate::engine::schema::{IndexId, Schema, TableDef};
-use crate::engine::sets::{IndexWrite, WriteSet};
+use crate::engine::sets::{Commit, IndexWrite, WriteSet};
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> StorageError {

@@ -26,7 +26,7 @@ use crate::engine::schema::{IndexId, Schema, TableDef};
 use crate::engine::sets::{IndexWrite, WriteSet};
 
 /// How hard a commit pushes data to the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
     /// fsync on every commit (`synchronous=FULL`): an acknowledged write survives power loss.
     Full,
