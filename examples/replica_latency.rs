@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jangar::client::HttpClient;
+use jangar_api::client::HttpClient;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 

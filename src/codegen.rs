@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::domain::access::Audience;
-use crate::domain::registry::{Function, Registry, canonical_path};
-use crate::engine::schema::{Schema, TableDef, Validator};
-use crate::engine::value::Value;
+use jangar_domain::access::Audience;
+use jangar_domain::registry::{Function, Registry, canonical_path};
+use jangar_engine::schema::{Schema, TableDef, Validator};
+use jangar_engine::value::Value;
 
 /// One generated file: its name inside the output directory and its text.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +34,7 @@ pub struct GeneratedFile {
 /// Generates the bindings for Jangar's own registry and schema and writes them
 /// into `out` (created if missing), printing each file written.
 pub fn run(out: &Path) -> Result<(), String> {
-    for path in write(out, &crate::domain::registry(), &crate::domain::schema::schema())? {
+    for path in write(out, &jangar_domain::registry(), &jangar_domain::schema::schema())? {
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -552,10 +552,10 @@ fn field_paths(prefixes: &[FieldPath], validator: &Validator, out: &mut BTreeSet
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::access::Ctx;
-    use crate::domain::common::Args;
-    use crate::domain::error::FunctionResult;
-    use crate::engine::schema::{TableDef, v};
+    use jangar_domain::access::Ctx;
+    use jangar_domain::common::Args;
+    use jangar_domain::error::FunctionResult;
+    use jangar_engine::schema::{TableDef, v};
 
     fn nothing(_: &mut Ctx<'_, '_>, _: &Args) -> FunctionResult {
         Ok(Value::Null)
@@ -706,7 +706,7 @@ mod tests {
 
     #[test]
     fn jangars_own_bindings_generate() {
-        let files = generate(&crate::domain::registry(), &crate::domain::schema::schema()).unwrap();
+        let files = generate(&jangar_domain::registry(), &jangar_domain::schema::schema()).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name).collect();
         assert_eq!(names, ["api.d.ts", "api.js", "dataModel.d.ts"]);
         assert!(files[1].contents.contains("export const api = anyApi;"));

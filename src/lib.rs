@@ -1,14 +1,7 @@
-//! Jangar: a Convex-compatible persistence and realtime backend for
-//! coding-agent control planes.
-//!
-//! Layers, bottom up: [`engine`] (generic documents, storage, transactions),
-//! [`domain`] (Jangar's tables and functions), [`api`] (HTTP protocol), and the
-//! `jangar` binary (CLI and configuration).
+//! Jangar's binary crate: start-up and shutdown ([`server`]) and the generated client
+//! code ([`codegen`]). The layers below are their own crates, each depending only on
+//! those under it: `jangar-engine` (documents, storage, transactions), `jangar-domain`
+//! (Jangar's tables and functions) and `jangar-api` (HTTP, sync, auth).
 
-pub mod api;
-pub mod auth;
-pub mod client;
 pub mod codegen;
-pub mod domain;
-pub mod engine;
 pub mod server;

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use jangar::auth::keys::{self, AdminKeys};
-use jangar::client::HttpClient;
-use jangar::engine::storage::postgres::PostgresStorage;
-use jangar::engine::storage::sqlite::{Durability, SqliteStorage};
 use jangar::server::{Limits, ServerConfig, serve};
+use jangar_api::auth::keys::{self, AdminKeys};
+use jangar_api::client::HttpClient;
+use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -180,7 +180,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Codegen { catalogue: true, .. } => {
-            jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema())
+            jangar::codegen::catalogue_markdown(&jangar_domain::registry(), &jangar_domain::schema::schema())
                 .map(|table| print_out(&table))
         }
         Command::Codegen { out: Some(out), .. } => jangar::codegen::run(&out),
@@ -220,7 +220,7 @@ async fn check(
     database_url: Option<String>,
     url: Option<String>,
 ) -> Result<serde_json::Value, String> {
-    let schema = jangar::domain::schema::schema();
+    let schema = jangar_domain::schema::schema();
     let report = match (url, database_url) {
         (Some(url), _) => return check_server(&url).await,
         (None, Some(database_url)) => {

@@ -8,17 +8,16 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::api::sync::SyncHub;
-use crate::api::sync::manager::{Manager, SyncStats};
-use crate::api::{AppState, BodyLimits, MAX_BODY_BYTES, router};
-use crate::auth::Auth;
-use crate::auth::WatchedProviders;
-use crate::auth::keys::AdminKeys;
-use crate::domain;
-use crate::engine::database::Database;
-use crate::engine::storage::Storage;
-use crate::engine::storage::postgres::PostgresStorage;
-use crate::engine::storage::sqlite::{Durability, SqliteStorage};
+use jangar_api::auth::Auth;
+use jangar_api::auth::WatchedProviders;
+use jangar_api::auth::keys::AdminKeys;
+use jangar_api::sync::SyncHub;
+use jangar_api::sync::manager::{Manager, SyncStats};
+use jangar_api::{AppState, BodyLimits, MAX_BODY_BYTES, router};
+use jangar_engine::database::Database;
+use jangar_engine::storage::Storage;
+use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 
 /// Bounds on what one caller or connection may use; every one is configurable.
 #[derive(Clone, Debug, clap::Args)]
@@ -171,7 +170,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Connects to PostgreSQL and migrates it, retrying with backoff (1 s, doubling to 30 s) while it
 /// cannot: a database that is not up yet must not turn into a crash loop.
-async fn open_postgres(url: String, schema: Arc<crate::engine::schema::Schema>) -> PostgresStorage {
+async fn open_postgres(url: String, schema: Arc<jangar_engine::schema::Schema>) -> PostgresStorage {
     let mut wait = Duration::from_secs(1);
     loop {
         let (url, schema) = (url.clone(), schema.clone());
@@ -208,7 +207,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
-    let schema = Arc::new(domain::schema::schema());
+    let schema = Arc::new(jangar_domain::schema::schema());
     let mut shutdown = Box::pin(shutdown);
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
     let providers = match &config.auth_config {
@@ -247,7 +246,7 @@ pub async fn serve(
         }
         Some(url) => {
             tracing::info!(
-                database = %crate::engine::storage::postgres::describe_url(url),
+                database = %jangar_engine::storage::postgres::describe_url(url),
                 "storing data in PostgreSQL (not SQLite in the data directory)"
             );
             // Until the database answers, the port answers 503 (so a load balancer sees "not ready").
@@ -255,7 +254,7 @@ pub async fn serve(
             listener = serving;
             let (connected, until_connected) = tokio::sync::oneshot::channel::<()>();
             let not_ready =
-                tokio::spawn(serve_http(waiting, crate::api::not_ready_router(), header_timeout, async move {
+                tokio::spawn(serve_http(waiting, jangar_api::not_ready_router(), header_timeout, async move {
                     let _ = until_connected.await;
                 }));
             let storage = tokio::select! {
@@ -273,7 +272,7 @@ pub async fn serve(
     // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
     let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
     let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let registry = Arc::new(domain::registry());
+    let registry = Arc::new(jangar_domain::registry());
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());

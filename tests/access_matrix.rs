@@ -3,13 +3,11 @@
 //! against fresh documents that belong to the owner. Each cell's outcome is
 //! asserted exactly; all mismatches are reported together.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::tokens::{self, ISSUER, SigningKey};
-use common::{TempDir, TestServer};
 use jangar::server::ServerConfig;
+use jangar_test_support::tokens::{self, ISSUER, SigningKey};
+use jangar_test_support::{TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "matrix-admin-key";
@@ -242,10 +240,10 @@ fn outcome(status: u16, body: &Value, query: bool) -> Outcome {
 
 #[tokio::test]
 async fn every_function_for_every_kind_of_caller() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("matrix");
     let server = keyed_server(&dir, &key, |c| c.limits.calls_per_second = 0).await;
-    let acting = jangar::engine::base64::encode(json!({"subject": OWNER, "issuer": ISSUER}).to_string().as_bytes());
+    let acting = jangar_engine::base64::encode(json!({"subject": OWNER, "issuer": ISSUER}).to_string().as_bytes());
     let authorization = |caller: Caller| match caller {
         Caller::Anonymous => None,
         Caller::OtherUser => Some(format!("Bearer {}", key.token(OTHER, 600))),
@@ -254,13 +252,13 @@ async fn every_function_for_every_kind_of_caller() {
         Caller::Admin => Some(format!("Convex {ADMIN_KEY}")),
     };
 
-    let registry = jangar::domain::registry();
+    let registry = jangar_domain::registry();
     let mut mismatches = Vec::new();
     let mut covered = BTreeSet::new();
     let paths: Vec<&str> = catalogue(&Fixture::make(&server).await).iter().map(|(path, ..)| *path).collect();
     for (row, path) in paths.iter().enumerate() {
         let function = registry.get(path).unwrap_or_else(|| panic!("{path} is not in the catalogue"));
-        let query = function.kind == jangar::domain::registry::Kind::Query;
+        let query = function.kind == jangar_domain::registry::Kind::Query;
         assert!(covered.insert(function.path), "{path} appears twice");
         for caller in CALLERS {
             // Fresh documents for every cell, so that no call sees another's writes.
@@ -307,7 +305,7 @@ fn field_of(list: &Value, field: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn shared_lists_and_cached_results_show_users_only_their_own() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("lists");
     let server = keyed_server(&dir, &key, |_| {}).await;
     let owner = format!("Bearer {}", key.token(OWNER, 600));
@@ -350,7 +348,7 @@ async fn shared_lists_and_cached_results_show_users_only_their_own() {
 
 #[tokio::test]
 async fn arguments_cannot_speak_for_someone_else_or_tie_two_sessions_together() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("args");
     let server = keyed_server(&dir, &key, |_| {}).await;
     let owner = format!("Bearer {}", key.token(OWNER, 600));

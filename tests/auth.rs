@@ -1,19 +1,17 @@
 //! Admin keys and safe defaults: who may call, over HTTP and the socket.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TestServer};
 use futures_util::{SinkExt, StreamExt};
-use jangar::client::{HttpClient, HttpResponse};
+use jangar_api::client::{HttpClient, HttpResponse};
+use jangar_test_support::{TestServer, temp_dir};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 fn jangar() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_jangar"));
-    for name in jangar::auth::keys::KEY_VARIABLES {
+    for name in jangar_api::auth::keys::KEY_VARIABLES {
         command.env_remove(name);
     }
     command
@@ -81,12 +79,12 @@ async fn list(url: &str, authorization: Option<&str>) -> HttpResponse {
 
 #[tokio::test]
 async fn a_generated_key_opens_the_deployment_until_it_is_revoked() {
-    let dir = TempDir::new();
-    let generated = jangar().args(["keys", "generate", "--data-dir"]).arg(&dir.0).output().unwrap();
+    let dir = temp_dir();
+    let generated = jangar().args(["keys", "generate", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(generated.status.success());
     let key = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
     assert!(key.starts_with("jangar_admin_"));
-    let server = Server::start(&dir.0, &[], &[]);
+    let server = Server::start(dir.path(), &[], &[]);
 
     let anonymous = list(&server.url, None).await;
     assert_eq!(anonymous.status, 401);
@@ -111,7 +109,7 @@ async fn a_generated_key_opens_the_deployment_until_it_is_revoked() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
 
-    let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
+    let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(revoked.status.success());
     refused_within_a_second(&server.url, &key).await;
 }
@@ -137,13 +135,13 @@ fn generate_key(dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn a_key_revoked_right_after_it_was_generated_stops_working_within_a_second_every_time() {
-    let dir = TempDir::new();
-    let keeper = generate_key(&dir.0);
-    let server = Server::start(&dir.0, &[], &[]);
+    let dir = temp_dir();
+    let keeper = generate_key(dir.path());
+    let server = Server::start(dir.path(), &[], &[]);
     for _ in 0..16 {
         // Generated and revoked within one tick of the file system's clock, often.
-        let key = generate_key(&dir.0);
-        let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
+        let key = generate_key(dir.path());
+        let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(dir.path()).output().unwrap();
         assert!(revoked.status.success());
         refused_within_a_second(&server.url, &key).await;
     }
@@ -218,12 +216,12 @@ async fn closed_within_a_second(socket: &mut Socket, first: &str) {
 
 #[tokio::test]
 async fn an_open_socket_loses_a_revoked_key_within_a_second() {
-    let dir = TempDir::new();
-    let key = generate_key(&dir.0);
-    let server = Server::start(&dir.0, &[], &[]);
+    let dir = temp_dir();
+    let key = generate_key(dir.path());
+    let server = Server::start(dir.path(), &[], &[]);
     let authenticate = json!({"type": "Authenticate", "baseVersion": 0, "tokenType": "Admin", "value": key});
     let mut socket = subscribed_socket(&server.url, Some(authenticate)).await;
-    let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(&dir.0).output().unwrap();
+    let revoked = jangar().args(["keys", "revoke", &key, "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(revoked.status.success());
     closed_within_a_second(&mut socket, "AuthError").await;
 }
@@ -231,29 +229,29 @@ async fn an_open_socket_loses_a_revoked_key_within_a_second() {
 #[tokio::test]
 async fn the_first_key_or_provider_ends_open_development_mode_at_once() {
     for configure in ["a key", "a provider"] {
-        let dir = TempDir::new();
-        let server = Server::start_logged(&dir.0);
+        let dir = temp_dir();
+        let server = Server::start_logged(dir.path());
         assert_eq!(list(&server.url, None).await.status, 200, "open development mode");
         let mut socket = subscribed_socket(&server.url, None).await;
         match configure {
-            "a key" => drop(generate_key(&dir.0)),
+            "a key" => drop(generate_key(dir.path())),
             _ => {
                 let provider = json!({"type": "customJwt", "issuer": "https://idp.example", "algorithm": "RS256",
                     "jwks": {"keys": []}});
-                std::fs::write(dir.0.join("auth.json"), json!({"providers": [provider]}).to_string()).unwrap();
+                std::fs::write(dir.path().join("auth.json"), json!({"providers": [provider]}).to_string()).unwrap();
             }
         }
         closed_within_a_second(&mut socket, "close").await;
         assert_eq!(list(&server.url, None).await.status, 401, "after {configure}, calls need credentials");
-        let log = std::fs::read_to_string(dir.0.join("server.log")).unwrap();
+        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
         assert!(log.contains("open development mode has ended"), "{log}");
     }
 }
 
 #[tokio::test]
 async fn the_counters_and_the_timestamp_need_credentials_when_configured() {
-    let dir = TempDir::new();
-    let server = Server::start(&dir.0, &[("JANGAR_ADMIN_KEY", "counter-key")], &[]);
+    let dir = temp_dir();
+    let server = Server::start(dir.path(), &[("JANGAR_ADMIN_KEY", "counter-key")], &[]);
     let client = HttpClient::default();
     let stats = format!("{}/jangar/stats", server.url);
     let query_ts = format!("{}/api/query_ts", server.url);
@@ -266,8 +264,9 @@ async fn the_counters_and_the_timestamp_need_credentials_when_configured() {
 
 #[tokio::test]
 async fn environment_keys_cors_and_the_loopback_rule() {
-    let dir = TempDir::new();
-    let server = Server::start(&dir.0, &[("JANGAR_ADMIN_KEY", "env-key")], &["--cors-origin", "https://ui.example"]);
+    let dir = temp_dir();
+    let server =
+        Server::start(dir.path(), &[("JANGAR_ADMIN_KEY", "env-key")], &["--cors-origin", "https://ui.example"]);
     assert_eq!(list(&server.url, Some("Convex env-key")).await.status, 200);
     assert_eq!(list(&server.url, None).await.status, 401);
     let preflight = |origin: &'static str| {
@@ -288,15 +287,15 @@ async fn environment_keys_cors_and_the_loopback_rule() {
     assert!(preflight("https://evil.example").await.headers.get("access-control-allow-origin").is_none());
 
     // Without any key, only a loopback listener is allowed.
-    let empty = TempDir::new();
-    let refused = jangar().args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(&empty.0).output().unwrap();
+    let empty = temp_dir();
+    let refused = jangar().args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(empty.path()).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing"));
 }
 
 #[tokio::test]
 async fn the_socket_checks_admin_keys_and_refuses_anonymous_calls_when_closed() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_custom(&dir, |c| c.admin_keys = vec!["socket-key".into()]).await;
     let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
     let open = || async {

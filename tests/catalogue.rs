@@ -1,9 +1,7 @@
 //! Catalogue rules that only show under concurrency: gapless event sequences
 //! and exact dashboard counters with many writers at once.
 
-mod common;
-
-use common::{TempDir, TestServer};
+use jangar_test_support::{TestServer, temp_dir};
 use serde_json::{Value, json};
 
 async fn work_order(server: &TestServer) -> String {
@@ -13,7 +11,7 @@ async fn work_order(server: &TestServer) -> String {
 
 #[tokio::test]
 async fn event_sequences_stay_gapless_under_concurrent_writers() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let order = work_order(&server).await;
     let run = server
@@ -54,7 +52,7 @@ async fn event_sequences_stay_gapless_under_concurrent_writers() {
 
 #[tokio::test]
 async fn dashboard_counts_match_concurrent_status_changes() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let order = work_order(&server).await;
     let mut runs = Vec::new();

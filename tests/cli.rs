@@ -3,8 +3,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -15,8 +13,8 @@ fn jangar() -> Command {
 
 #[test]
 fn serve_then_run_then_sigterm_exits_cleanly() {
-    let dir = common::TempDir::new();
-    let data = dir.0.join("data");
+    let dir = jangar_test_support::temp_dir();
+    let data = dir.path().join("data");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = jangar()
@@ -70,10 +68,10 @@ fn every_command_has_help() {
 
 #[test]
 fn a_second_server_on_one_data_directory_refuses_to_start() {
-    let dir = common::TempDir::new();
-    let data = dir.0.join("data");
+    let dir = jangar_test_support::temp_dir();
+    let data = dir.path().join("data");
     let port = free_port();
-    let log = || std::fs::File::create(dir.0.join("log")).unwrap();
+    let log = || std::fs::File::create(dir.path().join("log")).unwrap();
     let mut first = serve_at(&port.to_string(), &data, log(), &[]);
     wait_for_port(port, &mut first);
     let second = jangar()
@@ -122,12 +120,12 @@ fn wait_for_port(port: u16, server: &mut std::process::Child) {
 
 #[test]
 fn what_a_new_user_types_works() {
-    let dir = common::TempDir::new();
+    let dir = jangar_test_support::temp_dir();
     // `--listen :PORT` and a bare port mean loopback; the log has no colour codes in a file.
     for form in [":{port}", "{port}", "localhost:{port}"] {
         let port = free_port();
-        let data = dir.0.join(format!("data-{port}"));
-        let log_path = dir.0.join(format!("log-{port}"));
+        let data = dir.path().join(format!("data-{port}"));
+        let log_path = dir.path().join(format!("log-{port}"));
         let mut server =
             serve_at(&form.replace("{port}", &port.to_string()), &data, std::fs::File::create(&log_path).unwrap(), &[]);
         wait_for_port(port, &mut server);
@@ -154,11 +152,11 @@ fn what_a_new_user_types_works() {
 
     // `jangar run --url --admin-key`, whole numbers printed as such, and a clear word when nothing answers.
     let port = free_port();
-    let data = dir.0.join("keyed");
+    let data = dir.path().join("keyed");
     let mut server = serve_at(
         &port.to_string(),
         &data,
-        std::fs::File::create(dir.0.join("keyed.log")).unwrap(),
+        std::fs::File::create(dir.path().join("keyed.log")).unwrap(),
         &[("JANGAR_ADMIN_KEY", "cli-key")],
     );
     wait_for_port(port, &mut server);

@@ -6,12 +6,11 @@
 //! The compiler and the `convex` package come from tests/js/node_modules: run
 //! `npm ci` in tests/js first (scripts/test does).
 
+use jangar_test_support::temp_dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
-
-use common::TempDir;
+use jangar_test_support::TempDir;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -51,8 +50,8 @@ fn declaration<'a>(api: &'a str, module: &str, name: &str) -> &'a str {
 
 #[test]
 fn codegen_writes_typed_references_and_the_data_model() {
-    let dir = TempDir::new();
-    let out = dir.0.join("convex").join("_generated");
+    let dir = temp_dir();
+    let out = dir.path().join("convex").join("_generated");
     generate(&out);
     for name in ["api.d.ts", "api.js", "dataModel.d.ts"] {
         let text = read(&out.join(name));
@@ -89,20 +88,20 @@ fn codegen_writes_typed_references_and_the_data_model() {
     ] {
         assert!(model.contains(expected), "dataModel.d.ts lacks `{expected}`:\n{model}");
     }
-    for table in jangar::domain::schema::schema().tables() {
+    for table in jangar_domain::schema::schema().tables() {
         assert!(model.contains(&format!("\n  {}: {{\n    document: {{", table.name)), "no table {}", table.name);
     }
 }
 
 #[test]
 fn every_registered_function_has_a_reference_of_its_kind() {
-    let dir = TempDir::new();
-    generate(&dir.0);
-    let api = read(&dir.0.join("api.d.ts"));
-    let registry = jangar::domain::registry();
+    let dir = temp_dir();
+    generate(dir.path());
+    let api = read(&dir.path().join("api.d.ts"));
+    let registry = jangar_domain::registry();
     let mut count = 0;
     for function in registry.functions() {
-        let path = jangar::domain::registry::canonical_path(function.path);
+        let path = jangar_domain::registry::canonical_path(function.path);
         let (module, name) = path.split_once(':').unwrap();
         if module.contains('/') {
             continue; // nested modules are covered by the unit tests of src/codegen.rs
@@ -117,15 +116,15 @@ fn every_registered_function_has_a_reference_of_its_kind() {
 
 #[test]
 fn codegen_output_is_stable_and_errors_are_reported() {
-    let dir = TempDir::new();
-    let (first, second) = (dir.0.join("first"), dir.0.join("second"));
+    let dir = temp_dir();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     generate(&first);
     generate(&second);
     for name in ["api.d.ts", "api.js", "dataModel.d.ts"] {
         assert_eq!(read(&first.join(name)), read(&second.join(name)), "{name} differs between runs");
     }
 
-    let file = dir.0.join("a-file");
+    let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let output = codegen(&file);
     assert!(!output.status.success());
@@ -150,7 +149,7 @@ fn node_modules() -> PathBuf {
 /// ./node_modules linking to tests/js/node_modules.
 fn project(dir: &TempDir) -> PathBuf {
     let modules = node_modules();
-    let root = dir.0.join("app");
+    let root = dir.path().join("app");
     std::fs::create_dir_all(&root).unwrap();
     for entry in std::fs::read_dir(repo().join("tests/ts")).unwrap() {
         let entry = entry.unwrap();
@@ -210,7 +209,7 @@ fn diagnostics(output: &str) -> Vec<Diagnostic> {
 
 #[test]
 fn the_typescript_app_compiles_against_the_bindings() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let root = project(&dir);
     // As bundlers resolve modules (as most Convex apps do), then as Node.js does.
     for tsconfig in ["tsconfig.json", "tsconfig.nodenext.json"] {
@@ -224,7 +223,7 @@ fn the_typescript_app_compiles_against_the_bindings() {
 
 #[test]
 fn wrong_arguments_do_not_compile() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let root = project(&dir);
     let (ok, output) = tsc(&root, "tsconfig.wrong.json");
     assert!(!ok, "tests/ts/wrong_args.ts compiled, but it misuses every function it calls:\n{output}");
@@ -266,9 +265,9 @@ fn wrong_arguments_do_not_compile() {
 
 #[test]
 fn the_runtime_api_names_every_function() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let root = project(&dir);
-    let mut paths: Vec<&str> = jangar::domain::registry().functions().map(|f| f.path).collect();
+    let mut paths: Vec<&str> = jangar_domain::registry().functions().map(|f| f.path).collect();
     paths.sort();
     let mut args = vec!["runtime_check.mjs"];
     args.extend(&paths);
@@ -285,7 +284,7 @@ fn the_readme_catalogue_is_the_code_catalogue() {
     let end = readme.find("<!-- catalogue:end -->").unwrap();
     let in_readme = &readme[start + "<!-- catalogue:start -->\n".len()..end];
     let generated =
-        jangar::codegen::catalogue_markdown(&jangar::domain::registry(), &jangar::domain::schema::schema()).unwrap();
+        jangar::codegen::catalogue_markdown(&jangar_domain::registry(), &jangar_domain::schema::schema()).unwrap();
     assert!(
         in_readme == generated,
         "README.md's function table is out of date: replace it with the output of `jangar codegen --catalogue`"

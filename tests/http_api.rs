@@ -1,9 +1,7 @@
 //! Black-box tests of the Convex HTTP API: a real server on a loopback port.
 
-mod common;
-
-use common::{TempDir, TestServer};
-use jangar::engine::base64;
+use jangar_engine::base64;
+use jangar_test_support::{TestServer, temp_dir};
 use serde_json::{Value, json};
 
 async fn session(server: &TestServer, user: &str) -> String {
@@ -12,7 +10,7 @@ async fn session(server: &TestServer, user: &str) -> String {
 
 #[tokio::test]
 async fn args_as_object_or_array_and_both_output_formats() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     // The JS client's shape: args in a one-element array, encoded output.
@@ -66,7 +64,7 @@ async fn args_as_object_or_array_and_both_output_formats() {
 
 #[tokio::test]
 async fn malformed_requests_get_clear_http_errors() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let client = &server.client;
     let url = |route: &str| format!("{}{route}", server.url);
@@ -97,7 +95,7 @@ async fn malformed_requests_get_clear_http_errors() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json().unwrap()["code"], "FunctionPathNotFound");
 
-    let huge = "x".repeat(jangar::api::MAX_BODY_BYTES + 10);
+    let huge = "x".repeat(jangar_api::MAX_BODY_BYTES + 10);
     let too_large = client.send(hyper::Method::POST, &url("/api/mutation"), &[], huge).await.unwrap();
     assert_eq!(too_large.status, 413);
     assert_eq!(too_large.json().unwrap()["code"], "PayloadTooLarge");
@@ -133,7 +131,7 @@ async fn malformed_requests_get_clear_http_errors() {
 
 #[tokio::test]
 async fn wrong_kind_unknown_args_and_action_errors() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let as_query = server.call("/api/query", "chatSessions:create", json!({"userId": "u", "title": "t"})).await;
     assert_eq!(as_query["status"], "error");
@@ -167,7 +165,7 @@ async fn wrong_kind_unknown_args_and_action_errors() {
 
 #[tokio::test]
 async fn other_routes_run_query_ts_batch_function_version_and_cors() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     // /api/run/{module}/{fn}: args and format in the body, clean JSON by default.
@@ -231,7 +229,7 @@ async fn other_routes_run_query_ts_batch_function_version_and_cors() {
 
 #[tokio::test]
 async fn sessions_list_by_recency_and_soft_delete_hides_children() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let first = session(&server, "u").await;
     let second = session(&server, "u").await;
@@ -285,7 +283,7 @@ async fn sessions_list_by_recency_and_soft_delete_hides_children() {
         .app_error(
             "/api/mutation",
             "chatSessions:rename",
-            json!({"sessionId": jangar::engine::id::DocumentId::generate(10_003, 0).encode(), "title": "x"}),
+            json!({"sessionId": jangar_engine::id::DocumentId::generate(10_003, 0).encode(), "title": "x"}),
         )
         .await;
     assert_eq!(missing["code"], "NotFound");
@@ -293,7 +291,7 @@ async fn sessions_list_by_recency_and_soft_delete_hides_children() {
 
 #[tokio::test]
 async fn limits_and_pagination_over_messages() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     for i in 0..7 {
@@ -345,7 +343,7 @@ async fn limits_and_pagination_over_messages() {
 
 #[tokio::test]
 async fn work_order_state_machine_and_results() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     let order = server
@@ -409,7 +407,7 @@ async fn work_order_state_machine_and_results() {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_a_restart() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     let mut pending = Vec::new();
@@ -431,7 +429,7 @@ async fn acknowledged_writes_survive_a_restart() {
 
 #[tokio::test]
 async fn every_list_takes_an_order_served_by_the_same_index() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     for i in 0..5 {
@@ -479,7 +477,7 @@ async fn every_list_takes_an_order_served_by_the_same_index() {
 
 #[tokio::test]
 async fn forged_cursors_and_numbers_that_do_not_count_are_refused() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     for i in 0..3 {
@@ -494,21 +492,20 @@ async fn forged_cursors_and_numbers_that_do_not_count_are_refused() {
     assert_eq!(second["page"][0]["content"], "m1", "a genuine cursor continues the list");
 
     // Edited, made up, or taken from another list: an error naming the cursor, never another page.
-    let mut edited = jangar::engine::base64::decode(&cursor).unwrap();
+    let mut edited = jangar_engine::base64::decode(&cursor).unwrap();
     edited[3] ^= 0x40;
     let orders = server
         .query("workOrders:listBySession", json!({"sessionId": id, "paginationOpts": {"numItems": 1, "cursor": null}}));
     server.mutation("workOrders:create", json!({"sessionId": id, "title": "w"})).await;
     let other_list = orders.await["continueCursor"].as_str().unwrap().to_owned();
-    for forged in [jangar::engine::base64::encode(&edited), jangar::engine::base64::encode(b"\x60made up"), other_list]
-    {
+    for forged in [jangar_engine::base64::encode(&edited), jangar_engine::base64::encode(b"\x60made up"), other_list] {
         let error = server.app_error("/api/query", "chatMessages:listBySession", page(json!(forged))).await;
         assert_eq!(error["code"], "InvalidCursor", "{forged}: {error}");
     }
 
     // Not-a-number and infinite counts are argument errors that name the argument.
-    let nan = json!({"$float": jangar::engine::base64::encode(&f64::NAN.to_le_bytes())});
-    let infinity = json!({"$float": jangar::engine::base64::encode(&f64::INFINITY.to_le_bytes())});
+    let nan = json!({"$float": jangar_engine::base64::encode(&f64::NAN.to_le_bytes())});
+    let infinity = json!({"$float": jangar_engine::base64::encode(&f64::INFINITY.to_le_bytes())});
     let order = server.mutation("workOrders:create", json!({"sessionId": id})).await;
     let run = server.mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": "wf"})).await;
     for (path, args, field) in [
@@ -526,7 +523,7 @@ async fn forged_cursors_and_numbers_that_do_not_count_are_refused() {
 }
 
 /// POSTs `body` with an `Idempotency-Key` header.
-async fn post_with_key(server: &TestServer, route: &str, key: &str, body: Value) -> jangar::client::HttpResponse {
+async fn post_with_key(server: &TestServer, route: &str, key: &str, body: Value) -> jangar_api::client::HttpResponse {
     let headers = [("content-type", "application/json"), ("idempotency-key", key)];
     let url = format!("{}{route}", server.url);
     server.client.send(hyper::Method::POST, &url, &headers, body.to_string()).await.unwrap()
@@ -534,7 +531,7 @@ async fn post_with_key(server: &TestServer, route: &str, key: &str, body: Value)
 
 #[tokio::test]
 async fn a_retried_mutation_with_an_idempotency_key_runs_once() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let id = session(&server, "u").await;
     let append = |content: &str| json!({"path": "chatMessages:append", "args": {"sessionId": id, "role": "user", "content": content}});

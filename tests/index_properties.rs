@@ -9,22 +9,20 @@
 //! Runs on the storage the suite runs on (`JANGAR_TEST_BACKEND=postgres`: a fresh
 //! PostgreSQL database per case). `PROPTEST_CASES` sets the number of cases.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use jangar::engine::database::Database;
-use jangar::engine::document::Document;
-use jangar::engine::error::EngineError;
-use jangar::engine::id::DocumentId;
-use jangar::engine::keys::IndexRange;
-use jangar::engine::schema::{Schema, TableDef, v};
-use jangar::engine::storage::Order;
-use jangar::engine::storage::Storage;
-use jangar::engine::storage::postgres::PostgresStorage;
-use jangar::engine::storage::sqlite::{Durability, SqliteStorage};
-use jangar::engine::transaction::{All, Transaction};
-use jangar::engine::value::{Object, Value};
+use jangar_engine::database::Database;
+use jangar_engine::document::Document;
+use jangar_engine::error::EngineError;
+use jangar_engine::id::DocumentId;
+use jangar_engine::keys::IndexRange;
+use jangar_engine::schema::{Schema, TableDef, v};
+use jangar_engine::storage::Order;
+use jangar_engine::storage::Storage;
+use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+use jangar_engine::transaction::{All, Transaction};
+use jangar_engine::value::{Object, Value};
 use proptest::prelude::*;
 
 const TABLE: &str = "items";
@@ -166,17 +164,17 @@ fn apply(tx: &mut Transaction<'_>, model: &Mutex<Model>, plan: &MutationPlan) ->
     Ok(())
 }
 
-fn storage(dir: &common::TempDir, schema: &Schema) -> Arc<dyn Storage> {
-    if common::postgres::selected() {
-        let server = common::postgres::TestPostgres::shared().expect("PostgreSQL's server binaries");
+fn storage(dir: &jangar_test_support::TempDir, schema: &Schema) -> Arc<dyn Storage> {
+    if jangar_test_support::postgres::selected() {
+        let server = jangar_test_support::postgres::TestPostgres::shared().expect("PostgreSQL's server binaries");
         Arc::new(PostgresStorage::open(&server.fresh_database(), schema).unwrap())
     } else {
-        Arc::new(SqliteStorage::open(&dir.0, schema, Durability::Normal).unwrap())
+        Arc::new(SqliteStorage::open(dir.path(), schema, Durability::Normal).unwrap())
     }
 }
 
 fn check_case(groups: Vec<Vec<MutationPlan>>) -> Result<(), TestCaseError> {
-    let dir = common::TempDir::new();
+    let dir = jangar_test_support::temp_dir();
     let schema = Arc::new(schema());
     // PostgreSQL's client blocks on a runtime of its own, so storage is opened off the test's.
     let storage = std::thread::scope(|s| s.spawn(|| storage(&dir, &schema)).join().unwrap());
@@ -221,8 +219,8 @@ fn check_case(groups: Vec<Vec<MutationPlan>>) -> Result<(), TestCaseError> {
     for ((id, created, fields), stored) in model.iter().zip(&stored) {
         let stored = stored.as_ref().ok_or_else(|| TestCaseError::fail(format!("{id} is gone")))?;
         prop_assert_eq!(stored.creation_time.to_bits(), created.to_bits(), "{} was created at {}", id, created);
-        prop_assert_eq!(Value::Object(stored.fields.clone()).to_json(jangar::engine::value::JsonFormat::Encoded), {
-            Value::Object(fields.clone()).to_json(jangar::engine::value::JsonFormat::Encoded)
+        prop_assert_eq!(Value::Object(stored.fields.clone()).to_json(jangar_engine::value::JsonFormat::Encoded), {
+            Value::Object(fields.clone()).to_json(jangar_engine::value::JsonFormat::Encoded)
         });
     }
     for ((name, index_fields), listed) in INDEXES.iter().zip(listed) {

@@ -3,12 +3,10 @@
 //! gets at start-up, and a write refused when an index has lost an entry.
 //! Each test breaks the index entries of a stopped server's store by hand.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Store, TempDir, TestServer};
-use jangar::engine::integrity::ProblemKind;
+use jangar_engine::integrity::ProblemKind;
+use jangar_test_support::{Store, TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
 
 /// A parameter of a raw statement, for either backend.
@@ -111,7 +109,7 @@ fn break_entries(store: &Store) -> Vec<ProblemKind> {
     vec![ProblemKind::Stale, ProblemKind::Dangling, ProblemKind::Missing, ProblemKind::Misdirected]
 }
 
-fn kinds(report: &jangar::engine::integrity::Report) -> Vec<ProblemKind> {
+fn kinds(report: &jangar_engine::integrity::Report) -> Vec<ProblemKind> {
     let mut kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind).collect();
     kinds.sort_by_key(|k| k.as_str());
     kinds
@@ -119,7 +117,7 @@ fn kinds(report: &jangar::engine::integrity::Report) -> Vec<ProblemKind> {
 
 #[tokio::test]
 async fn the_check_names_every_difference_between_an_index_and_its_documents() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let store = written_store(&dir).await;
     let clean = store.check();
     assert!(clean.is_clean(), "{:?}", clean.problems);
@@ -149,7 +147,7 @@ async fn the_check_names_every_difference_between_an_index_and_its_documents() {
 
 #[tokio::test]
 async fn a_database_from_before_the_fix_gets_its_indexes_rebuilt_once_at_start() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let store = written_store(&dir).await;
     break_entries(&store);
     // What a database written by an earlier version looks like: no rebuild recorded.
@@ -176,7 +174,7 @@ async fn a_database_from_before_the_fix_gets_its_indexes_rebuilt_once_at_start()
 
 #[tokio::test]
 async fn a_write_over_a_lost_entry_fails_whole_instead_of_hiding_it() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let session = server.mutation("chatSessions:create", json!({"userId": "u", "title": "before"})).await;
     let store = server.store.clone().unwrap();
@@ -198,7 +196,7 @@ async fn a_write_over_a_lost_entry_fails_whole_instead_of_hiding_it() {
 
 #[tokio::test]
 async fn the_check_route_is_for_admins() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = "integrity-admin-key";
     let server = TestServer::start_custom(&dir, |config| config.admin_keys = vec![key.to_owned()]).await;
     let check = |authorization: Option<String>| {
@@ -214,7 +212,7 @@ async fn the_check_route_is_for_admins() {
     };
     assert_eq!(check(None).await.status, 401);
     assert_eq!(check(Some("Convex wrong-key".into())).await.status, 401);
-    let acting = jangar::engine::base64::encode(br#"{"subject":"u1","issuer":"https://idp"}"#);
+    let acting = jangar_engine::base64::encode(br#"{"subject":"u1","issuer":"https://idp"}"#);
     let as_user = check(Some(format!("Convex {key}:{acting}"))).await;
     assert_eq!(as_user.status, 403, "an admin acting as a user sees only that user's documents");
     let admin = check(Some(format!("Convex {key}"))).await;
@@ -237,7 +235,7 @@ fn store_args(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn jangar_check_exits_zero_one_or_two() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let store = written_store(&dir).await;
     let args = store_args(&store);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -280,7 +278,7 @@ async fn jangar_check_exits_zero_one_or_two() {
     assert_eq!(remote.status.code(), Some(1), "{}", String::from_utf8_lossy(&remote.stderr));
     server.stop().await;
 
-    let nowhere = dir.0.join("no-such-dir");
+    let nowhere = dir.path().join("no-such-dir");
     let missing = jangar_check(&["--data-dir", nowhere.to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no Jangar database"));
@@ -288,7 +286,7 @@ async fn jangar_check_exits_zero_one_or_two() {
 
 #[tokio::test]
 async fn every_test_server_fails_its_test_when_it_leaves_an_index_broken() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     server.mutation("chatSessions:create", json!({"userId": "u", "title": "t"})).await;
     let store = server.store.clone().unwrap();

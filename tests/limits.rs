@@ -1,13 +1,11 @@
 //! Configurable limits: request size, calls per identity per second, and what
 //! one WebSocket connection may hold.
 
-mod common;
-
 use std::time::Duration;
 
-use common::tokens::{self, SigningKey};
-use common::{TempDir, TestServer};
 use futures_util::{SinkExt, StreamExt};
+use jangar_test_support::tokens::{self, SigningKey};
+use jangar_test_support::{TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -27,7 +25,7 @@ async fn rated_server(dir: &TempDir, rate: u32) -> (TestServer, String) {
 
 #[tokio::test]
 async fn a_users_calls_beyond_the_rate_get_429_with_retry_after() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (server, token) = rated_server(&dir, 5).await;
     let bearer = format!("Bearer {token}");
     let list = || server.call_as(Some(&bearer), "/api/query", "chatSessions:list", json!({"userId": "alice"}));
@@ -51,7 +49,7 @@ async fn a_users_calls_beyond_the_rate_get_429_with_retry_after() {
 #[tokio::test]
 async fn admin_keys_and_open_development_mode_are_not_rate_limited() {
     // The workers of a deployment share one admin key: a limit on it would throttle them all.
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let (server, _) = rated_server(&dir, 5).await;
     let admin = format!("Convex {ADMIN_KEY}");
     for _ in 0..20 {
@@ -59,7 +57,7 @@ async fn admin_keys_and_open_development_mode_are_not_rate_limited() {
         assert_eq!(response.status, 200);
     }
     server.stop().await;
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let open = TestServer::start_custom(&dir, |c| c.limits.calls_per_second = 5).await;
     for _ in 0..20 {
         open.query("chatSessions:list", json!({"userId": "u"})).await;
@@ -69,7 +67,7 @@ async fn admin_keys_and_open_development_mode_are_not_rate_limited() {
 
 #[tokio::test]
 async fn the_request_size_limit_is_configurable() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_custom(&dir, |c| c.limits.request_bytes = 2_000).await;
     let small = server
         .post("/api/mutation", json!({"path": "chatSessions:create", "args": {"userId": "u", "title": "t"}}))
@@ -101,7 +99,7 @@ async fn next(socket: &mut Socket) -> Value {
 
 #[tokio::test]
 async fn a_connection_holds_a_bounded_number_of_subscriptions_and_a_bounded_rate_of_mutations() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("limits");
     let provider = tokens::provider("RS256", tokens::jwks(&[&key]));
     let server = TestServer::start_with_auth(&dir, ADMIN_KEY, vec![provider], |c| {
@@ -162,7 +160,7 @@ async fn a_connection_holds_a_bounded_number_of_subscriptions_and_a_bounded_rate
 
 #[tokio::test]
 async fn a_socket_message_over_the_limit_closes_the_socket() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_custom(&dir, |c| c.limits.socket_message_bytes = 4_096).await;
     let url = format!("{}/api/sync", server.url.replacen("http", "ws", 1));
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -206,7 +204,7 @@ async fn raw_exchange(server: &TestServer, request: &[u8]) -> (String, Duration)
 
 #[tokio::test]
 async fn slow_and_oversized_requests_do_not_hold_a_connection() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_custom(&dir, |c| {
         c.limits.header_timeout_seconds = 1;
         c.limits.body_timeout_seconds = 1;

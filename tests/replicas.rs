@@ -5,16 +5,14 @@
 //! These run in the PostgreSQL pass of the suite (`JANGAR_TEST_BACKEND=postgres`,
 //! which `scripts/test` runs whenever PostgreSQL's server binaries are installed).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::postgres::{self, TestPostgres};
-use common::{Store, TempDir, TestServer};
 use futures_util::StreamExt;
-use jangar::client::HttpClient;
+use jangar_api::client::HttpClient;
+use jangar_test_support::postgres::{self, TestPostgres};
+use jangar_test_support::{Store, TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
 
 /// The shared PostgreSQL, in the PostgreSQL pass; `None` (the test is skipped) otherwise.
@@ -49,7 +47,7 @@ fn ids(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn three_replicas_serve_writes_and_subscriptions_and_agree() {
     let Some(url) = database() else { return };
-    let dirs = [TempDir::new(), TempDir::new(), TempDir::new()];
+    let dirs = [temp_dir(), temp_dir(), temp_dir()];
     let servers = replicas(&url, &dirs).await;
     let session = servers[0].mutation("chatSessions:create", json!({"userId": "u", "title": "shared"})).await;
     let order = servers[1].mutation("workOrders:create", json!({"sessionId": session})).await;
@@ -127,7 +125,7 @@ async fn three_replicas_serve_writes_and_subscriptions_and_agree() {
 #[tokio::test]
 async fn a_replayed_mutation_is_applied_once_whichever_replica_it_reaches() {
     let Some(url) = database() else { return };
-    let dirs = [TempDir::new(), TempDir::new()];
+    let dirs = [temp_dir(), temp_dir()];
     let servers = replicas(&url, &dirs).await;
     let session = servers[0].mutation("chatSessions:create", json!({"userId": "u", "title": "replay"})).await;
     let mut results = Vec::new();
@@ -218,8 +216,8 @@ async fn mutate(client: &HttpClient, base: &str, path: &str, args: Value) -> Opt
 #[tokio::test]
 async fn killing_a_replica_under_load_loses_no_acknowledged_write() {
     let Some(database) = database() else { return };
-    let dirs = [TempDir::new(), TempDir::new(), TempDir::new()];
-    let mut replicas: Vec<Replica> = dirs.iter().map(|d| Replica::start(&database, &d.0)).collect();
+    let dirs = [temp_dir(), temp_dir(), temp_dir()];
+    let mut replicas: Vec<Replica> = dirs.iter().map(|d| Replica::start(&database, d.path())).collect();
     for replica in &replicas {
         replica.ready().await;
     }
@@ -294,8 +292,8 @@ async fn a_replica_waits_for_its_database_and_says_it_is_not_ready_meanwhile() {
     }
     let server = TestPostgres::shared().expect("checked above");
     let name = format!("late_{}", std::process::id());
-    let dir = TempDir::new();
-    let replica = Replica::start(&server.url_of(&name), &dir.0);
+    let dir = temp_dir();
+    let replica = Replica::start(&server.url_of(&name), dir.path());
     let client = HttpClient::default();
     let ready = format!("{}/ready", replica.url);
     // The database does not exist yet: the replica keeps trying, and answers 503 meanwhile.
@@ -323,13 +321,13 @@ async fn a_gap_in_the_commit_log_is_announced_as_touching_everything() {
     let Some(url) = database() else { return };
     // The PostgreSQL client blocks on a runtime of its own: off the test's runtime.
     std::thread::spawn(move || {
-        use jangar::engine::storage::Storage;
+        use jangar_engine::storage::Storage;
         let storage =
-            jangar::engine::storage::postgres::PostgresStorage::open(&url, &jangar::domain::schema::schema()).unwrap();
+            jangar_engine::storage::postgres::PostgresStorage::open(&url, &jangar_domain::schema::schema()).unwrap();
         let mut feed = storage.commit_feed(0).expect("a shared database has a commit feed");
         let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
         let insert = "INSERT INTO jangar_commit_log (ts, prev_ts, writes) VALUES ($1, $2, $3)";
-        let empty = jangar::engine::sets::WriteSet::default().encode();
+        let empty = jangar_engine::sets::WriteSet::default().encode();
         // 10 and 20 chain from the start; 40 says it follows 30, which this replica never saw
         // (purged before it read it); 50's write set is unreadable.
         for (ts, previous, writes) in

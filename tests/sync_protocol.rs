@@ -1,13 +1,11 @@
 //! The WebSocket sync protocol, frame by frame, and the crates.io `convex` client.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{TempDir, TestServer};
 use futures_util::{SinkExt, StreamExt};
-use jangar::api::sync::protocol::decode_ts;
+use jangar_api::sync::protocol::decode_ts;
+use jangar_test_support::{TestServer, temp_dir};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -74,7 +72,7 @@ async fn session(server: &TestServer) -> String {
 
 #[tokio::test]
 async fn transitions_chain_versions_and_carry_only_changed_results() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let (a, b) = (session(&server).await, session(&server).await);
     let mut socket = Socket::open(&server).await;
@@ -131,7 +129,7 @@ async fn transitions_chain_versions_and_carry_only_changed_results() {
 
 #[tokio::test]
 async fn a_mutation_answers_then_a_transition_at_or_after_its_commit() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let a = session(&server).await;
     let mut socket = Socket::open(&server).await;
@@ -187,7 +185,7 @@ async fn a_mutation_answers_then_a_transition_at_or_after_its_commit() {
 
 #[tokio::test]
 async fn protocol_errors_get_a_fatal_error_and_the_socket_closes() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     for bad in [
         json!({"type": "ModifyQuerySet", "baseVersion": 3, "newVersion": 4, "modifications": []}),
@@ -247,7 +245,7 @@ async fn protocol_errors_get_a_fatal_error_and_the_socket_closes() {
 
 #[tokio::test]
 async fn a_replayed_mutation_is_not_applied_twice_even_across_a_restart() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let a = session(&server).await;
     let mutation = json!({"type": "Mutation", "requestId": 7, "udfPath": "chatMessages:append", "args": [{"sessionId": a, "role": "user", "content": "once"}]});
@@ -278,7 +276,7 @@ async fn a_replayed_mutation_is_not_applied_twice_even_across_a_restart() {
 
 #[tokio::test]
 async fn the_crates_io_convex_client_subscribes_and_mutates() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let mut client = convex::ConvexClient::new(&server.url).await.unwrap();
     let created = client
@@ -328,7 +326,7 @@ async fn the_crates_io_convex_client_subscribes_and_mutates() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_not_buffered_forever() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_with(&dir, 2).await;
     let a = session(&server).await;
     let mut slow = Socket::open(&server).await;
@@ -379,7 +377,7 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered_forever() {
 
 #[tokio::test]
 async fn a_subscribed_page_grows_instead_of_dropping_documents_between_pages() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start(&dir).await;
     let a = session(&server).await;
     let mut orders = Vec::new();
@@ -453,7 +451,7 @@ async fn message_contents(server: &TestServer, session: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_crates_io_client_with_ten_thousand_mutations_in_flight_gets_each_applied_once_in_order() {
     const IN_FLIGHT: usize = 10_000;
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let server = TestServer::start_custom(&dir, |config| config.limits.calls_per_second = 0).await;
     let session = session(&server).await;
     let client = convex::ConvexClient::new(&server.url).await.unwrap();

@@ -2,13 +2,11 @@
 //! accepted, over HTTP and the socket, and how key rotation and expiry work.
 //! Every key is made by the test.
 
-mod common;
-
 use std::time::Duration;
 
-use common::tokens::{self, AUDIENCE, ISSUER, JwksServer, SigningKey};
-use common::{TempDir, TestServer};
 use futures_util::{SinkExt, StreamExt};
+use jangar_test_support::tokens::{self, AUDIENCE, ISSUER, JwksServer, SigningKey};
+use jangar_test_support::{TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -44,14 +42,14 @@ async fn accepted(server: &TestServer, token: &str) {
 }
 
 fn base64url(bytes: &[u8]) -> String {
-    jangar::engine::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
+    jangar_engine::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
 #[tokio::test]
 async fn tokens_are_checked_against_the_provider() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("rsa-1");
-    std::fs::write(dir.0.join("jwks.json"), tokens::jwks(&[&key]).to_string()).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), tokens::jwks(&[&key]).to_string()).unwrap();
     let server = server(&dir, vec![tokens::provider("RS256", json!("jwks.json"))]).await;
 
     accepted(&server, &key.token("alice", 60)).await;
@@ -109,7 +107,7 @@ async fn tokens_are_checked_against_the_provider() {
 
     // Rotation by file: the new key is used as soon as the file changes; the old one stops working.
     let rotated = SigningKey::rsa("rsa-2");
-    std::fs::write(dir.0.join("jwks.json"), tokens::jwks(&[&rotated]).to_string()).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), tokens::jwks(&[&rotated]).to_string()).unwrap();
     accepted(&server, &rotated.token("alice", 60)).await;
     // (A token not seen before: one already verified stays valid until it expires.)
     refused(&server, &key.token("alice", 120), "a key removed from the file").await;
@@ -118,7 +116,7 @@ async fn tokens_are_checked_against_the_provider() {
 
 #[tokio::test]
 async fn keys_from_a_url_are_cached_and_refetched_when_rotated() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let first = SigningKey::es256("ec-1");
     let jwks = JwksServer::start(tokens::jwks(&[&first])).await;
     let rsa = SigningKey::rsa("rsa-1");
@@ -153,7 +151,7 @@ async fn keys_from_a_url_are_cached_and_refetched_when_rotated() {
 
 #[tokio::test]
 async fn an_oidc_provider_finds_its_keys_through_discovery() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("oidc-1");
     let idp = JwksServer::start(tokens::jwks(&[&key])).await;
     let server = server(&dir, vec![json!({"domain": idp.domain, "applicationID": AUDIENCE})]).await;
@@ -168,7 +166,7 @@ async fn an_oidc_provider_finds_its_keys_through_discovery() {
 
 #[tokio::test]
 async fn an_unreachable_provider_is_a_503_not_a_401() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::es256("ec-1");
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let jwks = json!(format!("http://127.0.0.1:{closed_port}/jwks.json"));
@@ -180,7 +178,7 @@ async fn an_unreachable_provider_is_a_503_not_a_401() {
 
 #[tokio::test]
 async fn bad_provider_configs_stop_the_server_with_a_reason() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let cases = [
         (json!({"providers": [{"type": "customJwt", "issuer": ISSUER, "jwks": {"keys": []}}]}), "algorithm"),
         (
@@ -199,9 +197,9 @@ async fn bad_provider_configs_stop_the_server_with_a_reason() {
         (json!({"providers": [], "clockSkew": 1}), "clockSkew"),
     ];
     for (config, reason) in cases {
-        let path = dir.0.join("auth.json");
+        let path = dir.path().join("auth.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let mut config = jangar::server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.0.clone());
+        let mut config = jangar::server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         config.admin_keys = vec![ADMIN_KEY.into()];
         config.auth_config = Some(path);
         let error = jangar::server::serve(config, async {}, |_| {}).await.expect_err("a bad config");
@@ -242,7 +240,7 @@ async fn next(socket: &mut Socket, within: Duration) -> Option<Value> {
 
 #[tokio::test]
 async fn the_socket_takes_user_tokens_and_says_when_one_expires() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("rsa-1");
     let server = server(&dir, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]).await;
     let session = server.mutation("chatSessions:create", json!({"userId": "alice", "title": "mine"})).await;
@@ -296,7 +294,7 @@ async fn the_socket_takes_user_tokens_and_says_when_one_expires() {
 
 #[tokio::test]
 async fn replayed_mutations_are_remembered_per_identity() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let key = SigningKey::rsa("rsa-1");
     let server = server(&dir, vec![tokens::provider("RS256", tokens::jwks(&[&key]))]).await;
     // Two users whose clients claim the same sync session id and the same request id.

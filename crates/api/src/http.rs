@@ -1,0 +1,509 @@
+//! The Convex HTTP API: `/api/query`, `/api/mutation`, `/api/action`,
+//! `/api/function`, `/api/run/{module}/{fn}`, `/api/query_ts`, `/api/query_batch`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::{Value as Json_, json};
+
+use super::error::ApiError;
+use super::{AppState, decode_args};
+use crate::auth::AuthError;
+use jangar_domain::access::Caller;
+use jangar_domain::error::FunctionError;
+use jangar_domain::registry::{
+    Function, Kind, check_args, enqueue_mutation_once, run_mutation, run_query, run_query_as_of,
+};
+use jangar_engine::base64;
+use jangar_engine::history::AsOf;
+use jangar_engine::storage::MutationKey;
+use jangar_engine::value::{JsonFormat, Value};
+use sha2::Digest;
+
+/// One function call as the API received it.
+struct Call {
+    path: String,
+    args: Json_,
+    format: JsonFormat,
+}
+
+/// A request body, read within the deployment's limits: 413 at once for a
+/// `Content-Length` over `--max-request-bytes` (and as soon as more than that
+/// arrives without one), 408 when the client stops sending for
+/// `--body-timeout-seconds`. Slow or oversized uploads cannot hold a connection.
+pub struct RequestBody(Bytes);
+
+impl FromRequest<AppState> for RequestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<RequestBody, ApiError> {
+        let limits = &state.limits;
+        let too_large = || {
+            let message = format!("The request body is larger than {} bytes.", limits.max_body_bytes);
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+        };
+        let declared = request.headers().get(axum::http::header::CONTENT_LENGTH);
+        if declared.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limits.max_body_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = request.into_body();
+        let mut bytes = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(limits.body_timeout, body.frame()).await.map_err(|_| {
+                let message = format!("No part of the request body arrived for {:?}.", limits.body_timeout);
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message)
+            })?;
+            let Some(frame) = frame else { return Ok(RequestBody(bytes.into())) };
+            let frame =
+                frame.map_err(|e| ApiError::bad_request("BadRequest", format!("Reading the body failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limits.max_body_bytes {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+/// Reads a JSON body whatever its Content-Type (plain `fetch` sends text/plain).
+fn json_body(body: &RequestBody) -> Result<Json_, ApiError> {
+    serde_json::from_slice(&body.0)
+        .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
+}
+
+fn parse_format(format: Option<&Json_>, default: JsonFormat) -> Result<JsonFormat, ApiError> {
+    match format {
+        None | Some(Json_::Null) => Ok(default),
+        Some(Json_::String(name)) => JsonFormat::parse(Some(name)).ok_or_else(|| {
+            ApiError::bad_request("BadFormat", format!("format must be one of json, convex_encoded_json; got {name:?}"))
+        }),
+        Some(other) => Err(ApiError::bad_request("BadFormat", format!("format must be a string, not {other}"))),
+    }
+}
+
+fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) -> Result<Call, ApiError> {
+    let Json_::Object(fields) = body else {
+        return Err(ApiError::bad_request("BadJsonBody", "The request body must be a JSON object."));
+    };
+    let path = match path {
+        Some(path) => path,
+        None => match fields.get("path") {
+            Some(Json_::String(path)) => path.clone(),
+            _ => {
+                return Err(ApiError::bad_request("BadJsonBody", "The request body needs a string field `path`."));
+            }
+        },
+    };
+    Ok(Call {
+        path,
+        args: fields.get("args").cloned().unwrap_or_else(|| json!({})),
+        format: parse_format(fields.get("format"), default_format)?,
+    })
+}
+
+/// Checks the `Convex-Client` header: `{client}-{semver}`.
+pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get("convex-client") else {
+        return Ok(());
+    };
+    let valid = value.to_str().ok().and_then(|v| v.rsplit_once('-')).is_some_and(|(name, version)| {
+        !name.is_empty()
+            && version.split(['.', '-', '+']).next().is_some_and(|major| major.parse::<u32>().is_ok())
+            && version.contains('.')
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "BadConvexClientHeader",
+            format!("Convex-Client header {value:?} is not `client-semver`."),
+        ))
+    }
+}
+
+/// A UdfResponse body, ready to send.
+pub struct UdfBody(String);
+
+impl IntoResponse for UdfBody {
+    fn into_response(self) -> Response {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+impl From<Json_> for UdfBody {
+    fn from(json: Json_) -> UdfBody {
+        UdfBody(json.to_string())
+    }
+}
+
+/// A success response around an already-serialized value.
+fn success_body(value_json: &str) -> UdfBody {
+    UdfBody(format!(r#"{{"status":"success","value":{value_json},"logLines":[]}}"#))
+}
+
+fn success(value: &Value, format: JsonFormat) -> Json_ {
+    json!({"status": "success", "value": value.to_json(format), "logLines": []})
+}
+
+/// A function's failure as a UdfResponse, or an infrastructure error.
+fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> {
+    match error {
+        FunctionError::App(app) => Ok(json!({
+            "status": "error",
+            "errorMessage": app.message,
+            "errorData": app.data().to_json(format),
+            "logLines": [],
+        })),
+        FunctionError::Engine(e) => Err(ApiError::internal(e)),
+    }
+}
+
+fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Result<Json_, ApiError> {
+    match result {
+        Ok(value) => Ok(success(&value, format)),
+        Err(error) => failure(error, format),
+    }
+}
+
+fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError> {
+    state.registry.get(path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "FunctionPathNotFound",
+            format!("Could not find public function for '{}'.", jangar_domain::registry::canonical_path(path)),
+        )
+    })
+}
+
+/// A retry-safe call: the `Idempotency-Key` header, scoped to the caller's identity.
+struct Retry {
+    key: MutationKey,
+}
+
+/// How long an HTTP client's `Idempotency-Key` may be.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl Retry {
+    fn from_headers(headers: &HeaderMap, identity: &crate::auth::Identity) -> Result<Option<Retry>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
+            let message = format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters.");
+            ApiError::bad_request("BadIdempotencyKey", message)
+        })?;
+        // "http|": never a socket's replay key (those start with a length). Length-prefixed, so no
+        // identity and key pair reads as another.
+        let identity = identity.key();
+        let client = format!("http|{}:{identity}{key}", identity.len());
+        Ok(Some(Retry { key: MutationKey { client, request: 0 } }))
+    }
+}
+
+/// Runs one call; `expected` is the kind the route serves (`None`: any kind). A mutation with a
+/// `retry` key runs once: the same key again answers the first outcome.
+async fn run(
+    state: &AppState,
+    caller: Caller,
+    call: Call,
+    expected: Option<Kind>,
+    retry: Option<Retry>,
+) -> Result<UdfBody, ApiError> {
+    let function = find_function(state, &call.path)?;
+    if let Some(expected) = expected.filter(|k| *k != function.kind) {
+        return Ok(UdfBody::from(json!({
+            "status": "error",
+            "errorMessage": format!(
+                "Trying to execute {} as {}, but it is defined as {}.",
+                function.path, expected.name(), function.kind.name()
+            ),
+            "logLines": [],
+        })));
+    }
+    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => args,
+        Err(e) => return failure(e, call.format).map(UdfBody::from),
+    };
+    let result = match function.kind {
+        Kind::Query => match run_query(&state.db, function, caller, args).await {
+            Ok(cached) => return Ok(success_body(&cached.json(call.format))),
+            Err(e) => Err(e),
+        },
+        Kind::Mutation => match retry {
+            None => run_mutation(&state.db, function, caller, args).await.map(|o| o.value),
+            Some(Retry { key }) => {
+                let call = Value::Object(args.0.clone()).to_json(JsonFormat::Encoded);
+                let digest = sha2::Sha256::digest(format!("{}\u{0}{call}", function.path).as_bytes());
+                let fingerprint = base64::encode(&digest);
+                match enqueue_mutation_once(&state.db, function, caller, args, key, Some(fingerprint)).await {
+                    Ok(outcome) => outcome.await.map(|o| o.value),
+                    Err(e) => Err(e),
+                }
+            }
+        },
+        Kind::Action => Err(FunctionError::App(jangar_domain::error::AppError::new(
+            "InvalidArgument",
+            "Actions are not supported.",
+        ))),
+    };
+    udf_response(result, call.format).map(UdfBody::from)
+}
+
+/// The caller named by the request's `Authorization` header; 401 when it is
+/// not valid, or missing where credentials are needed.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(identify(state, headers).await?.1)
+}
+
+/// The request's identity and whom it calls as.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<(crate::auth::Identity, Caller), ApiError> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    let identity = state.auth.identify_header(header).await.map_err(auth_error)?;
+    let caller = state.auth.caller(&identity).ok_or_else(|| auth_error(AuthError::Missing))?;
+    state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
+    Ok((identity, caller))
+}
+
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        // Not the caller's fault: they may try again.
+        AuthError::KeysUnavailable => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "AuthProviderUnavailable", error.to_string())
+        }
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", error.to_string()),
+    }
+}
+
+async fn call_route(
+    state: AppState,
+    headers: HeaderMap,
+    body: RequestBody,
+    expected: Option<Kind>,
+) -> Result<UdfBody, ApiError> {
+    check_client_header(&headers)?;
+    let (identity, caller) = identify(&state, &headers).await?;
+    let retry = Retry::from_headers(&headers, &identity)?;
+    let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
+    run(&state, caller, call, expected, retry).await
+}
+
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
+    call_route(state, headers, body, Some(Kind::Query)).await
+}
+
+pub async fn mutation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
+    call_route(state, headers, body, Some(Kind::Mutation)).await
+}
+
+pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
+    call_route(state, headers, body, Some(Kind::Action)).await
+}
+
+/// `/api/function` runs a function of any kind.
+pub async fn function(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
+    call_route(state, headers, body, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct QueryParams {
+    path: String,
+    args: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /api/query?path=..&args=<json>&format=..`
+pub async fn query_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<QueryParams>,
+) -> Result<UdfBody, ApiError> {
+    check_client_header(&headers)?;
+    let caller = caller(&state, &headers).await?;
+    let args = match params.args.as_deref() {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
+        None => json!({}),
+    };
+    let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
+    run(&state, caller, Call { path: params.path, args, format }, Some(Kind::Query), None).await
+}
+
+/// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
+pub async fn run_by_path(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
+    check_client_header(&headers)?;
+    let (identity, caller) = identify(&state, &headers).await?;
+    let retry = Retry::from_headers(&headers, &identity)?;
+    let Some((module, name)) = route.rsplit_once('/') else {
+        return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
+    };
+    let body = if body.0.is_empty() { json!({}) } else { json_body(&body)? };
+    let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
+    run(&state, caller, call, None, retry).await
+}
+
+pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+    caller(&state, &headers).await?;
+    let ts = state.db.current_ts().await.map_err(ApiError::internal)?;
+    Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
+}
+
+/// `/api/query_at_ts`: a query as of a timestamp from `/api/query_ts` (the npm HTTP client's
+/// `consistentQuery`). Storage keeps only the latest versions, so it answers when nothing the
+/// query read has changed since that timestamp (then the latest result is the one at it), within
+/// the last minute of commits; otherwise 400 `TimestampTooOld`.
+pub async fn query_at_ts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
+    check_client_header(&headers)?;
+    let caller = caller(&state, &headers).await?;
+    let body = json_body(&body)?;
+    let at = match body.get("ts") {
+        Some(Json_::String(text)) => crate::sync::protocol::decode_ts(text),
+        Some(Json_::Number(n)) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::bad_request("BadTimestamp", "`ts` must be a timestamp from /api/query_ts."))?;
+    let call = parse_call(&body, None, JsonFormat::Clean)?;
+    let function = find_function(&state, &call.path)?;
+    if function.kind != Kind::Query {
+        return Err(ApiError::bad_request("BadFunctionKind", format!("{} is not a query.", function.path)));
+    }
+    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => args,
+        Err(e) => return failure(e, call.format).map(UdfBody::from),
+    };
+    let too_old = |why: &str| {
+        Err(ApiError::bad_request(
+            "TimestampTooOld",
+            format!("{} cannot be read as of that timestamp: {why}", function.path),
+        ))
+    };
+    match run_query_as_of(&state.db, function.clone(), caller, args, at).await {
+        Ok(Ok(value)) => Ok(UdfBody::from(success(&value, call.format))),
+        Ok(Err(AsOf::Changed)) => too_old("a later commit changed what it reads"),
+        Ok(Err(AsOf::TooOld | AsOf::NotYetKnown)) => too_old("only the last minute of commits is kept"),
+        Ok(Err(AsOf::Future | AsOf::Same)) => {
+            Err(ApiError::bad_request("BadTimestamp", "`ts` is later than the latest commit."))
+        }
+        Err(e) => failure(e, call.format).map(UdfBody::from),
+    }
+}
+
+/// `/api/query_batch`: every query of the batch reads the same snapshot.
+pub async fn query_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<Json<Json_>, ApiError> {
+    check_client_header(&headers)?;
+    let caller = caller(&state, &headers).await?;
+    let body = json_body(&body)?;
+    let Some(Json_::Array(queries)) = body.get("queries") else {
+        return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
+    };
+    let mut bodies = Vec::with_capacity(queries.len());
+    let mut formats = Vec::with_capacity(queries.len());
+    for item in queries {
+        let call = parse_call(item, None, JsonFormat::Clean)?;
+        let function = find_function(&state, &call.path)?;
+        formats.push(call.format);
+        let prepared = if function.kind != Kind::Query {
+            Err(FunctionError::App(jangar_domain::error::AppError::new(
+                "InvalidArgument",
+                format!("{} is a {}, not a query.", function.path, function.kind.name()),
+            )))
+        } else {
+            decode_args(&call.args)
+                .and_then(|args| check_args(&function, args, state.db.schema()))
+                .map(|args| (function, args))
+        };
+        let caller = caller.clone();
+        bodies.push(move |tx: &mut jangar_engine::transaction::Transaction<'_>| {
+            let (function, args) = prepared?;
+            function.call(tx, &caller, &args).map_err(FunctionError::into_client_facing)
+        });
+    }
+    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;
+    let results = results
+        .into_iter()
+        .zip(formats)
+        .map(|(result, format)| udf_response(result, format))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"results": results})))
+}
+
+/// Readiness for a load balancer: 200 while the database answers, 503 when it does not.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
+    match state.db.current_ts().await {
+        Ok(ts) => (StatusCode::OK, Json(json!({"ready": true, "ts": base64::encode(&ts.to_le_bytes())}))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": e.to_string()}))),
+    }
+}
+
+pub async fn version() -> &'static str {
+    concat!("jangar ", env!("CARGO_PKG_VERSION"))
+}
+
+pub async fn root() -> &'static str {
+    "This Jangar deployment is running. It speaks the Convex HTTP and sync protocols."
+}
+
+/// Group-commit counters, for benchmarks and operators (admins).
+pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if !caller(&state, &headers).await?.admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The server's counters need an admin key."));
+    }
+    let stats = state.db.stats();
+    let sync = &state.sync.stats;
+    Ok(Json(json!({
+        "commitGroups": stats.groups.load(Ordering::Relaxed),
+        "mutationsCommitted": stats.mutations.load(Ordering::Relaxed),
+        "syncConnections": sync.connections.load(Ordering::Relaxed),
+        "syncSubscriptions": sync.subscriptions.load(Ordering::Relaxed),
+        "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),
+        "syncTransitions": sync.transitions.load(Ordering::Relaxed),
+        "syncSteps": sync.steps.load(Ordering::Relaxed),
+    })))
+}
+
+/// `POST /jangar/check`: the integrity check on the live database, for admins
+/// (it lists document ids of every table).
+pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+    if caller(&state, &headers).await? != Caller::ADMIN {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The integrity check needs an admin key."));
+    }
+    let report = state.db.check_integrity().await.map_err(ApiError::internal)?;
+    Ok(Json(report.to_json()))
+}
+
+/// A known route called with the wrong method, in the API's error shape.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = format!("{} does not take {method} requests.", uri.path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message).into_response()
+}
+
+/// Unknown routes answer in the API's error shape.
+pub async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "NotFound", "No such route.").into_response()
+}

@@ -1,0 +1,101 @@
+//! The protocol layer: Convex's HTTP API over the domain's function registry.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod http;
+pub mod sync;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use jangar_domain::error::{AppError, FunctionError};
+use jangar_domain::registry::Registry;
+use jangar_engine::database::Database;
+use jangar_engine::value::Value;
+
+/// Convex's limit on function arguments.
+pub const MAX_ARGS_BYTES: usize = 16 << 20;
+/// Request bodies may carry the arguments plus their JSON overhead (the default limit).
+pub const MAX_BODY_BYTES: usize = MAX_ARGS_BYTES + (1 << 20);
+
+/// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
+pub(crate) fn decode_args(args: &serde_json::Value) -> Result<Value, FunctionError> {
+    use serde_json::Value as Json_;
+    let invalid = |m: String| FunctionError::App(AppError::new("InvalidArgument", m));
+    let args = match args {
+        Json_::Array(items) if items.len() == 1 => &items[0],
+        Json_::Array(items) => {
+            return Err(invalid(format!("Expected one argument object, got {} arguments.", items.len())));
+        }
+        other => other,
+    };
+    let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
+    if value.size() > MAX_ARGS_BYTES {
+        return Err(FunctionError::App(AppError::new(
+            "LimitExceeded",
+            format!("Arguments are larger than {MAX_ARGS_BYTES} bytes."),
+        )));
+    }
+    Ok(value)
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Arc<Database>,
+    pub registry: Arc<Registry>,
+    pub sync: Arc<sync::SyncHub>,
+    pub auth: Arc<crate::auth::Auth>,
+    pub limits: BodyLimits,
+}
+
+/// How large a request body may be, and how long a client may pause while sending one.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    pub max_body_bytes: usize,
+    pub body_timeout: std::time::Duration,
+}
+
+/// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
+/// What the port answers while the database is not reachable yet: 503 to everything.
+pub fn not_ready_router() -> Router {
+    Router::new().fallback(|| async {
+        let body = serde_json::json!({"code": "NotReady", "message": "Waiting for the database."});
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+    })
+}
+
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+    // Decided per request: open development mode may end while the server runs.
+    let allowed: Vec<axum::http::HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let auth = state.auth.clone();
+    let origins = AllowOrigin::predicate(move |origin, _| auth.is_open() || allowed.contains(origin));
+    let cors = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_credentials(true)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request());
+    Router::new()
+        .route("/", get(http::root))
+        .route("/version", get(http::version))
+        .route("/ready", get(http::ready))
+        .route("/api/query", post(http::query).get(http::query_get))
+        .route("/api/mutation", post(http::mutation))
+        .route("/api/action", post(http::action))
+        .route("/api/function", post(http::function))
+        .route("/api/run/{*route}", post(http::run_by_path))
+        .route("/api/query_ts", post(http::query_ts))
+        .route("/api/query_at_ts", post(http::query_at_ts))
+        .route("/api/query_batch", post(http::query_batch))
+        .route("/api/sync", get(sync::upgrade))
+        .route("/api/{client_version}/sync", get(sync::upgrade))
+        .route("/jangar/stats", get(http::stats))
+        .route("/jangar/check", post(http::check))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(cors)
+        .with_state(state)
+}

@@ -1,0 +1,153 @@
+//! `approvalRequests:*` — human approval of an agent's plan. A pending request
+//! past its `expiresAt` reads as `expired` and can no longer be decided.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jangar_engine::document::Document;
+use jangar_engine::keys::IndexRange;
+use jangar_engine::schema::v;
+use jangar_engine::storage::Order;
+use jangar_engine::value::Value;
+
+use super::access::Ctx;
+use super::common::{
+    Args, ListRequest, check_transition, empty_list, list_args, list_of, list_order, load, load_active, maybe, object,
+};
+use super::error::FunctionResult;
+use super::registry::Function;
+use super::{chat_sessions, runs, work_orders};
+
+pub const TABLE: &str = "approval_requests";
+
+pub fn functions() -> Vec<Function> {
+    vec![
+        Function::mutation(
+            "approvalRequests:create",
+            v::object(vec![
+                ("sessionId", v::id(chat_sessions::TABLE)),
+                ("planContent", v::string()),
+                ("runId", v::optional(v::id(runs::TABLE))),
+                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("expiresAt", v::optional(v::number())),
+            ]),
+            v::id(TABLE),
+            create,
+        ),
+        Function::mutation(
+            "approvalRequests:decide",
+            v::object(vec![
+                ("approvalRequestId", v::id(TABLE)),
+                ("decision", v::one_of(&["approved", "rejected"])),
+                ("decidedBy", v::optional(v::string())),
+                ("reason", v::optional(v::string())),
+            ]),
+            v::document(TABLE),
+            decide,
+        ),
+        Function::query(
+            "approvalRequests:listPending",
+            list_args(vec![("sessionId", v::optional(v::id(chat_sessions::TABLE)))]),
+            list_of(TABLE),
+            list_pending,
+        )
+        .time_dependent(),
+        Function::query(
+            "approvalRequests:get",
+            v::object(vec![("approvalRequestId", v::id(TABLE))]),
+            maybe(TABLE),
+            get,
+        )
+        .time_dependent(),
+    ]
+}
+
+/// Expiry is measured by the wall clock, not a snapshot's time: these queries
+/// are marked time-dependent, so they are not cached and subscriptions re-run them.
+fn wall_clock_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
+}
+
+/// The status a request reads as at `now`.
+fn status_at(request: &Document, now: f64) -> String {
+    let stored = request.fields.get("status").and_then(Value::as_str).unwrap_or("pending");
+    let expired = request.fields.get("expiresAt").and_then(Value::as_f64).is_some_and(|at| at <= now);
+    if stored == "pending" && expired { "expired".to_owned() } else { stored.to_owned() }
+}
+
+fn as_read(mut request: Document, now: f64) -> Document {
+    let status = status_at(&request, now);
+    request.fields.insert("status".into(), status.into());
+    request
+}
+
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let session = args.id("sessionId")?;
+    load_active(tx, chat_sessions::TABLE, session, "Session")?;
+    if let Some(run) = args.opt_id("runId")? {
+        runs::load_in_session(tx, run, session)?;
+    }
+    if let Some(order) = args.opt_id("workOrderId")? {
+        let order = load(tx, "work_orders", order, "Work order")?;
+        work_orders::check_in_session(&order, session)?;
+    }
+    let now = Value::from(tx.now_ms());
+    let mut fields = object([
+        ("sessionId", session.encode().into()),
+        ("planContent", args.str("planContent").into()),
+        ("status", "pending".into()),
+        ("createdAt", now.clone()),
+        ("updatedAt", now),
+    ]);
+    args.copy_into(&mut fields, &["runId", "workOrderId", "expiresAt"]);
+    Ok(tx.insert(TABLE, fields)?.encode().into())
+}
+
+fn decide(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let id = args.id("approvalRequestId")?;
+    let request = load(tx, TABLE, id, "Approval request")?;
+    // A user decides as themselves; an admin may record whoever decided.
+    if let Some(decided_by) = args.opt_str("decidedBy") {
+        tx.check_user_id("decidedBy", decided_by)?;
+    }
+    let now = tx.now_ms();
+    let from = status_at(&request, now);
+    let to = args.str("decision");
+    let allowed = |from: &str, _: &str| from == "pending";
+    if !check_transition(&from, to, allowed)? {
+        return Ok(request.to_value());
+    }
+    let mut changes = vec![
+        ("status".to_owned(), Some(Value::from(to))),
+        ("decidedAt".to_owned(), Some(Value::from(now))),
+        ("updatedAt".to_owned(), Some(Value::from(now))),
+    ];
+    for field in ["decidedBy", "reason"] {
+        if let Some(value) = args.get(field) {
+            changes.push((field.to_owned(), Some(value.clone())));
+        }
+    }
+    Ok(tx.patch(TABLE, id, changes)?.to_value())
+}
+
+/// Pending (and not yet expired) requests, oldest first, of one session or of all.
+fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let request = ListRequest::from_args(args)?;
+    let now = wall_clock_ms();
+    let pending = tx.owned(TABLE, move |d: &Document| status_at(d, now) == "pending");
+    let query = match args.opt_id("sessionId")? {
+        Some(session) => {
+            if chat_sessions::find(tx, session, false)?.is_none() {
+                return Ok(empty_list(&request));
+            }
+            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), list_order(args, Order::Asc))?
+        }
+        None => tx.query(TABLE, "by_status", IndexRange::default().eq("pending"), list_order(args, Order::Asc))?,
+    };
+    // Pending documents read as they are stored: their status is "pending" until decided.
+    request.run(query, pending)
+}
+
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let now = wall_clock_ms();
+    Ok(tx.get(TABLE, args.id("approvalRequestId")?)?.map_or(Value::Null, |d| as_read(d, now).to_value()))
+}

@@ -1,0 +1,249 @@
+//! Helpers every function module uses: typed argument access, soft delete,
+//! list arguments (`limit` / `paginationOpts` / `order`) and status transitions.
+
+use jangar_engine::document::Document;
+use jangar_engine::id::DocumentId;
+use jangar_engine::schema::{Validator, v};
+use jangar_engine::storage::Order;
+use jangar_engine::transaction::{Keep, Query};
+use jangar_engine::value::{Object, Value};
+
+use super::access::Ctx;
+use super::error::{AppError, FunctionError};
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// A function's arguments, already checked against its validator.
+pub struct Args(pub Object);
+
+impl Args {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// A required string (the validator guarantees presence and type).
+    pub fn str(&self, name: &str) -> &str {
+        self.opt_str(name).unwrap_or_default()
+    }
+
+    pub fn opt_str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(Value::as_str)
+    }
+
+    pub fn opt_f64(&self, name: &str) -> Option<f64> {
+        self.0.get(name).and_then(Value::as_f64)
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.0.get(name), Some(Value::Boolean(true)))
+    }
+
+    /// An id argument (validated as `v.id(table)`, so decoding cannot fail).
+    pub fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
+        let text = self.str(name);
+        DocumentId::decode(text).map_err(|e| AppError::new("InvalidArgument", format!("{name}: {e}")).into())
+    }
+
+    pub fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
+        self.0.get(name).map(|_| self.id(name)).transpose()
+    }
+
+    /// Copies the named optional fields that are present into `fields`.
+    pub fn copy_into(&self, fields: &mut Object, names: &[&str]) {
+        for name in names {
+            if let Some(value) = self.0.get(*name) {
+                fields.insert((*name).to_owned(), value.clone());
+            }
+        }
+    }
+}
+
+/// The session a call names, as `sessionId` or (seed 004) `threadId`: exactly one of them.
+pub fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
+    match (args.get("sessionId"), args.get("threadId")) {
+        (Some(_), None) => args.id("sessionId"),
+        (None, Some(_)) => args.id("threadId"),
+        _ => Err(AppError::new("InvalidArgument", "Pass exactly one of sessionId and threadId.").into()),
+    }
+}
+
+/// Builds an object from pairs, for documents and results.
+pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Object {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+pub fn is_deleted(document: &Document) -> bool {
+    matches!(document.fields.get("deletedAt"), Some(Value::Float64(_)))
+}
+
+/// Reads a document that must exist and must not be soft-deleted.
+pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+    let document = load(tx, table, id, what)?;
+    if is_deleted(&document) {
+        return Err(AppError::new("Deleted", format!("{what} {id} is deleted.")).with("id", id.encode()).into());
+    }
+    Ok(document)
+}
+
+/// Reads a document that must exist (soft-deleted or not).
+pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+    tx.get(table, id)?
+        .ok_or_else(|| AppError::new("NotFound", format!("{what} {id} does not exist.")).with("id", id.encode()).into())
+}
+
+/// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
+pub fn set_deleted(
+    tx: &mut Ctx<'_, '_>,
+    table: &str,
+    id: DocumentId,
+    what: &str,
+    deleted: bool,
+) -> Result<Value, FunctionError> {
+    let document = load(tx, table, id, what)?;
+    if is_deleted(&document) == deleted {
+        return Ok(Value::Null);
+    }
+    let now = tx.now_ms();
+    let deleted_at = deleted.then_some(Value::from(now));
+    tx.patch(table, id, [("deletedAt".to_owned(), deleted_at), ("updatedAt".to_owned(), Some(now.into()))])?;
+    Ok(Value::Null)
+}
+
+/// The argument fields every list query accepts.
+pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
+    fields.push(("limit", v::optional(v::count())));
+    // Through the same index either way; without it, each list's own order.
+    fields.push(("order", v::optional(v::union(vec![v::literal("asc"), v::literal("desc")]))));
+    fields.push((
+        "paginationOpts",
+        v::optional(v::object(vec![
+            ("numItems", v::count()),
+            ("cursor", v::union(vec![v::string(), v::null()])),
+            // The page ends at this cursor (inclusive) instead of after numItems documents.
+            ("endCursor", v::optional(v::union(vec![v::string(), v::null()]))),
+            // usePaginatedQuery tags its requests with an id; it does not change the result.
+            ("id", v::optional(v::count())),
+            // Convex's per-page read budgets; this server's per-transaction limits apply instead.
+            ("maximumRowsRead", v::optional(v::count())),
+            ("maximumBytesRead", v::optional(v::count())),
+        ])),
+    ));
+    v::object(fields)
+}
+
+/// The result of a list query: an array, or Convex's page object with `paginationOpts`.
+pub fn list_of(table: &'static str) -> Validator {
+    v::union(vec![
+        v::array(v::document(table)),
+        v::object(vec![
+            ("page", v::array(v::document(table))),
+            ("isDone", v::boolean()),
+            ("continueCursor", v::string()),
+        ]),
+    ])
+}
+
+/// A document of `table`, or null.
+pub fn maybe(table: &'static str) -> Validator {
+    v::union(vec![v::document(table), v::null()])
+}
+
+/// What a list query was asked for.
+pub enum ListRequest {
+    Limit(usize),
+    Page { num_items: usize, cursor: Option<String>, end_cursor: Option<String> },
+}
+
+fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
+    if value.fract() != 0.0 || !(1.0..=MAX_LIMIT as f64).contains(&value) {
+        return Err(AppError::new(
+            "InvalidArgument",
+            format!("{name} must be a whole number from 1 to {MAX_LIMIT}, not {value}."),
+        )
+        .into());
+    }
+    Ok(value as usize)
+}
+
+impl ListRequest {
+    pub fn from_args(args: &Args) -> Result<ListRequest, FunctionError> {
+        match (args.opt_f64("limit"), args.get("paginationOpts")) {
+            (Some(_), Some(_)) => {
+                Err(AppError::new("InvalidArgument", "Pass either limit or paginationOpts, not both.").into())
+            }
+            (limit, None) => {
+                Ok(ListRequest::Limit(limit.map(|l| whole_number(l, "limit")).transpose()?.unwrap_or(DEFAULT_LIMIT)))
+            }
+            (None, Some(Value::Object(opts))) => Ok(ListRequest::Page {
+                num_items: whole_number(
+                    opts.get("numItems").and_then(Value::as_f64).unwrap_or(0.0),
+                    "paginationOpts.numItems",
+                )?,
+                cursor: opts.get("cursor").and_then(Value::as_str).map(str::to_owned),
+                end_cursor: opts.get("endCursor").and_then(Value::as_str).map(str::to_owned),
+            }),
+            (None, Some(_)) => Err(AppError::new("InvalidArgument", "paginationOpts must be an object.").into()),
+        }
+    }
+
+    /// Runs the request on `query`: an array for `limit`, Convex's page object for `paginationOpts`.
+    pub fn run(self, query: Query<'_, '_>, keep: impl Keep) -> Result<Value, FunctionError> {
+        match self {
+            ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
+            ListRequest::Page { num_items, cursor, end_cursor } => {
+                let page = query.paginate(num_items, cursor.as_deref(), end_cursor.as_deref(), keep)?;
+                Ok(Value::Object(object([
+                    ("page", documents(&page.page)),
+                    ("isDone", page.is_done.into()),
+                    ("continueCursor", page.continue_cursor.into()),
+                ])))
+            }
+        }
+    }
+}
+
+pub fn documents(documents: &[Document]) -> Value {
+    Value::Array(documents.iter().map(Document::to_value).collect())
+}
+
+/// An empty list in the shape the request asked for (for a hidden parent).
+pub fn empty_list(request: &ListRequest) -> Value {
+    match request {
+        ListRequest::Limit(_) => Value::Array(Vec::new()),
+        ListRequest::Page { .. } => Value::Object(object([
+            ("page", Value::Array(Vec::new())),
+            ("isDone", true.into()),
+            ("continueCursor", "".into()),
+        ])),
+    }
+}
+
+/// Hides soft-deleted documents unless the caller asked for them.
+pub fn visible(include_deleted: bool) -> impl Fn(&Document) -> bool {
+    move |d| include_deleted || !is_deleted(d)
+}
+
+/// The order a list query asked for (`order: "asc" | "desc"`), else the list's own.
+pub fn list_order(args: &Args, default: Order) -> Order {
+    match args.opt_str("order") {
+        Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        _ => default,
+    }
+}
+
+/// Checks a status change against a state machine. `Ok(false)` means the
+/// status is unchanged (a no-op); an illegal move is `InvalidTransition`.
+pub fn check_transition(from: &str, to: &str, allowed: fn(&str, &str) -> bool) -> Result<bool, FunctionError> {
+    if from == to {
+        return Ok(false);
+    }
+    if !allowed(from, to) {
+        return Err(AppError::new("InvalidTransition", format!("Cannot move from {from} to {to}."))
+            .with("from", from)
+            .with("to", to)
+            .into());
+    }
+    Ok(true)
+}

@@ -1,0 +1,118 @@
+//! Domain rules that need no server: state machines, paths, the catalogue.
+
+use super::common::check_transition;
+use super::error::FunctionError;
+use super::registry::{Kind, canonical_path};
+use super::schema::WORK_ORDER_STATUSES;
+use super::work_orders::transition_allowed;
+
+#[test]
+fn work_order_transitions_follow_the_state_machine() {
+    let allowed =
+        [("draft", "submitted"), ("submitted", "accepted"), ("accepted", "running"), ("running", "succeeded")];
+    for from in WORK_ORDER_STATUSES {
+        for to in WORK_ORDER_STATUSES {
+            let terminal = ["succeeded", "failed", "canceled"].contains(from);
+            let expected =
+                from == to || allowed.contains(&(*from, *to)) || (!terminal && (*to == "canceled" || *to == "failed"));
+            let outcome = check_transition(from, to, transition_allowed);
+            match outcome {
+                Ok(changed) => {
+                    assert!(expected, "{from} -> {to} should be refused");
+                    assert_eq!(changed, from != to, "{from} -> {to}");
+                }
+                Err(FunctionError::App(e)) => {
+                    assert!(!expected, "{from} -> {to} should be allowed");
+                    assert_eq!(e.code, "InvalidTransition");
+                    assert_eq!(e.data().as_object().unwrap()["from"], (*from).into());
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn paths_follow_convex_rules() {
+    assert_eq!(canonical_path("chatSessions:list"), "chatSessions:list");
+    assert_eq!(canonical_path("chatSessions.js:list"), "chatSessions:list");
+    assert_eq!(canonical_path("messages"), "messages:default");
+}
+
+#[test]
+fn the_catalogue_resolves_every_issue_2_function() {
+    let registry = super::registry();
+    for (path, kind) in [
+        ("chatSessions:create", Kind::Mutation),
+        ("chatSessions:list", Kind::Query),
+        ("chatSessions:get", Kind::Query),
+        ("chatSessions:updateLastMessage", Kind::Mutation),
+        ("chatSessions:rename", Kind::Mutation),
+        ("chatSessions:remove", Kind::Mutation),
+        ("chatSessions:restore", Kind::Mutation),
+        ("chatMessages:append", Kind::Mutation),
+        ("chatMessages:listBySession", Kind::Query),
+        ("chatMessages:remove", Kind::Mutation),
+        ("chatMessages:restore", Kind::Mutation),
+        ("workOrders:create", Kind::Mutation),
+        ("workOrders:get", Kind::Query),
+        ("workOrders:listBySession", Kind::Query),
+        ("workOrders:updateStatus", Kind::Mutation),
+        ("workOrders:updateResult", Kind::Mutation),
+        ("workOrders:remove", Kind::Mutation),
+        ("workOrders:restore", Kind::Mutation),
+    ] {
+        assert_eq!(registry.get(path).map(|f| f.kind), Some(kind), "{path}");
+    }
+}
+
+#[test]
+fn run_and_step_transitions() {
+    use super::{runs, steps};
+    for (from, to, ok) in [
+        ("queued", "running", true),
+        ("queued", "canceled", true),
+        ("queued", "succeeded", false),
+        ("running", "succeeded", true),
+        ("running", "queued", false),
+        ("succeeded", "failed", false),
+        ("canceled", "running", false),
+    ] {
+        assert_eq!(runs::transition_allowed(from, to), ok, "run {from} -> {to}");
+    }
+    for (from, to, ok) in [
+        ("pending", "running", true),
+        ("pending", "succeeded", true),
+        ("running", "failed", true),
+        ("failed", "running", true),
+        ("succeeded", "running", false),
+        ("running", "pending", false),
+        ("failed", "succeeded", false),
+    ] {
+        assert_eq!(steps::transition_allowed(from, to), ok, "step {from} -> {to}");
+    }
+}
+
+#[test]
+fn every_function_of_the_spec_is_registered() {
+    // The spec sits beside the repository (shared/spec), as in CI; a checkout without it has nothing to compare.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/functions.md");
+    let Ok(spec) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} is not here", path.display());
+        return;
+    };
+    let registry = super::registry();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in spec.lines().filter(|l| l.starts_with("| ") && l.contains(':')) {
+        let cell = line.split('|').nth(1).unwrap_or_default().trim();
+        for path in cell.split(" / ").map(str::trim).filter(|p| p.contains(':') && !p.contains(' ')) {
+            checked += 1;
+            if registry.get(path).is_none() {
+                missing.push(path.to_owned());
+            }
+        }
+    }
+    assert!(checked >= 60, "only {checked} function paths found in the spec: the parser is off");
+    assert!(missing.is_empty(), "functions in shared/spec/functions.md without an implementation: {missing:?}");
+}

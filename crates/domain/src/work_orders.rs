@@ -1,0 +1,350 @@
+//! `workOrders:*` — requests for work that start Temporal workflows, with their
+//! status state machine.
+
+use jangar_engine::document::Document;
+use jangar_engine::id::DocumentId;
+use jangar_engine::keys::IndexRange;
+use jangar_engine::schema::{Validator, v};
+use jangar_engine::storage::Order;
+use jangar_engine::value::{Object, Value};
+
+use super::access::Ctx;
+use super::common::{
+    Args, ListRequest, check_transition, documents, list_args, list_of, list_order, load, load_active, maybe, object,
+    set_deleted, visible,
+};
+use super::error::{AppError, FunctionError, FunctionResult};
+use super::registry::Function;
+use super::schema::WORK_ORDER_STATUSES;
+use super::{chat_sessions, events};
+
+pub const TABLE: &str = "work_orders";
+
+const TERMINAL: &[&str] = &["succeeded", "failed", "canceled"];
+
+/// draft -> submitted -> accepted -> running -> succeeded | failed | canceled;
+/// every non-terminal status may also go to canceled or failed.
+pub fn transition_allowed(from: &str, to: &str) -> bool {
+    if TERMINAL.contains(&from) {
+        return false;
+    }
+    matches!(
+        (from, to),
+        ("draft", "submitted") | ("submitted", "accepted") | ("accepted", "running") | ("running", "succeeded")
+    ) || to == "canceled"
+        || to == "failed"
+}
+
+/// Seed 001 calls a submitted order `queued`.
+fn status_arg(args: &Args) -> Option<&str> {
+    args.opt_str("status").map(|s| if s == "queued" { "submitted" } else { s })
+}
+
+fn status_validator(words: &[&'static str]) -> Validator {
+    let mut words = words.to_vec();
+    words.push("queued");
+    v::one_of(&words)
+}
+
+const OPTIONAL_TEXT: &[&str] = &[
+    "title",
+    "prompt",
+    "summary",
+    "workflowId",
+    "workflowType",
+    "githubIssueUrl",
+    "requestedBy",
+    "targetRepo",
+    "targetBranch",
+];
+
+pub fn functions() -> Vec<Function> {
+    let work_order_id = || ("workOrderId", v::id(TABLE));
+    let mut create_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
+    create_args.push(("sessionId", v::id(chat_sessions::TABLE)));
+    create_args.push(("workflowArgs", v::optional(v::any())));
+    create_args.push(("status", v::optional(status_validator(&["draft", "submitted"]))));
+    vec![
+        Function::mutation("workOrders:create", v::object(create_args), v::id(TABLE), create),
+        Function::mutation(
+            "workOrders:createFromMessage",
+            v::object(vec![
+                ("sessionId", v::id(chat_sessions::TABLE)),
+                ("triggerMessageId", v::id("chat_messages")),
+                ("summary", v::optional(v::string())),
+                ("repo", v::optional(v::string())),
+                ("branchHint", v::optional(v::string())),
+                ("workflowType", v::optional(v::string())),
+                ("workflowArgs", v::optional(v::any())),
+            ]),
+            v::id(TABLE),
+            create_from_message,
+        ),
+        Function::query(
+            "workOrders:listByStatus",
+            list_args(vec![("status", status_validator(WORK_ORDER_STATUSES))]),
+            list_of(TABLE),
+            list_by_status,
+        )
+        .for_workers(),
+        Function::query(
+            "workOrders:get",
+            v::object(vec![work_order_id(), ("includeDeleted", v::optional(v::boolean()))]),
+            maybe(TABLE),
+            get,
+        ),
+        Function::query(
+            "workOrders:listBySession",
+            list_args(vec![("sessionId", v::id(chat_sessions::TABLE)), ("includeDeleted", v::optional(v::boolean()))]),
+            list_of(TABLE),
+            list_by_session,
+        ),
+        Function::mutation(
+            "workOrders:updateStatus",
+            v::object(vec![
+                work_order_id(),
+                ("status", status_validator(WORK_ORDER_STATUSES)),
+                ("workflowId", v::optional(v::string())),
+                ("failureReason", v::optional(v::any())),
+            ]),
+            v::document(TABLE),
+            update_status,
+        )
+        .for_workers(),
+        Function::mutation(
+            "workOrders:updateResult",
+            v::object(vec![
+                work_order_id(),
+                ("prUrl", v::optional(v::string())),
+                ("commitSha", v::optional(v::string())),
+            ]),
+            v::document(TABLE),
+            update_result,
+        )
+        .for_workers(),
+        Function::mutation("workOrders:remove", v::object(vec![work_order_id()]), v::null(), remove),
+        Function::mutation("workOrders:restore", v::object(vec![work_order_id()]), v::null(), restore),
+    ]
+}
+
+fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let session_id = args.id("sessionId")?;
+    if let Some(requested_by) = args.opt_str("requestedBy") {
+        tx.check_user_id("requestedBy", requested_by)?;
+    }
+    let mut fields = Object::new();
+    args.copy_into(&mut fields, OPTIONAL_TEXT);
+    args.copy_into(&mut fields, &["workflowArgs"]);
+    insert_order(tx, session_id, status_arg(args).unwrap_or("submitted"), fields)
+}
+
+/// Inserts a work order into a live session and logs its first state.
+fn insert_order(tx: &mut Ctx<'_, '_>, session_id: DocumentId, status: &str, mut fields: Object) -> FunctionResult {
+    load_active(tx, chat_sessions::TABLE, session_id, "Session")?;
+    let now = Value::from(tx.now_ms());
+    fields.extend(object([
+        ("sessionId", session_id.encode().into()),
+        ("status", status.into()),
+        ("createdAt", now.clone()),
+        ("updatedAt", now),
+    ]));
+    let id = tx.insert(TABLE, fields)?;
+    events::state_change(tx, None, Some(id), None, status)?;
+    Ok(id.encode().into())
+}
+
+/// A work order started from a chat message: titled by the summary or the message's first line.
+fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let session_id = args.id("sessionId")?;
+    let message_id = args.id("triggerMessageId")?;
+    let message = load_active(tx, "chat_messages", message_id, "Message")?;
+    if message.fields.get("sessionId").and_then(Value::as_str) != Some(session_id.encode().as_str()) {
+        return Err(
+            AppError::new("InvalidArgument", format!("Message {message_id} is not in session {session_id}.")).into()
+        );
+    }
+    let first_line = message.fields.get("content").and_then(Value::as_str).unwrap_or_default().lines().next();
+    let title = args.opt_str("summary").or(first_line).unwrap_or_default().trim().to_owned();
+    let mut fields = object([("triggerMessageId", message_id.encode().into())]);
+    if !title.is_empty() {
+        fields.insert("title".into(), title.into());
+    }
+    for (arg, field) in [("summary", "summary"), ("repo", "targetRepo"), ("branchHint", "targetBranch")] {
+        if let Some(value) = args.get(arg) {
+            fields.insert(field.into(), value.clone());
+        }
+    }
+    args.copy_into(&mut fields, &["workflowType", "workflowArgs"]);
+    insert_order(tx, session_id, "submitted", fields)
+}
+
+/// Work orders in one status, most recently updated first, hiding deleted ones
+/// and those of deleted sessions.
+fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let request = ListRequest::from_args(args)?;
+    let status = status_arg(args).unwrap_or_default().to_owned();
+    let (page_size, mut cursor, end_cursor, wanted) = match &request {
+        ListRequest::Limit(limit) => (*limit, None, None, *limit),
+        ListRequest::Page { num_items, cursor, end_cursor } => {
+            (*num_items, cursor.clone(), end_cursor.clone(), *num_items)
+        }
+    };
+    // Pages of the index, keeping orders whose session is visible; one page for
+    // `paginationOpts` (Convex pages may be short), until `limit` for `limit`.
+    let mut kept = Vec::new();
+    loop {
+        let range = IndexRange::default().eq(status.clone());
+        let page = tx.query(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
+            page_size,
+            cursor.as_deref(),
+            end_cursor.as_deref(),
+            visible(false),
+        )?;
+        for order in page.page {
+            let session =
+                order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
+            if let Some(session) = session
+                && chat_sessions::find(tx, session, false)?.is_some()
+            {
+                kept.push(order);
+            }
+        }
+        if end_cursor.is_none() {
+            kept.truncate(wanted);
+        }
+        let done = page.is_done;
+        cursor = Some(page.continue_cursor);
+        if matches!(request, ListRequest::Page { .. }) {
+            return Ok(Value::Object(object([
+                ("page", documents(&kept)),
+                ("isDone", done.into()),
+                ("continueCursor", cursor.unwrap_or_default().into()),
+            ])));
+        }
+        if done || kept.len() >= wanted {
+            return Ok(documents(&kept));
+        }
+    }
+}
+
+/// A work order, unless it or its session is soft-deleted (then `None`, as if absent).
+/// Fails unless the work order belongs to `session`.
+pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), FunctionError> {
+    if order.fields.get("sessionId").and_then(Value::as_str) == Some(session.encode().as_str()) {
+        return Ok(());
+    }
+    Err(AppError::new("InvalidArgument", format!("Work order {} belongs to another session than {session}.", order.id))
+        .with("sessionId", session.encode())
+        .into())
+}
+
+pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
+    let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
+        return Ok(None);
+    };
+    let session_id = order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
+    let session_visible = match session_id {
+        Some(session_id) => chat_sessions::find(tx, session_id, include_deleted)?.is_some(),
+        None => false,
+    };
+    Ok(session_visible.then_some(order))
+}
+
+/// A work order that may be changed: it and its session exist and are not deleted.
+pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
+    let order = load_active(tx, TABLE, id, "Work order")?;
+    if find(tx, id, false)?.is_none() {
+        return Err(AppError::new("Deleted", format!("The session of work order {id} is deleted."))
+            .with("id", id.encode())
+            .into());
+    }
+    Ok(order)
+}
+
+fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    Ok(find(tx, args.id("workOrderId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
+}
+
+fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(args.flag("includeDeleted")))
+}
+
+fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let id = args.id("workOrderId")?;
+    let order = load_live(tx, id)?;
+    let from = status_of(&order);
+    let to = status_arg(args).unwrap_or_default();
+    if !check_transition(&from, to, transition_allowed)? {
+        return Ok(order.to_value());
+    }
+    let extra = ["workflowId", "failureReason"].into_iter().filter_map(|f| Some((f.to_owned(), args.get(f)?.clone())));
+    Ok(set_status(tx, id, &from, to, extra.collect())?.to_value())
+}
+
+fn status_of(order: &Document) -> String {
+    order.fields.get("status").and_then(Value::as_str).unwrap_or("draft").to_owned()
+}
+
+/// Moves a work order to `to` (already checked), setting `extra` fields, and logs the change.
+fn set_status(
+    tx: &mut Ctx<'_, '_>,
+    id: DocumentId,
+    from: &str,
+    to: &str,
+    extra: Vec<(String, Value)>,
+) -> Result<Document, FunctionError> {
+    let mut changes =
+        vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(tx.now_ms().into()))];
+    changes.extend(extra.into_iter().map(|(field, value)| (field, Some(value))));
+    tx.patch(TABLE, id, changes)?;
+    events::state_change(tx, None, Some(id), Some(from), to)?;
+    load(tx, TABLE, id, "Work order")
+}
+
+/// Moves a work order along with its run: through the happy path towards
+/// `running` or `succeeded`, straight to `failed` or `canceled`. A final order
+/// stays as it is. `extra` fields are set with the last step.
+pub fn move_along(
+    tx: &mut Ctx<'_, '_>,
+    id: DocumentId,
+    target: &str,
+    extra: Vec<(String, Value)>,
+) -> Result<(), FunctionError> {
+    const PATH: &[&str] = &["draft", "submitted", "accepted", "running", "succeeded"];
+    let order = load(tx, TABLE, id, "Work order")?;
+    let mut current = status_of(&order);
+    if TERMINAL.contains(&current.as_str()) || current == target {
+        return Ok(());
+    }
+    let mut hops: Vec<&str> = match (PATH.iter().position(|s| *s == current), PATH.iter().position(|s| *s == target)) {
+        (Some(from), Some(to)) if to > from => PATH[from + 1..=to].to_vec(),
+        _ => vec![target],
+    };
+    let last = hops.pop().unwrap_or(target);
+    for hop in hops {
+        set_status(tx, id, &current, hop, Vec::new())?;
+        current = hop.to_owned();
+    }
+    set_status(tx, id, &current, last, extra)?;
+    Ok(())
+}
+
+fn update_result(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    let id = args.id("workOrderId")?;
+    load_live(tx, id)?;
+    let mut changes = vec![("updatedAt".to_owned(), Some(Value::from(tx.now_ms())))];
+    for field in ["prUrl", "commitSha"] {
+        if let Some(value) = args.get(field) {
+            changes.push((field.to_owned(), Some(value.clone())));
+        }
+    }
+    Ok(tx.patch(TABLE, id, changes)?.to_value())
+}
+
+fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", true)
+}
+
+fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", false)
+}

@@ -1,0 +1,748 @@
+//! PostgreSQL, shared by any number of Jangar processes (replicas).
+//!
+//! The tables mirror SQLite's (`jangar_documents`, `jangar_index_entries`, ...).
+//! What changes is that other processes write too:
+//!
+//! - **One writer at a time, across replicas.** A batch takes a transaction-level
+//!   advisory lock before it reads the last commit timestamp, and holds it until
+//!   its COMMIT. Commits are therefore serial: each continues after the last
+//!   one's timestamp, timestamps increase in commit order, and a snapshot that
+//!   shows a commit shows every earlier one. Every replica's group commit still
+//!   carries many mutations per lock and per fsync.
+//! - **Commits are announced through the database.** Each batch appends its
+//!   write set to `jangar_commit_log` and sends `NOTIFY jangar_commits` in the
+//!   same transaction. Every replica's [`PostgresFeed`] listens, and reads the
+//!   log after the last commit it has seen, so a missed notification or a
+//!   reconnect loses nothing (the log keeps an hour, as replay records do).
+//! - **Migrations are versioned** (`jangar_migrations`) and run under a session
+//!   advisory lock, so replicas that start together migrate once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+use super::{
+    Batch, CommitFeed, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError,
+    Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry, new_secret, not_built,
+    parse_document, row_id, stored_secret,
+};
+use crate::cursor::CursorKey;
+use crate::document::Document;
+use crate::id::{DocumentId, TableNumber};
+use crate::integrity;
+use crate::keys::KeyRange;
+use crate::schema::{IndexId, Schema, TableDef};
+use crate::sets::{Commit, IndexWrite, WriteSet};
+
+impl From<postgres::Error> for StorageError {
+    fn from(e: postgres::Error) -> StorageError {
+        StorageError(format!("PostgreSQL: {e}"))
+    }
+}
+
+/// Advisory lock keys (any constants unlikely to clash with an application's own).
+const MIGRATION_LOCK: i64 = 0x6a61_6e67_6172_0001;
+const COMMIT_LOCK: i64 = 0x6a61_6e67_6172_0002;
+const LISTEN: &str = "LISTEN jangar_commits";
+const NOTIFY: &str = "NOTIFY jangar_commits";
+/// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
+const KEY_CEILING: &[u8] = &[0xff];
+/// Commits one feed read returns at most.
+const FEED_BATCH: i64 = 1000;
+/// Reader connections kept for reuse; more are closed when done.
+const POOLED_READERS: usize = 8;
+
+/// Each entry is one schema version, applied in order, once.
+const MIGRATIONS: &[&str] = &[
+    "
+CREATE TABLE jangar_documents (
+    table_number BIGINT NOT NULL,
+    id BYTEA NOT NULL,
+    json TEXT NOT NULL,
+    PRIMARY KEY (table_number, id)
+);
+CREATE TABLE jangar_index_entries (
+    index_number BIGINT NOT NULL,
+    key BYTEA NOT NULL,
+    id BYTEA NOT NULL,
+    PRIMARY KEY (index_number, key)
+);
+CREATE TABLE jangar_indexes (
+    definition TEXT PRIMARY KEY,
+    index_number BIGINT NOT NULL UNIQUE
+);
+CREATE TABLE jangar_mutation_outcomes (
+    client TEXT NOT NULL,
+    request_id BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (client, request_id)
+);
+CREATE INDEX jangar_mutation_outcomes_by_ts ON jangar_mutation_outcomes (ts);
+CREATE TABLE jangar_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO jangar_meta (name, value) VALUES ('last_commit_ts', 0), ('next_index_number', 1);
+CREATE TABLE jangar_commit_log (ts BIGINT PRIMARY KEY, prev_ts BIGINT NOT NULL, writes BYTEA NOT NULL);
+",
+    "
+CREATE TABLE jangar_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+",
+];
+
+pub struct PostgresStorage {
+    url: String,
+    writer: Mutex<Option<Conn>>,
+    readers: Mutex<Vec<Conn>>,
+    /// The stored number of each declared index.
+    index_numbers: HashMap<IndexId, i64>,
+    cursor_key: CursorKey,
+}
+
+/// Connects with timeouts and TCP keepalives, so a database (or a network)
+/// that goes silent is noticed instead of waited on forever.
+fn connect(url: &str) -> Result<Client, StorageError> {
+    let mut config: postgres::Config = url.parse().map_err(|e| StorageError(format!("bad PostgreSQL URL: {e}")))?;
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(15))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    config.connect(NoTls).map_err(|e| {
+        // The driver's message names the cause, not the server: say which one.
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| format!("{e}: {source}"));
+        StorageError(format!("cannot connect to PostgreSQL at {}: {cause}", describe(&config)))
+    })
+}
+
+/// Where a PostgreSQL URL points, without its password: `host:port/database`.
+pub fn describe_url(url: &str) -> String {
+    url.parse::<postgres::Config>().map_or_else(|_| "(an unparsable URL)".into(), |config| describe(&config))
+}
+
+fn describe(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
+    format!("{hosts}/{}", config.get_dbname().unwrap_or("(the user's database)"))
+}
+
+/// The writer's session: a replica that dies (or stalls) inside a batch must
+/// not hold the commit lock for long, and others must not wait on it forever.
+const WRITER_SESSION: &str =
+    "SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'; SET statement_timeout = '60s'";
+
+/// A connection that prepares each statement once: a statement prepared for
+/// every call would double the round trips, and round trips bound a commit.
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Conn {
+    fn open(url: &str) -> Result<Conn, StorageError> {
+        Ok(Conn { client: connect(url)?, prepared: HashMap::new() })
+    }
+
+    fn open_writer(url: &str) -> Result<Conn, StorageError> {
+        let mut conn = Conn::open(url)?;
+        conn.batch_execute(WRITER_SESSION)?;
+        Ok(conn)
+    }
+
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, StorageError> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.execute(&statement, params)?)
+    }
+
+    fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query(&statement, params)?)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query_one(&statement, params)?)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, StorageError> {
+        let statement = self.statement(sql)?;
+        Ok(self.client.query_opt(&statement, params)?)
+    }
+
+    /// Statements without parameters (transaction control), in one round trip.
+    fn batch_execute(&mut self, sql: &str) -> Result<(), StorageError> {
+        Ok(self.client.batch_execute(sql)?)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+impl PostgresStorage {
+    /// Connects, migrates the schema and registers (building if new) the schema's indexes.
+    pub fn open(url: &str, schema: &Schema) -> Result<PostgresStorage, StorageError> {
+        check_exact_floats()?;
+        let mut client = connect(url)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let migrated = migrate(&mut client).and_then(|()| register_indexes(&mut client, schema));
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let index_numbers = migrated?;
+        unlocked?;
+        // The first replica's secret wins; every replica then signs and reads cursors alike.
+        client.execute(
+            "INSERT INTO jangar_secrets (name, value) VALUES ('cursor', $1) ON CONFLICT (name) DO NOTHING",
+            &[&&new_secret()?[..]],
+        )?;
+        let secret: Vec<u8> = client.query_one("SELECT value FROM jangar_secrets WHERE name = 'cursor'", &[])?.get(0);
+        drop(client);
+        Ok(PostgresStorage {
+            url: url.to_owned(),
+            writer: Mutex::new(Some(Conn::open_writer(url)?)),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+            cursor_key: stored_secret(&secret)?,
+        })
+    }
+
+    /// Runs the integrity check on the database at `url` without migrating or writing to it.
+    pub fn check_database(url: &str, schema: &Schema) -> Result<integrity::Report, StorageError> {
+        let mut client = connect(url)?;
+        let registered = client.query_one("SELECT to_regclass('jangar_indexes') IS NOT NULL", &[])?.get::<_, bool>(0);
+        if !registered {
+            return Err(StorageError("this database holds no Jangar data (no jangar_indexes table)".into()));
+        }
+        let mut index_numbers = HashMap::new();
+        for table in schema.tables() {
+            for (position, index) in table.indexes.iter().enumerate() {
+                let definition = index_definition(table, index);
+                let row = client
+                    .query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+                let number: i64 = row.ok_or_else(|| not_built(&definition))?.get(0);
+                index_numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
+            }
+        }
+        drop(client);
+        let storage = PostgresStorage {
+            url: url.to_owned(),
+            writer: Mutex::new(None),
+            readers: Mutex::new(Vec::new()),
+            index_numbers,
+            // The check reads no cursors.
+            cursor_key: CursorKey::new([0; 32]),
+        };
+        integrity::check(schema, &mut *storage.snapshot()?)
+    }
+
+    fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+    }
+
+    fn reader(&self) -> Result<Conn, StorageError> {
+        let pooled = self.readers.lock().map_err(|_| StorageError("reader pool poisoned".into()))?.pop();
+        match pooled {
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => Conn::open(&self.url),
+        }
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StorageError> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS jangar_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let applied: i32 = client.query_one("SELECT COALESCE(MAX(version), 0) FROM jangar_migrations", &[])?.get(0);
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO jangar_migrations (version) VALUES ($1)", &[&(version as i32 + 1)])?;
+        tx.commit()?;
+        tracing::info!(version = version + 1, "migrated the PostgreSQL schema");
+    }
+    Ok(())
+}
+
+/// Registers the schema's indexes (building new ones, dropping those no longer
+/// declared) and, once per `INDEX_REBUILD_VERSION`, rebuilds the others.
+fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<IndexId, i64>, StorageError> {
+    let mut tx = client.transaction()?;
+    // No replica commits while an index is built or dropped, so none writes past it.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+    let rebuilt: i64 =
+        tx.query_opt("SELECT value FROM jangar_meta WHERE name = 'indexes_rebuilt'", &[])?.map_or(0, |row| row.get(0));
+    let rebuild = rebuilt < INDEX_REBUILD_VERSION;
+    let mut numbers = HashMap::new();
+    let mut wanted = Vec::new();
+    for table in schema.tables() {
+        let mut builds = Vec::new();
+        for (position, index) in table.indexes.iter().enumerate() {
+            let definition = index_definition(table, index);
+            let existing =
+                tx.query_opt("SELECT index_number FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+            let number: i64 = match existing {
+                Some(row) => {
+                    let number = row.get(0);
+                    if rebuild {
+                        let removed =
+                            tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
+                        builds.push(IndexBuild { number, index, removed: Some(removed) });
+                    }
+                    number
+                }
+                None => {
+                    // Numbers are never reused: an older replica still writing a dropped index
+                    // must not write into a new one.
+                    let number: i64 = tx
+                        .query_one(
+                            "UPDATE jangar_meta SET value = value + 1 WHERE name = 'next_index_number' RETURNING value - 1",
+                            &[],
+                        )?
+                        .get(0);
+                    tx.execute(
+                        "INSERT INTO jangar_indexes (definition, index_number) VALUES ($1, $2)",
+                        &[&definition, &number],
+                    )?;
+                    builds.push(IndexBuild { number, index, removed: None });
+                    number
+                }
+            };
+            numbers.insert(IndexId { table: table.number, slot: position as u16 + 1 }, number);
+            wanted.push(definition);
+        }
+        let written = build_indexes(&mut tx, table, &builds)?;
+        log_builds(table, &builds, written);
+    }
+    for row in tx.query("SELECT definition, index_number FROM jangar_indexes", &[])? {
+        let (definition, number): (String, i64) = (row.get(0), row.get(1));
+        if !wanted.contains(&definition) {
+            tx.execute("DELETE FROM jangar_index_entries WHERE index_number = $1", &[&number])?;
+            tx.execute("DELETE FROM jangar_indexes WHERE definition = $1", &[&definition])?;
+        }
+    }
+    if rebuild {
+        tx.execute(
+            "INSERT INTO jangar_meta (name, value) VALUES ('indexes_rebuilt', $1)
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&INDEX_REBUILD_VERSION],
+        )?;
+    }
+    tx.commit()?;
+    Ok(numbers)
+}
+
+/// Documents read, and entries written per statement, while building indexes.
+const BUILD_CHUNK: i32 = 1000;
+
+/// Writes the entries of new or emptied indexes of `table` from one read of its documents, a
+/// chunk at a time (other replicas wait for the commit lock meanwhile, so round trips count);
+/// returns how many entries each got (one per document).
+fn build_indexes(
+    tx: &mut postgres::Transaction<'_>,
+    table: &TableDef,
+    builds: &[IndexBuild<'_>],
+) -> Result<u64, StorageError> {
+    if builds.is_empty() {
+        return Ok(0);
+    }
+    let select = tx.prepare("SELECT id, json FROM jangar_documents WHERE table_number = $1")?;
+    let insert = tx.prepare(
+        "INSERT INTO jangar_index_entries (index_number, key, id)
+         SELECT $1, key, id FROM unnest($2::bytea[], $3::bytea[]) AS entries (key, id)",
+    )?;
+    let documents = tx.bind(&select, &[&i64::from(table.number)])?;
+    let mut written = 0;
+    loop {
+        let rows = tx.query_portal(&documents, BUILD_CHUNK)?;
+        let parsed: Vec<Document> = rows
+            .iter()
+            .map(|row| parse_document(row_id(table.number, row.get(0))?, row.get(1)))
+            .collect::<Result<_, StorageError>>()?;
+        let ids: Vec<&[u8]> = parsed.iter().map(|d| &d.id.internal[..]).collect();
+        for build in builds {
+            let keys: Vec<Vec<u8>> = parsed.iter().map(|d| d.index_key(&build.index.fields)).collect();
+            tx.execute(&insert, &[&build.number, &keys, &ids])?;
+        }
+        written += parsed.len() as u64;
+        if rows.len() < BUILD_CHUNK as usize {
+            return Ok(written);
+        }
+    }
+}
+
+fn read_ts(client: &mut Conn) -> Result<Timestamp, StorageError> {
+    let ts: i64 = client.query_one("SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'", &[])?.get(0);
+    Ok(ts as Timestamp)
+}
+
+fn get(client: &mut Conn, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+    let row = client.query_opt(
+        "SELECT json FROM jangar_documents WHERE table_number = $1 AND id = $2",
+        &[&i64::from(id.table), &&id.internal[..]],
+    )?;
+    row.map(|row| parse_document(*id, row.get(0))).transpose()
+}
+
+fn scan(
+    client: &mut Conn,
+    index_number: i64,
+    table: u32,
+    range: &KeyRange,
+    order: Order,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+    let sql = match order {
+        Order::Asc => {
+            "SELECT i.key, i.id, d.json FROM jangar_index_entries i
+             JOIN jangar_documents d ON d.table_number = $2 AND d.id = i.id
+             WHERE i.index_number = $1 AND i.key >= $3 AND i.key < $4 ORDER BY i.key ASC LIMIT $5"
+        }
+        Order::Desc => {
+            "SELECT i.key, i.id, d.json FROM jangar_index_entries i
+             JOIN jangar_documents d ON d.table_number = $2 AND d.id = i.id
+             WHERE i.index_number = $1 AND i.key >= $3 AND i.key < $4 ORDER BY i.key DESC LIMIT $5"
+        }
+    };
+    let end = range.end.as_deref().unwrap_or(KEY_CEILING);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(sql, &[&index_number, &i64::from(table), &range.start, &end, &limit])?;
+    rows.iter()
+        .map(|row| {
+            let id = row_id(table, row.get(1))?;
+            Ok((row.get::<_, Vec<u8>>(0), parse_document(id, row.get(2))?))
+        })
+        .collect()
+}
+
+fn documents(
+    client: &mut Conn,
+    table: TableNumber,
+    after: Option<&DocumentId>,
+    limit: usize,
+) -> Result<Vec<Document>, StorageError> {
+    let after: &[u8] = after.map_or(&[], |id| &id.internal[..]);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(
+        "SELECT id, json FROM jangar_documents WHERE table_number = $1 AND id > $2 ORDER BY id LIMIT $3",
+        &[&i64::from(table), &after, &limit],
+    )?;
+    rows.iter().map(|row| parse_document(row_id(table, row.get(0))?, row.get(1))).collect()
+}
+
+fn index_entries(
+    client: &mut Conn,
+    index_number: i64,
+    table: TableNumber,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+    let after = after.unwrap_or(&[]);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client.query(
+        "SELECT key, id FROM jangar_index_entries WHERE index_number = $1 AND key > $2 ORDER BY key LIMIT $3",
+        &[&index_number, &after, &limit],
+    )?;
+    rows.iter().map(|row| Ok((row.get::<_, Vec<u8>>(0), row_id(table, row.get(1))?))).collect()
+}
+
+/// A connection inside a REPEATABLE READ transaction.
+struct PostgresSnapshot<'a> {
+    storage: &'a PostgresStorage,
+    client: Option<Conn>,
+    ts: Timestamp,
+}
+
+impl PostgresSnapshot<'_> {
+    fn client(&mut self) -> &mut Conn {
+        self.client.as_mut().expect("client present until drop")
+    }
+}
+
+reads_through!(PostgresSnapshot, client);
+reads_through!(PostgresBatch, client);
+
+impl Drop for PostgresSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            // A connection that cannot end its transaction is not reused.
+            if client.batch_execute("COMMIT").is_ok()
+                && let Ok(mut readers) = self.storage.readers.lock()
+                && readers.len() < POOLED_READERS
+            {
+                readers.push(client);
+            }
+        }
+    }
+}
+
+struct PostgresBatch<'a> {
+    storage: &'a PostgresStorage,
+    writer: std::sync::MutexGuard<'a, Option<Conn>>,
+    ts: Timestamp,
+    open: bool,
+}
+
+impl PostgresBatch<'_> {
+    fn client(&mut self) -> &mut Conn {
+        self.writer.as_mut().expect("the writer is connected while a batch is open")
+    }
+}
+
+impl Batch for PostgresBatch<'_> {
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        self.client().batch_execute("SAVEPOINT mutation")
+    }
+
+    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
+        self.client().batch_execute("ROLLBACK TO SAVEPOINT mutation")?;
+        self.release_savepoint()
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        self.client().batch_execute("RELEASE SAVEPOINT mutation")
+    }
+
+    fn write(
+        &mut self,
+        id: DocumentId,
+        document: Option<&Document>,
+        index_writes: &[IndexWrite],
+    ) -> Result<(), StorageError> {
+        let (table, internal) = (i64::from(id.table), &id.internal[..]);
+        match document {
+            Some(document) => self.client().execute(
+                "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
+                 ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
+                &[&table, &internal, &document_json(document)],
+            )?,
+            None => self
+                .client()
+                .execute("DELETE FROM jangar_documents WHERE table_number = $1 AND id = $2", &[&table, &internal])?,
+        };
+        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
+            let number = self.storage.index_number(write.index)?;
+            if let Some(old) = &write.old {
+                let deleted = self.client().execute(
+                    "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = $2",
+                    &[&number, old],
+                )?;
+                if deleted != 1 {
+                    return Err(missing_entry(write.index, &id));
+                }
+            }
+            if let Some(new) = &write.new {
+                self.client().execute(
+                    "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
+                    &[&number, new, &internal],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        let row = self.client().query_opt(
+            "SELECT ts, result FROM jangar_mutation_outcomes WHERE client = $1 AND request_id = $2",
+            &[&key.client, &(key.request as i64)],
+        )?;
+        Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
+    }
+
+    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
+        self.client().execute(
+            "INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result) VALUES ($1, $2, $3, $4)",
+            &[&key.client, &(key.request as i64), &(ts as i64), &result],
+        )?;
+        Ok(())
+    }
+
+    fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
+        let before = before as i64;
+        let purged = self.client().execute("DELETE FROM jangar_mutation_outcomes WHERE ts < $1", &[&before])?;
+        self.client().execute("DELETE FROM jangar_commit_log WHERE ts < $1", &[&before])?;
+        Ok(purged as usize)
+    }
+
+    fn commit(mut self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
+        let (ts, previous) = (ts as i64, self.ts as i64);
+        let client = self.client();
+        client.execute("UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts'", &[&ts])?;
+        if ts > previous {
+            // `prev_ts` chains the log, so a follower can tell a gap from a quiet spell.
+            client.execute(
+                "INSERT INTO jangar_commit_log (ts, prev_ts, writes) VALUES ($1, $2, $3)",
+                &[&ts, &previous, &writes.encode()],
+            )?;
+            client.batch_execute(NOTIFY)?;
+        }
+        let committed = self.client().batch_execute("COMMIT");
+        self.open = false;
+        match committed {
+            Ok(()) => Ok(()),
+            Err(e) if ts > previous => {
+                // The connection may have failed after the server committed: find out, rather
+                // than tell callers their (durable) mutations failed and have them applied twice.
+                *self.writer = None;
+                match committed_at(&self.storage.url, ts) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(e),
+                    Err(check) => Err(StorageError(format!("{e}; and whether it committed is unknown: {check}"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether the commit at `ts` is in the log: under the commit lock, so an
+/// in-flight COMMIT of the old connection has finished either way.
+fn committed_at(url: &str, ts: i64) -> Result<bool, StorageError> {
+    let mut conn = Conn::open_writer(url)?;
+    conn.batch_execute("BEGIN")?;
+    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+    let found = conn.query_opt("SELECT 1 FROM jangar_commit_log WHERE ts = $1", &[&ts])?.is_some();
+    conn.batch_execute("ROLLBACK")?;
+    Ok(found)
+}
+
+impl Drop for PostgresBatch<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Some(client) = self.writer.as_mut()
+            && client.batch_execute("ROLLBACK").is_err()
+        {
+            // The connection is broken: the next batch connects again.
+            *self.writer = None;
+        }
+    }
+}
+
+impl Storage for PostgresStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        let mut client = self.reader()?;
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        // The first read fixes the snapshot; the commit timestamp it reads names that state.
+        let ts = read_ts(&mut client)?;
+        Ok(Box::new(PostgresSnapshot { storage: self, client: Some(client), ts }))
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
+        let mut writer = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
+        // A connection that went stale (the database restarted) gets one fresh try.
+        for attempt in 0..2 {
+            if writer.as_ref().is_none_or(Conn::is_closed) {
+                *writer = Some(Conn::open_writer(&self.url)?);
+            }
+            let client = writer.as_mut().expect("connected above");
+            let begun = client.batch_execute("BEGIN").and_then(|()| {
+                client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
+                // Read under the lock: no other replica commits until this batch ends.
+                read_ts(client)
+            });
+            match begun {
+                Ok(ts) => return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true })),
+                Err(e) => {
+                    // Whatever state the session is in (the lock may be held), it goes.
+                    *writer = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
+        Some(Box::new(PostgresFeed { url: self.url.clone(), client: None, last: after }))
+    }
+}
+
+/// Follows `jangar_commit_log`, woken by `NOTIFY jangar_commits`.
+pub struct PostgresFeed {
+    url: String,
+    client: Option<Client>,
+    last: Timestamp,
+}
+
+impl PostgresFeed {
+    /// The logged commits after the last one seen. The log is chained (`prev_ts`): a row that does
+    /// not continue from the one before means commits were purged before this replica read them,
+    /// so it is announced as touching everything; so is a row whose write set cannot be read.
+    fn read_log(&mut self) -> Result<Vec<Commit>, StorageError> {
+        let client = self.client.as_mut().expect("connected");
+        let rows = client.query(
+            "SELECT ts, prev_ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
+            &[&(self.last as i64), &FEED_BATCH],
+        )?;
+        let mut commits = Vec::with_capacity(rows.len());
+        let mut last = self.last;
+        for row in rows {
+            let (ts, previous) = (row.get::<_, i64>(0) as Timestamp, row.get::<_, i64>(1) as Timestamp);
+            let writes = WriteSet::decode(row.get(2));
+            let commit = match writes {
+                Some(writes) if previous == last => Commit::new(ts, writes),
+                writes => {
+                    tracing::warn!(ts, previous, last, readable = writes.is_some(), "a gap in the commit log");
+                    Commit { ts, writes: WriteSet::default(), everything: true }
+                }
+            };
+            commits.push(commit);
+            last = ts;
+        }
+        self.last = last;
+        Ok(commits)
+    }
+}
+
+impl CommitFeed for PostgresFeed {
+    fn next(&mut self, wait: Duration) -> Result<Vec<Commit>, StorageError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let mut client = connect(&self.url)?;
+            client.batch_execute(LISTEN)?;
+            self.client = Some(client);
+        }
+        let result = (|| {
+            let commits = self.read_log()?;
+            if !commits.is_empty() {
+                return Ok(commits);
+            }
+            // Listening since before the read above, so no commit slips between the two.
+            {
+                let mut notifications = self.client.as_mut().expect("connected").notifications();
+                notifications.timeout_iter(wait).next()?;
+                // Several notifications may be waiting: one read of the log answers them all.
+                while notifications.iter().next()?.is_some() {}
+            }
+            // Read whether woken or not: a connection that went silent fails this query
+            // (keepalives) instead of leaving the replica waiting for a notification.
+            self.read_log()
+        })();
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+}
