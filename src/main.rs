@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, env = "JANGAR_DURABILITY", default_value = "full", value_parser = parse_durability)]
         durability: Durability,
         /// Query results kept for reuse until a write touches what they read; 0 turns the cache off.
-        #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = jangar::server::DEFAULT_QUERY_CACHE_ENTRIES)]
+        #[arg(long, env = "JANGAR_QUERY_CACHE_ENTRIES", default_value_t = jangar_engine::knobs::DEFAULT_QUERY_CACHE_ENTRIES)]
         query_cache_entries: usize,
         #[command(flatten)]
         limits: Limits,

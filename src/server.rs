@@ -1,6 +1,10 @@
 //! Starting and stopping a Jangar server: storage, committer, HTTP listener,
 //! graceful shutdown. Used by `jangar serve` and by the tests.
 
+use jangar_engine::knobs::{
+    BODY_TIMEOUT_SECONDS, CALLS_PER_SECOND, DEFAULT_QUERY_CACHE_ENTRIES, HEADER_TIMEOUT_SECONDS, LISTEN_BACKLOG,
+    MAX_BODY_BYTES, PENDING_MUTATIONS, SUBSCRIPTIONS_PER_CONNECTION, SYNC_QUEUE_MESSAGES,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use jangar_api::auth::WatchedProviders;
 use jangar_api::auth::keys::AdminKeys;
 use jangar_api::sync::SyncHub;
 use jangar_api::sync::manager::{Manager, SyncStats};
-use jangar_api::{AppState, BodyLimits, MAX_BODY_BYTES, router};
+use jangar_api::{AppState, BodyLimits, router};
 use jangar_engine::database::Database;
 use jangar_engine::storage::Storage;
 use jangar_engine::storage::postgres::PostgresStorage;
@@ -30,23 +34,23 @@ pub struct Limits {
     pub socket_message_bytes: usize,
     /// Function calls per user (user token) per second (429 with Retry-After beyond it; 0: no
     /// limit). Admin keys and open development mode are not limited.
-    #[arg(long = "rate-limit-per-second", env = "JANGAR_RATE_LIMIT_PER_SECOND", default_value_t = 1000)]
+    #[arg(long = "rate-limit-per-second", env = "JANGAR_RATE_LIMIT_PER_SECOND", default_value_t = CALLS_PER_SECOND)]
     pub calls_per_second: u32,
     /// Queries one WebSocket connection may subscribe to.
-    #[arg(long = "max-subscriptions-per-connection", env = "JANGAR_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    #[arg(long = "max-subscriptions-per-connection", env = "JANGAR_MAX_SUBSCRIPTIONS", default_value_t = SUBSCRIPTIONS_PER_CONNECTION)]
     pub subscriptions_per_connection: usize,
     /// Mutations one WebSocket connection may have waiting to run.
-    #[arg(long = "max-pending-mutations", env = "JANGAR_MAX_PENDING_MUTATIONS", default_value_t = 1024)]
+    #[arg(long = "max-pending-mutations", env = "JANGAR_MAX_PENDING_MUTATIONS", default_value_t = PENDING_MUTATIONS)]
     pub pending_mutations: usize,
     /// Messages queued for one WebSocket client; a client further behind is disconnected (it reconnects).
-    #[arg(long = "sync-queue-messages", env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = 256)]
+    #[arg(long = "sync-queue-messages", env = "JANGAR_SYNC_QUEUE_MESSAGES", default_value_t = SYNC_QUEUE_MESSAGES)]
     pub sync_queue_messages: usize,
     /// Seconds a client has to send a request's headers; an idle keep-alive connection is closed
     /// after as long.
-    #[arg(long = "header-timeout-seconds", env = "JANGAR_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(long = "header-timeout-seconds", env = "JANGAR_HEADER_TIMEOUT_SECONDS", default_value_t = HEADER_TIMEOUT_SECONDS)]
     pub header_timeout_seconds: u64,
     /// Seconds a client may pause while sending a request body (408 after it).
-    #[arg(long = "body-timeout-seconds", env = "JANGAR_BODY_TIMEOUT_SECONDS", default_value_t = 30)]
+    #[arg(long = "body-timeout-seconds", env = "JANGAR_BODY_TIMEOUT_SECONDS", default_value_t = BODY_TIMEOUT_SECONDS)]
     pub body_timeout_seconds: u64,
 }
 
@@ -55,12 +59,12 @@ impl Default for Limits {
         Limits {
             request_bytes: MAX_BODY_BYTES,
             socket_message_bytes: MAX_BODY_BYTES,
-            calls_per_second: 1000,
-            subscriptions_per_connection: 1024,
-            pending_mutations: 1024,
-            sync_queue_messages: 256,
-            header_timeout_seconds: 10,
-            body_timeout_seconds: 30,
+            calls_per_second: CALLS_PER_SECOND,
+            subscriptions_per_connection: SUBSCRIPTIONS_PER_CONNECTION,
+            pending_mutations: PENDING_MUTATIONS,
+            sync_queue_messages: SYNC_QUEUE_MESSAGES,
+            header_timeout_seconds: HEADER_TIMEOUT_SECONDS,
+            body_timeout_seconds: BODY_TIMEOUT_SECONDS,
         }
     }
 }
@@ -99,9 +103,6 @@ impl ServerConfig {
         }
     }
 }
-
-/// Query results the cache holds unless told otherwise (`jangar serve` and `ServerConfig::new`).
-pub const DEFAULT_QUERY_CACHE_ENTRIES: usize = 10_000;
 
 /// The identity providers' file a deployment reads when none is named.
 pub const AUTH_CONFIG_FILE: &str = "auth.json";
@@ -163,10 +164,6 @@ async fn serve_http(
     let _ = stopping.send(true);
     while connections.join_next().await.is_some() {}
 }
-
-/// Connections waiting to be accepted: large, so thousands of clients
-/// reconnecting at once are queued rather than dropped (the default is 128).
-const LISTEN_BACKLOG: u32 = 4096;
 
 /// Connects to PostgreSQL and migrates it, retrying with backoff (1 s, doubling to 30 s) while it
 /// cannot: a database that is not up yet must not turn into a crash loop.

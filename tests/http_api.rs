@@ -95,7 +95,7 @@ async fn malformed_requests_get_clear_http_errors() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json().unwrap()["code"], "FunctionPathNotFound");
 
-    let huge = "x".repeat(jangar_api::MAX_BODY_BYTES + 10);
+    let huge = "x".repeat(jangar_engine::knobs::MAX_BODY_BYTES + 10);
     let too_large = client.send(hyper::Method::POST, &url("/api/mutation"), &[], huge).await.unwrap();
     assert_eq!(too_large.status, 413);
     assert_eq!(too_large.json().unwrap()["code"], "PayloadTooLarge");

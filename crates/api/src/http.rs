@@ -1,6 +1,7 @@
 //! The Convex HTTP API: `/api/query`, `/api/mutation`, `/api/action`,
 //! `/api/function`, `/api/run/{module}/{fn}`, `/api/query_ts`, `/api/query_batch`.
 
+use jangar_engine::knobs::MAX_IDEMPOTENCY_KEY;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -187,9 +188,6 @@ fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError
 struct Retry {
     key: MutationKey,
 }
-
-/// How long an HTTP client's `Idempotency-Key` may be.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 impl Retry {
     fn from_headers(headers: &HeaderMap, identity: &crate::auth::Identity) -> Result<Option<Retry>, ApiError> {

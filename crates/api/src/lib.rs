@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 pub mod sync;
 
+use jangar_engine::knobs::MAX_ARGS_BYTES;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,11 +17,6 @@ use jangar_domain::error::{AppError, FunctionError};
 use jangar_domain::registry::Registry;
 use jangar_engine::database::Database;
 use jangar_engine::value::Value;
-
-/// Convex's limit on function arguments.
-pub const MAX_ARGS_BYTES: usize = 16 << 20;
-/// Request bodies may carry the arguments plus their JSON overhead (the default limit).
-pub const MAX_BODY_BYTES: usize = MAX_ARGS_BYTES + (1 << 20);
 
 /// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
 pub(crate) fn decode_args(args: &serde_json::Value) -> Result<Value, FunctionError> {

@@ -3,6 +3,7 @@
 
 use jangar_engine::document::Document;
 use jangar_engine::id::DocumentId;
+use jangar_engine::knobs::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use jangar_engine::schema::{Validator, v};
 use jangar_engine::storage::Order;
 use jangar_engine::transaction::{Keep, Query};
@@ -10,9 +11,6 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::error::{AppError, FunctionError};
-
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
 
 /// A function's arguments, already checked against its validator.
 pub struct Args(pub Object);
@@ -156,10 +154,10 @@ pub enum ListRequest {
 }
 
 fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
-    if value.fract() != 0.0 || !(1.0..=MAX_LIMIT as f64).contains(&value) {
+    if value.fract() != 0.0 || !(1.0..=MAX_LIST_LIMIT as f64).contains(&value) {
         return Err(AppError::new(
             "InvalidArgument",
-            format!("{name} must be a whole number from 1 to {MAX_LIMIT}, not {value}."),
+            format!("{name} must be a whole number from 1 to {MAX_LIST_LIMIT}, not {value}."),
         )
         .into());
     }
@@ -172,9 +170,9 @@ impl ListRequest {
             (Some(_), Some(_)) => {
                 Err(AppError::new("InvalidArgument", "Pass either limit or paginationOpts, not both.").into())
             }
-            (limit, None) => {
-                Ok(ListRequest::Limit(limit.map(|l| whole_number(l, "limit")).transpose()?.unwrap_or(DEFAULT_LIMIT)))
-            }
+            (limit, None) => Ok(ListRequest::Limit(
+                limit.map(|l| whole_number(l, "limit")).transpose()?.unwrap_or(DEFAULT_LIST_LIMIT),
+            )),
             (None, Some(Value::Object(opts))) => Ok(ListRequest::Page {
                 num_items: whole_number(
                     opts.get("numItems").and_then(Value::as_f64).unwrap_or(0.0),

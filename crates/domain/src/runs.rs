@@ -5,6 +5,7 @@
 use jangar_engine::document::Document;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::IndexRange;
+use jangar_engine::knobs::TIMELINE_LIMIT;
 use jangar_engine::schema::v;
 use jangar_engine::storage::Order;
 use jangar_engine::value::{Object, Value};
@@ -23,8 +24,6 @@ pub const TABLE: &str = "runs";
 const FINAL: &[&str] = &["succeeded", "failed", "canceled"];
 /// The counters document that `runs:getDashboard` reads.
 const COUNTERS: &str = "runs";
-/// How many steps, artifacts and events a timeline returns at most, each.
-const TIMELINE_LIMIT: usize = 1000;
 
 /// queued -> running -> succeeded | failed | canceled; queued may go to canceled or failed.
 pub fn transition_allowed(from: &str, to: &str) -> bool {

@@ -8,9 +8,10 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
-use super::common::{Args, ListRequest, MAX_LIMIT, documents, list_args, list_of, list_order, maybe, object, visible};
+use super::common::{Args, ListRequest, documents, list_args, list_of, list_order, maybe, object, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
+use jangar_engine::knobs::MAX_LIST_LIMIT;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
@@ -66,8 +67,9 @@ fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
-    let messages = tx.query("chat_messages", "by_session", range(), Order::Asc)?.take(MAX_LIMIT, visible(false))?;
-    let orders = tx.query("work_orders", "by_session", range(), Order::Desc)?.take(MAX_LIMIT, visible(false))?;
+    let messages =
+        tx.query("chat_messages", "by_session", range(), Order::Asc)?.take(MAX_LIST_LIMIT, visible(false))?;
+    let orders = tx.query("work_orders", "by_session", range(), Order::Desc)?.take(MAX_LIST_LIMIT, visible(false))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
         ("messages", documents(&messages)),

@@ -7,6 +7,7 @@
 //! at snapshot `ts` is admitted only if every commit after `ts` is still in the
 //! recent-commit log and none of them touched its read set.
 
+use crate::knobs::RECENT_COMMITS;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -14,9 +15,6 @@ use super::sets::Commit;
 use super::sets::ReadSet;
 use super::storage::Timestamp;
 use super::value::{JsonFormat, Value};
-
-/// How many recent commits are kept to admit results computed a little earlier.
-const RECENT_COMMITS: usize = 4096;
 
 /// A cached result with its JSON forms made on first use.
 #[derive(Debug)]

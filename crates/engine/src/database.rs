@@ -7,6 +7,7 @@
 //! one after another, so they are serializable without conflict checks; each
 //! gets its own commit timestamp, unique and increasing.
 
+use crate::knobs::{MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS, OUTCOME_WINDOW_NS, PURGE_INTERVAL_NS};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -23,15 +24,6 @@ use super::sets::{Commit, ReadSet, WriteSet};
 use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
 
-/// Concurrent snapshot readers (each holds a storage connection while it runs).
-const MAX_READERS: usize = 4;
-/// How long a mutation's outcome is kept so that a replay of it is not applied twice.
-pub const OUTCOME_WINDOW_NS: Timestamp = 3_600 * 1_000_000_000;
-const PURGE_INTERVAL_NS: Timestamp = 60 * 1_000_000_000;
-/// Mutations waiting for the committer at most; more callers wait to enqueue.
-const MAX_QUEUED_MUTATIONS: usize = 4096;
-/// The most mutations one commit carries.
-const MAX_GROUP: usize = 1024;
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
 const MIN_TS_STEP: Timestamp = 1_000;
 

@@ -4,15 +4,12 @@
 //! `at` equals its result now when no commit since `at` wrote anything it read.
 //! This history answers that, for commits of the last minute or so.
 
+use crate::knobs::{HISTORY_COMMITS, HISTORY_RETAIN_NS};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use super::sets::{Commit, ReadSet};
 use super::storage::Timestamp;
-
-/// Commits kept at most, and for how long (by commit timestamp).
-const MAX_COMMITS: usize = 10_000;
-const RETAIN_NS: Timestamp = 60 * 1_000_000_000;
 
 /// How a result read now relates to the state at an earlier timestamp.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,8 +51,8 @@ impl CommitHistory {
         }
         inner.newest = commit.ts;
         inner.commits.push_back(commit.clone());
-        let horizon = commit.ts.saturating_sub(RETAIN_NS);
-        while inner.commits.len() > MAX_COMMITS || inner.commits.front().is_some_and(|c| c.ts < horizon) {
+        let horizon = commit.ts.saturating_sub(HISTORY_RETAIN_NS);
+        while inner.commits.len() > HISTORY_COMMITS || inner.commits.front().is_some_and(|c| c.ts < horizon) {
             let dropped = inner.commits.pop_front().expect("not empty");
             inner.complete_after = dropped.ts;
         }

@@ -7,16 +7,12 @@
 //! bytes, per document and index); the stored entries are then read in key
 //! order and merged against them, so each difference is found in one pass.
 
+use crate::knobs::{BUILD_CHUNK, MAX_LISTED_PROBLEMS};
 use std::cmp::Ordering;
 
 use super::id::DocumentId;
 use super::schema::{IndexId, Schema};
 use super::storage::{Snapshot, StorageError};
-
-/// Rows read per storage call.
-const CHUNK: usize = 1000;
-/// Problems listed in a report at most; all are counted.
-pub const MAX_LISTED_PROBLEMS: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemKind {
@@ -121,12 +117,12 @@ pub fn check(schema: &Schema, snapshot: &mut dyn Snapshot) -> Result<Report, Sto
         let mut expected: Vec<Vec<(Vec<u8>, DocumentId)>> = vec![Vec::new(); table.indexes.len()];
         let mut after: Option<DocumentId> = None;
         loop {
-            let chunk = snapshot.documents(table.number, after.as_ref(), CHUNK)?;
+            let chunk = snapshot.documents(table.number, after.as_ref(), BUILD_CHUNK)?;
             report.documents += chunk.len() as u64;
             for (index, keys) in table.indexes.iter().zip(&mut expected) {
                 keys.extend(chunk.iter().map(|d| (d.index_key(&index.fields), d.id)));
             }
-            let done = chunk.len() < CHUNK;
+            let done = chunk.len() < BUILD_CHUNK;
             after = chunk.last().map(|d| d.id);
             if done {
                 break;
@@ -153,8 +149,8 @@ fn check_index(
     let mut wanted = expected.iter().peekable();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let chunk = snapshot.index_entries(index, after.as_deref(), CHUNK)?;
-        let done = chunk.len() < CHUNK;
+        let chunk = snapshot.index_entries(index, after.as_deref(), BUILD_CHUNK)?;
+        let done = chunk.len() < BUILD_CHUNK;
         for (key, id) in chunk {
             report.entries += 1;
             // Every expected key before this entry's has no entry.

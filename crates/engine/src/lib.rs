@@ -12,6 +12,7 @@ pub mod history;
 pub mod id;
 pub mod integrity;
 pub mod keys;
+pub mod knobs;
 pub mod schema;
 pub mod sets;
 pub mod storage;

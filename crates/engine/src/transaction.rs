@@ -9,16 +9,11 @@ use super::schema::{IndexId, Schema, TableDef, Validator};
 use super::sets::{IndexWrite, ReadSet, WriteSet};
 use super::storage::StorageError;
 use super::storage::{Batch, MutationKey, Order, Snapshot, Timestamp};
-use super::value::{MAX_NESTING, Object, Value};
-
-pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-pub const MAX_READ_DOCUMENTS: usize = 32_000;
-pub const MAX_READ_BYTES: usize = 16 << 20;
-pub const MAX_READ_RANGES: usize = 4_096;
-pub const MAX_WRITE_DOCUMENTS: usize = 16_000;
-pub const MAX_WRITE_BYTES: usize = 16 << 20;
-/// Rows fetched per storage call while filtering an index range.
-const SCAN_CHUNK: usize = 128;
+use super::value::{Object, Value};
+use crate::knobs::{
+    MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_READ_BYTES, MAX_READ_DOCUMENTS, MAX_READ_RANGES, MAX_WRITE_BYTES,
+    MAX_WRITE_DOCUMENTS, SCAN_CHUNK,
+};
 
 enum Store<'a> {
     Read(&'a mut dyn Snapshot),

@@ -5,6 +5,7 @@
 //! `json` format is for display: int64 as a decimal string, special floats as
 //! strings, bytes as plain base64.
 
+use crate::knobs::{MAX_ARRAY_LEN, MAX_FIELD_NAME_LEN, MAX_NESTING, MAX_OBJECT_FIELDS};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -25,11 +26,6 @@ pub enum Value {
     Array(Vec<Value>),
     Object(Object),
 }
-
-pub const MAX_ARRAY_LEN: usize = 8192;
-pub const MAX_OBJECT_FIELDS: usize = 1024;
-pub const MAX_FIELD_NAME_LEN: usize = 1024;
-pub const MAX_NESTING: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]

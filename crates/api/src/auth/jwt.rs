@@ -19,6 +19,10 @@
 //! the cache does not hold, which is how key rotation reaches Jangar. A key
 //! file is read again when it changes.
 
+use jangar_engine::knobs::{
+    DEFAULT_KEY_TTL, KEYS_FETCH_TIMEOUT, KEYS_REFETCH_INTERVAL, MAX_KEY_TTL, MAX_KEYS_BYTES, MAX_VERIFIED_TOKENS,
+    MIN_KEY_TTL,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,20 +35,6 @@ use tokio::sync::Mutex;
 
 use super::{AuthError, UserIdentity};
 use crate::client::HttpClient;
-
-/// How long fetched keys are kept when the response does not say.
-const DEFAULT_KEY_TTL: Duration = Duration::from_secs(3600);
-const MIN_KEY_TTL: Duration = Duration::from_secs(300);
-const MAX_KEY_TTL: Duration = Duration::from_secs(86_400);
-/// An unknown key id fetches the keys again at most this often (a stream of
-/// forged tokens must not turn into a stream of requests to the provider).
-const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_KEYS_BYTES: usize = 1 << 20;
-/// Verified tokens remembered, so a client sending the same token on every
-/// call pays for one signature check (a token whose key the provider drops
-/// stays valid until it expires, as with any stateless token).
-const MAX_VERIFIED_TOKENS: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -331,7 +321,8 @@ impl Provider {
                 let mut cache = cache.lock().await;
                 let now = Instant::now();
                 let stale = cache.fresh_until.is_none_or(|until| now >= until);
-                let may_force = force && cache.last_forced.is_none_or(|at| now.duration_since(at) >= REFETCH_INTERVAL);
+                let may_force =
+                    force && cache.last_forced.is_none_or(|at| now.duration_since(at) >= KEYS_REFETCH_INTERVAL);
                 if let Some(keys) = &cache.keys
                     && !stale
                     && !may_force
@@ -423,9 +414,9 @@ async fn fetch_keys(http: &HttpClient, url: &str, discovery: bool) -> Result<(Jw
 
 /// GETs a JSON document; also returns how long it may be cached.
 async fn fetch_json(http: &HttpClient, url: &str) -> Result<(serde_json::Value, Duration), String> {
-    let response = tokio::time::timeout(FETCH_TIMEOUT, http.get(url))
+    let response = tokio::time::timeout(KEYS_FETCH_TIMEOUT, http.get(url))
         .await
-        .map_err(|_| format!("{url} did not answer within {FETCH_TIMEOUT:?}"))??;
+        .map_err(|_| format!("{url} did not answer within {KEYS_FETCH_TIMEOUT:?}"))??;
     if !response.status.is_success() {
         return Err(format!("{url} answered {}", response.status));
     }

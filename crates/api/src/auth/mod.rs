@@ -15,10 +15,11 @@ pub mod jwt;
 pub mod keys;
 pub mod rate_limit;
 
+use jangar_engine::knobs::CREDENTIALS_WATCH_EVERY;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 
@@ -122,9 +123,6 @@ pub enum Credentials {
     UserToken(String),
 }
 
-/// How often the credential files are read again.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-
 pub struct Auth {
     keys: AdminKeys,
     providers: WatchedProviders,
@@ -180,11 +178,11 @@ impl Auth {
         Arc::new(Auth { keys, providers, open: AtomicBool::new(open), changes, limiter: RateLimiter::new(rate) })
     }
 
-    /// Reads the credential files again every [`WATCH_EVERY`] while the runtime runs.
+    /// Reads the credential files again every [`CREDENTIALS_WATCH_EVERY`] while the runtime runs.
     pub fn watch(self: &Arc<Self>) {
         let auth = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(WATCH_EVERY);
+            let mut every = tokio::time::interval(CREDENTIALS_WATCH_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;

@@ -1,6 +1,7 @@
 //! Requests per identity per second: a token bucket per identity that refills
 //! at `rate` tokens a second and holds at most `rate` (a one-second burst).
 
+use jangar_engine::knobs::MAX_RATE_BUCKETS;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,9 +11,6 @@ pub struct RateLimiter {
     rate: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
-
-/// Buckets kept at most; full, idle ones are dropped first when there are more.
-const MAX_BUCKETS: usize = 100_000;
 
 impl RateLimiter {
     pub fn new(rate: u32) -> RateLimiter {
@@ -27,7 +25,7 @@ impl RateLimiter {
         let rate = f64::from(self.rate);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+        if buckets.len() >= MAX_RATE_BUCKETS && !buckets.contains_key(key) {
             buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < rate);
         }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((rate, now));

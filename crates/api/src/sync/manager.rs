@@ -9,6 +9,7 @@
 //! affected connection one Transition ending at the snapshot's timestamp.
 //! Connections whose results did not change do no work.
 
+use jangar_engine::knobs::{COMMIT_WAIT, TIME_DEPENDENT_EVERY};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::close::CloseCode;
 use super::outbox::{Outbound, Outbox};
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::auth::{Auth, Identity};
@@ -144,11 +146,6 @@ pub struct Manager {
     dirty: HashSet<ConnectionId>,
     stats: Arc<SyncStats>,
 }
-
-/// How often subscriptions to time-dependent queries are re-run.
-const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
-/// How long a step waits for the broadcast of a commit its snapshot already shows.
-const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Manager {
     pub async fn new(
@@ -290,7 +287,12 @@ impl Manager {
         if let Some(c) = self.connections.get_mut(&conn) {
             let error = serde_json::json!({"type": "FatalError", "error": message}).to_string();
             let queued = c.out.try_push(Outbound::Text(error)).is_ok()
-                && c.out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() }).is_ok();
+                && c.out
+                    .try_push(Outbound::Close {
+                        code: CloseCode::PolicyViolation,
+                        reason: "InvalidClientMessage".into(),
+                    })
+                    .is_ok();
             if !queued && let Some(overloaded) = c.overloaded.take() {
                 // No room to say why: close it as a client too far behind.
                 let _ = overloaded.send(());

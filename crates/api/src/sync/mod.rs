@@ -2,15 +2,16 @@
 //! `GET /api/sync`. Each socket has one task that reads client messages and
 //! writes what the [`manager`] and the connection's mutation worker queue for it.
 
+pub mod close;
 pub mod manager;
 pub mod outbox;
 pub mod protocol;
 
+use jangar_engine::knobs::{PING_AFTER, SEND_TIMEOUT};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use std::time::SystemTime;
 
 use axum::extract::State;
@@ -22,6 +23,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use self::close::CloseCode;
 use self::manager::{ConnectionId, Event, SyncStats};
 use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
@@ -36,18 +38,6 @@ use jangar_engine::database::MutationOutcome;
 use jangar_engine::storage::MutationKey;
 use jangar_engine::value::JsonFormat;
 use jangar_engine::value::Value;
-
-/// How long one message may take to go out before the client counts as gone.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// A Ping goes out after this long without any other message.
-const PING_AFTER: Duration = Duration::from_secs(15);
-
-/// Close codes: 1001 going away (shutdown), 1007 invalid payload (not UTF-8), 1008 policy
-/// violation (bad message), 1009 message too big, 1013 try again later (overload; the clients back off and reconnect).
-const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_INVALID_PAYLOAD: u16 = 1007;
-const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
-const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// What the HTTP layer needs to hand sockets to the sync machinery.
 pub struct SyncHub {
@@ -157,17 +147,17 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
                         let _ = out.try_push(fatal("Binary frames are not part of the sync protocol."));
-                        let _ = out.try_push(Outbound::Close { code: 1003, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(Outbound::Close { code: CloseCode::UnsupportedData, reason: "InvalidClientMessage".into() });
                         continue;
                     }
                     Some(Err(e)) if e.to_string().starts_with("Space limit exceeded") => {
                         // Over --max-socket-message-bytes: say so, as RFC 6455's "message too big".
-                        send_close(&mut socket, CLOSE_MESSAGE_TOO_BIG, "The message is too large.".into()).await;
+                        send_close(&mut socket, CloseCode::MessageTooBig, "The message is too large.".into()).await;
                         break;
                     }
                     Some(Err(e)) if e.to_string().contains("UTF-8") => {
                         // RFC 6455: a text frame that is not UTF-8 is "invalid frame payload data".
-                        send_close(&mut socket, CLOSE_INVALID_PAYLOAD, "A text frame is not UTF-8.".into()).await;
+                        send_close(&mut socket, CloseCode::InvalidPayload, "A text frame is not UTF-8.".into()).await;
                         break;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -181,7 +171,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Ok(message) => message,
                     Err(e) => {
                         let _ = out.try_push(fatal(&format!("Malformed client message: {e}")));
-                        let _ = out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: "InvalidClientMessage".into() });
                         continue;
                     }
                 };
@@ -199,7 +189,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Flow::Refuse(error) => {
                         // Straight to the socket, ahead of anything queued: the client hears why first.
                         let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-                        send_close(&mut socket, 1000, "AuthError".into()).await;
+                        send_close(&mut socket, CloseCode::Normal, "AuthError".into()).await;
                         break;
                     }
                 }
@@ -229,7 +219,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 if signal.is_ok() {
                     // The JS client picks its backoff from the start of the reason text.
                     let reason = "TooManyConcurrentRequests: the client fell too far behind";
-                    send_close(&mut socket, CLOSE_TRY_AGAIN_LATER, reason.into()).await;
+                    send_close(&mut socket, CloseCode::TryAgainLater, reason.into()).await;
                     break;
                 }
             }
@@ -242,19 +232,19 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                 if !state.auth.still_valid(&credentials).await {
                     match credentials {
                         Credentials::None => {
-                            send_close(&mut socket, 1000, "open development mode has ended".into()).await;
+                            send_close(&mut socket, CloseCode::Normal, "open development mode has ended".into()).await;
                         }
                         _ => {
                             let error = auth_error(&AuthError::Revoked, auth_base, false);
                             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-                            send_close(&mut socket, 1000, "AuthError".into()).await;
+                            send_close(&mut socket, CloseCode::Normal, "AuthError".into()).await;
                         }
                     }
                     break;
                 }
             }
             _ = shutdown.changed() => {
-                send_close(&mut socket, CLOSE_GOING_AWAY, "Server is shutting down".into()).await;
+                send_close(&mut socket, CloseCode::GoingAway, "Server is shutting down".into()).await;
                 break;
             }
             _ = tokio::time::sleep_until(last_sent + PING_AFTER) => {
@@ -270,8 +260,8 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
 }
 
 /// Sends a close frame, giving up on a client that does not take it in time.
-async fn send_close(socket: &mut WebSocket, code: u16, reason: String) {
-    let frame = CloseFrame { code, reason: reason.into() };
+async fn send_close(socket: &mut WebSocket, code: CloseCode, reason: String) {
+    let frame = CloseFrame { code: code.code(), reason: reason.into() };
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
@@ -280,7 +270,7 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: String) {
 async fn expire(socket: &mut WebSocket, auth_base: u32) {
     let error = auth_error(&AuthError::Expired, auth_base, false);
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-    send_close(socket, 1000, "AuthError".into()).await;
+    send_close(socket, CloseCode::Normal, "AuthError".into()).await;
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -360,7 +350,8 @@ async fn handle_client_message(
         ClientMessage::ModifyQuerySet { .. } | ClientMessage::Mutation { .. } if !connected => {
             // Every client sends Connect first; without it there is no session to replay against.
             let _ = out.try_push(fatal("The first message must be Connect."));
-            let _ = out.try_push(Outbound::Close { code: 1008, reason: "InvalidClientMessage".into() });
+            let _ = out
+                .try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: "InvalidClientMessage".into() });
             Flow::Continue
         }
         ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {

@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::close::CloseCode;
+
 /// What the socket sends.
 #[derive(Debug)]
 pub enum Outbound {
     Text(String),
-    Close { code: u16, reason: String },
+    Close { code: CloseCode, reason: String },
 }
 
 /// A queued message, holding its share of the bound it counts against until it is sent (or dropped).

@@ -17,6 +17,7 @@
 //! - **Migrations are versioned** (`jangar_migrations`) and run under a session
 //!   advisory lock, so replicas that start together migrate once.
 
+use crate::knobs::{BUILD_CHUNK, FEED_BATCH, POOLED_READERS};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,10 +52,6 @@ const LISTEN: &str = "LISTEN jangar_commits";
 const NOTIFY: &str = "NOTIFY jangar_commits";
 /// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
 const KEY_CEILING: &[u8] = &[0xff];
-/// Commits one feed read returns at most.
-const FEED_BATCH: i64 = 1000;
-/// Reader connections kept for reuse; more are closed when done.
-const POOLED_READERS: usize = 8;
 
 /// Each entry is one schema version, applied in order, once.
 const MIGRATIONS: &[&str] = &[
@@ -353,9 +350,6 @@ fn register_indexes(client: &mut Client, schema: &Schema) -> Result<HashMap<Inde
     Ok(numbers)
 }
 
-/// Documents read, and entries written per statement, while building indexes.
-const BUILD_CHUNK: i32 = 1000;
-
 /// Writes the entries of new or emptied indexes of `table` from one read of its documents, a
 /// chunk at a time (other replicas wait for the commit lock meanwhile, so round trips count);
 /// returns how many entries each got (one per document).
@@ -375,7 +369,7 @@ fn build_indexes(
     let documents = tx.bind(&select, &[&i64::from(table.number)])?;
     let mut written = 0;
     loop {
-        let rows = tx.query_portal(&documents, BUILD_CHUNK)?;
+        let rows = tx.query_portal(&documents, BUILD_CHUNK as i32)?;
         let parsed: Vec<Document> = rows
             .iter()
             .map(|row| parse_document(row_id(table.number, row.get(0))?, row.get(1)))
@@ -386,7 +380,7 @@ fn build_indexes(
             tx.execute(&insert, &[&build.number, &keys, &ids])?;
         }
         written += parsed.len() as u64;
-        if rows.len() < BUILD_CHUNK as usize {
+        if rows.len() < BUILD_CHUNK {
             return Ok(written);
         }
     }

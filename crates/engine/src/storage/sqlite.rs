@@ -5,6 +5,7 @@
 //! rows in `index_entries`, whose keys compare bytewise in Convex value order.
 //! Readers each use their own connection, so they never wait for the writer.
 
+use crate::knobs::{SQLITE_BUSY_TIMEOUT, WAL_RESTART_FRAMES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,9 +81,6 @@ struct Checkpointer {
     restart_wanted: Arc<AtomicBool>,
 }
 
-/// WAL frames (pages) after which the committer restarts the WAL: 16 MiB of 4 KiB pages.
-const WAL_RESTART_FRAMES: i64 = 4096;
-
 impl Checkpointer {
     fn start(path: &Path, durability: Durability) -> Result<Checkpointer, StorageError> {
         let conn = open_connection(path, Access::ReadWrite(durability))?;
@@ -146,9 +144,6 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_commit_ts', 0);
 ";
-
-/// How long a connection waits for a lock held by another connection.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
 const KEY_CEILING: &[u8] = &[0xff];
@@ -273,7 +268,7 @@ fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageErr
         }
         Access::ReadOnly => Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?,
     };
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     // Savepoint journals (one per mutation) stay in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -571,7 +566,7 @@ impl Batch for SqliteBatch<'_> {
             // commit to be announced. If a reader is in the way, the next commit tries again.
             self.conn.busy_timeout(std::time::Duration::ZERO)?;
             let busy = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
-            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            self.conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
             if !matches!(busy, Ok(0)) {
                 checkpointer.restart_wanted.store(true, Ordering::Relaxed);
             }

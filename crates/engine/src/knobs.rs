@@ -1,0 +1,165 @@
+//! Every tunable number of every layer, in one place, with why it has the value it has.
+//!
+//! They live in the lowest crate so each layer reads the same definition: the CLI's defaults
+//! (`jangar serve --help`) and `Limits::default` are taken from here, and a change shows up
+//! in one diff. Format constants (key tags, id alphabets, SQL) stay with the code they shape.
+//! "Bounds" says what a value may be changed to without breaking something else.
+
+use std::time::Duration;
+
+use crate::storage::Timestamp;
+
+const SECOND_NS: Timestamp = 1_000_000_000;
+
+// ---- Values (Convex's limits; a larger value would not round-trip through the clients) ----
+
+/// Elements of one array. Bounds: Convex's 8192; lower breaks apps written for Convex.
+pub const MAX_ARRAY_LEN: usize = 8192;
+/// Fields of one object. Bounds: Convex's 1024.
+pub const MAX_OBJECT_FIELDS: usize = 1024;
+/// Bytes of one field name. Bounds: Convex's 1024.
+pub const MAX_FIELD_NAME_LEN: usize = 1024;
+/// Depth of nested arrays and objects. Bounds: Convex's 16; the index-key encoder and the
+/// validators recurse this deep, so far higher values risk the stack.
+pub const MAX_NESTING: usize = 16;
+
+// ---- Transactions (Convex's per-function limits) ----
+
+/// Bytes of one stored document. Bounds: Convex's 1 MiB.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Documents one function may read. Bounds: Convex's 32,000.
+pub const MAX_READ_DOCUMENTS: usize = 32_000;
+/// Bytes one function may read. Bounds: Convex's 16 MiB.
+pub const MAX_READ_BYTES: usize = 16 << 20;
+/// Index ranges one function may read; each one is kept in the read set of a subscription.
+/// Bounds: Convex's 4,096.
+pub const MAX_READ_RANGES: usize = 4_096;
+/// Documents one mutation may write. Bounds: Convex's 16,000.
+pub const MAX_WRITE_DOCUMENTS: usize = 16_000;
+/// Bytes one mutation may write. Bounds: Convex's 16 MiB.
+pub const MAX_WRITE_BYTES: usize = 16 << 20;
+/// Rows fetched per storage call while filtering an index range: small enough that a
+/// `take(10)` reads little, large enough that a full scan is not a call a row. Bounds: >= 1.
+pub const SCAN_CHUNK: usize = 128;
+
+// ---- The committer ----
+
+/// Concurrent snapshot readers, each holding a storage connection while it runs: about the
+/// number of cores, so reads do not starve the committer. Bounds: >= 1.
+pub const MAX_READERS: usize = 4;
+/// Mutations waiting for the committer at most; more callers wait to enqueue (backpressure,
+/// not an error). Bounds: >= `MAX_GROUP`, or groups never fill.
+pub const MAX_QUEUED_MUTATIONS: usize = 4096;
+/// The most mutations one group commit carries: bounds the latency one group adds and the
+/// size of one storage transaction. Bounds: >= 1.
+pub const MAX_GROUP: usize = 1024;
+/// How long a mutation's outcome is kept so a replay of it (a client reconnecting, an HTTP
+/// retry with the same `Idempotency-Key`) is not applied twice. Bounds: longer than any
+/// client retries; each outcome costs a row.
+pub const OUTCOME_WINDOW_NS: Timestamp = 3_600 * SECOND_NS;
+/// How often outcomes older than the window are purged. Bounds: well under the window.
+pub const PURGE_INTERVAL_NS: Timestamp = 60 * SECOND_NS;
+
+// ---- Caches and history ----
+
+/// Recent commits the query cache keeps to admit results computed a little before the
+/// latest commit. Bounds: >= 1; more costs memory, fewer costs cache misses under load.
+pub const RECENT_COMMITS: usize = 4096;
+/// Query results the cache holds unless told otherwise (`--query-cache-entries`; 0 turns
+/// the cache off). Bounds: any; each entry holds one result.
+pub const DEFAULT_QUERY_CACHE_ENTRIES: usize = 10_000;
+/// Commits kept in memory for `query_at_ts`, at most, and for how long (by commit time).
+/// Bounds: any; a read older than what is kept answers `TimestampTooOld`.
+pub const HISTORY_COMMITS: usize = 10_000;
+pub const HISTORY_RETAIN_NS: Timestamp = 60 * SECOND_NS;
+
+// ---- Storage ----
+
+/// SQLite: WAL frames (pages) after which the committer restarts the WAL (16 MiB of 4 KiB
+/// pages), so the file does not grow without bound under steady writes. Bounds: >= 1000.
+pub const WAL_RESTART_FRAMES: i64 = 4096;
+/// SQLite: how long a connection waits for a lock held by another connection (the backup,
+/// an operator's `sqlite3`). Bounds: > 0.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL: commits one read of the commit feed returns at most. Bounds: >= 1.
+pub const FEED_BATCH: i64 = 1000;
+/// PostgreSQL: reader connections kept for reuse; more are closed when done. Bounds: >= 1,
+/// and the server's `max_connections` shared by every replica.
+pub const POOLED_READERS: usize = 8;
+/// Rows read, and index entries written per statement, while building indexes and while
+/// checking integrity. Bounds: >= 1; larger uses more memory per statement.
+pub const BUILD_CHUNK: usize = 1000;
+/// Problems an integrity report lists at most; all are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+// ---- Functions ----
+
+/// Items a list function returns when the caller gives no `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// The largest `limit` a list function accepts. Bounds: keeps a page under the read limits.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Steps, artifacts and events a run's timeline returns at most, each.
+pub const TIMELINE_LIMIT: usize = 1000;
+
+// ---- HTTP ----
+
+/// Convex's limit on one function's arguments.
+pub const MAX_ARGS_BYTES: usize = 16 << 20;
+/// Request bodies may carry the arguments plus their JSON overhead (`--max-request-bytes`
+/// and `--max-socket-message-bytes` default to it). Bounds: >= `MAX_ARGS_BYTES`.
+pub const MAX_BODY_BYTES: usize = MAX_ARGS_BYTES + (1 << 20);
+/// How long an HTTP client's `Idempotency-Key` may be.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Seconds a client has to send a request's headers; idle keep-alive connections close
+/// after as long (`--header-timeout-seconds`). Bounds: >= 1; low values drop slow links.
+pub const HEADER_TIMEOUT_SECONDS: u64 = 10;
+/// Seconds a client may pause while sending a body (`--body-timeout-seconds`; 408 after).
+pub const BODY_TIMEOUT_SECONDS: u64 = 30;
+/// Connections waiting to be accepted: large, so thousands of clients reconnecting at once
+/// are queued rather than refused (the OS default is 128). Bounds: the OS caps it at somaxconn.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// Function calls per user token per second (`--rate-limit-per-second`; 0: unlimited).
+pub const CALLS_PER_SECOND: u32 = 1000;
+/// Rate-limit buckets kept at most; full, idle ones are dropped first. Bounds: the number
+/// of distinct users active at once, or limits reset for the dropped ones.
+pub const MAX_RATE_BUCKETS: usize = 100_000;
+
+// ---- The sync socket ----
+
+/// Queries one connection may subscribe to (`--max-subscriptions-per-connection`).
+pub const SUBSCRIPTIONS_PER_CONNECTION: usize = 1024;
+/// Mutations one connection may have waiting (`--max-pending-mutations`).
+pub const PENDING_MUTATIONS: usize = 1024;
+/// Messages queued for one client; one further behind is disconnected and reconnects
+/// (`--sync-queue-messages`). Bounds: >= 2 (a response and its transition).
+pub const SYNC_QUEUE_MESSAGES: usize = 256;
+/// How long one message may take to go out before the client counts as gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A Ping goes out after this long without any other message; under the idle timeouts of
+/// common proxies (60 s).
+pub const PING_AFTER: Duration = Duration::from_secs(15);
+/// How often subscriptions to time-dependent queries are re-run.
+pub const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
+/// How long a step waits for the broadcast of a commit its snapshot already shows.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+// ---- Authentication ----
+
+/// How often the admin-key file and the auth config are read again (a revoked key stops
+/// working within this).
+pub const CREDENTIALS_WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long an identity provider's fetched keys are kept when its response does not say,
+/// and the bounds put on what it says.
+pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(3600);
+pub const MIN_KEY_TTL: Duration = Duration::from_secs(300);
+pub const MAX_KEY_TTL: Duration = Duration::from_secs(86_400);
+/// An unknown key id fetches the keys again at most this often: a stream of forged tokens
+/// must not become a stream of requests to the provider.
+pub const KEYS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long fetching a provider's keys may take, and how large the answer may be.
+pub const KEYS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_KEYS_BYTES: usize = 1 << 20;
+/// Verified tokens remembered, so a client sending the same token on every call pays for
+/// one signature check (a token whose key the provider drops stays valid until it expires,
+/// as with any stateless token).
+pub const MAX_VERIFIED_TOKENS: usize = 10_000;
