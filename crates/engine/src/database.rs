@@ -474,6 +474,9 @@ impl Committer {
             // next commit (perhaps another process's) starts past them.
             let creation_tail = (self.last_creation_time * 1e6) as Timestamp + MIN_TS_STEP;
             let ts = if writes.entries.is_empty() { self.last_ts } else { self.last_ts.max(creation_tail) };
+            // Invariant: timestamps increase in commit order, across processes sharing the store:
+            // a group that writes commits after the last commit the batch saw.
+            debug_assert!(writes.entries.is_empty() || ts > batch.ts(), "commit at {ts} after {}", batch.ts());
             self.last_ts = ts;
             batch.commit(ts, &writes)?;
             Ok(ts)
@@ -522,7 +525,10 @@ impl Committer {
 
     /// Runs one mutation in its own savepoint; returns what it wrote (nothing if it failed).
     fn run_job(&mut self, batch: &mut dyn Batch, job: &mut dyn Job) -> Result<WriteSet, StorageError> {
+        // Each mutation of a group runs at a timestamp past the one before it (its writes are
+        // ordered by it), at least `MIN_TS_STEP` apart so `_creationTime`s stay distinct.
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
+        debug_assert!(ts > batch.ts(), "mutation at {ts} not after the last commit {}", batch.ts());
         batch.savepoint()?;
         let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);
         // A panicking mutation fails alone (as a rolled-back mutation) instead of stopping the committer.

@@ -46,9 +46,12 @@ impl CommitHistory {
 
     pub fn record(&self, commit: &Arc<Commit>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Commits arrive in timestamp order (the committer's, or the feed's, which reads the log
+        // by timestamp); one already known (the feed repeating what was seen) is skipped.
         if commit.ts <= inner.newest {
             return;
         }
+        debug_assert!(inner.commits.back().is_none_or(|last| last.ts < commit.ts));
         inner.newest = commit.ts;
         inner.commits.push_back(commit.clone());
         let horizon = commit.ts.saturating_sub(HISTORY_RETAIN_NS);

@@ -451,6 +451,7 @@ impl Query<'_, '_> {
         let mut remaining = range.clone();
         let mut documents = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
+        let mut first_key: Option<Vec<u8>> = None;
         let mut exhausted = range.is_empty();
         while documents.len() < limit && !exhausted {
             // One row more than needed tells whether the range goes on.
@@ -469,6 +470,9 @@ impl Query<'_, '_> {
                 if keep.keep(tx, &document)? {
                     documents.push(document);
                 }
+                if first_key.is_none() {
+                    first_key = Some(key.clone());
+                }
                 last_key = Some(key);
             }
         }
@@ -479,6 +483,12 @@ impl Query<'_, '_> {
             (Some(key), Order::Desc) if !exhausted => KeyRange { start: key.clone(), end: range.end.clone() },
             _ => range,
         };
+        // Invariant: the read set covers every key this read returned, so any write that could
+        // change its result overlaps it. The keys returned lie between the first and the last.
+        debug_assert!(
+            [&first_key, &last_key].into_iter().flatten().all(|key| read_range.contains(key)),
+            "a read's recorded range misses a key it returned"
+        );
         tx.record_read(index, read_range)?;
         Ok(ReadOutcome { documents, last_key, exhausted })
     }

@@ -560,6 +560,12 @@ impl Manager {
                 continue;
             }
             let end = StateVersion { query_set: c.query_set, identity: c.identity_version, ts: ts.max(c.sent.ts) };
+            // Invariant: a Transition starts at the version the client is at (`sent`, the end of
+            // the last one it was sent, which only a sent Transition moves) and never goes back.
+            debug_assert!(
+                end.query_set >= c.sent.query_set && end.identity >= c.sent.identity && end.ts >= c.sent.ts,
+                "a Transition would move the client back"
+            );
             let mut modifications = Vec::with_capacity(c.unsent.len() + c.removed.len());
             for query_id in c.unsent.drain() {
                 let Some(key) = c.queries.get(&query_id) else { continue };

@@ -235,7 +235,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                             send_close(&mut socket, CloseCode::Normal, "open development mode has ended".into()).await;
                         }
                         _ => {
-                            let error = auth_error(&AuthError::Revoked, auth_base, false);
+                            let error = auth_error(&AuthError::Revoked, auth_base, RefusedToken::Earlier);
                             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
                             send_close(&mut socket, CloseCode::Normal, "AuthError".into()).await;
                         }
@@ -268,7 +268,7 @@ async fn send_close(socket: &mut WebSocket, code: CloseCode, reason: String) {
 /// Tells the client its token expired and closes the socket; the client's auth
 /// manager fetches a fresh token and reconnects with it.
 async fn expire(socket: &mut WebSocket, auth_base: u32) {
-    let error = auth_error(&AuthError::Expired, auth_base, false);
+    let error = auth_error(&AuthError::Expired, auth_base, RefusedToken::Earlier);
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
     send_close(socket, CloseCode::Normal, "AuthError".into()).await;
 }
@@ -286,14 +286,21 @@ fn instant_of(at: SystemTime) -> Instant {
     Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
-/// `authUpdateAttempted`: whether the error answers the client's Authenticate
-/// (its new token is bad) rather than a token it authenticated with before.
-fn auth_error(error: &AuthError, base_version: u32, update_attempted: bool) -> String {
+/// Which token an `AuthError` refuses; the clients react differently to each.
+#[derive(Clone, Copy)]
+enum RefusedToken {
+    /// The token of the Authenticate being answered (`authUpdateAttempted`).
+    JustSent,
+    /// A token the client authenticated with before (expired, revoked since).
+    Earlier,
+}
+
+fn auth_error(error: &AuthError, base_version: u32, token: RefusedToken) -> String {
     let message = json!({
         "type": "AuthError",
         "error": error.to_string(),
         "baseVersion": base_version,
-        "authUpdateAttempted": update_attempted,
+        "authUpdateAttempted": matches!(token, RefusedToken::JustSent),
     });
     message.to_string()
 }
@@ -380,7 +387,7 @@ async fn handle_client_message(
                 Err(e) => {
                     *caller = Identity::Anonymous;
                     *session.credentials = Credentials::None;
-                    Flow::Refuse(auth_error(&e, base_version, true))
+                    Flow::Refuse(auth_error(&e, base_version, RefusedToken::JustSent))
                 }
             }
         }
