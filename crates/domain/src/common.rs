@@ -10,6 +10,7 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::error::{AppError, FunctionError};
+use super::status::{Status, Word};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -43,6 +44,17 @@ impl Args {
     pub fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
         let text = self.str(name);
         DocumentId::decode(text).map_err(|e| AppError::new("InvalidArgument", format!("{name}: {e}")).into())
+    }
+
+    /// A word argument (validated as a union of the enum's literals, so parsing cannot fail).
+    pub fn word<W: Word>(&self, name: &str) -> Result<W, FunctionError> {
+        let text = self.str(name);
+        W::parse(text)
+            .ok_or_else(|| AppError::new("InvalidArgument", format!("{name}: {text:?} is not allowed.")).into())
+    }
+
+    pub fn opt_word<W: Word>(&self, name: &str) -> Result<Option<W>, FunctionError> {
+        self.0.get(name).map(|_| self.word(name)).transpose()
     }
 
     pub fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
@@ -233,13 +245,14 @@ pub fn list_order(args: &Args, default: Order) -> Order {
     }
 }
 
-/// Checks a status change against a state machine. `Ok(false)` means the
+/// Checks a status change against its state machine. `Ok(false)` means the
 /// status is unchanged (a no-op); an illegal move is `InvalidTransition`.
-pub fn check_transition(from: &str, to: &str, allowed: fn(&str, &str) -> bool) -> Result<bool, FunctionError> {
+pub fn check_transition<S: Status>(from: S, to: S) -> Result<bool, FunctionError> {
     if from == to {
         return Ok(false);
     }
-    if !allowed(from, to) {
+    if !S::may_move(from, to) {
+        let (from, to) = (from.as_str(), to.as_str());
         return Err(AppError::new("InvalidTransition", format!("Cannot move from {from} to {to}."))
             .with("from", from)
             .with("to", to)

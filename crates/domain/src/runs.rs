@@ -15,24 +15,15 @@ use super::common::{
 };
 use super::error::{AppError, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::RUN_STATUSES;
+use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
 use jangar_engine::transaction::All;
 
 pub const TABLE: &str = "runs";
-const FINAL: &[&str] = &["succeeded", "failed", "canceled"];
 /// The counters document that `runs:getDashboard` reads.
 const COUNTERS: &str = "runs";
 /// How many steps, artifacts and events a timeline returns at most, each.
 const TIMELINE_LIMIT: usize = 1000;
-
-/// queued -> running -> succeeded | failed | canceled; queued may go to canceled or failed.
-pub fn transition_allowed(from: &str, to: &str) -> bool {
-    matches!(
-        (from, to),
-        ("queued", "running" | "canceled" | "failed") | ("running", "succeeded" | "failed" | "canceled")
-    )
-}
 
 const OPTIONAL_TEXT: &[&str] = &["temporalRunId", "taskQueue", "workerId", "repo", "branch"];
 
@@ -41,8 +32,8 @@ pub fn functions() -> Vec<Function> {
     let mut start_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     start_args.push(("workOrderId", v::id("work_orders")));
     start_args.push(("temporalWorkflowId", v::string()));
-    start_args.push(("status", v::optional(v::one_of(&["queued", "running"]))));
-    let counts = v::object(RUN_STATUSES.iter().map(|s| (*s, v::number())).collect());
+    start_args.push(("status", v::optional(literals(&[RunStatus::Queued, RunStatus::Running]))));
+    let counts = v::object(RunStatus::ALL.iter().map(|s| (s.as_str(), v::number())).collect());
     let dashboard = v::object(vec![
         ("counts", counts),
         (
@@ -70,7 +61,7 @@ pub fn functions() -> Vec<Function> {
             "runs:updateStatus",
             v::object(vec![
                 run_id(),
-                ("status", v::one_of(RUN_STATUSES)),
+                ("status", RunStatus::validator()),
                 ("failureReason", v::optional(v::any())),
                 ("prUrl", v::optional(v::string())),
                 ("commitSha", v::optional(v::string())),
@@ -97,22 +88,18 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn status_of(document: &Document) -> String {
-    document.fields.get("status").and_then(Value::as_str).unwrap_or_default().to_owned()
-}
-
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
-fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), FunctionError> {
+fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result<(), FunctionError> {
     let existing = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
     let mut counts = match &existing {
         Some(doc) => doc.fields.get("counts").and_then(Value::as_object).cloned().unwrap_or_default(),
         None => Object::new(),
     };
-    for status in RUN_STATUSES {
-        counts.entry((*status).to_owned()).or_insert(Value::from(0.0));
+    for status in RunStatus::ALL {
+        counts.entry(status.as_str().to_owned()).or_insert(Value::from(0.0));
     }
-    let bump = |counts: &mut Object, status: &str, delta: f64| {
-        if let Some(Value::Float64(n)) = counts.get_mut(status) {
+    let bump = |counts: &mut Object, status: RunStatus, delta: f64| {
+        if let Some(Value::Float64(n)) = counts.get_mut(status.as_str()) {
             *n += delta;
         }
     };
@@ -134,24 +121,24 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), Funct
 fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order_id = args.id("workOrderId")?;
     work_orders::load_live(tx, order_id)?;
-    let status = args.opt_str("status").unwrap_or("running").to_owned();
+    let status = args.opt_word("status")?.unwrap_or(RunStatus::Running);
     let now = Value::from(tx.now_ms());
     let mut fields = object([
         ("workOrderId", order_id.encode().into()),
         ("temporalWorkflowId", args.str("temporalWorkflowId").into()),
-        ("status", status.as_str().into()),
+        ("status", status.into()),
         ("createdAt", now.clone()),
         ("updatedAt", now.clone()),
     ]);
-    if status == "running" {
+    if status == RunStatus::Running {
         fields.insert("startedAt".into(), now);
     }
     args.copy_into(&mut fields, OPTIONAL_TEXT);
     let id = tx.insert(TABLE, fields)?;
-    count(tx, None, &status)?;
-    events::state_change(tx, Some(id), Some(order_id), None, &status)?;
-    if status == "running" {
-        work_orders::move_along(tx, order_id, "running", Vec::new())?;
+    count(tx, None, status)?;
+    events::state_change(tx, Some(id), Some(order_id), None, status.as_str())?;
+    if let Some(target) = status.work_order_status() {
+        work_orders::move_along(tx, order_id, target, Vec::new())?;
     }
     Ok(id.encode().into())
 }
@@ -159,17 +146,17 @@ fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("runId")?;
     let run = load(tx, TABLE, id, "Run")?;
-    let from = status_of(&run);
-    let to = args.str("status");
-    if !check_transition(&from, to, transition_allowed)? {
+    let from = RunStatus::of(&run)?;
+    let to: RunStatus = args.word("status")?;
+    if !check_transition(from, to)? {
         return Ok(run.to_value());
     }
     let now = tx.now_ms();
     let mut changes = vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(now.into()))];
-    if to == "running" && !run.fields.contains_key("startedAt") {
+    if to == RunStatus::Running && !run.fields.contains_key("startedAt") {
         changes.push(("startedAt".to_owned(), Some(now.into())));
     }
-    if FINAL.contains(&to) {
+    if to.is_terminal() {
         changes.push(("endedAt".to_owned(), Some(now.into())));
     }
     let mut copied = Vec::new();
@@ -180,10 +167,12 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
     }
     let updated = tx.patch(TABLE, id, changes)?;
-    count(tx, Some(&from), to)?;
+    count(tx, Some(from), to)?;
     let order_id = run_order(&run)?;
-    events::state_change(tx, Some(id), Some(order_id), Some(&from), to)?;
-    work_orders::move_along(tx, order_id, to, if FINAL.contains(&to) { copied } else { Vec::new() })?;
+    events::state_change(tx, Some(id), Some(order_id), Some(from.as_str()), to.as_str())?;
+    if let Some(target) = to.work_order_status() {
+        work_orders::move_along(tx, order_id, target, if to.is_terminal() { copied } else { Vec::new() })?;
+    }
     Ok(load(tx, TABLE, updated.id, "Run")?.to_value())
 }
 
@@ -216,10 +205,10 @@ fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 /// The most recently updated runs among `statuses`, newest first.
-fn latest(tx: &mut Ctx<'_, '_>, statuses: &[&str], limit: usize) -> Result<Vec<Document>, FunctionError> {
+fn latest(tx: &mut Ctx<'_, '_>, statuses: &[RunStatus], limit: usize) -> Result<Vec<Document>, FunctionError> {
     let mut runs = Vec::new();
     for status in statuses {
-        let range = IndexRange::default().eq(*status);
+        let range = IndexRange::default().eq(status.as_str());
         runs.extend(tx.query(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
     }
     let updated = |d: &Document| d.fields.get("updatedAt").and_then(Value::as_f64).unwrap_or(0.0);
@@ -242,17 +231,20 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     };
     let stored = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
     let stored = stored.and_then(|d| d.fields.get("counts").and_then(Value::as_object).cloned()).unwrap_or_default();
-    let counts: Object =
-        RUN_STATUSES.iter().map(|s| ((*s).to_owned(), stored.get(*s).cloned().unwrap_or(Value::from(0.0)))).collect();
+    let counts: Object = RunStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), stored.get(s.as_str()).cloned().unwrap_or(Value::from(0.0))))
+        .collect();
     let mut active = Vec::new();
-    for run in latest(tx, &["running", "queued"], limit)? {
+    for run in latest(tx, &[RunStatus::Running, RunStatus::Queued], limit)? {
         let title = match run_order(&run).ok().map(|id| tx.get("work_orders", id)).transpose()?.flatten() {
             Some(order) => order.fields.get("title").cloned().unwrap_or(Value::Null),
             None => Value::Null,
         };
         active.push(Value::Object(object([("run", run.to_value()), ("workOrderTitle", title)])));
     }
-    let recent = latest(tx, FINAL, limit)?;
+    let finished: Vec<RunStatus> = RunStatus::ALL.iter().copied().filter(|s| s.is_terminal()).collect();
+    let recent = latest(tx, &finished, limit)?;
     Ok(Value::Object(object([
         ("counts", Value::Object(counts)),
         ("active", Value::Array(active)),

@@ -3,16 +3,12 @@
 
 use jangar_engine::schema::{Schema, TableDef, Validator, v};
 
-pub const WORK_ORDER_STATUSES: &[&str] =
-    &["draft", "submitted", "accepted", "running", "succeeded", "failed", "canceled"];
-pub const RUN_STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
+use super::status::{ApprovalStatus, RunStatus, StepStatus, ToolCallStatus, Word, WorkOrderStatus};
+
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
-pub const STEP_STATUSES: &[&str] = &["pending", "running", "succeeded", "failed"];
 pub const STEP_KINDS: &[&str] = &["activity", "hook", "check"];
 pub const ARTIFACT_TYPES: &[&str] = &["pr", "diff", "file", "log", "screenshot", "plan", "report"];
 pub const EVENT_TYPES: &[&str] = &["state_change", "comment", "system"];
-pub const TOOL_CALL_STATUSES: &[&str] = &["started", "succeeded", "failed"];
-pub const APPROVAL_STATUSES: &[&str] = &["pending", "approved", "rejected", "expired"];
 pub const AGENT_PHASES: &[&str] = &["idle", "planning", "researching", "complete"];
 
 /// `changes` on an assistant message: the files it touched and whether they were committed.
@@ -91,7 +87,7 @@ pub fn schema() -> Schema {
                 ("requestedBy", v::optional(v::string())),
                 ("targetRepo", v::optional(v::string())),
                 ("targetBranch", v::optional(v::string())),
-                ("status", v::one_of(WORK_ORDER_STATUSES)),
+                ("status", WorkOrderStatus::validator()),
                 ("commitSha", v::optional(v::string())),
                 ("prUrl", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
@@ -114,7 +110,7 @@ pub fn schema() -> Schema {
                 ("workerId", v::optional(v::string())),
                 ("repo", v::optional(v::string())),
                 ("branch", v::optional(v::string())),
-                ("status", v::one_of(RUN_STATUSES)),
+                ("status", RunStatus::validator()),
                 ("prUrl", v::optional(v::string())),
                 ("commitSha", v::optional(v::string())),
                 ("startedAt", v::optional(v::number())),
@@ -135,7 +131,7 @@ pub fn schema() -> Schema {
                 ("runId", v::id("runs")),
                 ("name", v::string()),
                 ("kind", v::one_of(STEP_KINDS)),
-                ("status", v::one_of(STEP_STATUSES)),
+                ("status", StepStatus::validator()),
                 ("attempt", v::number()),
                 ("startedAt", v::optional(v::number())),
                 ("endedAt", v::optional(v::number())),
@@ -186,7 +182,7 @@ pub fn schema() -> Schema {
                 ("toolName", v::string()),
                 ("input", v::any()),
                 ("output", v::optional(v::any())),
-                ("status", v::one_of(TOOL_CALL_STATUSES)),
+                ("status", ToolCallStatus::validator()),
                 ("durationMs", v::optional(v::number())),
                 ("createdAt", v::number()),
                 ("updatedAt", v::number()),
@@ -201,7 +197,7 @@ pub fn schema() -> Schema {
                 ("runId", v::optional(v::id("runs"))),
                 ("workOrderId", v::optional(v::id("work_orders"))),
                 ("planContent", v::string()),
-                ("status", v::one_of(APPROVAL_STATUSES)),
+                ("status", ApprovalStatus::validator()),
                 ("decidedBy", v::optional(v::string())),
                 ("decidedAt", v::optional(v::number())),
                 ("reason", v::optional(v::string())),

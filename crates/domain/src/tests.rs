@@ -3,19 +3,19 @@
 use super::common::check_transition;
 use super::error::FunctionError;
 use super::registry::{Kind, canonical_path};
-use super::schema::WORK_ORDER_STATUSES;
-use super::work_orders::transition_allowed;
+use super::status::{RunStatus, Status, StepStatus, Word, WorkOrderStatus};
 
 #[test]
 fn work_order_transitions_follow_the_state_machine() {
     let allowed =
         [("draft", "submitted"), ("submitted", "accepted"), ("accepted", "running"), ("running", "succeeded")];
-    for from in WORK_ORDER_STATUSES {
-        for to in WORK_ORDER_STATUSES {
+    for status in WorkOrderStatus::ALL {
+        for next in WorkOrderStatus::ALL {
+            let (from, to) = (&status.as_str(), &next.as_str());
             let terminal = ["succeeded", "failed", "canceled"].contains(from);
             let expected =
                 from == to || allowed.contains(&(*from, *to)) || (!terminal && (*to == "canceled" || *to == "failed"));
-            let outcome = check_transition(from, to, transition_allowed);
+            let outcome = check_transition(*status, *next);
             match outcome {
                 Ok(changed) => {
                     assert!(expected, "{from} -> {to} should be refused");
@@ -68,7 +68,10 @@ fn the_catalogue_resolves_every_issue_2_function() {
 
 #[test]
 fn run_and_step_transitions() {
-    use super::{runs, steps};
+    let run =
+        |from: &str, to: &str| RunStatus::may_move(RunStatus::parse(from).unwrap(), RunStatus::parse(to).unwrap());
+    let step =
+        |from: &str, to: &str| StepStatus::may_move(StepStatus::parse(from).unwrap(), StepStatus::parse(to).unwrap());
     for (from, to, ok) in [
         ("queued", "running", true),
         ("queued", "canceled", true),
@@ -78,7 +81,7 @@ fn run_and_step_transitions() {
         ("succeeded", "failed", false),
         ("canceled", "running", false),
     ] {
-        assert_eq!(runs::transition_allowed(from, to), ok, "run {from} -> {to}");
+        assert_eq!(run(from, to), ok, "run {from} -> {to}");
     }
     for (from, to, ok) in [
         ("pending", "running", true),
@@ -89,7 +92,7 @@ fn run_and_step_transitions() {
         ("running", "pending", false),
         ("failed", "succeeded", false),
     ] {
-        assert_eq!(steps::transition_allowed(from, to), ok, "step {from} -> {to}");
+        assert_eq!(step(from, to), ok, "step {from} -> {to}");
     }
 }
 
