@@ -22,7 +22,7 @@ use jangar_engine::id::DocumentId;
 use jangar_engine::transaction::{Keep, Transaction};
 use jangar_engine::value::Value;
 
-use super::error::{AppError, FunctionError};
+use super::error::{AppError, ErrorCode, FunctionError};
 
 /// Whose documents a call sees.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,7 +93,7 @@ impl Audience {
     pub fn admits(self, caller: &Caller, path: &str) -> Result<(), FunctionError> {
         if self == Audience::Workers && !caller.admin {
             let message = format!("{path} is a worker function: it needs an admin key.");
-            return Err(AppError::new("Forbidden", message).into());
+            return Err(AppError::new(ErrorCode::Forbidden, message).into());
         }
         Ok(())
     }
@@ -137,7 +137,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
             return Ok(());
         }
         let message = format!("{argument} {user_id:?} is not the signed-in user.");
-        Err(AppError::new("Forbidden", message).with(argument, user_id).into())
+        Err(AppError::new(ErrorCode::Forbidden, message).with(argument, user_id).into())
     }
 
     /// Keeps the documents of `table` that the caller may see and `also` keeps.

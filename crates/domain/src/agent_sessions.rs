@@ -10,7 +10,7 @@ use jangar_engine::value::Value;
 use super::access::Ctx;
 use super::chat_sessions;
 use super::common::{Args, load_active, maybe, object};
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::AGENT_PHASES;
 use jangar_engine::transaction::All;
@@ -83,7 +83,7 @@ fn upsert(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn update_phase(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     let Some(existing) = find(tx, session)? else {
-        return Err(AppError::new("NotFound", format!("Session {session} has no agent state.")).into());
+        return Err(AppError::new(ErrorCode::NotFound, format!("Session {session} has no agent state.")).into());
     };
     let mut changes = vec![
         ("phase".to_owned(), Some(args.str("phase").into())),

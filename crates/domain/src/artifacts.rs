@@ -8,7 +8,7 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object, session_or_thread};
-use super::error::{AppError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionResult};
 use super::registry::Function;
 use super::schema::ARTIFACT_TYPES;
 use super::{chat_sessions, runs};
@@ -89,7 +89,11 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     };
     let run = args.opt_id("runId")?;
     if session.is_none() && run.is_none() {
-        return Err(AppError::new("InvalidArgument", "artifacts:create needs sessionId (or threadId) or runId.").into());
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "artifacts:create needs sessionId (or threadId) or runId.",
+        )
+        .into());
     }
     let mut fields = Object::new();
     if let Some(session) = session {

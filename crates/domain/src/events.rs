@@ -11,7 +11,7 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object};
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::EVENT_TYPES;
 use jangar_engine::transaction::All;
@@ -53,7 +53,9 @@ pub fn append(
     let (parent_table, parent_id, what) = match (run, work_order) {
         (Some(run), _) => ("runs", run, "Run"),
         (None, Some(order)) => ("work_orders", order, "Work order"),
-        (None, None) => return Err(AppError::new("InvalidArgument", "An event needs a runId or a workOrderId.").into()),
+        (None, None) => {
+            return Err(AppError::new(ErrorCode::InvalidArgument, "An event needs a runId or a workOrderId.").into());
+        }
     };
     let parent = load(tx, parent_table, parent_id, what)?;
     let seq = parent.fields.get("lastEventSeq").and_then(Value::as_f64).unwrap_or(0.0) + 1.0;
@@ -91,7 +93,7 @@ fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         let run_doc = load(tx, "runs", run_id, "Run")?;
         if run_doc.fields.get("workOrderId").and_then(Value::as_str) != Some(order_id.encode().as_str()) {
             return Err(AppError::new(
-                "InvalidArgument",
+                ErrorCode::InvalidArgument,
                 format!("Run {run_id} does not belong to work order {order_id}."),
             )
             .into());

@@ -13,7 +13,7 @@ use super::access::Ctx;
 use super::common::{
     Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, list_order, load, maybe, object,
 };
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
@@ -187,7 +187,7 @@ pub fn load_in_session(tx: &mut Ctx<'_, '_>, run: DocumentId, session: DocumentI
 
 fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
     let text = run.fields.get("workOrderId").and_then(Value::as_str).unwrap_or_default();
-    DocumentId::decode(text).map_err(|e| AppError::new("NotFound", e.to_string()).into())
+    DocumentId::decode(text).map_err(|e| AppError::new(ErrorCode::NotFound, e.to_string()).into())
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -222,7 +222,7 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         Some(l) if l.fract() == 0.0 && (1.0..=1000.0).contains(&l) => l as usize,
         Some(l) => {
             return Err(AppError::new(
-                "InvalidArgument",
+                ErrorCode::InvalidArgument,
                 format!("limit must be a whole number from 1 to 1000, not {l}."),
             )
             .into());

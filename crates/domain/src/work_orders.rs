@@ -13,7 +13,7 @@ use super::common::{
     Args, ListRequest, check_transition, documents, list_args, list_of, list_order, load, load_active, maybe, object,
     set_deleted, visible,
 };
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::status::{Status, Word, WorkOrderStatus, literal_members};
 use super::{chat_sessions, events};
@@ -155,9 +155,11 @@ fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let message_id = args.id("triggerMessageId")?;
     let message = load_active(tx, "chat_messages", message_id, "Message")?;
     if message.fields.get("sessionId").and_then(Value::as_str) != Some(session_id.encode().as_str()) {
-        return Err(
-            AppError::new("InvalidArgument", format!("Message {message_id} is not in session {session_id}.")).into()
-        );
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!("Message {message_id} is not in session {session_id}."),
+        )
+        .into());
     }
     let first_line = message.fields.get("content").and_then(Value::as_str).unwrap_or_default().lines().next();
     let title = args.opt_str("summary").or(first_line).unwrap_or_default().trim().to_owned();
@@ -229,9 +231,12 @@ pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), Fun
     if order.fields.get("sessionId").and_then(Value::as_str) == Some(session.encode().as_str()) {
         return Ok(());
     }
-    Err(AppError::new("InvalidArgument", format!("Work order {} belongs to another session than {session}.", order.id))
-        .with("sessionId", session.encode())
-        .into())
+    Err(AppError::new(
+        ErrorCode::InvalidArgument,
+        format!("Work order {} belongs to another session than {session}.", order.id),
+    )
+    .with("sessionId", session.encode())
+    .into())
 }
 
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
@@ -250,7 +255,7 @@ pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Resu
 pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
     if find(tx, id, false)?.is_none() {
-        return Err(AppError::new("Deleted", format!("The session of work order {id} is deleted."))
+        return Err(AppError::new(ErrorCode::Deleted, format!("The session of work order {id} is deleted."))
             .with("id", id.encode())
             .into());
     }
@@ -270,7 +275,7 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order = load_live(tx, id)?;
     let from = WorkOrderStatus::of(&order)?;
     let Some(to) = status_arg(args)? else {
-        return Err(AppError::new("InvalidArgument", "status is required.").into());
+        return Err(AppError::new(ErrorCode::InvalidArgument, "status is required.").into());
     };
     if !check_transition(from, to)? {
         return Ok(order.to_value());
