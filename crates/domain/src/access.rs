@@ -23,6 +23,7 @@ use jangar_engine::transaction::{Keep, Transaction};
 use jangar_engine::value::Value;
 
 use super::error::{AppError, ErrorCode, FunctionError};
+use super::schema::tables;
 
 /// Whose documents a call sees.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -176,7 +177,7 @@ impl<F: Fn(&Document) -> bool> Keep for Owned<F> {
 /// The link from a document to the one that owns it, tried in order: the
 /// first of these fields that is set names the owner.
 const OWNER_LINKS: [(&str, &str); 3] =
-    [("sessionId", "chat_sessions"), ("runId", "runs"), ("workOrderId", "work_orders")];
+    [("sessionId", tables::CHAT_SESSIONS), ("runId", tables::RUNS), ("workOrderId", tables::WORK_ORDERS)];
 
 /// Follows owner links up to a session (at most run -> work order -> session).
 fn may_see(tx: &mut Transaction<'_>, viewer: &Viewer, table: &str, document: &Document) -> Result<bool, EngineError> {
@@ -185,10 +186,10 @@ fn may_see(tx: &mut Transaction<'_>, viewer: &Viewer, table: &str, document: &Do
     let mut document = Cow::Borrowed(document);
     loop {
         match table {
-            "chat_sessions" => {
+            tables::CHAT_SESSIONS => {
                 return Ok(document.fields.get("userId").and_then(Value::as_str).is_some_and(|u| viewer.is(u)));
             }
-            "teams" | "repos" => return Ok(true),
+            tables::TEAMS | tables::REPOS => return Ok(true),
             _ => {}
         }
         let link = OWNER_LINKS.iter().find_map(|(field, parent)| {

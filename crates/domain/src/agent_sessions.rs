@@ -12,10 +12,10 @@ use super::chat_sessions;
 use super::common::{Args, load_active, maybe, object};
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::AGENT_PHASES;
+use super::schema::{AGENT_PHASES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "agent_sessions";
+pub const TABLE: &str = tables::AGENT_SESSIONS;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(chat_sessions::TABLE));

@@ -15,10 +15,11 @@ use super::common::{
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
 use super::status::{ApprovalStatus, Status, Word, literals};
 use super::{chat_sessions, runs, work_orders};
 
-pub const TABLE: &str = "approval_requests";
+pub const TABLE: &str = tables::APPROVAL_REQUESTS;
 
 pub fn functions() -> Vec<Function> {
     vec![
@@ -28,7 +29,7 @@ pub fn functions() -> Vec<Function> {
                 ("sessionId", v::id(chat_sessions::TABLE)),
                 ("planContent", v::string()),
                 ("runId", v::optional(v::id(runs::TABLE))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("expiresAt", v::optional(v::number())),
             ]),
             v::id(TABLE),
@@ -88,7 +89,7 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         runs::load_in_session(tx, run, session)?;
     }
     if let Some(order) = args.opt_id("workOrderId")? {
-        let order = load(tx, "work_orders", order, "Work order")?;
+        let order = load(tx, tables::WORK_ORDERS, order, "Work order")?;
         work_orders::check_in_session(&order, session)?;
     }
     let now = Value::from(tx.now_ms());

@@ -10,11 +10,11 @@ use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object, session_or_thread};
 use super::error::{AppError, ErrorCode, FunctionResult};
 use super::registry::Function;
-use super::schema::ARTIFACT_TYPES;
+use super::schema::{ARTIFACT_TYPES, tables};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "artifacts";
+pub const TABLE: &str = tables::ARTIFACTS;
 const DETAILS: &[&str] = &["url", "label", "content", "status"];
 
 pub fn functions() -> Vec<Function> {
@@ -122,7 +122,7 @@ fn update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let run = args.id("runId")?;
-    if !tx.may_list_under("runs", run)? {
+    if !tx.may_list_under(tables::RUNS, run)? {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(run.encode());

@@ -13,9 +13,9 @@ use super::common::{
 };
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::schema::MESSAGE_ROLES;
+use super::schema::{MESSAGE_ROLES, tables};
 
-pub const TABLE: &str = "chat_messages";
+pub const TABLE: &str = tables::CHAT_MESSAGES;
 
 pub fn functions() -> Vec<Function> {
     let message_id = || ("messageId", v::id(TABLE));

@@ -15,15 +15,20 @@ use super::common::{
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
 
-pub const TABLE: &str = "chat_sessions";
+pub const TABLE: &str = tables::CHAT_SESSIONS;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
     vec![
         Function::mutation(
             "chatSessions:create",
-            v::object(vec![("userId", v::string()), ("title", v::string()), ("repoId", v::optional(v::id("repos")))]),
+            v::object(vec![
+                ("userId", v::string()),
+                ("title", v::string()),
+                ("repoId", v::optional(v::id(tables::REPOS))),
+            ]),
             v::id(TABLE),
             create,
         ),
@@ -60,7 +65,7 @@ pub fn functions() -> Vec<Function> {
 pub fn insert_session(tx: &mut Ctx<'_, '_>, user_id: &str, title: &str, repo_id: Option<DocumentId>) -> FunctionResult {
     tx.check_user_id("userId", user_id)?;
     if let Some(repo_id) = repo_id {
-        super::common::load(tx, "repos", repo_id, "Repo")?;
+        super::common::load(tx, tables::REPOS, repo_id, "Repo")?;
     }
     let now = Value::from(tx.now_ms());
     let mut fields = object([

@@ -13,18 +13,18 @@ use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object};
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::EVENT_TYPES;
+use super::schema::{EVENT_TYPES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "events";
+pub const TABLE: &str = tables::EVENTS;
 
 pub fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "events:append",
             v::object(vec![
-                ("runId", v::optional(v::id("runs"))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("type", v::one_of(EVENT_TYPES)),
                 ("data", v::optional(v::any())),
             ]),
@@ -34,7 +34,7 @@ pub fn functions() -> Vec<Function> {
         .for_workers(),
         Function::query(
             "events:listByRun",
-            list_args(vec![("runId", v::id("runs")), ("afterSeq", v::optional(v::count()))]),
+            list_args(vec![("runId", v::id(tables::RUNS)), ("afterSeq", v::optional(v::count()))]),
             list_of(TABLE),
             list_by_run,
         ),
@@ -51,8 +51,8 @@ pub fn append(
     data: Option<Value>,
 ) -> Result<DocumentId, FunctionError> {
     let (parent_table, parent_id, what) = match (run, work_order) {
-        (Some(run), _) => ("runs", run, "Run"),
-        (None, Some(order)) => ("work_orders", order, "Work order"),
+        (Some(run), _) => (tables::RUNS, run, "Run"),
+        (None, Some(order)) => (tables::WORK_ORDERS, order, "Work order"),
         (None, None) => {
             return Err(AppError::new(ErrorCode::InvalidArgument, "An event needs a runId or a workOrderId.").into());
         }
@@ -90,7 +90,7 @@ fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run = args.opt_id("runId")?;
     let work_order = args.opt_id("workOrderId")?;
     if let (Some(run_id), Some(order_id)) = (run, work_order) {
-        let run_doc = load(tx, "runs", run_id, "Run")?;
+        let run_doc = load(tx, tables::RUNS, run_id, "Run")?;
         if run_doc.fields.get("workOrderId").and_then(Value::as_str) != Some(order_id.encode().as_str()) {
             return Err(AppError::new(
                 ErrorCode::InvalidArgument,
@@ -106,7 +106,7 @@ fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let run_id = args.id("runId")?;
-    if !tx.may_list_under("runs", run_id)? {
+    if !tx.may_list_under(tables::RUNS, run_id)? {
         return Ok(empty_list(&request));
     }
     let mut range = IndexRange::default().eq(run_id.encode());

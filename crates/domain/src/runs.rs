@@ -15,13 +15,14 @@ use super::common::{
 };
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
 use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "runs";
+pub const TABLE: &str = tables::RUNS;
 /// The counters document that `runs:getDashboard` reads.
-const COUNTERS: &str = "runs";
+const COUNTER_NAME: &str = "runs";
 /// How many steps, artifacts and events a timeline returns at most, each.
 const TIMELINE_LIMIT: usize = 1000;
 
@@ -30,7 +31,7 @@ const OPTIONAL_TEXT: &[&str] = &["temporalRunId", "taskQueue", "workerId", "repo
 pub fn functions() -> Vec<Function> {
     let run_id = || ("runId", v::id(TABLE));
     let mut start_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
-    start_args.push(("workOrderId", v::id("work_orders")));
+    start_args.push(("workOrderId", v::id(tables::WORK_ORDERS)));
     start_args.push(("temporalWorkflowId", v::string()));
     start_args.push(("status", v::optional(literals(&[RunStatus::Queued, RunStatus::Running]))));
     let counts = v::object(RunStatus::ALL.iter().map(|s| (s.as_str(), v::number())).collect());
@@ -48,10 +49,10 @@ pub fn functions() -> Vec<Function> {
     let timeline = v::union(vec![
         v::object(vec![
             ("run", v::document(TABLE)),
-            ("workOrder", maybe("work_orders")),
-            ("steps", v::array(v::document("steps"))),
-            ("artifacts", v::array(v::document("artifacts"))),
-            ("events", v::array(v::document("events"))),
+            ("workOrder", maybe(tables::WORK_ORDERS)),
+            ("steps", v::array(v::document(tables::STEPS))),
+            ("artifacts", v::array(v::document(tables::ARTIFACTS))),
+            ("events", v::array(v::document(tables::EVENTS))),
         ]),
         v::null(),
     ]);
@@ -73,7 +74,7 @@ pub fn functions() -> Vec<Function> {
         Function::query("runs:get", v::object(vec![run_id()]), maybe(TABLE), get),
         Function::query(
             "runs:listByWorkOrder",
-            list_args(vec![("workOrderId", v::id("work_orders"))]),
+            list_args(vec![("workOrderId", v::id(tables::WORK_ORDERS))]),
             list_of(TABLE),
             list_by_work_order,
         ),
@@ -90,7 +91,8 @@ pub fn functions() -> Vec<Function> {
 
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
 fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result<(), FunctionError> {
-    let existing = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
+    let existing =
+        tx.query(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?.take(1, All)?.pop();
     let mut counts = match &existing {
         Some(doc) => doc.fields.get("counts").and_then(Value::as_object).cloned().unwrap_or_default(),
         None => Object::new(),
@@ -109,10 +111,10 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result
     bump(&mut counts, to, 1.0);
     match existing {
         Some(doc) => {
-            tx.patch("counters", doc.id, [("counts".to_owned(), Some(Value::Object(counts)))])?;
+            tx.patch(tables::COUNTERS, doc.id, [("counts".to_owned(), Some(Value::Object(counts)))])?;
         }
         None => {
-            tx.insert("counters", object([("name", COUNTERS.into()), ("counts", Value::Object(counts))]))?;
+            tx.insert(tables::COUNTERS, object([("name", COUNTER_NAME.into()), ("counts", Value::Object(counts))]))?;
         }
     }
     Ok(())
@@ -180,7 +182,7 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// document naming both a session and a run must not tie two sessions together.
 pub fn load_in_session(tx: &mut Ctx<'_, '_>, run: DocumentId, session: DocumentId) -> Result<Document, FunctionError> {
     let run_doc = load(tx, TABLE, run, "Run")?;
-    let order = load(tx, "work_orders", run_order(&run_doc)?, "Work order")?;
+    let order = load(tx, tables::WORK_ORDERS, run_order(&run_doc)?, "Work order")?;
     work_orders::check_in_session(&order, session)?;
     Ok(run_doc)
 }
@@ -197,7 +199,7 @@ fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let order_id = args.id("workOrderId")?;
-    if !tx.may_list_under("work_orders", order_id)? {
+    if !tx.may_list_under(tables::WORK_ORDERS, order_id)? {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(order_id.encode());
@@ -229,7 +231,8 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
         None => 20,
     };
-    let stored = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
+    let stored =
+        tx.query(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?.take(1, All)?.pop();
     let stored = stored.and_then(|d| d.fields.get("counts").and_then(Value::as_object).cloned()).unwrap_or_default();
     let counts: Object = RunStatus::ALL
         .iter()
@@ -237,7 +240,7 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         .collect();
     let mut active = Vec::new();
     for run in latest(tx, &[RunStatus::Running, RunStatus::Queued], limit)? {
-        let title = match run_order(&run).ok().map(|id| tx.get("work_orders", id)).transpose()?.flatten() {
+        let title = match run_order(&run).ok().map(|id| tx.get(tables::WORK_ORDERS, id)).transpose()?.flatten() {
             Some(order) => order.fields.get("title").cloned().unwrap_or(Value::Null),
             None => Value::Null,
         };
@@ -256,15 +259,15 @@ fn timeline_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
     let Some(run) = tx.get(TABLE, run_id)? else { return Ok(Value::Null) };
     let order = match run_order(&run).ok() {
-        Some(id) => tx.get("work_orders", id)?,
+        Some(id) => tx.get(tables::WORK_ORDERS, id)?,
         None => None,
     };
     let by_run = || IndexRange::default().eq(run_id.encode());
-    let mut steps = tx.query("steps", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let mut steps = tx.query(tables::STEPS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     let started = |d: &Document| d.fields.get("startedAt").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
     steps.sort_by(|a, b| started(a).total_cmp(&started(b)));
-    let artifacts = tx.query("artifacts", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
-    let events = tx.query("events", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let artifacts = tx.query(tables::ARTIFACTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let events = tx.query(tables::EVENTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     Ok(Value::Object(object([
         ("run", run.to_value()),
         ("workOrder", order.map_or(Value::Null, |d| d.to_value())),

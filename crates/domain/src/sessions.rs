@@ -11,14 +11,15 @@ use super::chat_sessions::{self, TABLE};
 use super::common::{Args, ListRequest, MAX_LIMIT, documents, list_args, list_of, list_order, maybe, object, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
     let with_threads = v::union(vec![
         v::object(vec![
             ("session", v::document(TABLE)),
-            ("messages", v::array(v::document("chat_messages"))),
-            ("workOrders", v::array(v::document("work_orders"))),
+            ("messages", v::array(v::document(tables::CHAT_MESSAGES))),
+            ("workOrders", v::array(v::document(tables::WORK_ORDERS))),
         ]),
         v::null(),
     ]);
@@ -28,7 +29,7 @@ pub fn functions() -> Vec<Function> {
             v::object(vec![
                 ("userId", v::string()),
                 ("title", v::optional(v::string())),
-                ("repoId", v::optional(v::id("repos"))),
+                ("repoId", v::optional(v::id(tables::REPOS))),
             ]),
             v::id(TABLE),
             create,
@@ -38,7 +39,7 @@ pub fn functions() -> Vec<Function> {
         Function::query("sessions:getWithThreads", v::object(vec![session_id()]), with_threads, get_with_threads),
         Function::query(
             "sessions:listByRepo",
-            list_args(vec![("repoId", v::id("repos"))]),
+            list_args(vec![("repoId", v::id(tables::REPOS))]),
             list_of(TABLE),
             list_by_repo,
         ),
@@ -66,8 +67,9 @@ fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
-    let messages = tx.query("chat_messages", "by_session", range(), Order::Asc)?.take(MAX_LIMIT, visible(false))?;
-    let orders = tx.query("work_orders", "by_session", range(), Order::Desc)?.take(MAX_LIMIT, visible(false))?;
+    let messages =
+        tx.query(tables::CHAT_MESSAGES, "by_session", range(), Order::Asc)?.take(MAX_LIMIT, visible(false))?;
+    let orders = tx.query(tables::WORK_ORDERS, "by_session", range(), Order::Desc)?.take(MAX_LIMIT, visible(false))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
         ("messages", documents(&messages)),

@@ -9,18 +9,18 @@ use super::access::Ctx;
 use super::common::{Args, check_transition, load, object};
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::schema::STEP_KINDS;
+use super::schema::{STEP_KINDS, tables};
 use super::status::{Status, StepStatus, Word};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "steps";
+pub const TABLE: &str = tables::STEPS;
 
 pub fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "steps:appendOrUpdate",
             v::object(vec![
-                ("runId", v::id("runs")),
+                ("runId", v::id(tables::RUNS)),
                 ("name", v::string()),
                 ("kind", v::optional(v::one_of(STEP_KINDS))),
                 ("status", StepStatus::validator()),
@@ -40,7 +40,7 @@ pub fn functions() -> Vec<Function> {
 /// Start and end times default to the server's clock when the step starts or finishes.
 fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
-    load(tx, "runs", run_id, "Run")?;
+    load(tx, tables::RUNS, run_id, "Run")?;
     let name = args.str("name");
     let status: StepStatus = args.word("status")?;
     let now = tx.now_ms();

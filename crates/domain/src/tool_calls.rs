@@ -8,11 +8,12 @@ use super::access::Ctx;
 use super::common::{Args, check_transition, list_args, list_of, load, load_active, object};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
 use super::status::{Status, ToolCallStatus, literals};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "tool_calls";
+pub const TABLE: &str = tables::TOOL_CALLS;
 
 pub fn functions() -> Vec<Function> {
     vec![

@@ -15,10 +15,11 @@ use super::common::{
 };
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
 use super::status::{Status, Word, WorkOrderStatus, literal_members};
 use super::{chat_sessions, events};
 
-pub const TABLE: &str = "work_orders";
+pub const TABLE: &str = tables::WORK_ORDERS;
 
 /// Seed 001 calls a submitted order `queued`; the `status` arguments accept it too.
 const QUEUED: &str = "queued";
@@ -61,7 +62,7 @@ pub fn functions() -> Vec<Function> {
             "workOrders:createFromMessage",
             v::object(vec![
                 ("sessionId", v::id(chat_sessions::TABLE)),
-                ("triggerMessageId", v::id("chat_messages")),
+                ("triggerMessageId", v::id(tables::CHAT_MESSAGES)),
                 ("summary", v::optional(v::string())),
                 ("repo", v::optional(v::string())),
                 ("branchHint", v::optional(v::string())),
@@ -153,7 +154,7 @@ fn insert_order(
 fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let message_id = args.id("triggerMessageId")?;
-    let message = load_active(tx, "chat_messages", message_id, "Message")?;
+    let message = load_active(tx, tables::CHAT_MESSAGES, message_id, "Message")?;
     if message.fields.get("sessionId").and_then(Value::as_str) != Some(session_id.encode().as_str()) {
         return Err(AppError::new(
             ErrorCode::InvalidArgument,
