@@ -47,7 +47,7 @@ pub fn functions() -> Vec<Function> {
 /// The agent state of a session (at most one: `by_session` is kept unique by `upsert`).
 fn find(tx: &mut Ctx<'_, '_>, session: DocumentId) -> Result<Option<Document>, FunctionError> {
     let range = IndexRange::default().eq(session.encode());
-    Ok(tx.query(TABLE, "by_session", range, Order::Asc)?.take(1, All)?.pop())
+    Ok(tx.query_unchecked(TABLE, "by_session", range, Order::Asc)?.take(1, All)?.pop())
 }
 
 fn upsert(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

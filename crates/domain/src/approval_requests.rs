@@ -140,9 +140,14 @@ fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
             if chat_sessions::find(tx, session, false)?.is_none() {
                 return Ok(empty_list(&request));
             }
-            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), list_order(args, Order::Asc))?
+            tx.query_unchecked(
+                TABLE,
+                "by_session",
+                IndexRange::default().eq(session.encode()),
+                list_order(args, Order::Asc),
+            )?
         }
-        None => tx.query(
+        None => tx.query_unchecked(
             TABLE,
             "by_status",
             IndexRange::default().eq(ApprovalStatus::Pending.as_str()),
@@ -155,6 +160,6 @@ fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let now = wall_clock_ms();
-    let request = tx.get(TABLE, args.id("approvalRequestId")?)?;
+    let request = tx.get_owned(TABLE, args.id("approvalRequestId")?)?;
     Ok(request.map(|d| as_read(d, now)).transpose()?.map_or(Value::Null, |d| d.to_value()))
 }

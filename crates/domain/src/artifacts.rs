@@ -126,7 +126,7 @@ fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(run.encode());
-    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

@@ -85,13 +85,14 @@ pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) 
     match (request, args.get("order")) {
         (ListRequest::Limit(limit), None) => {
             let mut newest =
-                tx.query(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
+                tx.query_unchecked(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
             newest.reverse();
             Ok(documents(&newest))
         }
-        (request, _) => {
-            request.run(tx.query(TABLE, "by_session", range, list_order(args, Order::Asc))?, visible(include_deleted))
-        }
+        (request, _) => request.run(
+            tx.query_unchecked(TABLE, "by_session", range, list_order(args, Order::Asc))?,
+            visible(include_deleted),
+        ),
     }
 }
 

@@ -91,13 +91,13 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     tx.check_user_id("userId", args.str("userId"))?;
     let range = IndexRange::default().eq(args.str("userId"));
-    let query = tx.query(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
+    let query = tx.query_unchecked(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }
 
 /// A session by id, or null when it does not exist or is hidden.
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    Ok(tx.get(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
+    Ok(tx.get_owned(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -119,7 +119,7 @@ pub fn list_in_session(
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session.encode());
-    let query = tx.query(table, "by_session", range, list_order(args, default_order))?;
+    let query = tx.query_unchecked(table, "by_session", range, list_order(args, default_order))?;
     request.run(query, keep)
 }
 

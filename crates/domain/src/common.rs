@@ -103,7 +103,7 @@ pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str
 
 /// Reads a document that must exist (soft-deleted or not).
 pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
-    tx.get(table, id)?.ok_or_else(|| {
+    tx.get_owned(table, id)?.ok_or_else(|| {
         AppError::new(ErrorCode::NotFound, format!("{what} {id} does not exist.")).with("id", id.encode()).into()
     })
 }

@@ -113,5 +113,5 @@ fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     if let Some(after) = args.opt_f64("afterSeq") {
         range = range.gt(after);
     }
-    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }

@@ -91,8 +91,10 @@ pub fn functions() -> Vec<Function> {
 
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
 fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result<(), FunctionError> {
-    let existing =
-        tx.query(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?.take(1, All)?.pop();
+    let existing = tx
+        .query_unchecked(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?
+        .take(1, All)?
+        .pop();
     let mut counts = match &existing {
         Some(doc) => doc.fields.get("counts").and_then(Value::as_object).cloned().unwrap_or_default(),
         None => Object::new(),
@@ -193,7 +195,7 @@ fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(tx.get(TABLE, args.id("runId")?)?.map_or(Value::Null, |d| d.to_value()))
+    Ok(tx.get_owned(TABLE, args.id("runId")?)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -203,7 +205,7 @@ fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(order_id.encode());
-    request.run(tx.query(TABLE, "by_work_order", range, list_order(args, Order::Desc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_work_order", range, list_order(args, Order::Desc))?, All)
 }
 
 /// The most recently updated runs among `statuses`, newest first.
@@ -211,7 +213,7 @@ fn latest(tx: &mut Ctx<'_, '_>, statuses: &[RunStatus], limit: usize) -> Result<
     let mut runs = Vec::new();
     for status in statuses {
         let range = IndexRange::default().eq(status.as_str());
-        runs.extend(tx.query(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
+        runs.extend(tx.query_unchecked(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
     }
     let updated = |d: &Document| d.fields.get("updatedAt").and_then(Value::as_f64).unwrap_or(0.0);
     runs.sort_by(|a, b| updated(b).total_cmp(&updated(a)));
@@ -231,8 +233,10 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
         None => 20,
     };
-    let stored =
-        tx.query(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?.take(1, All)?.pop();
+    let stored = tx
+        .query_unchecked(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?
+        .take(1, All)?
+        .pop();
     let stored = stored.and_then(|d| d.fields.get("counts").and_then(Value::as_object).cloned()).unwrap_or_default();
     let counts: Object = RunStatus::ALL
         .iter()
@@ -240,7 +244,7 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         .collect();
     let mut active = Vec::new();
     for run in latest(tx, &[RunStatus::Running, RunStatus::Queued], limit)? {
-        let title = match run_order(&run).ok().map(|id| tx.get(tables::WORK_ORDERS, id)).transpose()?.flatten() {
+        let title = match run_order(&run).ok().map(|id| tx.get_owned(tables::WORK_ORDERS, id)).transpose()?.flatten() {
             Some(order) => order.fields.get("title").cloned().unwrap_or(Value::Null),
             None => Value::Null,
         };
@@ -257,17 +261,17 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 fn timeline_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
-    let Some(run) = tx.get(TABLE, run_id)? else { return Ok(Value::Null) };
+    let Some(run) = tx.get_owned(TABLE, run_id)? else { return Ok(Value::Null) };
     let order = match run_order(&run).ok() {
-        Some(id) => tx.get(tables::WORK_ORDERS, id)?,
+        Some(id) => tx.get_owned(tables::WORK_ORDERS, id)?,
         None => None,
     };
     let by_run = || IndexRange::default().eq(run_id.encode());
-    let mut steps = tx.query(tables::STEPS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let mut steps = tx.query_unchecked(tables::STEPS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     let started = |d: &Document| d.fields.get("startedAt").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
     steps.sort_by(|a, b| started(a).total_cmp(&started(b)));
-    let artifacts = tx.query(tables::ARTIFACTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
-    let events = tx.query(tables::EVENTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let artifacts = tx.query_unchecked(tables::ARTIFACTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let events = tx.query_unchecked(tables::EVENTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     Ok(Value::Object(object([
         ("run", run.to_value()),
         ("workOrder", order.map_or(Value::Null, |d| d.to_value())),

@@ -67,9 +67,11 @@ fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
-    let messages =
-        tx.query(tables::CHAT_MESSAGES, "by_session", range(), Order::Asc)?.take(MAX_LIMIT, visible(false))?;
-    let orders = tx.query(tables::WORK_ORDERS, "by_session", range(), Order::Desc)?.take(MAX_LIMIT, visible(false))?;
+    let messages = tx
+        .query_unchecked(tables::CHAT_MESSAGES, "by_session", range(), Order::Asc)?
+        .take(MAX_LIMIT, visible(false))?;
+    let orders =
+        tx.query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Desc)?.take(MAX_LIMIT, visible(false))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
         ("messages", documents(&messages)),
@@ -82,7 +84,7 @@ fn list_by_repo(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let range = IndexRange::default().eq(args.id("repoId")?.encode());
     // A repo is shared; its sessions are not: users list their own.
     let keep = tx.owned(TABLE, visible(false));
-    request.run(tx.query(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
+    request.run(tx.query_unchecked(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
 }
 
 fn update_last_active(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

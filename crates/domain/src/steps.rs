@@ -45,7 +45,7 @@ fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let status: StepStatus = args.word("status")?;
     let now = tx.now_ms();
     let range = IndexRange::default().eq(run_id.encode()).eq(name);
-    let existing = tx.query(TABLE, "by_run", range, Order::Asc)?.take(1, All)?.pop();
+    let existing = tx.query_unchecked(TABLE, "by_run", range, Order::Asc)?.take(1, All)?.pop();
     let finished = status.is_finished();
     let Some(step) = existing else {
         let mut fields = object([

@@ -128,3 +128,79 @@ fn the_table_names_are_the_schemas_tables() {
     let numbers: Vec<u32> = schema.tables().iter().map(|t| t.number).collect();
     assert_eq!(numbers, (10_001..=10_013).collect::<Vec<u32>>(), "ALL is in the order of the table numbers");
 }
+
+/// Checked and unchecked reads of a `Ctx`, on a real database: Alice's work
+/// order, read by Bob, by Alice and by an admin.
+#[tokio::test]
+async fn checked_reads_hide_what_the_caller_may_not_see_and_unchecked_reads_do_not() {
+    use std::sync::Arc;
+
+    use jangar_engine::database::Database;
+    use jangar_engine::error::EngineError;
+    use jangar_engine::keys::IndexRange;
+    use jangar_engine::storage::Order;
+    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+    use jangar_engine::transaction::All;
+
+    use super::access::{Caller, Ctx, User, Viewer};
+    use super::common::object;
+    use super::schema::tables;
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(super::schema::schema());
+    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+    let (db, _committer) = Database::start(schema, Arc::new(storage), 100).unwrap();
+    let (session, order) = db
+        .mutate(|tx| {
+            let now = tx.now_ms();
+            let session = tx.insert(
+                tables::CHAT_SESSIONS,
+                object([
+                    ("userId", "alice".into()),
+                    ("title", "t".into()),
+                    ("lastMessageAt", now.into()),
+                    ("lastActiveAt", now.into()),
+                    ("createdAt", now.into()),
+                    ("updatedAt", now.into()),
+                ]),
+            )?;
+            let order = tx.insert(
+                tables::WORK_ORDERS,
+                object([
+                    ("sessionId", session.encode().into()),
+                    ("status", WorkOrderStatus::Draft.into()),
+                    ("createdAt", now.into()),
+                    ("updatedAt", now.into()),
+                ]),
+            )?;
+            Ok::<_, EngineError>((session, order))
+        })
+        .await
+        .unwrap()
+        .value;
+
+    let user = |name: &str| Caller {
+        viewer: Viewer::User(User { token_identifier: format!("https://issuer|{name}"), subject: Some(name.into()) }),
+        admin: false,
+    };
+    // (owned by id, unchecked by id, listed with the owner filter, listed unchecked)
+    let reads = |caller: Caller| {
+        db.query_blocking(move |tx| {
+            let mut ctx = Ctx::new(tx, &caller);
+            let owned = ctx.get_owned(tables::WORK_ORDERS, order)?.is_some();
+            let unchecked = ctx.get_unchecked(tables::WORK_ORDERS, order)?.is_some();
+            let range = || IndexRange::default().eq(session.encode());
+            let keep = ctx.owned(tables::WORK_ORDERS, |_| true);
+            let filtered =
+                ctx.query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Asc)?.take(10, keep)?;
+            let all = ctx.query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Asc)?.take(10, All)?;
+            let listable = ctx.may_list_under(tables::CHAT_SESSIONS, session)?;
+            Ok::<_, EngineError>((owned, unchecked, filtered.len(), all.len(), listable))
+        })
+        .unwrap()
+        .value
+    };
+    assert_eq!(reads(user("bob")), (false, true, 0, 1, false), "Bob");
+    assert_eq!(reads(user("alice")), (true, true, 1, 1, true), "Alice");
+    assert_eq!(reads(Caller::ADMIN), (true, true, 1, 1, true), "an admin");
+}

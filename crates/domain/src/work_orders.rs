@@ -193,7 +193,7 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut kept = Vec::new();
     loop {
         let range = IndexRange::default().eq(status);
-        let page = tx.query(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
+        let page = tx.query_unchecked(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
             page_size,
             cursor.as_deref(),
             end_cursor.as_deref(),
@@ -241,7 +241,7 @@ pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), Fun
 }
 
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
+    let Some(order) = tx.get_owned(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
         return Ok(None);
     };
     let session_id = order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
