@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use jangar_domain::error::ErrorCode;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -21,10 +23,16 @@ impl ApiError {
         ApiError { status, code, message: message.into(), retry_after: None }
     }
 
+    /// An answer with one of the application's codes, at that code's HTTP status.
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError::new(status, code.as_str(), message)
+    }
+
     pub fn rate_limited(wait: std::time::Duration) -> ApiError {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         let message = format!("Too many requests from this identity; try again in {seconds} s.");
-        ApiError { retry_after: Some(seconds), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RateLimited", message) }
+        ApiError { retry_after: Some(seconds), ..ApiError::of(ErrorCode::RateLimited, message) }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -48,5 +56,28 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_application_code_answers_at_its_status() {
+        for (code, status) in [
+            (ErrorCode::Unauthenticated, StatusCode::UNAUTHORIZED),
+            (ErrorCode::Forbidden, StatusCode::FORBIDDEN),
+            (ErrorCode::NotFound, StatusCode::NOT_FOUND),
+            (ErrorCode::RateLimited, StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            let error = ApiError::of(code, "no");
+            assert_eq!((error.status, error.code, error.message.as_str()), (status, code.as_str(), "no"));
+        }
+        let limited = ApiError::rate_limited(std::time::Duration::from_millis(1500));
+        assert_eq!(
+            (limited.status, limited.code, limited.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, "RateLimited", Some(2))
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::{AppState, decode_args};
 use crate::auth::AuthError;
 use jangar_domain::access::Caller;
-use jangar_domain::error::FunctionError;
+use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{
     Function, Kind, check_args, enqueue_mutation_once, run_mutation, run_query, run_query_as_of,
 };
@@ -245,10 +245,9 @@ async fn run(
                 }
             }
         },
-        Kind::Action => Err(FunctionError::App(jangar_domain::error::AppError::new(
-            "InvalidArgument",
-            "Actions are not supported.",
-        ))),
+        Kind::Action => {
+            Err(FunctionError::App(AppError::new(ErrorCode::InvalidArgument, "Actions are not supported.")))
+        }
     };
     udf_response(result, call.format).map(UdfBody::from)
 }
@@ -274,7 +273,7 @@ fn auth_error(error: AuthError) -> ApiError {
         AuthError::KeysUnavailable => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "AuthProviderUnavailable", error.to_string())
         }
-        _ => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", error.to_string()),
+        _ => ApiError::of(ErrorCode::Unauthenticated, error.to_string()),
     }
 }
 
@@ -427,8 +426,8 @@ pub async fn query_batch(
         let function = find_function(&state, &call.path)?;
         formats.push(call.format);
         let prepared = if function.kind != Kind::Query {
-            Err(FunctionError::App(jangar_domain::error::AppError::new(
-                "InvalidArgument",
+            Err(FunctionError::App(AppError::new(
+                ErrorCode::InvalidArgument,
                 format!("{} is a {}, not a query.", function.path, function.kind.name()),
             )))
         } else {
@@ -470,7 +469,7 @@ pub async fn root() -> &'static str {
 /// Group-commit counters, for benchmarks and operators (admins).
 pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     if !caller(&state, &headers).await?.admin {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The server's counters need an admin key."));
+        return Err(ApiError::of(ErrorCode::Forbidden, "The server's counters need an admin key."));
     }
     let stats = state.db.stats();
     let sync = &state.sync.stats;
@@ -489,7 +488,7 @@ pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<
 /// (it lists document ids of every table).
 pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
     if caller(&state, &headers).await? != Caller::ADMIN {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The integrity check needs an admin key."));
+        return Err(ApiError::of(ErrorCode::Forbidden, "The integrity check needs an admin key."));
     }
     let report = state.db.check_integrity().await.map_err(ApiError::internal)?;
     Ok(Json(report.to_json()))
@@ -503,5 +502,5 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 
 /// Unknown routes answer in the API's error shape.
 pub async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "NotFound", "No such route.").into_response()
+    ApiError::of(ErrorCode::NotFound, "No such route.").into_response()
 }

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use jangar_domain::error::{AppError, FunctionError};
+use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::Registry;
 use jangar_engine::database::Database;
 use jangar_engine::value::Value;
@@ -21,7 +21,7 @@ use jangar_engine::value::Value;
 /// Decodes arguments: an object, or the legacy `[object]` that the JS client sends.
 pub(crate) fn decode_args(args: &serde_json::Value) -> Result<Value, FunctionError> {
     use serde_json::Value as Json_;
-    let invalid = |m: String| FunctionError::App(AppError::new("InvalidArgument", m));
+    let invalid = |m: String| FunctionError::App(AppError::new(ErrorCode::InvalidArgument, m));
     let args = match args {
         Json_::Array(items) if items.len() == 1 => &items[0],
         Json_::Array(items) => {
@@ -32,7 +32,7 @@ pub(crate) fn decode_args(args: &serde_json::Value) -> Result<Value, FunctionErr
     let value = Value::from_json(args).map_err(|e| invalid(format!("Invalid arguments: {e}")))?;
     if value.size() > MAX_ARGS_BYTES {
         return Err(FunctionError::App(AppError::new(
-            "LimitExceeded",
+            ErrorCode::LimitExceeded,
             format!("Arguments are larger than {MAX_ARGS_BYTES} bytes."),
         )));
     }

@@ -9,20 +9,25 @@
 //! rest reads as if it did not exist, so ids cannot be probed. Teams and repos
 //! are shared by everyone signed in.
 //!
-//! Handlers get a [`Ctx`]: the transaction plus the caller. Its `get` applies
-//! the ownership rule, so every document a handler loads by id is checked;
-//! lists check their parent document, or filter with [`Owned`].
+//! Handlers get a [`Ctx`]: the transaction plus the caller, and no other way to
+//! the database. Its reads say at the call site whether they check: by id,
+//! [`Ctx::get_owned`] applies the ownership rule and [`Ctx::get_unchecked`] does
+//! not; index reads are [`Ctx::query_unchecked`], made safe by checking their
+//! parent document first ([`Ctx::may_list_under`], a checked load) or by
+//! filtering with [`Ctx::owned`].
 
 use std::borrow::Cow;
-use std::ops::{Deref, DerefMut};
 
 use jangar_engine::document::Document;
 use jangar_engine::error::EngineError;
 use jangar_engine::id::DocumentId;
-use jangar_engine::transaction::{Keep, Transaction};
-use jangar_engine::value::Value;
+use jangar_engine::keys::IndexRange;
+use jangar_engine::storage::Order;
+use jangar_engine::transaction::{Keep, Query, Transaction};
+use jangar_engine::value::{Object, Value};
 
-use super::error::{AppError, FunctionError};
+use super::error::{AppError, ErrorCode, FunctionError};
+use super::schema::tables;
 
 /// Whose documents a call sees.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,13 +98,15 @@ impl Audience {
     pub fn admits(self, caller: &Caller, path: &str) -> Result<(), FunctionError> {
         if self == Audience::Workers && !caller.admin {
             let message = format!("{path} is a worker function: it needs an admin key.");
-            return Err(AppError::new("Forbidden", message).into());
+            return Err(AppError::new(ErrorCode::Forbidden, message).into());
         }
         Ok(())
     }
 }
 
 /// A handler's view of the database: the transaction, seen as the caller.
+/// It does not hand out the transaction, so every read goes through a method
+/// whose name says whether it checks ownership.
 pub struct Ctx<'c, 'a> {
     tx: &'c mut Transaction<'a>,
     caller: &'c Caller,
@@ -114,10 +121,55 @@ impl<'c, 'a> Ctx<'c, 'a> {
         &self.caller.viewer
     }
 
-    /// The document, or `None` when it does not exist or the caller may not see it.
-    pub fn get(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
+    /// The transaction's time, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> f64 {
+        self.tx.now_ms()
+    }
+
+    /// The document, or `None` when it does not exist or the caller may not see
+    /// it (as if it did not exist, so ids cannot be probed). The right read for
+    /// any id that came from the caller, and for whatever a result will show.
+    pub fn get_owned(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
         let Some(document) = self.tx.get(table, id)? else { return Ok(None) };
         Ok(may_see(self.tx, &self.caller.viewer, table, &document)?.then_some(document))
+    }
+
+    /// The document whether or not the caller may see it. Right only where the
+    /// caller's right to it is already established (a document reached from
+    /// one read with [`Ctx::get_owned`] that owns it), or where nothing of it
+    /// reaches the caller; never for an id the caller passed in.
+    pub fn get_unchecked(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
+        self.tx.get(table, id)
+    }
+
+    /// An index read that checks nothing by itself. Right when the caller may
+    /// see everything under the range (its parent passed [`Ctx::may_list_under`]
+    /// or a checked load, or the function is for workers and shows what no
+    /// session owns), or with [`Ctx::owned`] as the filter of its results.
+    pub fn query_unchecked<'t>(
+        &'t mut self,
+        table: &str,
+        index: &str,
+        range: IndexRange,
+        order: Order,
+    ) -> Result<Query<'t, 'a>, EngineError> {
+        self.tx.query(table, index, range, order)
+    }
+
+    /// Inserts a document. Writes check nothing: check the documents they hang off first.
+    pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, EngineError> {
+        self.tx.insert(table, fields)
+    }
+
+    /// Sets (`Some`) or removes (`None`) fields of a document the handler has
+    /// already loaded with a checked read; returns the new version.
+    pub fn patch(
+        &mut self,
+        table: &str,
+        id: DocumentId,
+        changes: impl IntoIterator<Item = (String, Option<Value>)>,
+    ) -> Result<Document, EngineError> {
+        self.tx.patch(table, id, changes)
     }
 
     /// May the caller list the documents under this parent? Admins may (without
@@ -126,7 +178,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
     pub fn may_list_under(&mut self, table: &str, id: DocumentId) -> Result<bool, EngineError> {
         match self.caller.viewer {
             Viewer::Everything => Ok(true),
-            Viewer::User(_) => Ok(self.get(table, id)?.is_some()),
+            Viewer::User(_) => Ok(self.get_owned(table, id)?.is_some()),
         }
     }
 
@@ -137,26 +189,12 @@ impl<'c, 'a> Ctx<'c, 'a> {
             return Ok(());
         }
         let message = format!("{argument} {user_id:?} is not the signed-in user.");
-        Err(AppError::new("Forbidden", message).with(argument, user_id).into())
+        Err(AppError::new(ErrorCode::Forbidden, message).with(argument, user_id).into())
     }
 
     /// Keeps the documents of `table` that the caller may see and `also` keeps.
     pub fn owned<F: Fn(&Document) -> bool>(&self, table: &'static str, also: F) -> Owned<F> {
         Owned { viewer: self.caller.viewer.clone(), table, also }
-    }
-}
-
-impl<'a> Deref for Ctx<'_, 'a> {
-    type Target = Transaction<'a>;
-
-    fn deref(&self) -> &Transaction<'a> {
-        self.tx
-    }
-}
-
-impl<'a> DerefMut for Ctx<'_, 'a> {
-    fn deref_mut(&mut self) -> &mut Transaction<'a> {
-        self.tx
     }
 }
 
@@ -176,7 +214,7 @@ impl<F: Fn(&Document) -> bool> Keep for Owned<F> {
 /// The link from a document to the one that owns it, tried in order: the
 /// first of these fields that is set names the owner.
 const OWNER_LINKS: [(&str, &str); 3] =
-    [("sessionId", "chat_sessions"), ("runId", "runs"), ("workOrderId", "work_orders")];
+    [("sessionId", tables::CHAT_SESSIONS), ("runId", tables::RUNS), ("workOrderId", tables::WORK_ORDERS)];
 
 /// Follows owner links up to a session (at most run -> work order -> session).
 fn may_see(tx: &mut Transaction<'_>, viewer: &Viewer, table: &str, document: &Document) -> Result<bool, EngineError> {
@@ -185,10 +223,10 @@ fn may_see(tx: &mut Transaction<'_>, viewer: &Viewer, table: &str, document: &Do
     let mut document = Cow::Borrowed(document);
     loop {
         match table {
-            "chat_sessions" => {
+            tables::CHAT_SESSIONS => {
                 return Ok(document.fields.get("userId").and_then(Value::as_str).is_some_and(|u| viewer.is(u)));
             }
-            "teams" | "repos" => return Ok(true),
+            tables::TEAMS | tables::REPOS => return Ok(true),
             _ => {}
         }
         let link = OWNER_LINKS.iter().find_map(|(field, parent)| {

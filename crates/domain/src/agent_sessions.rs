@@ -10,12 +10,12 @@ use jangar_engine::value::Value;
 use super::access::Ctx;
 use super::chat_sessions;
 use super::common::{Args, load_active, maybe, object};
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::AGENT_PHASES;
+use super::schema::{AGENT_PHASES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "agent_sessions";
+pub const TABLE: &str = tables::AGENT_SESSIONS;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(chat_sessions::TABLE));
@@ -47,7 +47,7 @@ pub fn functions() -> Vec<Function> {
 /// The agent state of a session (at most one: `by_session` is kept unique by `upsert`).
 fn find(tx: &mut Ctx<'_, '_>, session: DocumentId) -> Result<Option<Document>, FunctionError> {
     let range = IndexRange::default().eq(session.encode());
-    Ok(tx.query(TABLE, "by_session", range, Order::Asc)?.take(1, All)?.pop())
+    Ok(tx.query_unchecked(TABLE, "by_session", range, Order::Asc)?.take(1, All)?.pop())
 }
 
 fn upsert(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -83,7 +83,7 @@ fn upsert(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn update_phase(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
     let Some(existing) = find(tx, session)? else {
-        return Err(AppError::new("NotFound", format!("Session {session} has no agent state.")).into());
+        return Err(AppError::new(ErrorCode::NotFound, format!("Session {session} has no agent state.")).into());
     };
     let mut changes = vec![
         ("phase".to_owned(), Some(args.str("phase").into())),

@@ -13,11 +13,13 @@ use super::access::Ctx;
 use super::common::{
     Args, ListRequest, check_transition, empty_list, list_args, list_of, list_order, load, load_active, maybe, object,
 };
-use super::error::FunctionResult;
+use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
+use super::status::{ApprovalStatus, Status, Word, literals};
 use super::{chat_sessions, runs, work_orders};
 
-pub const TABLE: &str = "approval_requests";
+pub const TABLE: &str = tables::APPROVAL_REQUESTS;
 
 pub fn functions() -> Vec<Function> {
     vec![
@@ -27,7 +29,7 @@ pub fn functions() -> Vec<Function> {
                 ("sessionId", v::id(chat_sessions::TABLE)),
                 ("planContent", v::string()),
                 ("runId", v::optional(v::id(runs::TABLE))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("expiresAt", v::optional(v::number())),
             ]),
             v::id(TABLE),
@@ -37,7 +39,7 @@ pub fn functions() -> Vec<Function> {
             "approvalRequests:decide",
             v::object(vec![
                 ("approvalRequestId", v::id(TABLE)),
-                ("decision", v::one_of(&["approved", "rejected"])),
+                ("decision", literals(ApprovalStatus::DECISIONS)),
                 ("decidedBy", v::optional(v::string())),
                 ("reason", v::optional(v::string())),
             ]),
@@ -68,16 +70,16 @@ fn wall_clock_ms() -> f64 {
 }
 
 /// The status a request reads as at `now`.
-fn status_at(request: &Document, now: f64) -> String {
-    let stored = request.fields.get("status").and_then(Value::as_str).unwrap_or("pending");
+fn status_at(request: &Document, now: f64) -> Result<ApprovalStatus, FunctionError> {
+    let stored = ApprovalStatus::of(request)?;
     let expired = request.fields.get("expiresAt").and_then(Value::as_f64).is_some_and(|at| at <= now);
-    if stored == "pending" && expired { "expired".to_owned() } else { stored.to_owned() }
+    Ok(if stored == ApprovalStatus::Pending && expired { ApprovalStatus::Expired } else { stored })
 }
 
-fn as_read(mut request: Document, now: f64) -> Document {
-    let status = status_at(&request, now);
+fn as_read(mut request: Document, now: f64) -> Result<Document, FunctionError> {
+    let status = status_at(&request, now)?;
     request.fields.insert("status".into(), status.into());
-    request
+    Ok(request)
 }
 
 fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -87,14 +89,14 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         runs::load_in_session(tx, run, session)?;
     }
     if let Some(order) = args.opt_id("workOrderId")? {
-        let order = load(tx, "work_orders", order, "Work order")?;
+        let order = load(tx, tables::WORK_ORDERS, order, "Work order")?;
         work_orders::check_in_session(&order, session)?;
     }
     let now = Value::from(tx.now_ms());
     let mut fields = object([
         ("sessionId", session.encode().into()),
         ("planContent", args.str("planContent").into()),
-        ("status", "pending".into()),
+        ("status", ApprovalStatus::Pending.into()),
         ("createdAt", now.clone()),
         ("updatedAt", now),
     ]);
@@ -110,10 +112,9 @@ fn decide(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         tx.check_user_id("decidedBy", decided_by)?;
     }
     let now = tx.now_ms();
-    let from = status_at(&request, now);
-    let to = args.str("decision");
-    let allowed = |from: &str, _: &str| from == "pending";
-    if !check_transition(&from, to, allowed)? {
+    let from = status_at(&request, now)?;
+    let to: ApprovalStatus = args.word("decision")?;
+    if !check_transition(from, to)? {
         return Ok(request.to_value());
     }
     let mut changes = vec![
@@ -133,15 +134,25 @@ fn decide(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let now = wall_clock_ms();
-    let pending = tx.owned(TABLE, move |d: &Document| status_at(d, now) == "pending");
+    let pending = tx.owned(TABLE, move |d: &Document| status_at(d, now).is_ok_and(|s| s == ApprovalStatus::Pending));
     let query = match args.opt_id("sessionId")? {
         Some(session) => {
             if chat_sessions::find(tx, session, false)?.is_none() {
                 return Ok(empty_list(&request));
             }
-            tx.query(TABLE, "by_session", IndexRange::default().eq(session.encode()), list_order(args, Order::Asc))?
+            tx.query_unchecked(
+                TABLE,
+                "by_session",
+                IndexRange::default().eq(session.encode()),
+                list_order(args, Order::Asc),
+            )?
         }
-        None => tx.query(TABLE, "by_status", IndexRange::default().eq("pending"), list_order(args, Order::Asc))?,
+        None => tx.query_unchecked(
+            TABLE,
+            "by_status",
+            IndexRange::default().eq(ApprovalStatus::Pending.as_str()),
+            list_order(args, Order::Asc),
+        )?,
     };
     // Pending documents read as they are stored: their status is "pending" until decided.
     request.run(query, pending)
@@ -149,5 +160,6 @@ fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let now = wall_clock_ms();
-    Ok(tx.get(TABLE, args.id("approvalRequestId")?)?.map_or(Value::Null, |d| as_read(d, now).to_value()))
+    let request = tx.get_owned(TABLE, args.id("approvalRequestId")?)?;
+    Ok(request.map(|d| as_read(d, now)).transpose()?.map_or(Value::Null, |d| d.to_value()))
 }

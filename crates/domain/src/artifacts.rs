@@ -8,13 +8,13 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object, session_or_thread};
-use super::error::{AppError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionResult};
 use super::registry::Function;
-use super::schema::ARTIFACT_TYPES;
+use super::schema::{ARTIFACT_TYPES, tables};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "artifacts";
+pub const TABLE: &str = tables::ARTIFACTS;
 const DETAILS: &[&str] = &["url", "label", "content", "status"];
 
 pub fn functions() -> Vec<Function> {
@@ -89,7 +89,11 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     };
     let run = args.opt_id("runId")?;
     if session.is_none() && run.is_none() {
-        return Err(AppError::new("InvalidArgument", "artifacts:create needs sessionId (or threadId) or runId.").into());
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            "artifacts:create needs sessionId (or threadId) or runId.",
+        )
+        .into());
     }
     let mut fields = Object::new();
     if let Some(session) = session {
@@ -118,11 +122,11 @@ fn update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let run = args.id("runId")?;
-    if !tx.may_list_under("runs", run)? {
+    if !tx.may_list_under(tables::RUNS, run)? {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(run.encode());
-    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

@@ -13,9 +13,9 @@ use super::common::{
 };
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::schema::MESSAGE_ROLES;
+use super::schema::{MESSAGE_ROLES, tables};
 
-pub const TABLE: &str = "chat_messages";
+pub const TABLE: &str = tables::CHAT_MESSAGES;
 
 pub fn functions() -> Vec<Function> {
     let message_id = || ("messageId", v::id(TABLE));
@@ -85,13 +85,14 @@ pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) 
     match (request, args.get("order")) {
         (ListRequest::Limit(limit), None) => {
             let mut newest =
-                tx.query(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
+                tx.query_unchecked(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
             newest.reverse();
             Ok(documents(&newest))
         }
-        (request, _) => {
-            request.run(tx.query(TABLE, "by_session", range, list_order(args, Order::Asc))?, visible(include_deleted))
-        }
+        (request, _) => request.run(
+            tx.query_unchecked(TABLE, "by_session", range, list_order(args, Order::Asc))?,
+            visible(include_deleted),
+        ),
     }
 }
 

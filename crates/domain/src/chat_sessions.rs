@@ -15,15 +15,20 @@ use super::common::{
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
+use super::schema::tables;
 
-pub const TABLE: &str = "chat_sessions";
+pub const TABLE: &str = tables::CHAT_SESSIONS;
 
 pub fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
     vec![
         Function::mutation(
             "chatSessions:create",
-            v::object(vec![("userId", v::string()), ("title", v::string()), ("repoId", v::optional(v::id("repos")))]),
+            v::object(vec![
+                ("userId", v::string()),
+                ("title", v::string()),
+                ("repoId", v::optional(v::id(tables::REPOS))),
+            ]),
             v::id(TABLE),
             create,
         ),
@@ -60,7 +65,7 @@ pub fn functions() -> Vec<Function> {
 pub fn insert_session(tx: &mut Ctx<'_, '_>, user_id: &str, title: &str, repo_id: Option<DocumentId>) -> FunctionResult {
     tx.check_user_id("userId", user_id)?;
     if let Some(repo_id) = repo_id {
-        super::common::load(tx, "repos", repo_id, "Repo")?;
+        super::common::load(tx, tables::REPOS, repo_id, "Repo")?;
     }
     let now = Value::from(tx.now_ms());
     let mut fields = object([
@@ -86,13 +91,13 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     tx.check_user_id("userId", args.str("userId"))?;
     let range = IndexRange::default().eq(args.str("userId"));
-    let query = tx.query(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
+    let query = tx.query_unchecked(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
     request.run(query, visible(args.flag("includeDeleted")))
 }
 
 /// A session by id, or null when it does not exist or is hidden.
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    Ok(tx.get(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
+    Ok(tx.get_owned(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -114,7 +119,7 @@ pub fn list_in_session(
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session.encode());
-    let query = tx.query(table, "by_session", range, list_order(args, default_order))?;
+    let query = tx.query_unchecked(table, "by_session", range, list_order(args, default_order))?;
     request.run(query, keep)
 }
 

@@ -10,7 +10,8 @@ use jangar_engine::transaction::{Keep, Query};
 use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
-use super::error::{AppError, FunctionError};
+use super::error::{AppError, ErrorCode, FunctionError};
+use super::status::{Status, Word};
 
 /// A function's arguments, already checked against its validator.
 pub struct Args(pub Object);
@@ -40,7 +41,19 @@ impl Args {
     /// An id argument (validated as `v.id(table)`, so decoding cannot fail).
     pub fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
         let text = self.str(name);
-        DocumentId::decode(text).map_err(|e| AppError::new("InvalidArgument", format!("{name}: {e}")).into())
+        DocumentId::decode(text).map_err(|e| AppError::new(ErrorCode::InvalidArgument, format!("{name}: {e}")).into())
+    }
+
+    /// A word argument (validated as a union of the enum's literals, so parsing cannot fail).
+    pub fn word<W: Word>(&self, name: &str) -> Result<W, FunctionError> {
+        let text = self.str(name);
+        W::parse(text).ok_or_else(|| {
+            AppError::new(ErrorCode::InvalidArgument, format!("{name}: {text:?} is not allowed.")).into()
+        })
+    }
+
+    pub fn opt_word<W: Word>(&self, name: &str) -> Result<Option<W>, FunctionError> {
+        self.0.get(name).map(|_| self.word(name)).transpose()
     }
 
     pub fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
@@ -62,7 +75,7 @@ pub fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
     match (args.get("sessionId"), args.get("threadId")) {
         (Some(_), None) => args.id("sessionId"),
         (None, Some(_)) => args.id("threadId"),
-        _ => Err(AppError::new("InvalidArgument", "Pass exactly one of sessionId and threadId.").into()),
+        _ => Err(AppError::new(ErrorCode::InvalidArgument, "Pass exactly one of sessionId and threadId.").into()),
     }
 }
 
@@ -79,15 +92,18 @@ pub fn is_deleted(document: &Document) -> bool {
 pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
     let document = load(tx, table, id, what)?;
     if is_deleted(&document) {
-        return Err(AppError::new("Deleted", format!("{what} {id} is deleted.")).with("id", id.encode()).into());
+        return Err(AppError::new(ErrorCode::Deleted, format!("{what} {id} is deleted."))
+            .with("id", id.encode())
+            .into());
     }
     Ok(document)
 }
 
 /// Reads a document that must exist (soft-deleted or not).
 pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
-    tx.get(table, id)?
-        .ok_or_else(|| AppError::new("NotFound", format!("{what} {id} does not exist.")).with("id", id.encode()).into())
+    tx.get_owned(table, id)?.ok_or_else(|| {
+        AppError::new(ErrorCode::NotFound, format!("{what} {id} does not exist.")).with("id", id.encode()).into()
+    })
 }
 
 /// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
@@ -156,7 +172,7 @@ pub enum ListRequest {
 fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
     if value.fract() != 0.0 || !(1.0..=MAX_LIST_LIMIT as f64).contains(&value) {
         return Err(AppError::new(
-            "InvalidArgument",
+            ErrorCode::InvalidArgument,
             format!("{name} must be a whole number from 1 to {MAX_LIST_LIMIT}, not {value}."),
         )
         .into());
@@ -168,7 +184,7 @@ impl ListRequest {
     pub fn from_args(args: &Args) -> Result<ListRequest, FunctionError> {
         match (args.opt_f64("limit"), args.get("paginationOpts")) {
             (Some(_), Some(_)) => {
-                Err(AppError::new("InvalidArgument", "Pass either limit or paginationOpts, not both.").into())
+                Err(AppError::new(ErrorCode::InvalidArgument, "Pass either limit or paginationOpts, not both.").into())
             }
             (limit, None) => Ok(ListRequest::Limit(
                 limit.map(|l| whole_number(l, "limit")).transpose()?.unwrap_or(DEFAULT_LIST_LIMIT),
@@ -181,7 +197,9 @@ impl ListRequest {
                 cursor: opts.get("cursor").and_then(Value::as_str).map(str::to_owned),
                 end_cursor: opts.get("endCursor").and_then(Value::as_str).map(str::to_owned),
             }),
-            (None, Some(_)) => Err(AppError::new("InvalidArgument", "paginationOpts must be an object.").into()),
+            (None, Some(_)) => {
+                Err(AppError::new(ErrorCode::InvalidArgument, "paginationOpts must be an object.").into())
+            }
         }
     }
 
@@ -231,14 +249,15 @@ pub fn list_order(args: &Args, default: Order) -> Order {
     }
 }
 
-/// Checks a status change against a state machine. `Ok(false)` means the
+/// Checks a status change against its state machine. `Ok(false)` means the
 /// status is unchanged (a no-op); an illegal move is `InvalidTransition`.
-pub fn check_transition(from: &str, to: &str, allowed: fn(&str, &str) -> bool) -> Result<bool, FunctionError> {
+pub fn check_transition<S: Status>(from: S, to: S) -> Result<bool, FunctionError> {
     if from == to {
         return Ok(false);
     }
-    if !allowed(from, to) {
-        return Err(AppError::new("InvalidTransition", format!("Cannot move from {from} to {to}."))
+    if !S::may_move(from, to) {
+        let (from, to) = (from.as_str(), to.as_str());
+        return Err(AppError::new(ErrorCode::InvalidTransition, format!("Cannot move from {from} to {to}."))
             .with("from", from)
             .with("to", to)
             .into());

@@ -11,20 +11,20 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{Args, ListRequest, empty_list, list_args, list_of, list_order, load, object};
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::EVENT_TYPES;
+use super::schema::{EVENT_TYPES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "events";
+pub const TABLE: &str = tables::EVENTS;
 
 pub fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "events:append",
             v::object(vec![
-                ("runId", v::optional(v::id("runs"))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("type", v::one_of(EVENT_TYPES)),
                 ("data", v::optional(v::any())),
             ]),
@@ -34,7 +34,7 @@ pub fn functions() -> Vec<Function> {
         .for_workers(),
         Function::query(
             "events:listByRun",
-            list_args(vec![("runId", v::id("runs")), ("afterSeq", v::optional(v::count()))]),
+            list_args(vec![("runId", v::id(tables::RUNS)), ("afterSeq", v::optional(v::count()))]),
             list_of(TABLE),
             list_by_run,
         ),
@@ -51,9 +51,11 @@ pub fn append(
     data: Option<Value>,
 ) -> Result<DocumentId, FunctionError> {
     let (parent_table, parent_id, what) = match (run, work_order) {
-        (Some(run), _) => ("runs", run, "Run"),
-        (None, Some(order)) => ("work_orders", order, "Work order"),
-        (None, None) => return Err(AppError::new("InvalidArgument", "An event needs a runId or a workOrderId.").into()),
+        (Some(run), _) => (tables::RUNS, run, "Run"),
+        (None, Some(order)) => (tables::WORK_ORDERS, order, "Work order"),
+        (None, None) => {
+            return Err(AppError::new(ErrorCode::InvalidArgument, "An event needs a runId or a workOrderId.").into());
+        }
     };
     let parent = load(tx, parent_table, parent_id, what)?;
     let seq = parent.fields.get("lastEventSeq").and_then(Value::as_f64).unwrap_or(0.0) + 1.0;
@@ -88,10 +90,10 @@ fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run = args.opt_id("runId")?;
     let work_order = args.opt_id("workOrderId")?;
     if let (Some(run_id), Some(order_id)) = (run, work_order) {
-        let run_doc = load(tx, "runs", run_id, "Run")?;
+        let run_doc = load(tx, tables::RUNS, run_id, "Run")?;
         if run_doc.fields.get("workOrderId").and_then(Value::as_str) != Some(order_id.encode().as_str()) {
             return Err(AppError::new(
-                "InvalidArgument",
+                ErrorCode::InvalidArgument,
                 format!("Run {run_id} does not belong to work order {order_id}."),
             )
             .into());
@@ -104,12 +106,12 @@ fn append_event(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn list_by_run(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let run_id = args.id("runId")?;
-    if !tx.may_list_under("runs", run_id)? {
+    if !tx.may_list_under(tables::RUNS, run_id)? {
         return Ok(empty_list(&request));
     }
     let mut range = IndexRange::default().eq(run_id.encode());
     if let Some(after) = args.opt_f64("afterSeq") {
         range = range.gt(after);
     }
-    request.run(tx.query(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_run", range, list_order(args, Order::Asc))?, All)
 }

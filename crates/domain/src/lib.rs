@@ -18,6 +18,7 @@ pub mod repos;
 pub mod runs;
 pub mod schema;
 pub mod sessions;
+pub mod status;
 pub mod steps;
 pub mod teams;
 pub mod threads;

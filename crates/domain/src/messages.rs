@@ -10,7 +10,7 @@ use super::access::Ctx;
 use super::chat_messages::{self, TABLE};
 use super::chat_sessions;
 use super::common::{Args, list_args, list_of, load_active, object, session_or_thread};
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::{MESSAGE_ROLES, changes_validator};
 
@@ -96,7 +96,7 @@ fn create_streaming(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn load_streaming(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let message = load_active(tx, TABLE, id, "Message")?;
     if message.fields.get("streaming") != Some(&Value::Boolean(true)) {
-        return Err(AppError::new("Conflict", format!("Message {id} is not streaming."))
+        return Err(AppError::new(ErrorCode::Conflict, format!("Message {id} is not streaming."))
             .with("id", id.encode())
             .into());
     }
@@ -133,7 +133,7 @@ fn mark_changes_committed(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("messageId")?;
     let message = load_active(tx, TABLE, id, "Message")?;
     let Some(Value::Object(mut changes)) = message.fields.get("changes").cloned() else {
-        return Err(AppError::new("NoChanges", format!("Message {id} has no changes to commit."))
+        return Err(AppError::new(ErrorCode::NoChanges, format!("Message {id} has no changes to commit."))
             .with("id", id.encode())
             .into());
     };

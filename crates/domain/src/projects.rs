@@ -25,11 +25,11 @@ pub fn functions() -> Vec<Function> {
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(tx.get(repos::TABLE, args.id("repoId")?)?.map_or(Value::Null, |d| d.to_value()))
+    Ok(tx.get_owned(repos::TABLE, args.id("repoId")?)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_team(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let range = IndexRange::default().eq(args.id("teamId")?.encode());
-    request.run(tx.query(repos::TABLE, "by_team", range, list_order(args, Order::Asc))?, All)
+    request.run(tx.query_unchecked(repos::TABLE, "by_team", range, list_order(args, Order::Asc))?, All)
 }

@@ -15,7 +15,7 @@ use super::access::{Audience, Caller, Ctx};
 use jangar_engine::value::Value;
 
 use super::common::Args;
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -124,15 +124,16 @@ impl Registry {
 /// Checks `args` against the function's validator and unwraps them.
 pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<Args, FunctionError> {
     let Value::Object(object) = args else {
-        return Err(
-            AppError::new("InvalidArgument", format!("Arguments of {} must be an object.", function.path)).into()
-        );
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!("Arguments of {} must be an object.", function.path),
+        )
+        .into());
     };
     let object = Value::Object(object);
-    function
-        .args
-        .check(&object, "", schema)
-        .map_err(|e| AppError::new("InvalidArgument", format!("ArgumentValidationError for {}: {e}", function.path)))?;
+    function.args.check(&object, "", schema).map_err(|e| {
+        AppError::new(ErrorCode::InvalidArgument, format!("ArgumentValidationError for {}: {e}", function.path))
+    })?;
     let Value::Object(object) = object else { unreachable!("checked above") };
     Ok(Args(object))
 }
@@ -209,7 +210,7 @@ pub async fn enqueue_mutation_once(
                         Ok((record.remove("value").unwrap_or(Value::Null), Some(ts)))
                     }
                     (Some(_), _) => Err(AppError::new(
-                        "IdempotencyKeyReused",
+                        ErrorCode::IdempotencyKeyReused,
                         "This Idempotency-Key was used for another call (another function or other arguments).",
                     )
                     .into()),

@@ -6,9 +6,10 @@ use super::access::Ctx;
 use super::common::{Args, load, object};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
 use super::teams;
 
-pub const TABLE: &str = "repos";
+pub const TABLE: &str = tables::REPOS;
 
 pub fn functions() -> Vec<Function> {
     vec![

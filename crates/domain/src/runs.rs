@@ -14,34 +14,26 @@ use super::access::Ctx;
 use super::common::{
     Args, ListRequest, check_transition, documents, empty_list, list_args, list_of, list_order, load, maybe, object,
 };
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::RUN_STATUSES;
+use super::schema::tables;
+use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "runs";
-const FINAL: &[&str] = &["succeeded", "failed", "canceled"];
+pub const TABLE: &str = tables::RUNS;
 /// The counters document that `runs:getDashboard` reads.
-const COUNTERS: &str = "runs";
-
-/// queued -> running -> succeeded | failed | canceled; queued may go to canceled or failed.
-pub fn transition_allowed(from: &str, to: &str) -> bool {
-    matches!(
-        (from, to),
-        ("queued", "running" | "canceled" | "failed") | ("running", "succeeded" | "failed" | "canceled")
-    )
-}
+const COUNTER_NAME: &str = "runs";
 
 const OPTIONAL_TEXT: &[&str] = &["temporalRunId", "taskQueue", "workerId", "repo", "branch"];
 
 pub fn functions() -> Vec<Function> {
     let run_id = || ("runId", v::id(TABLE));
     let mut start_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
-    start_args.push(("workOrderId", v::id("work_orders")));
+    start_args.push(("workOrderId", v::id(tables::WORK_ORDERS)));
     start_args.push(("temporalWorkflowId", v::string()));
-    start_args.push(("status", v::optional(v::one_of(&["queued", "running"]))));
-    let counts = v::object(RUN_STATUSES.iter().map(|s| (*s, v::number())).collect());
+    start_args.push(("status", v::optional(literals(&[RunStatus::Queued, RunStatus::Running]))));
+    let counts = v::object(RunStatus::ALL.iter().map(|s| (s.as_str(), v::number())).collect());
     let dashboard = v::object(vec![
         ("counts", counts),
         (
@@ -56,10 +48,10 @@ pub fn functions() -> Vec<Function> {
     let timeline = v::union(vec![
         v::object(vec![
             ("run", v::document(TABLE)),
-            ("workOrder", maybe("work_orders")),
-            ("steps", v::array(v::document("steps"))),
-            ("artifacts", v::array(v::document("artifacts"))),
-            ("events", v::array(v::document("events"))),
+            ("workOrder", maybe(tables::WORK_ORDERS)),
+            ("steps", v::array(v::document(tables::STEPS))),
+            ("artifacts", v::array(v::document(tables::ARTIFACTS))),
+            ("events", v::array(v::document(tables::EVENTS))),
         ]),
         v::null(),
     ]);
@@ -69,7 +61,7 @@ pub fn functions() -> Vec<Function> {
             "runs:updateStatus",
             v::object(vec![
                 run_id(),
-                ("status", v::one_of(RUN_STATUSES)),
+                ("status", RunStatus::validator()),
                 ("failureReason", v::optional(v::any())),
                 ("prUrl", v::optional(v::string())),
                 ("commitSha", v::optional(v::string())),
@@ -81,7 +73,7 @@ pub fn functions() -> Vec<Function> {
         Function::query("runs:get", v::object(vec![run_id()]), maybe(TABLE), get),
         Function::query(
             "runs:listByWorkOrder",
-            list_args(vec![("workOrderId", v::id("work_orders"))]),
+            list_args(vec![("workOrderId", v::id(tables::WORK_ORDERS))]),
             list_of(TABLE),
             list_by_work_order,
         ),
@@ -96,22 +88,21 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-fn status_of(document: &Document) -> String {
-    document.fields.get("status").and_then(Value::as_str).unwrap_or_default().to_owned()
-}
-
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
-fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), FunctionError> {
-    let existing = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
+fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result<(), FunctionError> {
+    let existing = tx
+        .query_unchecked(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?
+        .take(1, All)?
+        .pop();
     let mut counts = match &existing {
         Some(doc) => doc.fields.get("counts").and_then(Value::as_object).cloned().unwrap_or_default(),
         None => Object::new(),
     };
-    for status in RUN_STATUSES {
-        counts.entry((*status).to_owned()).or_insert(Value::from(0.0));
+    for status in RunStatus::ALL {
+        counts.entry(status.as_str().to_owned()).or_insert(Value::from(0.0));
     }
-    let bump = |counts: &mut Object, status: &str, delta: f64| {
-        if let Some(Value::Float64(n)) = counts.get_mut(status) {
+    let bump = |counts: &mut Object, status: RunStatus, delta: f64| {
+        if let Some(Value::Float64(n)) = counts.get_mut(status.as_str()) {
             *n += delta;
         }
     };
@@ -121,10 +112,10 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), Funct
     bump(&mut counts, to, 1.0);
     match existing {
         Some(doc) => {
-            tx.patch("counters", doc.id, [("counts".to_owned(), Some(Value::Object(counts)))])?;
+            tx.patch(tables::COUNTERS, doc.id, [("counts".to_owned(), Some(Value::Object(counts)))])?;
         }
         None => {
-            tx.insert("counters", object([("name", COUNTERS.into()), ("counts", Value::Object(counts))]))?;
+            tx.insert(tables::COUNTERS, object([("name", COUNTER_NAME.into()), ("counts", Value::Object(counts))]))?;
         }
     }
     Ok(())
@@ -133,24 +124,24 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<&str>, to: &str) -> Result<(), Funct
 fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order_id = args.id("workOrderId")?;
     work_orders::load_live(tx, order_id)?;
-    let status = args.opt_str("status").unwrap_or("running").to_owned();
+    let status = args.opt_word("status")?.unwrap_or(RunStatus::Running);
     let now = Value::from(tx.now_ms());
     let mut fields = object([
         ("workOrderId", order_id.encode().into()),
         ("temporalWorkflowId", args.str("temporalWorkflowId").into()),
-        ("status", status.as_str().into()),
+        ("status", status.into()),
         ("createdAt", now.clone()),
         ("updatedAt", now.clone()),
     ]);
-    if status == "running" {
+    if status == RunStatus::Running {
         fields.insert("startedAt".into(), now);
     }
     args.copy_into(&mut fields, OPTIONAL_TEXT);
     let id = tx.insert(TABLE, fields)?;
-    count(tx, None, &status)?;
-    events::state_change(tx, Some(id), Some(order_id), None, &status)?;
-    if status == "running" {
-        work_orders::move_along(tx, order_id, "running", Vec::new())?;
+    count(tx, None, status)?;
+    events::state_change(tx, Some(id), Some(order_id), None, status.as_str())?;
+    if let Some(target) = status.work_order_status() {
+        work_orders::move_along(tx, order_id, target, Vec::new())?;
     }
     Ok(id.encode().into())
 }
@@ -158,17 +149,17 @@ fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("runId")?;
     let run = load(tx, TABLE, id, "Run")?;
-    let from = status_of(&run);
-    let to = args.str("status");
-    if !check_transition(&from, to, transition_allowed)? {
+    let from = RunStatus::of(&run)?;
+    let to: RunStatus = args.word("status")?;
+    if !check_transition(from, to)? {
         return Ok(run.to_value());
     }
     let now = tx.now_ms();
     let mut changes = vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(now.into()))];
-    if to == "running" && !run.fields.contains_key("startedAt") {
+    if to == RunStatus::Running && !run.fields.contains_key("startedAt") {
         changes.push(("startedAt".to_owned(), Some(now.into())));
     }
-    if FINAL.contains(&to) {
+    if to.is_terminal() {
         changes.push(("endedAt".to_owned(), Some(now.into())));
     }
     let mut copied = Vec::new();
@@ -179,10 +170,12 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
     }
     let updated = tx.patch(TABLE, id, changes)?;
-    count(tx, Some(&from), to)?;
+    count(tx, Some(from), to)?;
     let order_id = run_order(&run)?;
-    events::state_change(tx, Some(id), Some(order_id), Some(&from), to)?;
-    work_orders::move_along(tx, order_id, to, if FINAL.contains(&to) { copied } else { Vec::new() })?;
+    events::state_change(tx, Some(id), Some(order_id), Some(from.as_str()), to.as_str())?;
+    if let Some(target) = to.work_order_status() {
+        work_orders::move_along(tx, order_id, target, if to.is_terminal() { copied } else { Vec::new() })?;
+    }
     Ok(load(tx, TABLE, updated.id, "Run")?.to_value())
 }
 
@@ -190,36 +183,36 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// document naming both a session and a run must not tie two sessions together.
 pub fn load_in_session(tx: &mut Ctx<'_, '_>, run: DocumentId, session: DocumentId) -> Result<Document, FunctionError> {
     let run_doc = load(tx, TABLE, run, "Run")?;
-    let order = load(tx, "work_orders", run_order(&run_doc)?, "Work order")?;
+    let order = load(tx, tables::WORK_ORDERS, run_order(&run_doc)?, "Work order")?;
     work_orders::check_in_session(&order, session)?;
     Ok(run_doc)
 }
 
 fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
     let text = run.fields.get("workOrderId").and_then(Value::as_str).unwrap_or_default();
-    DocumentId::decode(text).map_err(|e| AppError::new("NotFound", e.to_string()).into())
+    DocumentId::decode(text).map_err(|e| AppError::new(ErrorCode::NotFound, e.to_string()).into())
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(tx.get(TABLE, args.id("runId")?)?.map_or(Value::Null, |d| d.to_value()))
+    Ok(tx.get_owned(TABLE, args.id("runId")?)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_work_order(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let order_id = args.id("workOrderId")?;
-    if !tx.may_list_under("work_orders", order_id)? {
+    if !tx.may_list_under(tables::WORK_ORDERS, order_id)? {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(order_id.encode());
-    request.run(tx.query(TABLE, "by_work_order", range, list_order(args, Order::Desc))?, All)
+    request.run(tx.query_unchecked(TABLE, "by_work_order", range, list_order(args, Order::Desc))?, All)
 }
 
 /// The most recently updated runs among `statuses`, newest first.
-fn latest(tx: &mut Ctx<'_, '_>, statuses: &[&str], limit: usize) -> Result<Vec<Document>, FunctionError> {
+fn latest(tx: &mut Ctx<'_, '_>, statuses: &[RunStatus], limit: usize) -> Result<Vec<Document>, FunctionError> {
     let mut runs = Vec::new();
     for status in statuses {
-        let range = IndexRange::default().eq(*status);
-        runs.extend(tx.query(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
+        let range = IndexRange::default().eq(status.as_str());
+        runs.extend(tx.query_unchecked(TABLE, "by_status", range, Order::Desc)?.take(limit, All)?);
     }
     let updated = |d: &Document| d.fields.get("updatedAt").and_then(Value::as_f64).unwrap_or(0.0);
     runs.sort_by(|a, b| updated(b).total_cmp(&updated(a)));
@@ -232,26 +225,32 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         Some(l) if l.fract() == 0.0 && (1.0..=1000.0).contains(&l) => l as usize,
         Some(l) => {
             return Err(AppError::new(
-                "InvalidArgument",
+                ErrorCode::InvalidArgument,
                 format!("limit must be a whole number from 1 to 1000, not {l}."),
             )
             .into());
         }
         None => 20,
     };
-    let stored = tx.query("counters", "by_name", IndexRange::default().eq(COUNTERS), Order::Asc)?.take(1, All)?.pop();
+    let stored = tx
+        .query_unchecked(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?
+        .take(1, All)?
+        .pop();
     let stored = stored.and_then(|d| d.fields.get("counts").and_then(Value::as_object).cloned()).unwrap_or_default();
-    let counts: Object =
-        RUN_STATUSES.iter().map(|s| ((*s).to_owned(), stored.get(*s).cloned().unwrap_or(Value::from(0.0)))).collect();
+    let counts: Object = RunStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), stored.get(s.as_str()).cloned().unwrap_or(Value::from(0.0))))
+        .collect();
     let mut active = Vec::new();
-    for run in latest(tx, &["running", "queued"], limit)? {
-        let title = match run_order(&run).ok().map(|id| tx.get("work_orders", id)).transpose()?.flatten() {
+    for run in latest(tx, &[RunStatus::Running, RunStatus::Queued], limit)? {
+        let title = match run_order(&run).ok().map(|id| tx.get_owned(tables::WORK_ORDERS, id)).transpose()?.flatten() {
             Some(order) => order.fields.get("title").cloned().unwrap_or(Value::Null),
             None => Value::Null,
         };
         active.push(Value::Object(object([("run", run.to_value()), ("workOrderTitle", title)])));
     }
-    let recent = latest(tx, FINAL, limit)?;
+    let finished: Vec<RunStatus> = RunStatus::ALL.iter().copied().filter(|s| s.is_terminal()).collect();
+    let recent = latest(tx, &finished, limit)?;
     Ok(Value::Object(object([
         ("counts", Value::Object(counts)),
         ("active", Value::Array(active)),
@@ -261,17 +260,17 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 fn timeline_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
-    let Some(run) = tx.get(TABLE, run_id)? else { return Ok(Value::Null) };
+    let Some(run) = tx.get_owned(TABLE, run_id)? else { return Ok(Value::Null) };
     let order = match run_order(&run).ok() {
-        Some(id) => tx.get("work_orders", id)?,
+        Some(id) => tx.get_owned(tables::WORK_ORDERS, id)?,
         None => None,
     };
     let by_run = || IndexRange::default().eq(run_id.encode());
-    let mut steps = tx.query("steps", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let mut steps = tx.query_unchecked(tables::STEPS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     let started = |d: &Document| d.fields.get("startedAt").and_then(Value::as_f64).unwrap_or(f64::INFINITY);
     steps.sort_by(|a, b| started(a).total_cmp(&started(b)));
-    let artifacts = tx.query("artifacts", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
-    let events = tx.query("events", "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let artifacts = tx.query_unchecked(tables::ARTIFACTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
+    let events = tx.query_unchecked(tables::EVENTS, "by_run", by_run(), Order::Asc)?.take(TIMELINE_LIMIT, All)?;
     Ok(Value::Object(object([
         ("run", run.to_value()),
         ("workOrder", order.map_or(Value::Null, |d| d.to_value())),

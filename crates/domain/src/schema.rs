@@ -3,16 +3,47 @@
 
 use jangar_engine::schema::{Schema, TableDef, Validator, v};
 
-pub const WORK_ORDER_STATUSES: &[&str] =
-    &["draft", "submitted", "accepted", "running", "succeeded", "failed", "canceled"];
-pub const RUN_STATUSES: &[&str] = &["queued", "running", "succeeded", "failed", "canceled"];
+use super::status::{ApprovalStatus, RunStatus, StepStatus, ToolCallStatus, Word, WorkOrderStatus};
+
+/// The tables' names, as documents ids and the engine know them.
+pub mod tables {
+    pub const TEAMS: &str = "teams";
+    pub const REPOS: &str = "repos";
+    pub const CHAT_SESSIONS: &str = "chat_sessions";
+    pub const CHAT_MESSAGES: &str = "chat_messages";
+    pub const WORK_ORDERS: &str = "work_orders";
+    pub const RUNS: &str = "runs";
+    pub const STEPS: &str = "steps";
+    pub const ARTIFACTS: &str = "artifacts";
+    pub const EVENTS: &str = "events";
+    pub const TOOL_CALLS: &str = "tool_calls";
+    pub const APPROVAL_REQUESTS: &str = "approval_requests";
+    pub const AGENT_SESSIONS: &str = "agent_sessions";
+    /// Aggregates kept in the same transactions as the changes they count.
+    pub const COUNTERS: &str = "counters";
+
+    /// Every table, in the order of their numbers.
+    pub const ALL: &[&str] = &[
+        TEAMS,
+        REPOS,
+        CHAT_SESSIONS,
+        CHAT_MESSAGES,
+        WORK_ORDERS,
+        RUNS,
+        STEPS,
+        ARTIFACTS,
+        EVENTS,
+        TOOL_CALLS,
+        APPROVAL_REQUESTS,
+        AGENT_SESSIONS,
+        COUNTERS,
+    ];
+}
+
 pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
-pub const STEP_STATUSES: &[&str] = &["pending", "running", "succeeded", "failed"];
 pub const STEP_KINDS: &[&str] = &["activity", "hook", "check"];
 pub const ARTIFACT_TYPES: &[&str] = &["pr", "diff", "file", "log", "screenshot", "plan", "report"];
 pub const EVENT_TYPES: &[&str] = &["state_change", "comment", "system"];
-pub const TOOL_CALL_STATUSES: &[&str] = &["started", "succeeded", "failed"];
-pub const APPROVAL_STATUSES: &[&str] = &["pending", "approved", "rejected", "expired"];
 pub const AGENT_PHASES: &[&str] = &["idle", "planning", "researching", "complete"];
 
 /// `changes` on an assistant message: the files it touched and whether they were committed.
@@ -28,12 +59,12 @@ pub fn changes_validator() -> Validator {
 pub fn schema() -> Schema {
     let deleted_at = || ("deletedAt", v::nullable(v::number()));
     Schema::new(vec![
-        TableDef::new("teams", 10_001, vec![("name", v::string()), ("createdAt", v::number())]),
+        TableDef::new(tables::TEAMS, 10_001, vec![("name", v::string()), ("createdAt", v::number())]),
         TableDef::new(
-            "repos",
+            tables::REPOS,
             10_002,
             vec![
-                ("teamId", v::id("teams")),
+                ("teamId", v::id(tables::TEAMS)),
                 ("githubOwner", v::string()),
                 ("githubRepo", v::string()),
                 ("defaultBranch", v::optional(v::string())),
@@ -43,12 +74,12 @@ pub fn schema() -> Schema {
         )
         .index("by_team", &["teamId"]),
         TableDef::new(
-            "chat_sessions",
+            tables::CHAT_SESSIONS,
             10_003,
             vec![
                 ("userId", v::string()),
                 ("title", v::string()),
-                ("repoId", v::optional(v::id("repos"))),
+                ("repoId", v::optional(v::id(tables::REPOS))),
                 ("firstMessage", v::optional(v::string())),
                 ("lastMessageAt", v::number()),
                 ("lastActiveAt", v::number()),
@@ -60,10 +91,10 @@ pub fn schema() -> Schema {
         .index("by_user_recent", &["userId", "lastMessageAt"])
         .index("by_repo_recent", &["repoId", "lastActiveAt"]),
         TableDef::new(
-            "chat_messages",
+            tables::CHAT_MESSAGES,
             10_004,
             vec![
-                ("sessionId", v::id("chat_sessions")),
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
                 ("role", v::one_of(MESSAGE_ROLES)),
                 ("content", v::string()),
                 ("metadata", v::optional(v::any())),
@@ -76,11 +107,11 @@ pub fn schema() -> Schema {
         )
         .index("by_session", &["sessionId", "createdAt"]),
         TableDef::new(
-            "work_orders",
+            tables::WORK_ORDERS,
             10_005,
             vec![
-                ("sessionId", v::id("chat_sessions")),
-                ("triggerMessageId", v::optional(v::id("chat_messages"))),
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("triggerMessageId", v::optional(v::id(tables::CHAT_MESSAGES))),
                 ("title", v::optional(v::string())),
                 ("summary", v::optional(v::string())),
                 ("prompt", v::optional(v::string())),
@@ -91,7 +122,7 @@ pub fn schema() -> Schema {
                 ("requestedBy", v::optional(v::string())),
                 ("targetRepo", v::optional(v::string())),
                 ("targetBranch", v::optional(v::string())),
-                ("status", v::one_of(WORK_ORDER_STATUSES)),
+                ("status", WorkOrderStatus::validator()),
                 ("commitSha", v::optional(v::string())),
                 ("prUrl", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
@@ -104,17 +135,17 @@ pub fn schema() -> Schema {
         .index("by_session", &["sessionId", "createdAt"])
         .index("by_status", &["status", "updatedAt"]),
         TableDef::new(
-            "runs",
+            tables::RUNS,
             10_006,
             vec![
-                ("workOrderId", v::id("work_orders")),
+                ("workOrderId", v::id(tables::WORK_ORDERS)),
                 ("temporalWorkflowId", v::string()),
                 ("temporalRunId", v::optional(v::string())),
                 ("taskQueue", v::optional(v::string())),
                 ("workerId", v::optional(v::string())),
                 ("repo", v::optional(v::string())),
                 ("branch", v::optional(v::string())),
-                ("status", v::one_of(RUN_STATUSES)),
+                ("status", RunStatus::validator()),
                 ("prUrl", v::optional(v::string())),
                 ("commitSha", v::optional(v::string())),
                 ("startedAt", v::optional(v::number())),
@@ -129,13 +160,13 @@ pub fn schema() -> Schema {
         .index("by_status", &["status", "updatedAt"])
         .index("by_workflow", &["temporalWorkflowId"]),
         TableDef::new(
-            "steps",
+            tables::STEPS,
             10_007,
             vec![
-                ("runId", v::id("runs")),
+                ("runId", v::id(tables::RUNS)),
                 ("name", v::string()),
                 ("kind", v::one_of(STEP_KINDS)),
-                ("status", v::one_of(STEP_STATUSES)),
+                ("status", StepStatus::validator()),
                 ("attempt", v::number()),
                 ("startedAt", v::optional(v::number())),
                 ("endedAt", v::optional(v::number())),
@@ -147,11 +178,11 @@ pub fn schema() -> Schema {
         )
         .index("by_run", &["runId", "name"]),
         TableDef::new(
-            "artifacts",
+            tables::ARTIFACTS,
             10_008,
             vec![
-                ("runId", v::optional(v::id("runs"))),
-                ("sessionId", v::optional(v::id("chat_sessions"))),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("sessionId", v::optional(v::id(tables::CHAT_SESSIONS))),
                 ("type", v::one_of(ARTIFACT_TYPES)),
                 ("url", v::optional(v::string())),
                 ("label", v::optional(v::string())),
@@ -164,11 +195,11 @@ pub fn schema() -> Schema {
         .index("by_run", &["runId", "createdAt"])
         .index("by_session", &["sessionId", "createdAt"]),
         TableDef::new(
-            "events",
+            tables::EVENTS,
             10_009,
             vec![
-                ("runId", v::optional(v::id("runs"))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("type", v::one_of(EVENT_TYPES)),
                 ("data", v::optional(v::any())),
                 ("seq", v::number()),
@@ -178,15 +209,15 @@ pub fn schema() -> Schema {
         .index("by_run", &["runId", "seq"])
         .index("by_work_order", &["workOrderId", "createdAt"]),
         TableDef::new(
-            "tool_calls",
+            tables::TOOL_CALLS,
             10_010,
             vec![
-                ("sessionId", v::id("chat_sessions")),
-                ("runId", v::optional(v::id("runs"))),
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("runId", v::optional(v::id(tables::RUNS))),
                 ("toolName", v::string()),
                 ("input", v::any()),
                 ("output", v::optional(v::any())),
-                ("status", v::one_of(TOOL_CALL_STATUSES)),
+                ("status", ToolCallStatus::validator()),
                 ("durationMs", v::optional(v::number())),
                 ("createdAt", v::number()),
                 ("updatedAt", v::number()),
@@ -194,14 +225,14 @@ pub fn schema() -> Schema {
         )
         .index("by_session", &["sessionId", "createdAt"]),
         TableDef::new(
-            "approval_requests",
+            tables::APPROVAL_REQUESTS,
             10_011,
             vec![
-                ("sessionId", v::id("chat_sessions")),
-                ("runId", v::optional(v::id("runs"))),
-                ("workOrderId", v::optional(v::id("work_orders"))),
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
                 ("planContent", v::string()),
-                ("status", v::one_of(APPROVAL_STATUSES)),
+                ("status", ApprovalStatus::validator()),
                 ("decidedBy", v::optional(v::string())),
                 ("decidedAt", v::optional(v::number())),
                 ("reason", v::optional(v::string())),
@@ -213,10 +244,10 @@ pub fn schema() -> Schema {
         .index("by_session", &["sessionId", "createdAt"])
         .index("by_status", &["status", "createdAt"]),
         TableDef::new(
-            "agent_sessions",
+            tables::AGENT_SESSIONS,
             10_012,
             vec![
-                ("sessionId", v::id("chat_sessions")),
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
                 ("sdkSessionId", v::string()),
                 ("phase", v::one_of(AGENT_PHASES)),
                 ("plan", v::optional(v::any())),
@@ -227,8 +258,12 @@ pub fn schema() -> Schema {
         )
         .index("by_session", &["sessionId"]),
         // Aggregates kept in the same transactions as the changes they count (runs:getDashboard).
-        TableDef::new("counters", 10_013, vec![("name", v::string()), ("counts", v::record(v::string(), v::number()))])
-            .index("by_name", &["name"]),
+        TableDef::new(
+            tables::COUNTERS,
+            10_013,
+            vec![("name", v::string()), ("counts", v::record(v::string(), v::number()))],
+        )
+        .index("by_name", &["name"]),
     ])
     .expect("Jangar's schema is valid")
 }

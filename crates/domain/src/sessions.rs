@@ -11,6 +11,7 @@ use super::chat_sessions::{self, TABLE};
 use super::common::{Args, ListRequest, documents, list_args, list_of, list_order, maybe, object, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
 use jangar_engine::knobs::MAX_LIST_LIMIT;
 
 pub fn functions() -> Vec<Function> {
@@ -18,8 +19,8 @@ pub fn functions() -> Vec<Function> {
     let with_threads = v::union(vec![
         v::object(vec![
             ("session", v::document(TABLE)),
-            ("messages", v::array(v::document("chat_messages"))),
-            ("workOrders", v::array(v::document("work_orders"))),
+            ("messages", v::array(v::document(tables::CHAT_MESSAGES))),
+            ("workOrders", v::array(v::document(tables::WORK_ORDERS))),
         ]),
         v::null(),
     ]);
@@ -29,7 +30,7 @@ pub fn functions() -> Vec<Function> {
             v::object(vec![
                 ("userId", v::string()),
                 ("title", v::optional(v::string())),
-                ("repoId", v::optional(v::id("repos"))),
+                ("repoId", v::optional(v::id(tables::REPOS))),
             ]),
             v::id(TABLE),
             create,
@@ -39,7 +40,7 @@ pub fn functions() -> Vec<Function> {
         Function::query("sessions:getWithThreads", v::object(vec![session_id()]), with_threads, get_with_threads),
         Function::query(
             "sessions:listByRepo",
-            list_args(vec![("repoId", v::id("repos"))]),
+            list_args(vec![("repoId", v::id(tables::REPOS))]),
             list_of(TABLE),
             list_by_repo,
         ),
@@ -67,9 +68,12 @@ fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
     let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
-    let messages =
-        tx.query("chat_messages", "by_session", range(), Order::Asc)?.take(MAX_LIST_LIMIT, visible(false))?;
-    let orders = tx.query("work_orders", "by_session", range(), Order::Desc)?.take(MAX_LIST_LIMIT, visible(false))?;
+    let messages = tx
+        .query_unchecked(tables::CHAT_MESSAGES, "by_session", range(), Order::Asc)?
+        .take(MAX_LIST_LIMIT, visible(false))?;
+    let orders = tx
+        .query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Desc)?
+        .take(MAX_LIST_LIMIT, visible(false))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
         ("messages", documents(&messages)),
@@ -82,7 +86,7 @@ fn list_by_repo(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let range = IndexRange::default().eq(args.id("repoId")?.encode());
     // A repo is shared; its sessions are not: users list their own.
     let keep = tx.owned(TABLE, visible(false));
-    request.run(tx.query(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
+    request.run(tx.query_unchecked(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
 }
 
 fn update_last_active(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

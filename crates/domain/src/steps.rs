@@ -9,28 +9,21 @@ use super::access::Ctx;
 use super::common::{Args, check_transition, load, object};
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::schema::{STEP_KINDS, STEP_STATUSES};
+use super::schema::{STEP_KINDS, tables};
+use super::status::{Status, StepStatus, Word};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "steps";
-
-/// pending -> running -> succeeded | failed; pending may finish directly; failed may run again.
-pub fn transition_allowed(from: &str, to: &str) -> bool {
-    matches!(
-        (from, to),
-        ("pending", "running" | "succeeded" | "failed") | ("running", "succeeded" | "failed") | ("failed", "running")
-    )
-}
+pub const TABLE: &str = tables::STEPS;
 
 pub fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "steps:appendOrUpdate",
             v::object(vec![
-                ("runId", v::id("runs")),
+                ("runId", v::id(tables::RUNS)),
                 ("name", v::string()),
                 ("kind", v::optional(v::one_of(STEP_KINDS))),
-                ("status", v::one_of(STEP_STATUSES)),
+                ("status", StepStatus::validator()),
                 ("startedAt", v::optional(v::number())),
                 ("endedAt", v::optional(v::number())),
                 ("payload", v::optional(v::any())),
@@ -47,13 +40,13 @@ pub fn functions() -> Vec<Function> {
 /// Start and end times default to the server's clock when the step starts or finishes.
 fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let run_id = args.id("runId")?;
-    load(tx, "runs", run_id, "Run")?;
+    load(tx, tables::RUNS, run_id, "Run")?;
     let name = args.str("name");
-    let status = args.str("status");
+    let status: StepStatus = args.word("status")?;
     let now = tx.now_ms();
     let range = IndexRange::default().eq(run_id.encode()).eq(name);
-    let existing = tx.query(TABLE, "by_run", range, Order::Asc)?.take(1, All)?.pop();
-    let finished = status == "succeeded" || status == "failed";
+    let existing = tx.query_unchecked(TABLE, "by_run", range, Order::Asc)?.take(1, All)?.pop();
+    let finished = status.is_finished();
     let Some(step) = existing else {
         let mut fields = object([
             ("runId", run_id.encode().into()),
@@ -65,7 +58,7 @@ fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
             ("updatedAt", now.into()),
         ]);
         args.copy_into(&mut fields, &["startedAt", "endedAt", "payload", "logUrl"]);
-        if status != "pending" {
+        if status != StepStatus::Pending {
             fields.entry("startedAt".into()).or_insert(now.into());
         }
         if finished {
@@ -73,8 +66,8 @@ fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
         return Ok(tx.insert(TABLE, fields)?.encode().into());
     };
-    let from = step.fields.get("status").and_then(Value::as_str).unwrap_or("pending").to_owned();
-    let moved = check_transition(&from, status, transition_allowed)?;
+    let from = StepStatus::of(&step)?;
+    let moved = check_transition(from, status)?;
     let mut changes = vec![("updatedAt".to_owned(), Some(Value::from(now)))];
     for field in ["kind", "startedAt", "endedAt", "payload", "logUrl"] {
         if let Some(value) = args.get(field) {
@@ -83,12 +76,15 @@ fn append_or_update(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     }
     if moved {
         changes.push(("status".to_owned(), Some(status.into())));
-        if from == "failed" && status == "running" {
+        if from == StepStatus::Failed && status == StepStatus::Running {
             let attempt = step.fields.get("attempt").and_then(Value::as_f64).unwrap_or(1.0);
             changes.push(("attempt".to_owned(), Some((attempt + 1.0).into())));
             changes.push(("startedAt".to_owned(), Some(args.get("startedAt").cloned().unwrap_or(now.into()))));
             changes.push(("endedAt".to_owned(), None));
-        } else if status == "running" && !step.fields.contains_key("startedAt") && args.get("startedAt").is_none() {
+        } else if status == StepStatus::Running
+            && !step.fields.contains_key("startedAt")
+            && args.get("startedAt").is_none()
+        {
             changes.push(("startedAt".to_owned(), Some(now.into())));
         }
         if finished && args.get("endedAt").is_none() {

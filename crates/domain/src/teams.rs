@@ -6,8 +6,9 @@ use super::access::Ctx;
 use super::common::{Args, object};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
 
-pub const TABLE: &str = "teams";
+pub const TABLE: &str = tables::TEAMS;
 
 pub fn functions() -> Vec<Function> {
     vec![Function::mutation("teams:create", v::object(vec![("name", v::string())]), v::id(TABLE), create).for_workers()]

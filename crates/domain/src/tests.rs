@@ -3,19 +3,19 @@
 use super::common::check_transition;
 use super::error::FunctionError;
 use super::registry::{Kind, canonical_path};
-use super::schema::WORK_ORDER_STATUSES;
-use super::work_orders::transition_allowed;
+use super::status::{RunStatus, Status, StepStatus, Word, WorkOrderStatus};
 
 #[test]
 fn work_order_transitions_follow_the_state_machine() {
     let allowed =
         [("draft", "submitted"), ("submitted", "accepted"), ("accepted", "running"), ("running", "succeeded")];
-    for from in WORK_ORDER_STATUSES {
-        for to in WORK_ORDER_STATUSES {
+    for status in WorkOrderStatus::ALL {
+        for next in WorkOrderStatus::ALL {
+            let (from, to) = (&status.as_str(), &next.as_str());
             let terminal = ["succeeded", "failed", "canceled"].contains(from);
             let expected =
                 from == to || allowed.contains(&(*from, *to)) || (!terminal && (*to == "canceled" || *to == "failed"));
-            let outcome = check_transition(from, to, transition_allowed);
+            let outcome = check_transition(*status, *next);
             match outcome {
                 Ok(changed) => {
                     assert!(expected, "{from} -> {to} should be refused");
@@ -68,7 +68,10 @@ fn the_catalogue_resolves_every_issue_2_function() {
 
 #[test]
 fn run_and_step_transitions() {
-    use super::{runs, steps};
+    let run =
+        |from: &str, to: &str| RunStatus::may_move(RunStatus::parse(from).unwrap(), RunStatus::parse(to).unwrap());
+    let step =
+        |from: &str, to: &str| StepStatus::may_move(StepStatus::parse(from).unwrap(), StepStatus::parse(to).unwrap());
     for (from, to, ok) in [
         ("queued", "running", true),
         ("queued", "canceled", true),
@@ -78,7 +81,7 @@ fn run_and_step_transitions() {
         ("succeeded", "failed", false),
         ("canceled", "running", false),
     ] {
-        assert_eq!(runs::transition_allowed(from, to), ok, "run {from} -> {to}");
+        assert_eq!(run(from, to), ok, "run {from} -> {to}");
     }
     for (from, to, ok) in [
         ("pending", "running", true),
@@ -89,7 +92,7 @@ fn run_and_step_transitions() {
         ("running", "pending", false),
         ("failed", "succeeded", false),
     ] {
-        assert_eq!(steps::transition_allowed(from, to), ok, "step {from} -> {to}");
+        assert_eq!(step(from, to), ok, "step {from} -> {to}");
     }
 }
 
@@ -115,4 +118,89 @@ fn every_function_of_the_spec_is_registered() {
     }
     assert!(checked >= 60, "only {checked} function paths found in the spec: the parser is off");
     assert!(missing.is_empty(), "functions in shared/spec/functions.md without an implementation: {missing:?}");
+}
+
+#[test]
+fn the_table_names_are_the_schemas_tables() {
+    let schema = super::schema::schema();
+    let declared: Vec<&str> = schema.tables().iter().map(|t| t.name).collect();
+    assert_eq!(declared, super::schema::tables::ALL);
+    let numbers: Vec<u32> = schema.tables().iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (10_001..=10_013).collect::<Vec<u32>>(), "ALL is in the order of the table numbers");
+}
+
+/// Checked and unchecked reads of a `Ctx`, on a real database: Alice's work
+/// order, read by Bob, by Alice and by an admin.
+#[tokio::test]
+async fn checked_reads_hide_what_the_caller_may_not_see_and_unchecked_reads_do_not() {
+    use std::sync::Arc;
+
+    use jangar_engine::database::Database;
+    use jangar_engine::error::EngineError;
+    use jangar_engine::keys::IndexRange;
+    use jangar_engine::storage::Order;
+    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+    use jangar_engine::transaction::All;
+
+    use super::access::{Caller, Ctx, User, Viewer};
+    use super::common::object;
+    use super::schema::tables;
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(super::schema::schema());
+    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+    let (db, _committer) = Database::start(schema, Arc::new(storage), 100).unwrap();
+    let (session, order) = db
+        .mutate(|tx| {
+            let now = tx.now_ms();
+            let session = tx.insert(
+                tables::CHAT_SESSIONS,
+                object([
+                    ("userId", "alice".into()),
+                    ("title", "t".into()),
+                    ("lastMessageAt", now.into()),
+                    ("lastActiveAt", now.into()),
+                    ("createdAt", now.into()),
+                    ("updatedAt", now.into()),
+                ]),
+            )?;
+            let order = tx.insert(
+                tables::WORK_ORDERS,
+                object([
+                    ("sessionId", session.encode().into()),
+                    ("status", WorkOrderStatus::Draft.into()),
+                    ("createdAt", now.into()),
+                    ("updatedAt", now.into()),
+                ]),
+            )?;
+            Ok::<_, EngineError>((session, order))
+        })
+        .await
+        .unwrap()
+        .value;
+
+    let user = |name: &str| Caller {
+        viewer: Viewer::User(User { token_identifier: format!("https://issuer|{name}"), subject: Some(name.into()) }),
+        admin: false,
+    };
+    // (owned by id, unchecked by id, listed with the owner filter, listed unchecked)
+    let reads = |caller: Caller| {
+        db.query_blocking(move |tx| {
+            let mut ctx = Ctx::new(tx, &caller);
+            let owned = ctx.get_owned(tables::WORK_ORDERS, order)?.is_some();
+            let unchecked = ctx.get_unchecked(tables::WORK_ORDERS, order)?.is_some();
+            let range = || IndexRange::default().eq(session.encode());
+            let keep = ctx.owned(tables::WORK_ORDERS, |_| true);
+            let filtered =
+                ctx.query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Asc)?.take(10, keep)?;
+            let all = ctx.query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Asc)?.take(10, All)?;
+            let listable = ctx.may_list_under(tables::CHAT_SESSIONS, session)?;
+            Ok::<_, EngineError>((owned, unchecked, filtered.len(), all.len(), listable))
+        })
+        .unwrap()
+        .value
+    };
+    assert_eq!(reads(user("bob")), (false, true, 0, 1, false), "Bob");
+    assert_eq!(reads(user("alice")), (true, true, 1, 1, true), "Alice");
+    assert_eq!(reads(Caller::ADMIN), (true, true, 1, 1, true), "an admin");
 }

@@ -8,7 +8,7 @@ use super::chat_sessions::{self, TABLE};
 use super::common::{Args, list_args, list_of, maybe, session_or_thread, set_deleted};
 use super::error::FunctionResult;
 use super::registry::Function;
-use super::schema::MESSAGE_ROLES;
+use super::schema::{MESSAGE_ROLES, tables};
 use super::{chat_messages, sessions};
 
 pub fn functions() -> Vec<Function> {
@@ -19,7 +19,7 @@ pub fn functions() -> Vec<Function> {
             v::object(vec![
                 ("userId", v::string()),
                 ("title", v::optional(v::string())),
-                ("repoId", v::optional(v::id("repos"))),
+                ("repoId", v::optional(v::id(tables::REPOS))),
             ]),
             v::id(TABLE),
             sessions::create,
@@ -36,7 +36,7 @@ pub fn functions() -> Vec<Function> {
                 ("content", v::string()),
                 ("metadata", v::optional(v::any())),
             ]),
-            v::id("chat_messages"),
+            v::id(tables::CHAT_MESSAGES),
             append,
         ),
     ]

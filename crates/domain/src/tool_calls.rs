@@ -8,10 +8,12 @@ use super::access::Ctx;
 use super::common::{Args, check_transition, list_args, list_of, load, load_active, object};
 use super::error::FunctionResult;
 use super::registry::Function;
+use super::schema::tables;
+use super::status::{Status, ToolCallStatus, literals};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = "tool_calls";
+pub const TABLE: &str = tables::TOOL_CALLS;
 
 pub fn functions() -> Vec<Function> {
     vec![
@@ -32,7 +34,7 @@ pub fn functions() -> Vec<Function> {
             v::object(vec![
                 ("toolCallId", v::id(TABLE)),
                 ("output", v::optional(v::any())),
-                ("status", v::one_of(&["succeeded", "failed"])),
+                ("status", literals(ToolCallStatus::OUTCOMES)),
             ]),
             v::null(),
             complete,
@@ -58,7 +60,7 @@ fn record(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         ("sessionId", session.encode().into()),
         ("toolName", args.str("toolName").into()),
         ("input", args.get("input").cloned().unwrap_or(Value::Null)),
-        ("status", "started".into()),
+        ("status", ToolCallStatus::Started.into()),
         ("createdAt", now.clone()),
         ("updatedAt", now),
     ]);
@@ -70,9 +72,9 @@ fn record(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn complete(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("toolCallId")?;
     let call = load(tx, TABLE, id, "Tool call")?;
-    let from = call.fields.get("status").and_then(Value::as_str).unwrap_or("started").to_owned();
-    let to = args.str("status");
-    if !check_transition(&from, to, |from, _| from == "started")? {
+    let from = ToolCallStatus::of(&call)?;
+    let to: ToolCallStatus = args.word("status")?;
+    if !check_transition(from, to)? {
         return Ok(Value::Null);
     }
     let now = tx.now_ms();

@@ -13,37 +13,29 @@ use super::common::{
     Args, ListRequest, check_transition, documents, list_args, list_of, list_order, load, load_active, maybe, object,
     set_deleted, visible,
 };
-use super::error::{AppError, FunctionError, FunctionResult};
+use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
-use super::schema::WORK_ORDER_STATUSES;
+use super::schema::tables;
+use super::status::{Status, Word, WorkOrderStatus, literal_members};
 use super::{chat_sessions, events};
 
-pub const TABLE: &str = "work_orders";
+pub const TABLE: &str = tables::WORK_ORDERS;
 
-const TERMINAL: &[&str] = &["succeeded", "failed", "canceled"];
+/// Seed 001 calls a submitted order `queued`; the `status` arguments accept it too.
+const QUEUED: &str = "queued";
 
-/// draft -> submitted -> accepted -> running -> succeeded | failed | canceled;
-/// every non-terminal status may also go to canceled or failed.
-pub fn transition_allowed(from: &str, to: &str) -> bool {
-    if TERMINAL.contains(&from) {
-        return false;
+fn status_arg(args: &Args) -> Result<Option<WorkOrderStatus>, FunctionError> {
+    match args.opt_str("status") {
+        Some(QUEUED) => Ok(Some(WorkOrderStatus::Submitted)),
+        Some(_) => args.opt_word("status"),
+        None => Ok(None),
     }
-    matches!(
-        (from, to),
-        ("draft", "submitted") | ("submitted", "accepted") | ("accepted", "running") | ("running", "succeeded")
-    ) || to == "canceled"
-        || to == "failed"
 }
 
-/// Seed 001 calls a submitted order `queued`.
-fn status_arg(args: &Args) -> Option<&str> {
-    args.opt_str("status").map(|s| if s == "queued" { "submitted" } else { s })
-}
-
-fn status_validator(words: &[&'static str]) -> Validator {
-    let mut words = words.to_vec();
-    words.push("queued");
-    v::one_of(&words)
+fn status_validator(statuses: &[WorkOrderStatus]) -> Validator {
+    let mut members = literal_members(statuses);
+    members.push(v::literal(QUEUED));
+    v::union(members)
 }
 
 const OPTIONAL_TEXT: &[&str] = &[
@@ -63,14 +55,14 @@ pub fn functions() -> Vec<Function> {
     let mut create_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     create_args.push(("sessionId", v::id(chat_sessions::TABLE)));
     create_args.push(("workflowArgs", v::optional(v::any())));
-    create_args.push(("status", v::optional(status_validator(&["draft", "submitted"]))));
+    create_args.push(("status", v::optional(status_validator(&[WorkOrderStatus::Draft, WorkOrderStatus::Submitted]))));
     vec![
         Function::mutation("workOrders:create", v::object(create_args), v::id(TABLE), create),
         Function::mutation(
             "workOrders:createFromMessage",
             v::object(vec![
                 ("sessionId", v::id(chat_sessions::TABLE)),
-                ("triggerMessageId", v::id("chat_messages")),
+                ("triggerMessageId", v::id(tables::CHAT_MESSAGES)),
                 ("summary", v::optional(v::string())),
                 ("repo", v::optional(v::string())),
                 ("branchHint", v::optional(v::string())),
@@ -82,7 +74,7 @@ pub fn functions() -> Vec<Function> {
         ),
         Function::query(
             "workOrders:listByStatus",
-            list_args(vec![("status", status_validator(WORK_ORDER_STATUSES))]),
+            list_args(vec![("status", status_validator(WorkOrderStatus::ALL))]),
             list_of(TABLE),
             list_by_status,
         )
@@ -103,7 +95,7 @@ pub fn functions() -> Vec<Function> {
             "workOrders:updateStatus",
             v::object(vec![
                 work_order_id(),
-                ("status", status_validator(WORK_ORDER_STATUSES)),
+                ("status", status_validator(WorkOrderStatus::ALL)),
                 ("workflowId", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
             ]),
@@ -135,11 +127,16 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut fields = Object::new();
     args.copy_into(&mut fields, OPTIONAL_TEXT);
     args.copy_into(&mut fields, &["workflowArgs"]);
-    insert_order(tx, session_id, status_arg(args).unwrap_or("submitted"), fields)
+    insert_order(tx, session_id, status_arg(args)?.unwrap_or(WorkOrderStatus::Submitted), fields)
 }
 
 /// Inserts a work order into a live session and logs its first state.
-fn insert_order(tx: &mut Ctx<'_, '_>, session_id: DocumentId, status: &str, mut fields: Object) -> FunctionResult {
+fn insert_order(
+    tx: &mut Ctx<'_, '_>,
+    session_id: DocumentId,
+    status: WorkOrderStatus,
+    mut fields: Object,
+) -> FunctionResult {
     load_active(tx, chat_sessions::TABLE, session_id, "Session")?;
     let now = Value::from(tx.now_ms());
     fields.extend(object([
@@ -149,7 +146,7 @@ fn insert_order(tx: &mut Ctx<'_, '_>, session_id: DocumentId, status: &str, mut 
         ("updatedAt", now),
     ]));
     let id = tx.insert(TABLE, fields)?;
-    events::state_change(tx, None, Some(id), None, status)?;
+    events::state_change(tx, None, Some(id), None, status.as_str())?;
     Ok(id.encode().into())
 }
 
@@ -157,11 +154,13 @@ fn insert_order(tx: &mut Ctx<'_, '_>, session_id: DocumentId, status: &str, mut 
 fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let message_id = args.id("triggerMessageId")?;
-    let message = load_active(tx, "chat_messages", message_id, "Message")?;
+    let message = load_active(tx, tables::CHAT_MESSAGES, message_id, "Message")?;
     if message.fields.get("sessionId").and_then(Value::as_str) != Some(session_id.encode().as_str()) {
-        return Err(
-            AppError::new("InvalidArgument", format!("Message {message_id} is not in session {session_id}.")).into()
-        );
+        return Err(AppError::new(
+            ErrorCode::InvalidArgument,
+            format!("Message {message_id} is not in session {session_id}."),
+        )
+        .into());
     }
     let first_line = message.fields.get("content").and_then(Value::as_str).unwrap_or_default().lines().next();
     let title = args.opt_str("summary").or(first_line).unwrap_or_default().trim().to_owned();
@@ -175,14 +174,14 @@ fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
     }
     args.copy_into(&mut fields, &["workflowType", "workflowArgs"]);
-    insert_order(tx, session_id, "submitted", fields)
+    insert_order(tx, session_id, WorkOrderStatus::Submitted, fields)
 }
 
 /// Work orders in one status, most recently updated first, hiding deleted ones
 /// and those of deleted sessions.
 fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let status = status_arg(args).unwrap_or_default().to_owned();
+    let status = status_arg(args)?.map_or("", WorkOrderStatus::as_str);
     let (page_size, mut cursor, end_cursor, wanted) = match &request {
         ListRequest::Limit(limit) => (*limit, None, None, *limit),
         ListRequest::Page { num_items, cursor, end_cursor } => {
@@ -193,8 +192,8 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     // `paginationOpts` (Convex pages may be short), until `limit` for `limit`.
     let mut kept = Vec::new();
     loop {
-        let range = IndexRange::default().eq(status.clone());
-        let page = tx.query(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
+        let range = IndexRange::default().eq(status);
+        let page = tx.query_unchecked(TABLE, "by_status", range, list_order(args, Order::Desc))?.paginate(
             page_size,
             cursor.as_deref(),
             end_cursor.as_deref(),
@@ -233,13 +232,16 @@ pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), Fun
     if order.fields.get("sessionId").and_then(Value::as_str) == Some(session.encode().as_str()) {
         return Ok(());
     }
-    Err(AppError::new("InvalidArgument", format!("Work order {} belongs to another session than {session}.", order.id))
-        .with("sessionId", session.encode())
-        .into())
+    Err(AppError::new(
+        ErrorCode::InvalidArgument,
+        format!("Work order {} belongs to another session than {session}.", order.id),
+    )
+    .with("sessionId", session.encode())
+    .into())
 }
 
 pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    let Some(order) = tx.get(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
+    let Some(order) = tx.get_owned(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
         return Ok(None);
     };
     let session_id = order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
@@ -254,7 +256,7 @@ pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Resu
 pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
     if find(tx, id, false)?.is_none() {
-        return Err(AppError::new("Deleted", format!("The session of work order {id} is deleted."))
+        return Err(AppError::new(ErrorCode::Deleted, format!("The session of work order {id} is deleted."))
             .with("id", id.encode())
             .into());
     }
@@ -272,32 +274,30 @@ fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("workOrderId")?;
     let order = load_live(tx, id)?;
-    let from = status_of(&order);
-    let to = status_arg(args).unwrap_or_default();
-    if !check_transition(&from, to, transition_allowed)? {
+    let from = WorkOrderStatus::of(&order)?;
+    let Some(to) = status_arg(args)? else {
+        return Err(AppError::new(ErrorCode::InvalidArgument, "status is required.").into());
+    };
+    if !check_transition(from, to)? {
         return Ok(order.to_value());
     }
     let extra = ["workflowId", "failureReason"].into_iter().filter_map(|f| Some((f.to_owned(), args.get(f)?.clone())));
-    Ok(set_status(tx, id, &from, to, extra.collect())?.to_value())
-}
-
-fn status_of(order: &Document) -> String {
-    order.fields.get("status").and_then(Value::as_str).unwrap_or("draft").to_owned()
+    Ok(set_status(tx, id, from, to, extra.collect())?.to_value())
 }
 
 /// Moves a work order to `to` (already checked), setting `extra` fields, and logs the change.
 fn set_status(
     tx: &mut Ctx<'_, '_>,
     id: DocumentId,
-    from: &str,
-    to: &str,
+    from: WorkOrderStatus,
+    to: WorkOrderStatus,
     extra: Vec<(String, Value)>,
 ) -> Result<Document, FunctionError> {
     let mut changes =
         vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(tx.now_ms().into()))];
     changes.extend(extra.into_iter().map(|(field, value)| (field, Some(value))));
     tx.patch(TABLE, id, changes)?;
-    events::state_change(tx, None, Some(id), Some(from), to)?;
+    events::state_change(tx, None, Some(id), Some(from.as_str()), to.as_str())?;
     load(tx, TABLE, id, "Work order")
 }
 
@@ -307,25 +307,26 @@ fn set_status(
 pub fn move_along(
     tx: &mut Ctx<'_, '_>,
     id: DocumentId,
-    target: &str,
+    target: WorkOrderStatus,
     extra: Vec<(String, Value)>,
 ) -> Result<(), FunctionError> {
-    const PATH: &[&str] = &["draft", "submitted", "accepted", "running", "succeeded"];
+    const PATH: &[WorkOrderStatus] = WorkOrderStatus::HAPPY_PATH;
     let order = load(tx, TABLE, id, "Work order")?;
-    let mut current = status_of(&order);
-    if TERMINAL.contains(&current.as_str()) || current == target {
+    let mut current = WorkOrderStatus::of(&order)?;
+    if current.is_terminal() || current == target {
         return Ok(());
     }
-    let mut hops: Vec<&str> = match (PATH.iter().position(|s| *s == current), PATH.iter().position(|s| *s == target)) {
-        (Some(from), Some(to)) if to > from => PATH[from + 1..=to].to_vec(),
-        _ => vec![target],
-    };
+    let mut hops: Vec<WorkOrderStatus> =
+        match (PATH.iter().position(|s| *s == current), PATH.iter().position(|s| *s == target)) {
+            (Some(from), Some(to)) if to > from => PATH[from + 1..=to].to_vec(),
+            _ => vec![target],
+        };
     let last = hops.pop().unwrap_or(target);
     for hop in hops {
-        set_status(tx, id, &current, hop, Vec::new())?;
-        current = hop.to_owned();
+        set_status(tx, id, current, hop, Vec::new())?;
+        current = hop;
     }
-    set_status(tx, id, &current, last, extra)?;
+    set_status(tx, id, current, last, extra)?;
     Ok(())
 }
 

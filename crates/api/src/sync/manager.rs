@@ -26,7 +26,7 @@ use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::auth::{Auth, Identity};
 use crate::decode_args;
 use jangar_domain::access::Caller;
-use jangar_domain::error::{AppError, FunctionError};
+use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{Function, Kind, Registry, check_args};
 use jangar_engine::cache::CachedResult;
 use jangar_engine::database::Database;
@@ -380,11 +380,11 @@ impl Manager {
         };
         let caller = if over_limit {
             let message = format!("A connection may subscribe to at most {} queries.", self.max_subscriptions);
-            Err(AppError::new("LimitExceeded", message))
+            Err(AppError::new(ErrorCode::LimitExceeded, message))
         } else {
             self.auth
                 .caller(&c.identity)
-                .ok_or_else(|| AppError::new("Unauthenticated", crate::auth::AuthError::Missing.to_string()))
+                .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, crate::auth::AuthError::Missing.to_string()))
         };
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
@@ -670,13 +670,13 @@ fn prepare_call(
 ) -> Result<(Arc<Function>, Value), FunctionError> {
     let function = registry.get(path).ok_or_else(|| {
         AppError::new(
-            "NotFound",
+            ErrorCode::NotFound,
             format!("Could not find public function for '{}'.", jangar_domain::registry::canonical_path(path)),
         )
     })?;
     if function.kind != Kind::Query {
         return Err(AppError::new(
-            "InvalidArgument",
+            ErrorCode::InvalidArgument,
             format!("{} is a {}, not a query.", function.path, function.kind.name()),
         )
         .into());

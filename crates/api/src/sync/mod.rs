@@ -32,7 +32,7 @@ use super::error::ApiError;
 use crate::auth::{AuthError, Credentials, Identity};
 use crate::decode_args;
 use jangar_domain::access::Caller;
-use jangar_domain::error::{AppError, FunctionError};
+use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{Kind, check_args, enqueue_mutation_once};
 use jangar_engine::database::MutationOutcome;
 use jangar_engine::storage::MutationKey;
@@ -394,11 +394,11 @@ async fn handle_client_message(
         ClientMessage::Mutation { request_id, udf_path, args } => {
             let identity = caller.key();
             let caller = match (state.auth.caller(caller), state.auth.admit(caller)) {
-                (None, _) => Err(AppError::new("Unauthenticated", AuthError::Missing.to_string())),
+                (None, _) => Err(AppError::new(ErrorCode::Unauthenticated, AuthError::Missing.to_string())),
                 (Some(_), Err(wait)) => {
                     let message =
                         format!("Too many requests from this identity; try again in {} ms.", wait.as_millis());
-                    Err(AppError::new("RateLimited", message).with("retryAfterMs", wait.as_millis() as f64))
+                    Err(AppError::new(ErrorCode::RateLimited, message).with("retryAfterMs", wait.as_millis() as f64))
                 }
                 (Some(caller), Ok(())) => Ok(caller),
             };
@@ -492,7 +492,7 @@ async fn enqueue(
     let caller = request.caller.map_err(FunctionError::App)?;
     let function = state.registry.get(&request.udf_path).ok_or_else(|| {
         FunctionError::App(AppError::new(
-            "NotFound",
+            ErrorCode::NotFound,
             format!(
                 "Could not find public function for '{}'.",
                 jangar_domain::registry::canonical_path(&request.udf_path)
@@ -501,7 +501,7 @@ async fn enqueue(
     })?;
     if function.kind != Kind::Mutation {
         return Err(FunctionError::App(AppError::new(
-            "InvalidArgument",
+            ErrorCode::InvalidArgument,
             format!("{} is a {}, not a mutation.", function.path, function.kind.name()),
         )));
     }
