@@ -9,7 +9,7 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::chat_sessions;
-use super::common::{Args, load_active, maybe, object};
+use super::common::{Args, Deleted, load_active, maybe, object};
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::{AGENT_PHASES, tables};
@@ -98,7 +98,7 @@ fn update_phase(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 fn get_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let session = args.id("sessionId")?;
-    if chat_sessions::find(tx, session, false)?.is_none() {
+    if chat_sessions::find(tx, session, Deleted::Hidden)?.is_none() {
         return Ok(Value::Null);
     }
     Ok(find(tx, session)?.map_or(Value::Null, |d| d.to_value()))

@@ -11,7 +11,8 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, check_transition, empty_list, list_args, list_of, list_order, load, load_active, maybe, object,
+    Args, Deleted, ListRequest, check_transition, empty_list, list_args, list_of, list_order, load, load_active, maybe,
+    object,
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
@@ -137,7 +138,7 @@ fn list_pending(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let pending = tx.owned(TABLE, move |d: &Document| status_at(d, now).is_ok_and(|s| s == ApprovalStatus::Pending));
     let query = match args.opt_id("sessionId")? {
         Some(session) => {
-            if chat_sessions::find(tx, session, false)?.is_none() {
+            if chat_sessions::find(tx, session, Deleted::Hidden)?.is_none() {
                 return Ok(empty_list(&request));
             }
             tx.query_unchecked(

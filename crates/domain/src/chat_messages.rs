@@ -9,7 +9,8 @@ use jangar_engine::value::{Object, Value};
 use super::access::Ctx;
 use super::chat_sessions;
 use super::common::{
-    Args, ListRequest, documents, empty_list, list_args, list_of, list_order, object, set_deleted, visible,
+    Args, Deleted, ListRequest, SoftDelete, documents, empty_list, list_args, list_of, list_order, object, set_deleted,
+    visible,
 };
 use super::error::FunctionResult;
 use super::registry::Function;
@@ -77,22 +78,21 @@ fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// hidden session has no visible messages.
 pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let include_deleted = args.flag("includeDeleted");
-    if chat_sessions::find(tx, session_id, include_deleted)?.is_none() {
+    let deleted = Deleted::as_asked(&args);
+    if chat_sessions::find(tx, session_id, deleted)?.is_none() {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session_id.encode());
     match (request, args.get("order")) {
         (ListRequest::Limit(limit), None) => {
             let mut newest =
-                tx.query_unchecked(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(include_deleted))?;
+                tx.query_unchecked(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(deleted))?;
             newest.reverse();
             Ok(documents(&newest))
         }
-        (request, _) => request.run(
-            tx.query_unchecked(TABLE, "by_session", range, list_order(args, Order::Asc))?,
-            visible(include_deleted),
-        ),
+        (request, _) => {
+            request.run(tx.query_unchecked(TABLE, "by_session", range, list_order(args, Order::Asc))?, visible(deleted))
+        }
     }
 }
 
@@ -101,9 +101,9 @@ fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("messageId")?, "Message", true)
+    set_deleted(tx, TABLE, args.id("messageId")?, "Message", SoftDelete::Delete)
 }
 
 fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("messageId")?, "Message", false)
+    set_deleted(tx, TABLE, args.id("messageId")?, "Message", SoftDelete::Restore)
 }

@@ -10,8 +10,8 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, empty_list, is_deleted, list_args, list_of, list_order, load_active, maybe, object, set_deleted,
-    visible,
+    Args, Deleted, ListRequest, SoftDelete, empty_list, list_args, list_of, list_order, load_active, maybe, object,
+    set_deleted, visible,
 };
 use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
@@ -92,16 +92,16 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     tx.check_user_id("userId", args.str("userId"))?;
     let range = IndexRange::default().eq(args.str("userId"));
     let query = tx.query_unchecked(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
-    request.run(query, visible(args.flag("includeDeleted")))
+    request.run(query, visible(Deleted::as_asked(&args)))
 }
 
 /// A session by id, or null when it does not exist or is hidden.
-pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    Ok(tx.get_owned(TABLE, id)?.filter(|d| include_deleted || !is_deleted(d)))
+pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
+    Ok(tx.get_owned(TABLE, id)?.filter(|d| deleted.shows(d)))
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(find(tx, args.id("sessionId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
+    Ok(find(tx, args.id("sessionId")?, Deleted::as_asked(&args))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// Documents of `table` in one session (the `sessionId` argument), through the
@@ -115,7 +115,7 @@ pub fn list_in_session(
 ) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let session = args.id("sessionId")?;
-    if find(tx, session, args.flag("includeDeleted"))?.is_none() {
+    if find(tx, session, Deleted::as_asked(&args))?.is_none() {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session.encode());
@@ -149,9 +149,9 @@ fn rename(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("sessionId")?, "Session", true)
+    set_deleted(tx, TABLE, args.id("sessionId")?, "Session", SoftDelete::Delete)
 }
 
 fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("sessionId")?, "Session", false)
+    set_deleted(tx, TABLE, args.id("sessionId")?, "Session", SoftDelete::Restore)
 }

@@ -106,15 +106,23 @@ pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Re
     })
 }
 
+/// A soft delete, or its undoing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SoftDelete {
+    Delete,
+    Restore,
+}
+
 /// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
 pub fn set_deleted(
     tx: &mut Ctx<'_, '_>,
     table: &str,
     id: DocumentId,
     what: &str,
-    deleted: bool,
+    change: SoftDelete,
 ) -> Result<Value, FunctionError> {
     let document = load(tx, table, id, what)?;
+    let deleted = change == SoftDelete::Delete;
     if is_deleted(&document) == deleted {
         return Ok(Value::Null);
     }
@@ -235,9 +243,28 @@ pub fn empty_list(request: &ListRequest) -> Value {
     }
 }
 
-/// Hides soft-deleted documents unless the caller asked for them.
-pub fn visible(include_deleted: bool) -> impl Fn(&Document) -> bool {
-    move |d| include_deleted || !is_deleted(d)
+/// Whether soft-deleted documents count as present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    Hidden,
+    Shown,
+}
+
+impl Deleted {
+    /// As the function's `includeDeleted` argument asks (hidden without it).
+    pub fn as_asked(args: &Args) -> Deleted {
+        if args.flag("includeDeleted") { Deleted::Shown } else { Deleted::Hidden }
+    }
+
+    /// Whether `document` counts as present.
+    pub fn shows(self, document: &Document) -> bool {
+        self == Deleted::Shown || !is_deleted(document)
+    }
+}
+
+/// A filter keeping the documents that count as present.
+pub fn visible(deleted: Deleted) -> impl Fn(&Document) -> bool {
+    move |d| deleted.shows(d)
 }
 
 /// The order a list query asked for (`order: "asc" | "desc"`), else the list's own.

@@ -89,6 +89,9 @@ pub fn functions() -> Vec<Function> {
 }
 
 /// Moves one run from `from` (None for a new run) to `to` in the status counters.
+/// Invariant: each count equals the number of runs with that status. It holds because every
+/// status change of a run calls this in the same transaction, and mutations run one at a time
+/// (a group's, and every replica's under the commit lock), so no two changes read one count.
 fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result<(), FunctionError> {
     let existing = tx
         .query_unchecked(tables::COUNTERS, "by_name", IndexRange::default().eq(COUNTER_NAME), Order::Asc)?
@@ -104,6 +107,8 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result
     let bump = |counts: &mut Object, status: RunStatus, delta: f64| {
         if let Some(Value::Float64(n)) = counts.get_mut(status.as_str()) {
             *n += delta;
+            // A run leaving a status was counted in it.
+            debug_assert!(*n >= 0.0, "the {status} count went below zero");
         }
     };
     if let Some(from) = from {

@@ -8,7 +8,7 @@ use jangar_engine::value::Value;
 
 use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
-use super::common::{Args, ListRequest, documents, list_args, list_of, list_order, maybe, object, visible};
+use super::common::{Args, Deleted, ListRequest, documents, list_args, list_of, list_order, maybe, object, visible};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::tables;
@@ -60,20 +60,20 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(chat_sessions::find(tx, args.id("sessionId")?, false)?.map_or(Value::Null, |d| d.to_value()))
+    Ok(chat_sessions::find(tx, args.id("sessionId")?, Deleted::Hidden)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// A session with its messages (oldest first) and work orders (newest first), at most 1000 of each.
 fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("sessionId")?;
-    let Some(session) = chat_sessions::find(tx, id, false)? else { return Ok(Value::Null) };
+    let Some(session) = chat_sessions::find(tx, id, Deleted::Hidden)? else { return Ok(Value::Null) };
     let range = || IndexRange::default().eq(id.encode());
     let messages = tx
         .query_unchecked(tables::CHAT_MESSAGES, "by_session", range(), Order::Asc)?
-        .take(MAX_LIST_LIMIT, visible(false))?;
+        .take(MAX_LIST_LIMIT, visible(Deleted::Hidden))?;
     let orders = tx
         .query_unchecked(tables::WORK_ORDERS, "by_session", range(), Order::Desc)?
-        .take(MAX_LIST_LIMIT, visible(false))?;
+        .take(MAX_LIST_LIMIT, visible(Deleted::Hidden))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
         ("messages", documents(&messages)),
@@ -85,7 +85,7 @@ fn list_by_repo(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let range = IndexRange::default().eq(args.id("repoId")?.encode());
     // A repo is shared; its sessions are not: users list their own.
-    let keep = tx.owned(TABLE, visible(false));
+    let keep = tx.owned(TABLE, visible(Deleted::Hidden));
     request.run(tx.query_unchecked(TABLE, "by_repo_recent", range, list_order(args, Order::Desc))?, keep)
 }
 

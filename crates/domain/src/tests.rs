@@ -204,3 +204,65 @@ async fn checked_reads_hide_what_the_caller_may_not_see_and_unchecked_reads_do_n
     assert_eq!(reads(user("alice")), (true, true, 1, 1, true), "Alice");
     assert_eq!(reads(Caller::ADMIN), (true, true, 1, 1, true), "an admin");
 }
+
+/// The dashboard's counters against a model of every run's status, through random status
+/// changes (refused ones included, which must change nothing).
+#[tokio::test]
+async fn the_run_counters_equal_the_runs_they_count() {
+    use std::sync::Arc;
+
+    use jangar_engine::database::Database;
+    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+    use jangar_engine::value::Value;
+
+    use super::access::Caller;
+    use super::registry::{check_args, run_mutation, run_query};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(super::schema::schema());
+    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+    let (db, _committer) = Database::start(schema.clone(), Arc::new(storage), 0).unwrap();
+    let registry = super::registry();
+    let call = |path: &'static str, args: serde_json::Value| {
+        let (db, schema, function) = (db.clone(), schema.clone(), registry.get(path).unwrap());
+        async move {
+            let args = check_args(&function, Value::from_json(&args).unwrap(), &schema)?;
+            match function.kind {
+                Kind::Query => Ok(run_query(&db, function, Caller::ADMIN, args).await?.value.clone()),
+                _ => Ok(run_mutation(&db, function, Caller::ADMIN, args).await?.value),
+            }
+        }
+    };
+    let id = |value: Value| serde_json::Value::from(value.as_str().unwrap());
+
+    let session = id(call("chatSessions:create", serde_json::json!({"userId": "u", "title": "t"})).await.unwrap());
+    let mut runs = Vec::new();
+    for n in 0..6 {
+        let order = id(call("workOrders:create", serde_json::json!({"sessionId": session})).await.unwrap());
+        let status = if n % 2 == 0 { "queued" } else { "running" };
+        let args = serde_json::json!({"workOrderId": order, "temporalWorkflowId": format!("wf-{n}"), "status": status});
+        runs.push((id(call("runs:start", args).await.unwrap()), RunStatus::parse(status).unwrap()));
+    }
+    // A fixed-seed generator: the same sequence every run, and a failure names its step.
+    let mut seed: u64 = 0x6a61_6e67_6172;
+    let mut next = |bound: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize % bound
+    };
+    for step in 0..120 {
+        let (run, status) = &mut runs[next(6)];
+        let to = RunStatus::ALL[next(RunStatus::ALL.len())];
+        let changed = call("runs:updateStatus", serde_json::json!({"runId": run, "status": to.as_str()})).await;
+        match changed {
+            Ok(_) => *status = to,
+            Err(FunctionError::App(e)) => assert_eq!(e.code, "InvalidTransition", "step {step}: {e:?}"),
+            Err(other) => panic!("step {step}: {other}"),
+        }
+        let dashboard = call("runs:getDashboard", serde_json::json!({})).await.unwrap();
+        let counts = dashboard.as_object().unwrap()["counts"].as_object().unwrap().clone();
+        for status in RunStatus::ALL {
+            let expected = runs.iter().filter(|(_, s)| s == status).count() as f64;
+            assert_eq!(counts[status.as_str()].as_f64(), Some(expected), "step {step}: {status}");
+        }
+    }
+}

@@ -5,7 +5,7 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::chat_sessions::{self, TABLE};
-use super::common::{Args, list_args, list_of, maybe, session_or_thread, set_deleted};
+use super::common::{Args, Deleted, SoftDelete, list_args, list_of, maybe, session_or_thread, set_deleted};
 use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::{MESSAGE_ROLES, tables};
@@ -43,11 +43,11 @@ pub fn functions() -> Vec<Function> {
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(chat_sessions::find(tx, args.id("threadId")?, false)?.map_or(Value::Null, |d| d.to_value()))
+    Ok(chat_sessions::find(tx, args.id("threadId")?, Deleted::Hidden)?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("threadId")?, "Thread", true)
+    set_deleted(tx, TABLE, args.id("threadId")?, "Thread", SoftDelete::Delete)
 }
 
 fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {

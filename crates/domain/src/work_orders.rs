@@ -10,8 +10,8 @@ use jangar_engine::value::{Object, Value};
 
 use super::access::Ctx;
 use super::common::{
-    Args, ListRequest, check_transition, documents, list_args, list_of, list_order, load, load_active, maybe, object,
-    set_deleted, visible,
+    Args, Deleted, ListRequest, SoftDelete, check_transition, documents, list_args, list_of, list_order, load,
+    load_active, maybe, object, set_deleted, visible,
 };
 use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
@@ -197,13 +197,13 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
             page_size,
             cursor.as_deref(),
             end_cursor.as_deref(),
-            visible(false),
+            visible(Deleted::Hidden),
         )?;
         for order in page.page {
             let session =
                 order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
             if let Some(session) = session
-                && chat_sessions::find(tx, session, false)?.is_some()
+                && chat_sessions::find(tx, session, Deleted::Hidden)?.is_some()
             {
                 kept.push(order);
             }
@@ -240,13 +240,13 @@ pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), Fun
     .into())
 }
 
-pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Result<Option<Document>, FunctionError> {
-    let Some(order) = tx.get_owned(TABLE, id)?.filter(|d| visible(include_deleted)(d)) else {
+pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
+    let Some(order) = tx.get_owned(TABLE, id)?.filter(|d| visible(deleted)(d)) else {
         return Ok(None);
     };
     let session_id = order.fields.get("sessionId").and_then(Value::as_str).and_then(|s| DocumentId::decode(s).ok());
     let session_visible = match session_id {
-        Some(session_id) => chat_sessions::find(tx, session_id, include_deleted)?.is_some(),
+        Some(session_id) => chat_sessions::find(tx, session_id, deleted)?.is_some(),
         None => false,
     };
     Ok(session_visible.then_some(order))
@@ -255,7 +255,7 @@ pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, include_deleted: bool) -> Resu
 /// A work order that may be changed: it and its session exist and are not deleted.
 pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
-    if find(tx, id, false)?.is_none() {
+    if find(tx, id, Deleted::Hidden)?.is_none() {
         return Err(AppError::new(ErrorCode::Deleted, format!("The session of work order {id} is deleted."))
             .with("id", id.encode())
             .into());
@@ -264,11 +264,11 @@ pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, Funct
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(find(tx, args.id("workOrderId")?, args.flag("includeDeleted"))?.map_or(Value::Null, |d| d.to_value()))
+    Ok(find(tx, args.id("workOrderId")?, Deleted::as_asked(&args))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(args.flag("includeDeleted")))
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(Deleted::as_asked(&args)))
 }
 
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
@@ -343,9 +343,9 @@ fn update_result(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 fn remove(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", true)
+    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", SoftDelete::Delete)
 }
 
 fn restore(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", false)
+    set_deleted(tx, TABLE, args.id("workOrderId")?, "Work order", SoftDelete::Restore)
 }
