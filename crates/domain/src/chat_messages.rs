@@ -78,7 +78,7 @@ fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// hidden session has no visible messages.
 pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
-    let deleted = Deleted::as_asked(&args);
+    let deleted = Deleted::as_asked(args);
     if chat_sessions::find(tx, session_id, deleted)?.is_none() {
         return Ok(empty_list(&request));
     }

@@ -92,7 +92,7 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     tx.check_user_id("userId", args.str("userId"))?;
     let range = IndexRange::default().eq(args.str("userId"));
     let query = tx.query_unchecked(TABLE, "by_user_recent", range, list_order(args, Order::Desc))?;
-    request.run(query, visible(Deleted::as_asked(&args)))
+    request.run(query, visible(Deleted::as_asked(args)))
 }
 
 /// A session by id, or null when it does not exist or is hidden.
@@ -101,7 +101,7 @@ pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Op
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(find(tx, args.id("sessionId")?, Deleted::as_asked(&args))?.map_or(Value::Null, |d| d.to_value()))
+    Ok(find(tx, args.id("sessionId")?, Deleted::as_asked(args))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 /// Documents of `table` in one session (the `sessionId` argument), through the
@@ -115,7 +115,7 @@ pub fn list_in_session(
 ) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let session = args.id("sessionId")?;
-    if find(tx, session, Deleted::as_asked(&args))?.is_none() {
+    if find(tx, session, Deleted::as_asked(args))?.is_none() {
         return Ok(empty_list(&request));
     }
     let range = IndexRange::default().eq(session.encode());

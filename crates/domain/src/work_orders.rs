@@ -264,11 +264,11 @@ pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, Funct
 }
 
 fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    Ok(find(tx, args.id("workOrderId")?, Deleted::as_asked(&args))?.map_or(Value::Null, |d| d.to_value()))
+    Ok(find(tx, args.id("workOrderId")?, Deleted::as_asked(args))?.map_or(Value::Null, |d| d.to_value()))
 }
 
 fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
-    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(Deleted::as_asked(&args)))
+    chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(Deleted::as_asked(args)))
 }
 
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
