@@ -5,6 +5,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use jangar_engine::error::EngineError;
+use jangar_engine::storage::StorageError;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -38,6 +40,36 @@ impl ApiError {
             "InternalServerError",
             "Your request couldn't be completed. Try again later.",
         )
+    }
+}
+
+impl ApiError {
+    /// An engine failure: a storage failure by its kind (see [`ApiError::storage`]), anything
+    /// else a 500.
+    pub fn engine(error: EngineError) -> ApiError {
+        match error {
+            EngineError::Storage(e) => ApiError::storage(e),
+            other => ApiError::internal(other),
+        }
+    }
+
+    /// A storage failure. One that may pass (the database is unreachable or stopped, another
+    /// writer was in the way) is a 503 the client may retry, with `Retry-After`; any other
+    /// (corrupt data, a full disk, a bug) is a 500. Either way the message stays generic: the
+    /// details go to the log.
+    pub fn storage(error: StorageError) -> ApiError {
+        if !error.is_transient() {
+            return ApiError::internal(error);
+        }
+        tracing::warn!(error = %error, kind = ?error.kind(), "storage unavailable");
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                "The database is unavailable at the moment. Try again later.",
+            )
+        }
     }
 }
 
