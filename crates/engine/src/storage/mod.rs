@@ -54,6 +54,7 @@ macro_rules! reads_through {
     };
 }
 
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
