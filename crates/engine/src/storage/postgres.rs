@@ -781,3 +781,40 @@ impl CommitFeed for PostgresFeed {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        let kinds = [
+            ("40001", StorageErrorKind::Conflict),
+            ("40P01", StorageErrorKind::Conflict),
+            ("55P03", StorageErrorKind::Conflict),
+            ("08006", StorageErrorKind::Unavailable),
+            ("57P01", StorageErrorKind::Unavailable),
+            ("57P03", StorageErrorKind::Unavailable),
+            ("53300", StorageErrorKind::Unavailable),
+            ("25P03", StorageErrorKind::Unavailable),
+            ("53100", StorageErrorKind::Io),
+            ("54000", StorageErrorKind::Limit),
+            ("XX001", StorageErrorKind::Corrupt),
+            ("23505", StorageErrorKind::Other),
+            ("42P01", StorageErrorKind::Other),
+        ];
+        for (code, kind) in kinds {
+            assert_eq!(sqlstate_kind(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable() {
+        // Nothing listens on port 1 of the loopback address.
+        let error = connect("postgresql://jangar@127.0.0.1:1/none?connect_timeout=2").map(drop).unwrap_err();
+        assert_eq!(error.kind(), StorageErrorKind::Unavailable, "{error}");
+        assert!(error.is_transient());
+        let error = connect("postgresql://jangar@127.0.0.1:1/none?sslmode=nonsense").map(drop).unwrap_err();
+        assert_eq!(error.kind(), StorageErrorKind::Other, "a bad URL is not worth retrying: {error}");
+    }
+}

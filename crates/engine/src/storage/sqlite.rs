@@ -631,3 +631,38 @@ impl Storage for SqliteStorage {
         Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> StorageError {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("message".into())).into()
+    }
+
+    #[test]
+    fn sqlite_errors_map_to_their_kinds() {
+        use crate::storage::StorageErrorKind as Kind;
+        assert_eq!(failure(rusqlite::ffi::SQLITE_BUSY).kind(), Kind::Conflict);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_LOCKED).kind(), Kind::Conflict);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_CORRUPT).kind(), Kind::Corrupt);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_NOTADB).kind(), Kind::Corrupt);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_TOOBIG).kind(), Kind::Limit);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_FULL).kind(), Kind::Io);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_IOERR).kind(), Kind::Io);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_CONSTRAINT).kind(), Kind::Other);
+        let e = failure(rusqlite::ffi::SQLITE_BUSY);
+        assert!(e.is_transient() && e.to_string().starts_with("storage error: "), "{e}");
+        let text: StorageError = rusqlite::types::FromSqlError::InvalidType.into();
+        assert_eq!(text.kind(), Kind::Corrupt);
+    }
+
+    #[test]
+    fn a_damaged_database_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jangar.sqlite3"), vec![0x5a; 8192]).unwrap();
+        let schema = Schema::new(Vec::new()).unwrap();
+        let error = SqliteStorage::open(dir.path(), &schema, Durability::Normal).map(drop).unwrap_err();
+        assert_eq!(error.kind(), crate::storage::StorageErrorKind::Corrupt, "{error}");
+    }
+}
