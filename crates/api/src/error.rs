@@ -82,3 +82,33 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_answer_by_their_kind() {
+        for (error, status) in [
+            (StorageError::Unavailable("connection lost".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (StorageError::Conflict("locked".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (StorageError::Corrupt("index mismatch".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Limit("too big".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Io("disk full".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Other("bug".into()), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let transient = error.is_transient();
+            let answer = ApiError::engine(EngineError::Storage(error));
+            assert_eq!(answer.status, status);
+            assert_eq!(answer.retry_after.is_some(), transient);
+            assert!(!answer.message.contains("connection lost"), "details stay in the log");
+        }
+        let response = ApiError::storage(StorageError::Unavailable("stopped".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        assert_eq!(
+            ApiError::engine(EngineError::Schema("no such index".into())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
