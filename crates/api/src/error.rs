@@ -5,6 +5,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use jangar_engine::error::EngineError;
+use jangar_engine::storage::StorageError;
 use serde_json::json;
 
 use jangar_domain::error::ErrorCode;
@@ -49,6 +51,36 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An engine failure: a storage failure by its kind (see [`ApiError::storage`]), anything
+    /// else a 500.
+    pub fn engine(error: EngineError) -> ApiError {
+        match error {
+            EngineError::Storage(e) => ApiError::storage(e),
+            other => ApiError::internal(other),
+        }
+    }
+
+    /// A storage failure. One that may pass (the database is unreachable or stopped, another
+    /// writer was in the way) is a 503 the client may retry, with `Retry-After`; any other
+    /// (corrupt data, a full disk, a bug) is a 500. Either way the message stays generic: the
+    /// details go to the log.
+    pub fn storage(error: StorageError) -> ApiError {
+        if !error.is_transient() {
+            return ApiError::internal(error);
+        }
+        tracing::warn!(error = %error, kind = ?error.kind(), "storage unavailable");
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                "The database is unavailable at the moment. Try again later.",
+            )
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
@@ -78,6 +110,31 @@ mod tests {
         assert_eq!(
             (limited.status, limited.code, limited.retry_after),
             (StatusCode::TOO_MANY_REQUESTS, "RateLimited", Some(2))
+        );
+    }
+
+    #[test]
+    fn storage_failures_answer_by_their_kind() {
+        for (error, status) in [
+            (StorageError::Unavailable("connection lost".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (StorageError::Conflict("locked".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (StorageError::Corrupt("index mismatch".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Limit("too big".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Io("disk full".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (StorageError::Other("bug".into()), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let transient = error.is_transient();
+            let answer = ApiError::engine(EngineError::Storage(error));
+            assert_eq!(answer.status, status);
+            assert_eq!(answer.retry_after.is_some(), transient);
+            assert!(!answer.message.contains("connection lost"), "details stay in the log");
+        }
+        let response = ApiError::storage(StorageError::Unavailable("stopped".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        assert_eq!(
+            ApiError::engine(EngineError::Schema("no such index".into())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
         );
     }
 }

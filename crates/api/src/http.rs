@@ -163,7 +163,7 @@ fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> 
             "errorData": app.data().to_json(format),
             "logLines": [],
         })),
-        FunctionError::Engine(e) => Err(ApiError::internal(e)),
+        FunctionError::Engine(e) => Err(ApiError::engine(e)),
     }
 }
 
@@ -359,7 +359,7 @@ pub async fn run_by_path(
 
 pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
     caller(&state, &headers).await?;
-    let ts = state.db.current_ts().await.map_err(ApiError::internal)?;
+    let ts = state.db.current_ts().await.map_err(ApiError::storage)?;
     Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
 }
 
@@ -441,7 +441,7 @@ pub async fn query_batch(
             function.call(tx, &caller, &args).map_err(FunctionError::into_client_facing)
         });
     }
-    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::internal)?;
+    let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::engine)?;
     let results = results
         .into_iter()
         .zip(formats)
@@ -490,7 +490,7 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<
     if caller(&state, &headers).await? != Caller::ADMIN {
         return Err(ApiError::of(ErrorCode::Forbidden, "The integrity check needs an admin key."));
     }
-    let report = state.db.check_integrity().await.map_err(ApiError::internal)?;
+    let report = state.db.check_integrity().await.map_err(ApiError::storage)?;
     Ok(Json(report.to_json()))
 }
 

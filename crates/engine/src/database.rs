@@ -82,7 +82,7 @@ where
             (Some(Ok(value)), Ok(_)) => Ok(MutationOutcome { value, ts: self.ts }),
             (Some(Err(e)), _) => Err(e),
             (_, Err(e)) => Err(E::from(EngineError::Storage(e))),
-            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError("mutation did not run".into())))),
+            (None, Ok(_)) => Err(E::from(EngineError::Storage(StorageError::Other("mutation did not run".into())))),
         };
         // The caller may have gone away; the commit stands regardless.
         let _ = self.reply.send(outcome);
@@ -184,7 +184,7 @@ impl Database {
         let thread = std::thread::Builder::new()
             .name("jangar-committer".into())
             .spawn(move || committer.run(queue))
-            .map_err(|e| StorageError(format!("cannot start the committer: {e}")))?;
+            .map_err(|e| StorageError::Io(format!("cannot start the committer: {e}")))?;
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(feed) = feed {
             let follower = Follower {
@@ -197,7 +197,7 @@ impl Database {
             std::thread::Builder::new()
                 .name("jangar-commit-feed".into())
                 .spawn(move || follower.run())
-                .map_err(|e| StorageError(format!("cannot start the commit feed: {e}")))?;
+                .map_err(|e| StorageError::Io(format!("cannot start the commit feed: {e}")))?;
         }
         let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
         let database = Database { schema, readers, storage, jobs, commits, stats, cache, history, stopped };
@@ -237,7 +237,9 @@ impl Database {
             db.query_blocking(body)
         })
         .await
-        .unwrap_or_else(|e| Err(E::from(EngineError::Storage(StorageError(format!("query task failed: {e}"))))))
+        .unwrap_or_else(|e| {
+            Err(E::from(EngineError::Storage(StorageError::Unavailable(format!("query task failed: {e}")))))
+        })
     }
 
     /// The blocking form of `query`, for callers already off the async runtime.
@@ -293,7 +295,7 @@ impl Database {
         };
         tokio::task::spawn_blocking(run)
             .await
-            .unwrap_or_else(|e| Err(EngineError::Storage(StorageError(format!("query task failed: {e}")))))
+            .unwrap_or_else(|e| Err(EngineError::Storage(StorageError::Unavailable(format!("query task failed: {e}")))))
     }
 
     /// Opens a snapshot and keeps it open until the handle is dropped, so that
@@ -329,26 +331,36 @@ impl Database {
 
     /// The timestamp of the latest commit, read off the async runtime.
     pub async fn current_ts(self: &Arc<Self>) -> Result<Timestamp, StorageError> {
-        let permit = self.readers.clone().acquire_owned().await.map_err(|_| StorageError("stopped".into()))?;
+        let permit = self
+            .readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Unavailable("the database has stopped".into()))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             db.latest_ts()
         })
         .await
-        .map_err(|e| StorageError(format!("reading the latest timestamp failed: {e}")))?
+        .map_err(|e| StorageError::Unavailable(format!("reading the latest timestamp failed: {e}")))?
     }
 
     /// Checks every index against its table's documents, on one snapshot.
     pub async fn check_integrity(self: &Arc<Self>) -> Result<super::integrity::Report, StorageError> {
-        let permit = self.readers.clone().acquire_owned().await.map_err(|_| StorageError("stopped".into()))?;
+        let permit = self
+            .readers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Unavailable("the database has stopped".into()))?;
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             super::integrity::check(&db.schema, &mut *db.storage.snapshot()?)
         })
         .await
-        .map_err(|e| StorageError(format!("the integrity check failed: {e}")))?
+        .map_err(|e| StorageError::Unavailable(format!("the integrity check failed: {e}")))?
     }
 
     /// Runs a mutation in the next group commit and answers once it is durable.
@@ -387,7 +399,7 @@ impl<T, E: From<EngineError>> PendingMutation<T, E> {
 }
 
 fn stopped() -> EngineError {
-    EngineError::Storage(StorageError("the database has stopped".into()))
+    EngineError::Storage(StorageError::Unavailable("the database has stopped".into()))
 }
 
 type SnapshotJob = Box<dyn FnOnce(&Schema, &mut dyn Snapshot) + Send>;
@@ -503,7 +515,7 @@ impl Committer {
             }
         }
         for job in group {
-            job.finish(result.as_ref().map(|ts| *ts).map_err(|e| StorageError(e.0.clone())));
+            job.finish(result.clone());
         }
     }
 

@@ -7,8 +7,8 @@ use super::error::EngineError;
 use super::id::DocumentId;
 use super::keys::IndexRange;
 use super::schema::{Schema, TableDef, v};
-use super::storage::Order;
 use super::storage::sqlite::{Durability, SqliteStorage};
+use super::storage::{Order, StorageError};
 use super::transaction::All;
 use super::value::{Object, Value};
 use tempfile::TempDir;
@@ -179,7 +179,10 @@ async fn writes_are_validated_and_survive_a_restart() {
         // The data directory is this process's until its storage is gone.
         let schema = schema();
         let second = SqliteStorage::open(dir.path(), &schema, Durability::Normal).map(drop);
-        assert!(second.is_err_and(|e| e.0.contains("another Jangar server")), "one writer per data directory");
+        assert!(
+            second.is_err_and(|e| matches!(&e, StorageError::Conflict(m) if m.contains("another Jangar server"))),
+            "one writer per data directory"
+        );
         drop(db);
         committer.join();
         id

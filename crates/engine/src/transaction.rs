@@ -269,9 +269,9 @@ impl<'a> Transaction<'a> {
     /// The outcome recorded for `key` by an earlier run of the same mutation: (commit ts, result).
     pub fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, Value)>, EngineError> {
         let Some((ts, json)) = self.batch()?.find_outcome(key)? else { return Ok(None) };
-        let parsed =
-            serde_json::from_str(&json).map_err(|e| StorageError(format!("stored outcome is not JSON: {e}")))?;
-        let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored outcome: {e}")))?;
+        let parsed = serde_json::from_str(&json)
+            .map_err(|e| StorageError::Corrupt(format!("stored outcome is not JSON: {e}")))?;
+        let value = Value::from_json(&parsed).map_err(|e| StorageError::Corrupt(format!("stored outcome: {e}")))?;
         Ok(Some((ts, value)))
     }
 

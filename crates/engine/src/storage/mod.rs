@@ -54,6 +54,7 @@ macro_rules! reads_through {
     };
 }
 
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
@@ -79,9 +80,91 @@ pub enum Order {
     Desc,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("storage error: {0}")]
-pub struct StorageError(pub String);
+/// Why a storage call failed, by what a caller can do about it. Every kind
+/// carries the message to log; each displays as `storage error: <message>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or is not answering: a lost connection, a stopped
+    /// server or database, a failed task. Trying again later may succeed.
+    #[error("storage error: {0}")]
+    Unavailable(String),
+    /// Another writer was in the way (a lock held elsewhere, a serialization failure).
+    #[error("storage error: {0}")]
+    Conflict(String),
+    /// What is stored cannot be read back as written, or the indexes no longer match
+    /// their documents: retrying does not help.
+    #[error("storage error: {0}")]
+    Corrupt(String),
+    /// The database refused a value or row as too large.
+    #[error("storage error: {0}")]
+    Limit(String),
+    /// The file system failed (a directory, a file, a full disk).
+    #[error("storage error: {0}")]
+    Io(String),
+    /// Anything else: configuration, a version mismatch, a bug.
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+/// The kind of a [`StorageError`], without its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorageErrorKind {
+    Unavailable,
+    Conflict,
+    Corrupt,
+    Limit,
+    Io,
+    Other,
+}
+
+impl StorageError {
+    pub fn kind(&self) -> StorageErrorKind {
+        match self {
+            StorageError::Unavailable(_) => StorageErrorKind::Unavailable,
+            StorageError::Conflict(_) => StorageErrorKind::Conflict,
+            StorageError::Corrupt(_) => StorageErrorKind::Corrupt,
+            StorageError::Limit(_) => StorageErrorKind::Limit,
+            StorageError::Io(_) => StorageErrorKind::Io,
+            StorageError::Other(_) => StorageErrorKind::Other,
+        }
+    }
+
+    /// The message, without the `storage error:` prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            StorageError::Unavailable(m)
+            | StorageError::Conflict(m)
+            | StorageError::Corrupt(m)
+            | StorageError::Limit(m)
+            | StorageError::Io(m)
+            | StorageError::Other(m) => m,
+        }
+    }
+
+    /// The same kind with `context` put before the message.
+    pub fn context(self, context: impl std::fmt::Display) -> StorageError {
+        let message = format!("{context}: {}", self.message());
+        StorageError::of_kind(self.kind(), message)
+    }
+
+    pub fn of_kind(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
+        let message = message.into();
+        match kind {
+            StorageErrorKind::Unavailable => StorageError::Unavailable(message),
+            StorageErrorKind::Conflict => StorageError::Conflict(message),
+            StorageErrorKind::Corrupt => StorageError::Corrupt(message),
+            StorageErrorKind::Limit => StorageError::Limit(message),
+            StorageErrorKind::Io => StorageError::Io(message),
+            StorageErrorKind::Other => StorageError::Other(message),
+        }
+    }
+
+    /// Whether the same call may succeed later, unchanged (the database came back, the other
+    /// writer finished).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_) | StorageError::Conflict(_))
+    }
+}
 
 pub trait Storage: Send + Sync {
     /// A read-only view of the latest committed state.
@@ -198,25 +281,27 @@ fn log_builds(table: &TableDef, builds: &[IndexBuild<'_>], written: u64) {
 /// 32 random bytes: a new deployment's cursor secret.
 fn new_secret() -> Result<[u8; 32], StorageError> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| StorageError(format!("no randomness for the cursor secret: {e}")))?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| StorageError::Other(format!("no randomness for the cursor secret: {e}")))?;
     Ok(secret)
 }
 
 /// A stored secret: exactly 32 bytes.
 fn stored_secret(bytes: &[u8]) -> Result<CursorKey, StorageError> {
-    let secret = bytes.try_into().map_err(|_| StorageError("the stored cursor secret is not 32 bytes".into()))?;
+    let secret =
+        bytes.try_into().map_err(|_| StorageError::Corrupt("the stored cursor secret is not 32 bytes".into()))?;
     Ok(CursorKey::new(secret))
 }
 
 /// A stored document id: the table number and the 16 stored bytes.
 fn row_id(table: u32, internal: &[u8]) -> Result<DocumentId, StorageError> {
-    let internal = internal.try_into().map_err(|_| StorageError("stored id is not 16 bytes".into()))?;
+    let internal = internal.try_into().map_err(|_| StorageError::Corrupt("stored id is not 16 bytes".into()))?;
     Ok(DocumentId { table, internal })
 }
 
 /// The error for an index change whose old key is not stored.
 fn missing_entry(index: IndexId, id: &DocumentId) -> StorageError {
-    StorageError(format!(
+    StorageError::Corrupt(format!(
         "index {index:?} has no entry for the old version of {id}: the index does not match its documents \
          (`jangar check` lists the differences)"
     ))
@@ -224,7 +309,7 @@ fn missing_entry(index: IndexId, id: &DocumentId) -> StorageError {
 
 /// The error for checking a database whose indexes an older version registered.
 fn not_built(definition: &str) -> StorageError {
-    StorageError(format!(
+    StorageError::Other(format!(
         "index {definition} is not built in this database: another version of Jangar wrote it \
          (start `jangar serve` of this version once to build it)"
     ))
@@ -241,7 +326,7 @@ fn check_exact_floats() -> Result<(), StorageError> {
     let back = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.as_f64());
     match back {
         Some(back) if back.to_bits() == tricky.to_bits() => Ok(()),
-        _ => Err(StorageError(
+        _ => Err(StorageError::Other(
             "this build of Jangar reads floats back from JSON inexactly (serde_json without its \
              float_roundtrip feature) and would corrupt its indexes"
                 .into(),
@@ -256,8 +341,9 @@ fn document_json(document: &Document) -> String {
 
 /// A stored document: its encoded JSON.
 fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
-    let parsed: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| StorageError(format!("stored document {id} is not JSON: {e}")))?;
-    let value = Value::from_json(&parsed).map_err(|e| StorageError(format!("stored document {id}: {e}")))?;
-    Document::from_value(id, value).ok_or_else(|| StorageError(format!("stored document {id} lacks _creationTime")))
+    let parsed: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| StorageError::Corrupt(format!("stored document {id} is not JSON: {e}")))?;
+    let value = Value::from_json(&parsed).map_err(|e| StorageError::Corrupt(format!("stored document {id}: {e}")))?;
+    Document::from_value(id, value)
+        .ok_or_else(|| StorageError::Corrupt(format!("stored document {id} lacks _creationTime")))
 }

@@ -28,8 +28,8 @@ use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
     Batch, CommitFeed, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError,
-    Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry, new_secret, not_built,
-    parse_document, row_id, stored_secret,
+    StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry,
+    new_secret, not_built, parse_document, row_id, stored_secret,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -41,7 +41,39 @@ use crate::sets::{Commit, IndexWrite, WriteSet};
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> StorageError {
-        StorageError(format!("PostgreSQL: {e}"))
+        let message = format!("PostgreSQL: {e}");
+        if let Some(code) = e.code() {
+            return StorageError::of_kind(sqlstate_kind(code.code()), message);
+        }
+        let io = std::error::Error::source(&e).is_some_and(|source| source.is::<std::io::Error>());
+        let text = e.to_string();
+        if e.is_closed() || io || text.starts_with("timeout") || text.starts_with("error connecting") {
+            StorageError::Unavailable(message)
+        } else if text.starts_with("error deserializing") {
+            // A stored value the schema's type cannot read: not what was written.
+            StorageError::Corrupt(message)
+        } else {
+            StorageError::Other(message)
+        }
+    }
+}
+
+/// The kind of a server error, by its SQLSTATE (PostgreSQL's appendix "Error Codes").
+fn sqlstate_kind(code: &str) -> StorageErrorKind {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available (lock_timeout)
+        "40001" | "40P01" | "55P03" => StorageErrorKind::Conflict,
+        // too_many_connections; idle_in_transaction_session_timeout
+        "53300" | "25P03" => StorageErrorKind::Unavailable,
+        // disk_full
+        "53100" => StorageErrorKind::Io,
+        // data_corrupted, index_corrupted
+        "XX001" | "XX002" => StorageErrorKind::Corrupt,
+        // connection exceptions; operator intervention (shutdown, cannot connect now, query canceled)
+        _ if code.starts_with("08") || code.starts_with("57") => StorageErrorKind::Unavailable,
+        // program limits (a row or key too large for an index)
+        _ if code.starts_with("54") => StorageErrorKind::Limit,
+        _ => StorageErrorKind::Other,
     }
 }
 
@@ -101,7 +133,8 @@ pub struct PostgresStorage {
 /// Connects with timeouts and TCP keepalives, so a database (or a network)
 /// that goes silent is noticed instead of waited on forever.
 fn connect(url: &str) -> Result<Client, StorageError> {
-    let mut config: postgres::Config = url.parse().map_err(|e| StorageError(format!("bad PostgreSQL URL: {e}")))?;
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| StorageError::Other(format!("bad PostgreSQL URL: {e}")))?;
     config
         .connect_timeout(Duration::from_secs(10))
         .keepalives(true)
@@ -111,7 +144,7 @@ fn connect(url: &str) -> Result<Client, StorageError> {
     config.connect(NoTls).map_err(|e| {
         // The driver's message names the cause, not the server: say which one.
         let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| format!("{e}: {source}"));
-        StorageError(format!("cannot connect to PostgreSQL at {}: {cause}", describe(&config)))
+        StorageError::Unavailable(format!("cannot connect to PostgreSQL at {}: {cause}", describe(&config)))
     })
 }
 
@@ -230,7 +263,7 @@ impl PostgresStorage {
         let mut client = connect(url)?;
         let registered = client.query_one("SELECT to_regclass('jangar_indexes') IS NOT NULL", &[])?.get::<_, bool>(0);
         if !registered {
-            return Err(StorageError("this database holds no Jangar data (no jangar_indexes table)".into()));
+            return Err(StorageError::Other("this database holds no Jangar data (no jangar_indexes table)".into()));
         }
         let mut index_numbers = HashMap::new();
         for table in schema.tables() {
@@ -255,11 +288,11 @@ impl PostgresStorage {
     }
 
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
-        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError::Other(format!("unknown index {index:?}")))
     }
 
     fn reader(&self) -> Result<Conn, StorageError> {
-        let pooled = self.readers.lock().map_err(|_| StorageError("reader pool poisoned".into()))?.pop();
+        let pooled = self.readers.lock().map_err(|_| StorageError::Other("reader pool poisoned".into()))?.pop();
         match pooled {
             Some(conn) if !conn.is_closed() => Ok(conn),
             _ => Conn::open(&self.url),
@@ -602,7 +635,9 @@ impl Batch for PostgresBatch<'_> {
                 match committed_at(&self.storage.url, ts) {
                     Ok(true) => Ok(()),
                     Ok(false) => Err(e),
-                    Err(check) => Err(StorageError(format!("{e}; and whether it committed is unknown: {check}"))),
+                    Err(check) => {
+                        Err(StorageError::Unavailable(format!("{e}; and whether it committed is unknown: {check}")))
+                    }
                 }
             }
             Err(e) => Err(e),
@@ -643,7 +678,7 @@ impl Storage for PostgresStorage {
     }
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
-        let mut writer = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
+        let mut writer = self.writer.lock().map_err(|_| StorageError::Other("writer connection poisoned".into()))?;
         // A connection that went stale (the database restarted) gets one fresh try.
         for attempt in 0..2 {
             if writer.as_ref().is_none_or(Conn::is_closed) {
@@ -738,5 +773,42 @@ impl CommitFeed for PostgresFeed {
             self.client = None;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        let kinds = [
+            ("40001", StorageErrorKind::Conflict),
+            ("40P01", StorageErrorKind::Conflict),
+            ("55P03", StorageErrorKind::Conflict),
+            ("08006", StorageErrorKind::Unavailable),
+            ("57P01", StorageErrorKind::Unavailable),
+            ("57P03", StorageErrorKind::Unavailable),
+            ("53300", StorageErrorKind::Unavailable),
+            ("25P03", StorageErrorKind::Unavailable),
+            ("53100", StorageErrorKind::Io),
+            ("54000", StorageErrorKind::Limit),
+            ("XX001", StorageErrorKind::Corrupt),
+            ("23505", StorageErrorKind::Other),
+            ("42P01", StorageErrorKind::Other),
+        ];
+        for (code, kind) in kinds {
+            assert_eq!(sqlstate_kind(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable() {
+        // Nothing listens on port 1 of the loopback address.
+        let error = connect("postgresql://jangar@127.0.0.1:1/none?connect_timeout=2").map(drop).unwrap_err();
+        assert_eq!(error.kind(), StorageErrorKind::Unavailable, "{error}");
+        assert!(error.is_transient());
+        let error = connect("postgresql://jangar@127.0.0.1:1/none?sslmode=nonsense").map(drop).unwrap_err();
+        assert_eq!(error.kind(), StorageErrorKind::Other, "a bad URL is not worth retrying: {error}");
     }
 }

@@ -37,13 +37,35 @@ pub enum Durability {
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> StorageError {
-        StorageError(e.to_string())
+        use rusqlite::ErrorCode;
+        let message = e.to_string();
+        match &e {
+            rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StorageError::Conflict(message),
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StorageError::Corrupt(message),
+                ErrorCode::TooBig => StorageError::Limit(message),
+                ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::ReadOnly
+                | ErrorCode::FileLockingProtocolFailed
+                | ErrorCode::NoLargeFileSupport => StorageError::Io(message),
+                _ => StorageError::Other(message),
+            },
+            // A stored value of another type than the schema says: not what was written.
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..) => StorageError::Corrupt(message),
+            _ => StorageError::Other(message),
+        }
     }
 }
 
 impl From<rusqlite::types::FromSqlError> for StorageError {
     fn from(e: rusqlite::types::FromSqlError) -> StorageError {
-        StorageError(e.to_string())
+        StorageError::Corrupt(e.to_string())
     }
 }
 
@@ -101,7 +123,7 @@ impl Checkpointer {
                 }
                 let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
             })
-            .map_err(|e| StorageError(format!("cannot start the checkpointer: {e}")))?;
+            .map_err(|e| StorageError::Io(format!("cannot start the checkpointer: {e}")))?;
         Ok(Checkpointer { stop: Some(stop), thread: Some(thread), restart_wanted })
     }
 }
@@ -153,7 +175,7 @@ impl SqliteStorage {
     /// and builds any index that is new since the last start.
     pub fn open(dir: &Path, schema: &Schema, durability: Durability) -> Result<SqliteStorage, StorageError> {
         check_exact_floats()?;
-        std::fs::create_dir_all(dir).map_err(|e| StorageError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let lock = lock_data_dir(dir)?;
         let path = dir.join("jangar.sqlite3");
         create_private(&path)?;
@@ -181,11 +203,15 @@ impl SqliteStorage {
     pub fn check_data_dir(dir: &Path, schema: &Schema) -> Result<integrity::Report, StorageError> {
         let path = dir.join("jangar.sqlite3");
         if !path.is_file() {
-            return Err(StorageError(format!("{} holds no Jangar database (no jangar.sqlite3)", dir.display())));
+            return Err(StorageError::Other(format!("{} holds no Jangar database (no jangar.sqlite3)", dir.display())));
         }
         // Reading a WAL database still needs its shared-memory file, which SQLite may have to create.
         let unreadable = |e: StorageError| {
-            StorageError(format!("cannot read {}: {e} (reading needs write access to the directory)", path.display()))
+            let kind = e.kind();
+            StorageError::of_kind(
+                kind,
+                format!("cannot read {}: {e} (reading needs write access to the directory)", path.display()),
+            )
         };
         let conn = open_connection(&path, Access::ReadOnly).map_err(unreadable)?;
         let mut index_numbers = HashMap::new();
@@ -216,7 +242,7 @@ impl SqliteStorage {
     }
 
     fn index_number(&self, index: IndexId) -> Result<i64, StorageError> {
-        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError(format!("unknown index {index:?}")))
+        self.index_numbers.get(&index).copied().ok_or_else(|| StorageError::Other(format!("unknown index {index:?}")))
     }
 
     fn reader(&self) -> Result<Connection, StorageError> {
@@ -236,15 +262,15 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StorageError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StorageError(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| StorageError::Io(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Conflict(format!(
             "another Jangar server is using {} (it holds {}); stop it, or give this one another --data-dir",
             dir.display(),
             path.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError(format!("cannot lock {}: {e}", path.display()))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::Io(format!("cannot lock {}: {e}", path.display()))),
     }
 }
 
@@ -254,7 +280,7 @@ fn create_private(path: &Path) -> Result<(), StorageError> {
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop).map_err(|e| StorageError(format!("cannot create {}: {e}", path.display())))
+    options.open(path).map(drop).map_err(|e| StorageError::Io(format!("cannot create {}: {e}", path.display())))
 }
 
 fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageError> {
@@ -594,9 +620,44 @@ impl Storage for SqliteStorage {
     }
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
-        let conn = self.writer.lock().map_err(|_| StorageError("writer connection poisoned".into()))?;
+        let conn = self.writer.lock().map_err(|_| StorageError::Other("writer connection poisoned".into()))?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let ts = read_ts(&conn)?;
         Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> StorageError {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("message".into())).into()
+    }
+
+    #[test]
+    fn sqlite_errors_map_to_their_kinds() {
+        use crate::storage::StorageErrorKind as Kind;
+        assert_eq!(failure(rusqlite::ffi::SQLITE_BUSY).kind(), Kind::Conflict);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_LOCKED).kind(), Kind::Conflict);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_CORRUPT).kind(), Kind::Corrupt);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_NOTADB).kind(), Kind::Corrupt);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_TOOBIG).kind(), Kind::Limit);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_FULL).kind(), Kind::Io);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_IOERR).kind(), Kind::Io);
+        assert_eq!(failure(rusqlite::ffi::SQLITE_CONSTRAINT).kind(), Kind::Other);
+        let e = failure(rusqlite::ffi::SQLITE_BUSY);
+        assert!(e.is_transient() && e.to_string().starts_with("storage error: "), "{e}");
+        let text: StorageError = rusqlite::types::FromSqlError::InvalidType.into();
+        assert_eq!(text.kind(), Kind::Corrupt);
+    }
+
+    #[test]
+    fn a_damaged_database_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jangar.sqlite3"), vec![0x5a; 8192]).unwrap();
+        let schema = Schema::new(Vec::new()).unwrap();
+        let error = SqliteStorage::open(dir.path(), &schema, Durability::Normal).map(drop).unwrap_err();
+        assert_eq!(error.kind(), crate::storage::StorageErrorKind::Corrupt, "{error}");
     }
 }

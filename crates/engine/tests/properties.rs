@@ -1,0 +1,379 @@
+//! Property tests of the engine's pure parts and of the storages against each
+//! other: read-set overlap against a brute-force check (and the read-set index
+//! against both), value and id round trips, the write-set encoding, and the
+//! memory storage against SQLite on random sequences of writes, savepoints and
+//! scans. (Index-key order under the committer is tests/index_properties.rs at
+//! the repository root.) `PROPTEST_CASES` sets the number of cases.
+
+use std::collections::HashSet;
+
+use jangar_engine::document::Document;
+use jangar_engine::id::{DocumentId, TableNumber};
+use jangar_engine::keys::{IndexRange, KeyRange};
+use jangar_engine::schema::{IndexId, Schema, TableDef, v};
+use jangar_engine::sets::{IndexWrite, ReadSet, ReadSetIndex, WriteSet};
+use jangar_engine::storage::memory::MemoryStorage;
+use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+use jangar_engine::storage::{Batch, Order, Storage};
+use jangar_engine::value::{JsonFormat, Object, Value};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------
+// Read sets against write sets.
+
+/// Short keys over a few byte values, so that generated keys and bounds often meet.
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop_oneof![Just(0u8), Just(1), Just(2), Just(0xfe), Just(0xff)], 0..4)
+}
+
+fn index() -> impl Strategy<Value = IndexId> {
+    (0u16..3).prop_map(|slot| IndexId { table: 10_001, slot })
+}
+
+fn interval() -> impl Strategy<Value = (IndexId, KeyRange)> {
+    (index(), key(), prop::option::of(key())).prop_map(|(index, start, end)| (index, KeyRange { start, end }))
+}
+
+fn write() -> impl Strategy<Value = IndexWrite> {
+    (index(), prop::option::of(key()), prop::option::of(key())).prop_map(|(index, old, new)| IndexWrite {
+        index,
+        old,
+        new,
+    })
+}
+
+/// Byte-string order written out, independent of the slice `Ord` the engine uses.
+fn at_most(a: &[u8], b: &[u8]) -> bool {
+    for i in 0..a.len().min(b.len()) {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+    }
+    a.len() <= b.len()
+}
+
+/// Whether some key a write touched (before or after) lies in `[start, end)` of an interval on its index.
+fn brute_force_overlap(intervals: &[(IndexId, KeyRange)], writes: &[IndexWrite]) -> bool {
+    let inside = |range: &KeyRange, key: &[u8]| {
+        at_most(&range.start, key) && range.end.as_deref().is_none_or(|end| !at_most(end, key))
+    };
+    writes.iter().any(|write| {
+        [&write.old, &write.new]
+            .into_iter()
+            .flatten()
+            .any(|key| intervals.iter().any(|(index, range)| *index == write.index && inside(range, key)))
+    })
+}
+
+fn read_set(intervals: &[(IndexId, KeyRange)]) -> ReadSet {
+    let mut reads = ReadSet::default();
+    for (index, range) in intervals {
+        reads.record(*index, range.clone());
+    }
+    reads
+}
+
+proptest! {
+    #[test]
+    fn overlaps_agrees_with_a_brute_force_check(
+        intervals in prop::collection::vec(interval(), 0..6),
+        writes in prop::collection::vec(write(), 0..6),
+    ) {
+        let set = WriteSet { entries: writes.clone() };
+        prop_assert_eq!(read_set(&intervals).overlaps(&set), brute_force_overlap(&intervals, &writes));
+    }
+
+    /// The subscription index finds exactly the read sets whose own `overlaps` says a write touched.
+    #[test]
+    fn the_read_set_index_finds_exactly_the_overlapping_sets(
+        sets in prop::collection::vec(prop::collection::vec(interval(), 0..4), 0..6),
+        writes in prop::collection::vec(write(), 0..5),
+        removed in prop::option::of(0usize..6),
+    ) {
+        let mut index = ReadSetIndex::default();
+        for (n, intervals) in sets.iter().enumerate() {
+            index.insert(n, read_set(intervals));
+        }
+        if let Some(removed) = removed {
+            index.remove(&removed);
+        }
+        let set = WriteSet { entries: writes.clone() };
+        let expected: HashSet<usize> = sets
+            .iter()
+            .enumerate()
+            .filter(|(n, intervals)| Some(*n) != removed && brute_force_overlap(intervals, &writes))
+            .map(|(n, _)| n)
+            .collect();
+        prop_assert_eq!(index.touched_by(&set), expected);
+    }
+
+    /// Decoding gives back what was encoded; a cut inside an entry is refused, a cut between
+    /// entries gives the entries before it.
+    #[test]
+    fn write_sets_round_trip_and_truncations_are_caught(
+        writes in prop::collection::vec(
+            (any::<u32>(), any::<u16>(), prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+             prop::option::of(prop::collection::vec(any::<u8>(), 0..40)))
+                .prop_map(|(table, slot, old, new)| IndexWrite { index: IndexId { table, slot }, old, new }),
+            0..5,
+        ),
+    ) {
+        let set = WriteSet { entries: writes.clone() };
+        let bytes = set.encode();
+        prop_assert_eq!(WriteSet::decode(&bytes), Some(set.clone()));
+        let mut boundaries = vec![0];
+        for n in 1..=writes.len() {
+            boundaries.push(WriteSet { entries: writes[..n].to_vec() }.encode().len());
+        }
+        prop_assert_eq!(*boundaries.last().unwrap(), bytes.len());
+        for cut in 0..bytes.len() {
+            let decoded = WriteSet::decode(&bytes[..cut]);
+            match boundaries.iter().position(|&b| b == cut) {
+                Some(n) => prop_assert_eq!(decoded, Some(WriteSet { entries: writes[..n].to_vec() })),
+                None => prop_assert_eq!(decoded, None, "cut at {}", cut),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values and ids.
+
+fn float() -> impl Strategy<Value = f64> {
+    // Every kind of float, and any bit pattern at all (NaNs with payloads, subnormals, -0).
+    prop_oneof![prop::num::f64::ANY, any::<u64>().prop_map(f64::from_bits)]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Boolean),
+        any::<i64>().prop_map(Value::Int64),
+        float().prop_map(Value::Float64),
+        any::<String>().prop_map(Value::String),
+        prop::collection::vec(any::<u8>(), 0..24).prop_map(Value::Bytes),
+    ];
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_ .-]{0,10}", inner, 0..5).prop_map(Value::Object),
+        ]
+    })
+}
+
+/// Equality that tells floats apart by their bits (NaN is itself, -0 is not 0).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|((kx, x), (ky, y))| kx == ky && same(x, y))
+        }
+        _ => a == b,
+    }
+}
+
+proptest! {
+    /// `convex_encoded_json` carries every value exactly, through its text too (as documents are stored).
+    #[test]
+    fn values_round_trip_through_encoded_json(value in value()) {
+        let json = value.to_json(JsonFormat::Encoded);
+        let back = Value::from_json(&json).unwrap();
+        prop_assert!(same(&back, &value), "{:?} came back as {:?}", value, back);
+        let text = json.to_string();
+        let reparsed = Value::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+        prop_assert!(same(&reparsed, &value), "{:?} came back from {} as {:?}", value, text, reparsed);
+    }
+
+    #[test]
+    fn ids_round_trip_through_their_text(table in 1..=u32::MAX, internal in any::<[u8; 16]>()) {
+        let id = DocumentId { table, internal };
+        let text = id.encode();
+        prop_assert_eq!(DocumentId::decode(&text), Ok(id));
+    }
+
+    /// Any one changed character of an id's text is refused: by the alphabet, the re-encoding
+    /// check, or the footer (Fletcher-16 catches every change confined to two adjacent bytes, and
+    /// a base32 character spans at most two).
+    #[test]
+    fn a_changed_id_is_refused(
+        table in 1..=u32::MAX,
+        internal in any::<[u8; 16]>(),
+        position in any::<prop::sample::Index>(),
+        replacement in prop::sample::select(b"0123456789abcdefghjkmnpqrstvwxyzIL!".to_vec()),
+    ) {
+        let id = DocumentId { table, internal };
+        let text = id.encode();
+        let at = position.index(text.len());
+        let mut changed = text.clone().into_bytes();
+        changed[at] = replacement;
+        let changed = String::from_utf8(changed).unwrap();
+        if changed == text {
+            prop_assert_eq!(DocumentId::decode(&changed), Ok(id));
+        } else {
+            prop_assert!(DocumentId::decode(&changed).is_err(), "{} read as an id, changed from {}", changed, text);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The memory storage against SQLite.
+
+const TABLE: TableNumber = 10_001;
+const GROUPS: [&str; 3] = ["a", "b", "c"];
+
+fn schema() -> Schema {
+    let fields = vec![("group", v::string()), ("rank", v::number())];
+    let table = TableDef::new("items", TABLE, fields).index("by_group", &["group", "rank"]).index("by_rank", &["rank"]);
+    Schema::new(vec![table]).unwrap()
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Writes document `n` (an insert or a replace).
+    Put {
+        n: u8,
+        group: usize,
+        rank: i8,
+    },
+    Delete {
+        n: u8,
+    },
+    /// Scans `by_group` for one group (`None`: every group), comparing what both storages return.
+    Scan {
+        group: Option<usize>,
+        descending: bool,
+        limit: usize,
+    },
+    /// Ops inside a savepoint, then kept or rolled back.
+    Savepoint {
+        ops: Vec<Op>,
+        keep: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let leaf = prop_oneof![
+        4 => (0u8..8, 0..GROUPS.len(), -3i8..4).prop_map(|(n, group, rank)| Op::Put { n, group, rank }),
+        2 => (0u8..8).prop_map(|n| Op::Delete { n }),
+        2 => (prop::option::of(0..GROUPS.len()), any::<bool>(), 0usize..6)
+            .prop_map(|(group, descending, limit)| Op::Scan { group, descending, limit }),
+    ];
+    leaf.prop_recursive(2, 24, 6, |inner| {
+        (prop::collection::vec(inner, 0..6), any::<bool>()).prop_map(|(ops, keep)| Op::Savepoint { ops, keep })
+    })
+}
+
+/// Applies `op` to one storage's batch; returns what its scans saw (to compare across storages).
+fn apply(batch: &mut dyn Batch, schema: &Schema, op: &Op, clock: &mut f64, seen: &mut Vec<Vec<DocumentId>>) {
+    let table = schema.table_by_number(TABLE).unwrap();
+    let id = |n: u8| DocumentId { table: TABLE, internal: [n; 16] };
+    let write = |batch: &mut dyn Batch, id: DocumentId, new: Option<Document>| {
+        let old = batch.get(&id).unwrap();
+        if old.is_none() && new.is_none() {
+            return;
+        }
+        let key = |d: &Document, fields: &[&str]| d.index_key(fields);
+        let mut writes = vec![IndexWrite {
+            index: table.by_id(),
+            old: old.as_ref().map(|_| Document::id_key(&id)),
+            new: new.as_ref().map(|_| Document::id_key(&id)),
+        }];
+        for (position, index) in table.indexes.iter().enumerate() {
+            writes.push(IndexWrite {
+                index: IndexId { table: TABLE, slot: position as u16 + 1 },
+                old: old.as_ref().map(|d| key(d, &index.fields)),
+                new: new.as_ref().map(|d| key(d, &index.fields)),
+            });
+        }
+        batch.write(id, new.as_ref(), &writes).unwrap();
+    };
+    match op {
+        Op::Put { n, group, rank } => {
+            let old = batch.get(&id(*n)).unwrap();
+            *clock += 0.25;
+            let creation_time = old.map_or(*clock, |d| d.creation_time);
+            let fields = Object::from([
+                ("group".to_owned(), Value::from(GROUPS[*group])),
+                ("rank".to_owned(), Value::from(f64::from(*rank))),
+            ]);
+            write(batch, id(*n), Some(Document { id: id(*n), creation_time, fields }));
+        }
+        Op::Delete { n } => write(batch, id(*n), None),
+        Op::Scan { group, descending, limit } => {
+            let range = match group {
+                Some(group) => IndexRange::default().eq(GROUPS[*group]).to_key_range(),
+                None => KeyRange { start: Vec::new(), end: None },
+            };
+            let order = if *descending { Order::Desc } else { Order::Asc };
+            let index = table.index_id("by_group").unwrap();
+            seen.push(batch.scan(index, &range, order, *limit).unwrap().into_iter().map(|(_, d)| d.id).collect());
+        }
+        Op::Savepoint { ops, keep } => {
+            batch.savepoint().unwrap();
+            for op in ops {
+                apply(batch, schema, op, clock, seen);
+            }
+            if *keep { batch.release_savepoint() } else { batch.rollback_savepoint() }.unwrap();
+        }
+    }
+}
+
+/// Everything a storage holds, as its reads show it.
+fn contents(storage: &dyn Storage, schema: &Schema) -> Vec<String> {
+    let mut snapshot = storage.snapshot().unwrap();
+    let table = schema.table_by_number(TABLE).unwrap();
+    let everything = KeyRange { start: Vec::new(), end: None };
+    let mut out = vec![format!("ts {}", snapshot.ts())];
+    for document in snapshot.documents(TABLE, None, 1000).unwrap() {
+        out.push(format!("{} {} {}", document.id, document.creation_time, Value::Object(document.fields.clone())));
+    }
+    for name in ["by_group", "by_rank"] {
+        let index = table.index_id(name).unwrap();
+        for order in [Order::Asc, Order::Desc] {
+            let ids: Vec<String> =
+                snapshot.scan(index, &everything, order, 1000).unwrap().iter().map(|(_, d)| d.id.to_string()).collect();
+            out.push(format!("{name} {order:?}: {}", ids.join(" ")));
+        }
+        let entries = snapshot.index_entries(index, None, 1000).unwrap();
+        out.push(format!("{name} entries: {entries:?}"));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Batches of random writes, savepoints (kept or rolled back) and scans, some batches
+    /// abandoned: the memory storage and SQLite read alike inside each batch and after each.
+    #[test]
+    fn the_memory_storage_behaves_as_sqlite_does(
+        batches in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<bool>()), 1..6),
+    ) {
+        let schema = schema();
+        let dir = jangar_test_support::temp_dir();
+        let sqlite = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+        let memory = MemoryStorage::new(&schema).unwrap();
+        let storages: [&dyn Storage; 2] = [&memory, &sqlite];
+        let mut clock = 1_700_000_000_000.0;
+        for (n, (ops, commit)) in batches.iter().enumerate() {
+            let ts = 1_000 * (n as u64 + 1);
+            let mut seen = [Vec::new(), Vec::new()];
+            let start = clock;
+            for (storage, seen) in storages.iter().zip(&mut seen) {
+                // Both storages hand out the same creation times.
+                let mut batch_clock = start;
+                let mut batch = storage.begin_batch().unwrap();
+                for op in ops {
+                    apply(&mut *batch, &schema, op, &mut batch_clock, seen);
+                }
+                if *commit {
+                    batch.commit(ts, &WriteSet::default()).unwrap();
+                }
+                clock = batch_clock;
+            }
+            prop_assert_eq!(&seen[0], &seen[1], "scans inside batch {}", n);
+            prop_assert_eq!(contents(&memory, &schema), contents(&sqlite, &schema), "after batch {}", n);
+        }
+    }
+}

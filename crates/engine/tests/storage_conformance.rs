@@ -1,0 +1,713 @@
+//! One conformance suite for every storage: each behaviour the engine relies on
+//! is written once, as a function of a [`Store`], and run against the memory
+//! storage (with and without a commit feed), SQLite and PostgreSQL. PostgreSQL
+//! runs whenever its server binaries are on this machine (CI installs them);
+//! without them its tests print that they were skipped and pass.
+//!
+//! The tests talk to the `Storage` trait directly, as the committer does:
+//! batches, savepoints, index writes, outcomes, commits, snapshots, the feed.
+//! The last part runs the group committer on a storage that fails a chosen
+//! commit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jangar_engine::cursor::CursorKey;
+use jangar_engine::database::Database;
+use jangar_engine::document::Document;
+use jangar_engine::error::EngineError;
+use jangar_engine::id::{DocumentId, TableNumber};
+use jangar_engine::integrity;
+use jangar_engine::keys::{IndexRange, KeyRange};
+use jangar_engine::schema::{IndexId, Schema, TableDef, v};
+use jangar_engine::sets::{Commit, IndexWrite, WriteSet};
+use jangar_engine::storage::memory::MemoryStorage;
+use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+use jangar_engine::storage::{
+    Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, StorageErrorKind, Timestamp,
+};
+use jangar_engine::transaction::All;
+use jangar_engine::value::{Object, Value};
+use jangar_test_support::TempDir;
+use jangar_test_support::postgres::TestPostgres;
+
+const TABLE: TableNumber = 10_001;
+/// `items.by_group` (group, rank) in the first schema.
+const BY_GROUP: IndexId = IndexId { table: TABLE, slot: 1 };
+/// `items.by_rank` (rank) in the first schema.
+const BY_RANK: IndexId = IndexId { table: TABLE, slot: 2 };
+
+fn fields() -> Vec<(&'static str, jangar_engine::schema::Validator)> {
+    vec![("group", v::string()), ("rank", v::number())]
+}
+
+fn schema() -> Schema {
+    let table =
+        TableDef::new("items", TABLE, fields()).index("by_group", &["group", "rank"]).index("by_rank", &["rank"]);
+    Schema::new(vec![table]).unwrap()
+}
+
+/// The first schema's next version: `by_group` is gone, `by_rank` moved to slot 1 and a new
+/// index `by_rank_group` on (rank, group) takes slot 2.
+fn schema_v2() -> Schema {
+    let table =
+        TableDef::new("items", TABLE, fields()).index("by_rank", &["rank"]).index("by_rank_group", &["rank", "group"]);
+    Schema::new(vec![table]).unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Memory,
+    MemoryWithFeed,
+    Sqlite,
+    Postgres,
+}
+
+/// One storage under test, which can be opened again (as after a restart) with another schema.
+struct Store {
+    kind: Kind,
+    dir: TempDir,
+    url: Option<String>,
+    memory: Option<Arc<MemoryStorage>>,
+}
+
+impl Store {
+    /// `None` for PostgreSQL on a machine without its server binaries.
+    fn new(kind: Kind) -> Option<Store> {
+        let url = match kind {
+            Kind::Postgres => Some(TestPostgres::shared()?.fresh_database()),
+            _ => None,
+        };
+        Some(Store { kind, dir: jangar_test_support::temp_dir(), url, memory: None })
+    }
+
+    /// Opens the store with `schema`: the data of every earlier open is there. (SQLite's
+    /// earlier storage must be gone: one writer per data directory.)
+    fn open(&mut self, schema: &Schema) -> Arc<dyn Storage> {
+        match self.kind {
+            Kind::Memory | Kind::MemoryWithFeed => {
+                let memory = match (&self.memory, self.kind) {
+                    (Some(previous), _) => previous.reopen(schema),
+                    (None, Kind::Memory) => MemoryStorage::new(schema),
+                    (None, _) => MemoryStorage::with_feed(schema),
+                };
+                let memory = Arc::new(memory.unwrap());
+                self.memory = Some(memory.clone());
+                memory
+            }
+            Kind::Sqlite => Arc::new(SqliteStorage::open(self.dir.path(), schema, Durability::Normal).unwrap()),
+            Kind::Postgres => Arc::new(PostgresStorage::open(self.url.as_ref().unwrap(), schema).unwrap()),
+        }
+    }
+
+    /// Whether the storage announces commits through a feed (as a shared database does).
+    fn has_feed(&self) -> bool {
+        matches!(self.kind, Kind::MemoryWithFeed | Kind::Postgres)
+    }
+}
+
+fn item(n: u8, group: &str, rank: f64) -> Document {
+    let fields = Object::from([("group".to_owned(), Value::from(group)), ("rank".to_owned(), Value::from(rank))]);
+    Document {
+        id: DocumentId { table: TABLE, internal: [n; 16] },
+        creation_time: 1_700_000_000_000.0 + f64::from(n),
+        fields,
+    }
+}
+
+/// The index changes of replacing `old` by `new` (either may be absent), as a transaction makes them.
+fn index_writes(schema: &Schema, old: Option<&Document>, new: Option<&Document>) -> Vec<IndexWrite> {
+    let table = schema.table_by_number(TABLE).unwrap();
+    let id_key = |d: &Document| Document::id_key(&d.id);
+    let mut writes = vec![IndexWrite { index: table.by_id(), old: old.map(id_key), new: new.map(id_key) }];
+    for (position, index) in table.indexes.iter().enumerate() {
+        writes.push(IndexWrite {
+            index: IndexId { table: TABLE, slot: position as u16 + 1 },
+            old: old.map(|d| d.index_key(&index.fields)),
+            new: new.map(|d| d.index_key(&index.fields)),
+        });
+    }
+    writes
+}
+
+/// Writes `new` over `old` (an insert without `old`, a delete without `new`); returns the write set.
+fn put(batch: &mut dyn Batch, schema: &Schema, old: Option<&Document>, new: Option<&Document>) -> WriteSet {
+    let writes = index_writes(schema, old, new);
+    let id = old.or(new).unwrap().id;
+    batch.write(id, new, &writes).unwrap();
+    WriteSet { entries: writes }
+}
+
+/// Commits `documents` as inserts in one batch at `ts`.
+fn insert_all(storage: &dyn Storage, schema: &Schema, documents: &[Document], ts: Timestamp) -> WriteSet {
+    let mut batch = storage.begin_batch().unwrap();
+    let mut writes = WriteSet::default();
+    for document in documents {
+        writes.extend(put(&mut *batch, schema, None, Some(document)));
+    }
+    batch.commit(ts, &writes).unwrap();
+    writes
+}
+
+fn ids(documents: &[Document]) -> Vec<u8> {
+    documents.iter().map(|d| d.id.internal[0]).collect()
+}
+
+fn scanned(snapshot: &mut dyn Snapshot, index: IndexId, range: &KeyRange, order: Order, limit: usize) -> Vec<u8> {
+    let found = snapshot.scan(index, range, order, limit).unwrap();
+    for (key, document) in &found {
+        let fields = if index == BY_GROUP { vec!["group", "rank"] } else { vec!["rank"] };
+        assert_eq!(key, &document.index_key(&fields), "a scan returns each entry's key with its document");
+    }
+    ids(&found.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
+}
+
+const EVERYTHING: KeyRange = KeyRange { start: Vec::new(), end: None };
+
+// ---------------------------------------------------------------------------------------------
+// The behaviours.
+
+/// A snapshot reads the state of one commit: not a batch in progress, not a commit after it,
+/// however long it is held; a batch reads its own writes.
+fn snapshots_see_one_committed_state(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    let a = item(1, "a", 1.0);
+    insert_all(&*storage, &schema, std::slice::from_ref(&a), 100);
+    let mut before = storage.snapshot().unwrap();
+    assert_eq!(before.ts(), 100);
+
+    let b = item(2, "a", 2.0);
+    let mut batch = storage.begin_batch().unwrap();
+    let writes = put(&mut *batch, &schema, None, Some(&b));
+    assert_eq!(batch.get(&b.id).unwrap().as_ref(), Some(&b), "a batch reads its own writes");
+    assert_eq!(scanned(&mut *batch, BY_GROUP, &EVERYTHING, Order::Asc, 10), [1, 2]);
+    let mut during = storage.snapshot().unwrap();
+    assert_eq!(during.get(&b.id).unwrap(), None, "an uncommitted write is not visible");
+    assert_eq!(during.ts(), 100);
+    batch.commit(200, &writes).unwrap();
+
+    for snapshot in [&mut before, &mut during] {
+        assert_eq!(snapshot.get(&b.id).unwrap(), None, "a commit after the snapshot is not visible");
+        assert_eq!(snapshot.get(&a.id).unwrap().as_ref(), Some(&a));
+        assert_eq!(scanned(&mut **snapshot, BY_GROUP, &EVERYTHING, Order::Asc, 10), [1]);
+        assert_eq!(ids(&snapshot.documents(TABLE, None, 10).unwrap()), [1]);
+        assert_eq!(snapshot.index_entries(BY_RANK, None, 10).unwrap().len(), 1);
+        assert_eq!(snapshot.ts(), 100);
+    }
+    drop((before, during));
+    let mut after = storage.snapshot().unwrap();
+    assert_eq!(after.ts(), 200);
+    assert_eq!(after.get(&b.id).unwrap().as_ref(), Some(&b));
+    assert_eq!(scanned(&mut *after, BY_GROUP, &EVERYTHING, Order::Asc, 10), [1, 2]);
+}
+
+/// Index ranges in both orders, with limits; document and entry listings page by `after`.
+fn ranges_orders_and_limits(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    // Ids 1..=9: group "a" has ranks 5,1,4,2,3 (ids 1-5), "b" has 2,9 (6-7), "c" 0,7 (8-9).
+    let documents: Vec<Document> = [("a", 5.0), ("a", 1.0), ("a", 4.0), ("a", 2.0), ("a", 3.0), ("b", 2.0), ("b", 9.0)]
+        .into_iter()
+        .chain([("c", 0.0), ("c", 7.0)])
+        .enumerate()
+        .map(|(i, (group, rank))| item(i as u8 + 1, group, rank))
+        .collect();
+    insert_all(&*storage, &schema, &documents, 10);
+    let mut snapshot = storage.snapshot().unwrap();
+    let range = |r: IndexRange| r.to_key_range();
+    let group_a = range(IndexRange::default().eq("a"));
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &group_a, Order::Asc, 100), [2, 4, 5, 3, 1]);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &group_a, Order::Desc, 100), [1, 3, 5, 4, 2]);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &group_a, Order::Asc, 2), [2, 4]);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &group_a, Order::Desc, 2), [1, 3]);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &group_a, Order::Asc, 0), Vec::<u8>::new());
+    let middle = range(IndexRange::default().eq("a").gt(1.0).lte(4.0));
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &middle, Order::Asc, 100), [4, 5, 3]);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &middle, Order::Desc, 1), [3]);
+    assert_eq!(
+        scanned(&mut *snapshot, BY_GROUP, &range(IndexRange::default().eq("z")), Order::Asc, 9),
+        Vec::<u8>::new()
+    );
+    // Everything, by rank: ranks 0,1,2,2,3,4,5,7,9 (the tie between ids 4 and 6 by creation time).
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &EVERYTHING, Order::Asc, 100), [8, 2, 4, 6, 5, 3, 1, 9, 7]);
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &EVERYTHING, Order::Desc, 4), [7, 9, 1, 3]);
+    let keys: Vec<Vec<u8>> =
+        snapshot.scan(BY_RANK, &EVERYTHING, Order::Asc, 100).unwrap().into_iter().map(|(k, _)| k).collect();
+    // A range between two stored keys: the start is inclusive, the end exclusive.
+    let between = KeyRange { start: keys[2].clone(), end: Some(keys[6].clone()) };
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &between, Order::Asc, 100), [4, 6, 5, 3]);
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &between, Order::Desc, 100), [3, 5, 6, 4]);
+    let inverted = KeyRange { start: keys[6].clone(), end: Some(keys[2].clone()) };
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &inverted, Order::Asc, 100), Vec::<u8>::new());
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &KeyRange::point(&keys[3]), Order::Asc, 100), [6]);
+
+    // Listings page on: documents by id, entries by key.
+    let first = snapshot.documents(TABLE, None, 4).unwrap();
+    assert_eq!(ids(&first), [1, 2, 3, 4]);
+    assert_eq!(ids(&snapshot.documents(TABLE, Some(&first[3].id), 100).unwrap()), [5, 6, 7, 8, 9]);
+    assert!(snapshot.documents(TABLE + 1, None, 100).unwrap().is_empty(), "another table");
+    let entries = snapshot.index_entries(BY_RANK, None, 3).unwrap();
+    assert_eq!(entries.iter().map(|(_, id)| id.internal[0]).collect::<Vec<_>>(), [8, 2, 4]);
+    let rest = snapshot.index_entries(BY_RANK, Some(&entries[2].0), 100).unwrap();
+    assert_eq!(rest.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), keys[3..].to_vec());
+}
+
+/// Rolling back a savepoint undoes exactly the writes (and outcomes) since it, whatever they
+/// were; released savepoints and the others in the batch stay.
+fn a_rolled_back_savepoint_keeps_the_other_mutations(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    let (a, b, c) = (item(1, "a", 1.0), item(2, "a", 2.0), item(3, "b", 3.0));
+    insert_all(&*storage, &schema, std::slice::from_ref(&a), 10);
+    let outcome = |request| MutationKey { client: "client".into(), request };
+
+    let mut batch = storage.begin_batch().unwrap();
+    batch.savepoint().unwrap();
+    put(&mut *batch, &schema, None, Some(&b));
+    batch.record_outcome(&outcome(1), 11, "\"b\"").unwrap();
+    batch.release_savepoint().unwrap();
+
+    // A mutation that moves `a`, deletes `b`, inserts `c` and records an outcome, then fails.
+    batch.savepoint().unwrap();
+    let moved = Document { fields: item(1, "z", 9.0).fields, ..a.clone() };
+    put(&mut *batch, &schema, Some(&a), Some(&moved));
+    put(&mut *batch, &schema, Some(&b), None);
+    put(&mut *batch, &schema, None, Some(&c));
+    batch.record_outcome(&outcome(2), 12, "\"failed\"").unwrap();
+    assert_eq!(batch.get(&a.id).unwrap().as_ref(), Some(&moved));
+    batch.rollback_savepoint().unwrap();
+    assert_eq!(batch.get(&a.id).unwrap().as_ref(), Some(&a), "undone inside the batch at once");
+    assert_eq!(batch.get(&c.id).unwrap(), None);
+    assert_eq!(batch.find_outcome(&outcome(2)).unwrap(), None);
+
+    // A failing write (a duplicate outcome is refused) rolled back; the batch goes on.
+    batch.savepoint().unwrap();
+    assert!(batch.record_outcome(&outcome(1), 13, "\"again\"").is_err(), "an outcome is recorded once");
+    batch.rollback_savepoint().unwrap();
+    batch.savepoint().unwrap();
+    let d = item(4, "b", 4.0);
+    put(&mut *batch, &schema, None, Some(&d));
+    batch.release_savepoint().unwrap();
+    batch.commit(20, &WriteSet::default()).unwrap();
+
+    let mut snapshot = storage.snapshot().unwrap();
+    assert_eq!(ids(&snapshot.documents(TABLE, None, 100).unwrap()), [1, 2, 4]);
+    assert_eq!(snapshot.get(&a.id).unwrap().as_ref(), Some(&a));
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &EVERYTHING, Order::Asc, 100), [1, 2, 4]);
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &EVERYTHING, Order::Asc, 100), [1, 2, 4]);
+    drop(snapshot);
+    let mut batch = storage.begin_batch().unwrap();
+    assert_eq!(batch.find_outcome(&outcome(1)).unwrap(), Some((11, "\"b\"".to_owned())));
+    assert_eq!(batch.find_outcome(&outcome(2)).unwrap(), None);
+    drop(batch);
+    assert_clean(&schema, &*storage);
+}
+
+fn assert_clean(schema: &Schema, storage: &dyn Storage) -> integrity::Report {
+    let report = integrity::check(schema, &mut *storage.snapshot().unwrap()).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    report
+}
+
+/// Opening with a schema that declares new indexes builds them from the stored documents;
+/// an index no longer declared is gone, and its slot's entries are the new index's.
+fn new_indexes_are_built_from_the_documents(mut store: Store) {
+    let (first, second) = (schema(), schema_v2());
+    let documents: Vec<Document> =
+        (1..=30).map(|n| item(n, ["a", "b", "c"][n as usize % 3], f64::from(n % 7))).collect();
+    let cursor_key: CursorKey;
+    {
+        let storage = store.open(&first);
+        insert_all(&*storage, &first, &documents, 50);
+        cursor_key = storage.snapshot().unwrap().cursor_key();
+    }
+    let storage = store.open(&second);
+    let mut snapshot = storage.snapshot().unwrap();
+    assert_eq!(snapshot.ts(), 50, "the last commit survives the restart");
+    assert_eq!(snapshot.documents(TABLE, None, 100).unwrap().len(), 30);
+    for (slot, fields) in [(1, vec!["rank"]), (2, vec!["rank", "group"])] {
+        let index = IndexId { table: TABLE, slot };
+        let mut expected: Vec<(Vec<u8>, DocumentId)> = documents.iter().map(|d| (d.index_key(&fields), d.id)).collect();
+        expected.sort();
+        assert_eq!(snapshot.index_entries(index, None, 1000).unwrap(), expected, "{fields:?}");
+    }
+    assert!(snapshot.index_entries(IndexId { table: TABLE, slot: 3 }, None, 10).is_err(), "not declared");
+    let secret = |key: &CursorKey| key.encode(BY_GROUP, b"position");
+    assert_eq!(secret(&snapshot.cursor_key()), secret(&cursor_key), "the cursor secret survives the restart");
+    drop(snapshot);
+    let report = assert_clean(&second, &*storage);
+    assert_eq!((report.documents, report.entries), (30, 60));
+    // And writing through the new indexes works.
+    let mut batch = storage.begin_batch().unwrap();
+    put(&mut *batch, &second, Some(&documents[0]), None);
+    batch.commit(60, &WriteSet::default()).unwrap();
+    assert_eq!(assert_clean(&second, &*storage).entries, 58);
+}
+
+/// Outcomes: found in the batch that recorded them and in later ones; purged by timestamp.
+fn outcomes_are_kept_until_purged(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    let key = |client: &str, request| MutationKey { client: client.into(), request };
+    let mut batch = storage.begin_batch().unwrap();
+    batch.record_outcome(&key("one", 1), 100, "1").unwrap();
+    batch.record_outcome(&key("one", 2), 200, "{\"a\":2}").unwrap();
+    batch.record_outcome(&key("two", 1), 300, "null").unwrap();
+    batch.record_outcome(&key("two", u64::from(u32::MAX) + 7), 300, "\"big\"").unwrap();
+    assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), Some((100, "1".to_owned())), "within the batch");
+    batch.commit(300, &WriteSet::default()).unwrap();
+    let mut batch = storage.begin_batch().unwrap();
+    assert_eq!(batch.find_outcome(&key("one", 2)).unwrap(), Some((200, "{\"a\":2}".to_owned())));
+    assert_eq!(batch.find_outcome(&key("two", u64::from(u32::MAX) + 7)).unwrap(), Some((300, "\"big\"".to_owned())));
+    assert_eq!(batch.find_outcome(&key("one", 3)).unwrap(), None);
+    assert_eq!(batch.find_outcome(&key("three", 1)).unwrap(), None);
+    assert_eq!(batch.purge_outcomes(200).unwrap(), 1, "strictly before");
+    assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), None);
+    assert!(batch.find_outcome(&key("one", 2)).unwrap().is_some());
+    batch.commit(300, &WriteSet::default()).unwrap();
+    let mut batch = storage.begin_batch().unwrap();
+    assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), None, "the purge was committed");
+    assert_eq!(batch.purge_outcomes(1_000).unwrap(), 3);
+    // Not committed: dropped, the batch rolls back.
+    drop(batch);
+    let mut batch = storage.begin_batch().unwrap();
+    assert!(batch.find_outcome(&key("two", 1)).unwrap().is_some(), "a dropped batch changes nothing");
+}
+
+/// The batch starts at the last commit's timestamp; a snapshot names the commit it shows; a
+/// dropped batch leaves nothing behind; an index change whose old entry is missing is refused as
+/// corruption.
+fn timestamps_and_abandoned_batches(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    assert_eq!(storage.snapshot().unwrap().ts(), 0, "a new store");
+    let mut last = 0;
+    for (n, ts) in [(1u8, 1_000u64), (2, 2_000), (3, 2_001)] {
+        let batch = storage.begin_batch().unwrap();
+        assert_eq!(batch.ts(), last);
+        drop(batch);
+        insert_all(&*storage, &schema, &[item(n, "a", f64::from(n))], ts);
+        assert_eq!(storage.snapshot().unwrap().ts(), ts);
+        last = ts;
+    }
+    let mut batch = storage.begin_batch().unwrap();
+    put(&mut *batch, &schema, None, Some(&item(9, "a", 9.0)));
+    drop(batch);
+    let mut snapshot = storage.snapshot().unwrap();
+    assert_eq!(snapshot.ts(), 2_001);
+    assert_eq!(snapshot.get(&item(9, "a", 9.0).id).unwrap(), None);
+    drop(snapshot);
+
+    // A write whose old key is not stored: the indexes do not match the documents.
+    let mut batch = storage.begin_batch().unwrap();
+    let ghost = item(1, "never", 1.0);
+    let writes = index_writes(&schema, Some(&ghost), None);
+    let refused = batch.write(ghost.id, None, &writes).unwrap_err();
+    assert_eq!(refused.kind(), StorageErrorKind::Corrupt, "{refused}");
+    drop(batch);
+    assert_eq!(storage.snapshot().unwrap().documents(TABLE, None, 10).unwrap().len(), 3, "nothing was deleted");
+    assert!(storage.snapshot().unwrap().scan(IndexId { table: TABLE, slot: 9 }, &EVERYTHING, Order::Asc, 1).is_err());
+}
+
+/// A shared store's feed announces every commit after the one it starts from, in order, with its
+/// writes; one that did not move the timestamp is not a commit. A store with one writer has no feed.
+fn the_commit_feed_announces_each_commit(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    insert_all(&*storage, &schema, &[item(1, "a", 1.0)], 10);
+    let feed = storage.commit_feed(10);
+    let Some(mut feed) = feed else {
+        assert!(!store.has_feed(), "{:?} has a feed", store.kind);
+        return;
+    };
+    assert!(store.has_feed(), "{:?} has no feed", store.kind);
+    let mut expected = Vec::new();
+    for (n, ts) in [(2u8, 20u64), (3, 30)] {
+        let writes = insert_all(&*storage, &schema, &[item(n, "b", f64::from(n))], ts);
+        expected.push((ts, writes));
+    }
+    // Nothing moved the timestamp: nothing to announce.
+    storage.begin_batch().unwrap().commit(30, &WriteSet::default()).unwrap();
+    let mut batch = storage.begin_batch().unwrap();
+    let writes = put(&mut *batch, &schema, Some(&item(1, "a", 1.0)), None);
+    batch.commit(45, &writes).unwrap();
+    expected.push((45, writes));
+    let commits = collect(&mut *feed, expected.len());
+    let got: Vec<(Timestamp, WriteSet, bool)> = commits.into_iter().map(|c| (c.ts, c.writes, c.everything)).collect();
+    let want: Vec<(Timestamp, WriteSet, bool)> = expected.into_iter().map(|(ts, w)| (ts, w, false)).collect();
+    assert_eq!(got, want);
+    assert!(feed.next(Duration::from_millis(100)).unwrap().is_empty(), "nothing more");
+    // A feed started later begins after where it is told: at a commit, it follows on from it.
+    let mut late = storage.commit_feed(30).unwrap();
+    let summary = |commits: Vec<Commit>| commits.iter().map(|c| (c.ts, c.everything)).collect::<Vec<_>>();
+    assert_eq!(summary(collect(&mut *late, 1)), [(45, false)]);
+    // Started between commits, it cannot vouch for what changed before the first one it reads
+    // (as after a gap): that commit may have touched anything.
+    let mut between = storage.commit_feed(25).unwrap();
+    assert_eq!(summary(collect(&mut *between, 2)), [(30, true), (45, false)]);
+}
+
+/// Reads a feed until it gave `count` commits (or fails the test after a while).
+fn collect(feed: &mut dyn CommitFeed, count: usize) -> Vec<Commit> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut commits = Vec::new();
+    while commits.len() < count {
+        assert!(Instant::now() < deadline, "the feed gave {} of {count} commits", commits.len());
+        commits.extend(feed.next(Duration::from_millis(200)).unwrap());
+    }
+    commits
+}
+
+// ---------------------------------------------------------------------------------------------
+// The group committer over a storage that fails a chosen commit.
+
+/// Wraps a storage and fails its `fail_at`-th commit (counting from 1) without committing it.
+struct FailingStorage {
+    inner: Arc<dyn Storage>,
+    fail_at: usize,
+    commits: AtomicUsize,
+    /// Savepoints (mutations) in the batch whose commit failed.
+    failed_group: Mutex<Option<usize>>,
+}
+
+struct FailingBatch<'a> {
+    inner: Box<dyn Batch + 'a>,
+    storage: &'a FailingStorage,
+    savepoints: usize,
+}
+
+impl Storage for FailingStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        self.inner.snapshot()
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
+        Ok(Box::new(FailingBatch { inner: self.inner.begin_batch()?, storage: self, savepoints: 0 }))
+    }
+
+    fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
+        self.inner.commit_feed(after)
+    }
+}
+
+impl Snapshot for FailingBatch<'_> {
+    fn ts(&self) -> Timestamp {
+        self.inner.ts()
+    }
+    fn cursor_key(&self) -> CursorKey {
+        self.inner.cursor_key()
+    }
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
+        self.inner.get(id)
+    }
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        self.inner.scan(index, range, order, limit)
+    }
+    fn documents(
+        &mut self,
+        table: TableNumber,
+        after: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Vec<Document>, StorageError> {
+        self.inner.documents(table, after, limit)
+    }
+    fn index_entries(
+        &mut self,
+        index: IndexId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, DocumentId)>, StorageError> {
+        self.inner.index_entries(index, after, limit)
+    }
+}
+
+impl Batch for FailingBatch<'_> {
+    fn savepoint(&mut self) -> Result<(), StorageError> {
+        self.savepoints += 1;
+        self.inner.savepoint()
+    }
+    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
+        self.inner.rollback_savepoint()
+    }
+    fn release_savepoint(&mut self) -> Result<(), StorageError> {
+        self.inner.release_savepoint()
+    }
+    fn write(
+        &mut self,
+        id: DocumentId,
+        document: Option<&Document>,
+        writes: &[IndexWrite],
+    ) -> Result<(), StorageError> {
+        self.inner.write(id, document, writes)
+    }
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        self.inner.find_outcome(key)
+    }
+    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
+        self.inner.record_outcome(key, ts, result)
+    }
+    fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
+        self.inner.purge_outcomes(before)
+    }
+    fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
+        let number = self.storage.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if number == self.storage.fail_at {
+            *self.storage.failed_group.lock().unwrap() = Some(self.savepoints);
+            // Dropped uncommitted: the storage rolls the batch back.
+            return Err(StorageError::Unavailable("the injected commit failure".into()));
+        }
+        self.inner.commit(ts, writes)
+    }
+}
+
+fn insert_item(
+    group: &'static str,
+    rank: f64,
+) -> impl FnOnce(&mut jangar_engine::transaction::Transaction<'_>) -> Result<DocumentId, EngineError> {
+    move |tx| {
+        let fields = Object::from([("group".to_owned(), Value::from(group)), ("rank".to_owned(), Value::from(rank))]);
+        tx.insert("items", fields)
+    }
+}
+
+/// A group commit that fails answers every mutation in the group with the storage error and
+/// applies none of them (nothing is readable, announced or recorded); the next groups commit.
+fn a_failed_group_commit_fails_every_mutation_in_it(mut store: Store) {
+    const GROUP: usize = 20;
+    let schema = Arc::new(schema());
+    // Commit 1 is the first mutation, 2 the gate, 3 the group that fails.
+    let storage = Arc::new(FailingStorage {
+        inner: store.open(&schema),
+        fail_at: 3,
+        commits: AtomicUsize::new(0),
+        failed_group: Mutex::new(None),
+    });
+    let (db, committer) = Database::start(schema.clone(), storage.clone(), 100).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut commits = db.subscribe_commits();
+    let before = runtime.block_on(db.mutate(insert_item("before", 1.0))).unwrap();
+    let announced = runtime.block_on(commits.recv()).unwrap();
+    // A commit's timestamp is at least its last mutation's (it also covers the creation times handed out).
+    assert!(announced.ts >= before.ts);
+
+    // The gate holds the committer inside its own group while the next group queues up behind it.
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let gated = runtime
+        .block_on(db.enqueue(move |tx| {
+            entered.send(()).unwrap();
+            gate.recv().unwrap();
+            insert_item("gate", 2.0)(tx)
+        }))
+        .unwrap();
+    inside.recv().unwrap();
+    let key = MutationKey { client: "replayed".into(), request: 1 };
+    let mut doomed = Vec::new();
+    for i in 0..GROUP {
+        let key = key.clone();
+        let pending = runtime.block_on(db.enqueue(move |tx| {
+            if i == 0 {
+                tx.record_outcome(&key, &Value::from("recorded"))?;
+            }
+            insert_item("doomed", i as f64)(tx)
+        }));
+        doomed.push(pending.unwrap());
+    }
+    open_gate.send(()).unwrap();
+    let gate_ts = runtime.block_on(gated.outcome()).unwrap().ts;
+    for pending in doomed {
+        match runtime.block_on(pending.outcome()) {
+            Err(EngineError::Storage(e)) => {
+                assert_eq!(e, StorageError::Unavailable("the injected commit failure".into()))
+            }
+            other => panic!("a mutation of the failed group answered {other:?}"),
+        }
+    }
+    assert_eq!(*storage.failed_group.lock().unwrap(), Some(GROUP), "the doomed mutations shared one group");
+
+    let after = runtime.block_on(db.mutate(insert_item("after", 3.0))).unwrap();
+    assert!(after.ts > gate_ts);
+    let groups = |group: &'static str| {
+        let db = db.clone();
+        runtime
+            .block_on(db.query(move |tx| {
+                let range = IndexRange::default().eq(group);
+                tx.query("items", "by_group", range, Order::Asc)?.take(100, All).map(|d| d.len())
+            }))
+            .unwrap()
+            .value
+    };
+    assert_eq!((groups("before"), groups("gate"), groups("doomed"), groups("after")), (1, 1, 0, 1));
+    // Announced: the gate's commit and the one after, nothing between, and nothing of the doomed.
+    let gate_commit = runtime.block_on(commits.recv()).unwrap();
+    let after_commit = runtime.block_on(commits.recv()).unwrap();
+    assert!(gate_commit.ts >= gate_ts && gate_commit.ts < after.ts, "the gate's commit comes next");
+    assert!(after_commit.ts >= after.ts, "the failed group was never announced");
+    // One insert each: its by_id entry and its two index entries.
+    assert_eq!((gate_commit.writes.entries.len(), after_commit.writes.entries.len()), (3, 3));
+    // The failed group's outcome record went with it: a replay would run again.
+    let replay = runtime.block_on(db.mutate(move |tx| tx.find_outcome(&key).map(|found| found.is_some()))).unwrap();
+    assert!(!replay.value);
+    let report = runtime.block_on(db.check_integrity()).unwrap();
+    assert!(report.is_clean() && report.documents == 3, "{report:?}");
+    drop(db);
+    committer.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every behaviour, on every storage.
+
+macro_rules! on_every_storage {
+    ($($behaviour:ident),* $(,)?) => {
+        mod memory {
+            $(#[test]
+            fn $behaviour() {
+                super::$behaviour(super::Store::new(super::Kind::Memory).unwrap());
+            })*
+        }
+        mod memory_with_feed {
+            $(#[test]
+            fn $behaviour() {
+                super::$behaviour(super::Store::new(super::Kind::MemoryWithFeed).unwrap());
+            })*
+        }
+        mod sqlite {
+            $(#[test]
+            fn $behaviour() {
+                super::$behaviour(super::Store::new(super::Kind::Sqlite).unwrap());
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $behaviour() {
+                match super::Store::new(super::Kind::Postgres) {
+                    Some(store) => super::$behaviour(store),
+                    None => eprintln!(
+                        "SKIPPED postgres::{}: no PostgreSQL server binaries (initdb, postgres) on this machine",
+                        stringify!($behaviour)
+                    ),
+                }
+            })*
+        }
+    };
+}
+
+on_every_storage!(
+    snapshots_see_one_committed_state,
+    ranges_orders_and_limits,
+    a_rolled_back_savepoint_keeps_the_other_mutations,
+    new_indexes_are_built_from_the_documents,
+    outcomes_are_kept_until_purged,
+    timestamps_and_abandoned_batches,
+    the_commit_feed_announces_each_commit,
+    a_failed_group_commit_fails_every_mutation_in_it,
+);
