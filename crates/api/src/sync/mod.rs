@@ -85,10 +85,7 @@ pub async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         // In the API's error shape, like every other error.
-        Err(rejection) => {
-            let message = format!("This is the sync protocol's WebSocket endpoint: {}", rejection.body_text());
-            return ApiError::new(rejection.status(), "WebSocketUpgradeRequired", message).into_response();
-        }
+        Err(rejection) => return ApiError::upgrade_rejected(rejection).into_response(),
     };
     ws.max_message_size(state.sync.max_message_bytes)
         .max_frame_size(state.sync.max_message_bytes)
