@@ -3,6 +3,7 @@
 //! a 200 with `status: "error"`.)
 
 use axum::Json;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jangar_engine::error::EngineError;
@@ -10,6 +11,122 @@ use jangar_engine::storage::StorageError;
 use serde_json::json;
 
 use jangar_domain::error::ErrorCode;
+
+/// The protocol layer's own error codes: what went wrong with the request or the server rather
+/// than with the application's data (those are [`ErrorCode`]s, through [`ApiError::of`]). Each
+/// has its wire string and its HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiCode {
+    /// The request body could not be read.
+    BadRequest,
+    /// The body (or its `args`) is not JSON, or lacks a field the route needs.
+    BadJsonBody,
+    /// `format` is not one of the known value encodings.
+    BadFormat,
+    /// `ts` is not a timestamp from `/api/query_ts`, or is later than the latest commit.
+    BadTimestamp,
+    /// `ts` is older than the history kept, or a later commit changed what the query reads.
+    TimestampTooOld,
+    /// The `Idempotency-Key` header is empty, too long or not visible ASCII.
+    BadIdempotencyKey,
+    /// The function is not of the kind the route runs (a mutation on a query route).
+    BadFunctionKind,
+    /// `/api/run/{route}` does not name `module/function`.
+    BadConvexFunctionIdentifier,
+    /// The `Convex-Client` header is not `client-semver`.
+    BadConvexClientHeader,
+    /// No public function has that path.
+    FunctionPathNotFound,
+    /// A known route called with a method it does not take.
+    MethodNotAllowed,
+    /// The client stopped sending the body for `--body-timeout-seconds`.
+    RequestTimeout,
+    /// The body is larger than `--max-request-bytes`.
+    PayloadTooLarge,
+    /// A bug or a lasting failure; the details go to the log, never to the client.
+    InternalServerError,
+    /// The database is unreachable or busy for now; the client may retry.
+    StorageUnavailable,
+    /// The identity provider that would check the token cannot be reached.
+    AuthProviderUnavailable,
+    /// The database is not reachable yet: the server answers everything with this until it is.
+    NotReady,
+    /// The sync endpoint called without a valid WebSocket upgrade. Its status here is that of a
+    /// plain GET without the upgrade headers; the endpoint answers at the status of axum's
+    /// rejection, which differs for other failures (see [`ApiError::upgrade_rejected`]).
+    WebSocketUpgradeRequired,
+}
+
+impl ApiCode {
+    pub const ALL: &'static [ApiCode] = &[
+        ApiCode::BadRequest,
+        ApiCode::BadJsonBody,
+        ApiCode::BadFormat,
+        ApiCode::BadTimestamp,
+        ApiCode::TimestampTooOld,
+        ApiCode::BadIdempotencyKey,
+        ApiCode::BadFunctionKind,
+        ApiCode::BadConvexFunctionIdentifier,
+        ApiCode::BadConvexClientHeader,
+        ApiCode::FunctionPathNotFound,
+        ApiCode::MethodNotAllowed,
+        ApiCode::RequestTimeout,
+        ApiCode::PayloadTooLarge,
+        ApiCode::InternalServerError,
+        ApiCode::StorageUnavailable,
+        ApiCode::AuthProviderUnavailable,
+        ApiCode::NotReady,
+        ApiCode::WebSocketUpgradeRequired,
+    ];
+
+    /// The code on the wire, in the body's `code` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ApiCode::BadRequest => "BadRequest",
+            ApiCode::BadJsonBody => "BadJsonBody",
+            ApiCode::BadFormat => "BadFormat",
+            ApiCode::BadTimestamp => "BadTimestamp",
+            ApiCode::TimestampTooOld => "TimestampTooOld",
+            ApiCode::BadIdempotencyKey => "BadIdempotencyKey",
+            ApiCode::BadFunctionKind => "BadFunctionKind",
+            ApiCode::BadConvexFunctionIdentifier => "BadConvexFunctionIdentifier",
+            ApiCode::BadConvexClientHeader => "BadConvexClientHeader",
+            ApiCode::FunctionPathNotFound => "FunctionPathNotFound",
+            ApiCode::MethodNotAllowed => "MethodNotAllowed",
+            ApiCode::RequestTimeout => "RequestTimeout",
+            ApiCode::PayloadTooLarge => "PayloadTooLarge",
+            ApiCode::InternalServerError => "InternalServerError",
+            ApiCode::StorageUnavailable => "StorageUnavailable",
+            ApiCode::AuthProviderUnavailable => "AuthProviderUnavailable",
+            ApiCode::NotReady => "NotReady",
+            ApiCode::WebSocketUpgradeRequired => "WebSocketUpgradeRequired",
+        }
+    }
+
+    /// The HTTP status an answer with this code has.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ApiCode::BadRequest
+            | ApiCode::BadJsonBody
+            | ApiCode::BadFormat
+            | ApiCode::BadTimestamp
+            | ApiCode::TimestampTooOld
+            | ApiCode::BadIdempotencyKey
+            | ApiCode::BadFunctionKind
+            | ApiCode::BadConvexFunctionIdentifier
+            | ApiCode::BadConvexClientHeader
+            | ApiCode::WebSocketUpgradeRequired => StatusCode::BAD_REQUEST,
+            ApiCode::FunctionPathNotFound => StatusCode::NOT_FOUND,
+            ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiCode::InternalServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiCode::StorageUnavailable | ApiCode::AuthProviderUnavailable | ApiCode::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,14 +138,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+    /// An answer with one of the protocol layer's codes, at that code's HTTP status.
+    pub fn new(code: ApiCode, message: impl Into<String>) -> ApiError {
+        ApiError { status: code.status(), code: code.as_str(), message: message.into(), retry_after: None }
     }
 
     /// An answer with one of the application's codes, at that code's HTTP status.
     pub fn of(code: ErrorCode, message: impl Into<String>) -> ApiError {
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        ApiError::new(status, code.as_str(), message)
+        ApiError { status, code: code.as_str(), message: message.into(), retry_after: None }
     }
 
     pub fn rate_limited(wait: std::time::Duration) -> ApiError {
@@ -37,17 +155,17 @@ impl ApiError {
         ApiError { retry_after: Some(seconds), ..ApiError::of(ErrorCode::RateLimited, message) }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    /// A request to the sync endpoint that is no WebSocket upgrade. The one answer whose status
+    /// is not its code's: it keeps axum's for the rejection (400 for missing or wrong upgrade
+    /// headers, 405 for a HEAD, 426 when the connection cannot be upgraded).
+    pub fn upgrade_rejected(rejection: WebSocketUpgradeRejection) -> ApiError {
+        let message = format!("This is the sync protocol's WebSocket endpoint: {}", rejection.body_text());
+        ApiError { status: rejection.status(), ..ApiError::new(ApiCode::WebSocketUpgradeRequired, message) }
     }
 
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "Your request couldn't be completed. Try again later.",
-        )
+        ApiError::new(ApiCode::InternalServerError, "Your request couldn't be completed. Try again later.")
     }
 }
 
@@ -72,11 +190,7 @@ impl ApiError {
         tracing::warn!(error = %error, kind = ?error.kind(), "storage unavailable");
         ApiError {
             retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "StorageUnavailable",
-                "The database is unavailable at the moment. Try again later.",
-            )
+            ..ApiError::new(ApiCode::StorageUnavailable, "The database is unavailable at the moment. Try again later.")
         }
     }
 }
@@ -94,6 +208,81 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What each infrastructure code means on the wire, written out apart from the code's own
+    /// `as_str` and `status`. The position makes a variant missing from `ApiCode::ALL` show: the
+    /// match must name every variant, and `ALL` must then hold positions 0 to n - 1.
+    fn meaning(code: ApiCode) -> (usize, &'static str, StatusCode) {
+        match code {
+            ApiCode::BadRequest => (0, "BadRequest", StatusCode::BAD_REQUEST),
+            ApiCode::BadJsonBody => (1, "BadJsonBody", StatusCode::BAD_REQUEST),
+            ApiCode::BadFormat => (2, "BadFormat", StatusCode::BAD_REQUEST),
+            ApiCode::BadTimestamp => (3, "BadTimestamp", StatusCode::BAD_REQUEST),
+            ApiCode::TimestampTooOld => (4, "TimestampTooOld", StatusCode::BAD_REQUEST),
+            ApiCode::BadIdempotencyKey => (5, "BadIdempotencyKey", StatusCode::BAD_REQUEST),
+            ApiCode::BadFunctionKind => (6, "BadFunctionKind", StatusCode::BAD_REQUEST),
+            ApiCode::BadConvexFunctionIdentifier => (7, "BadConvexFunctionIdentifier", StatusCode::BAD_REQUEST),
+            ApiCode::BadConvexClientHeader => (8, "BadConvexClientHeader", StatusCode::BAD_REQUEST),
+            ApiCode::FunctionPathNotFound => (9, "FunctionPathNotFound", StatusCode::NOT_FOUND),
+            ApiCode::MethodNotAllowed => (10, "MethodNotAllowed", StatusCode::METHOD_NOT_ALLOWED),
+            ApiCode::RequestTimeout => (11, "RequestTimeout", StatusCode::REQUEST_TIMEOUT),
+            ApiCode::PayloadTooLarge => (12, "PayloadTooLarge", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiCode::InternalServerError => (13, "InternalServerError", StatusCode::INTERNAL_SERVER_ERROR),
+            ApiCode::StorageUnavailable => (14, "StorageUnavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ApiCode::AuthProviderUnavailable => (15, "AuthProviderUnavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ApiCode::NotReady => (16, "NotReady", StatusCode::SERVICE_UNAVAILABLE),
+            ApiCode::WebSocketUpgradeRequired => (17, "WebSocketUpgradeRequired", StatusCode::BAD_REQUEST),
+        }
+    }
+
+    #[test]
+    fn every_infrastructure_code_has_its_own_wire_string_and_status() {
+        let mut positions: Vec<usize> = ApiCode::ALL.iter().map(|&code| meaning(code).0).collect();
+        positions.sort_unstable();
+        assert_eq!(positions, (0..ApiCode::ALL.len()).collect::<Vec<_>>(), "ApiCode::ALL lists every code once");
+        let mut seen = std::collections::HashSet::new();
+        for &code in ApiCode::ALL {
+            let (_, wire, status) = meaning(code);
+            assert_eq!((code.as_str(), code.status()), (wire, status), "{code:?}");
+            assert_eq!(format!("{code:?}"), wire, "the wire string is the variant's name");
+            assert!(seen.insert(wire), "{wire} is used by two codes");
+            assert!(ErrorCode::ALL.iter().all(|app| app.as_str() != wire), "{wire} is also an application code");
+            let error = ApiError::new(code, "why");
+            assert_eq!(
+                (error.status, error.code, error.message.as_str(), error.retry_after),
+                (status, wire, "why", None)
+            );
+            // A client error is a 4xx, a server-side failure a 5xx.
+            let client_side = !matches!(
+                code,
+                ApiCode::InternalServerError
+                    | ApiCode::StorageUnavailable
+                    | ApiCode::AuthProviderUnavailable
+                    | ApiCode::NotReady
+            );
+            assert_eq!(status.is_client_error(), client_side, "{code:?}");
+            assert_eq!(status.is_server_error(), !client_side, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_its_status_and_a_code_message_body() {
+        let response = ApiError::new(ApiCode::BadJsonBody, "The request body must be a JSON object.").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[axum::http::header::CONTENT_TYPE], "application/json");
+        assert!(response.headers().get(axum::http::header::RETRY_AFTER).is_none());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(&body[..], br#"{"code":"BadJsonBody","message":"The request body must be a JSON object."}"#);
+
+        let response = ApiError::storage(StorageError::Conflict("locked".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(
+            &body[..],
+            br#"{"code":"StorageUnavailable","message":"The database is unavailable at the moment. Try again later."}"#
+        );
+    }
 
     #[test]
     fn an_application_code_answers_at_its_status() {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::{Value as Json_, json};
 
-use super::error::ApiError;
+use super::error::{ApiCode, ApiError};
 use super::{AppState, decode_args};
 use crate::auth::AuthError;
 use jangar_domain::access::Caller;
@@ -47,7 +47,7 @@ impl FromRequest<AppState> for RequestBody {
         let limits = &state.limits;
         let too_large = || {
             let message = format!("The request body is larger than {} bytes.", limits.max_body_bytes);
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+            ApiError::new(ApiCode::PayloadTooLarge, message)
         };
         let declared = request.headers().get(axum::http::header::CONTENT_LENGTH);
         if declared.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > limits.max_body_bytes as u64)
@@ -59,11 +59,11 @@ impl FromRequest<AppState> for RequestBody {
         loop {
             let frame = tokio::time::timeout(limits.body_timeout, body.frame()).await.map_err(|_| {
                 let message = format!("No part of the request body arrived for {:?}.", limits.body_timeout);
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message)
+                ApiError::new(ApiCode::RequestTimeout, message)
             })?;
             let Some(frame) = frame else { return Ok(RequestBody(bytes.into())) };
             let frame =
-                frame.map_err(|e| ApiError::bad_request("BadRequest", format!("Reading the body failed: {e}")))?;
+                frame.map_err(|e| ApiError::new(ApiCode::BadRequest, format!("Reading the body failed: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 if bytes.len() + data.len() > limits.max_body_bytes {
                     return Err(too_large());
@@ -77,29 +77,29 @@ impl FromRequest<AppState> for RequestBody {
 /// Reads a JSON body whatever its Content-Type (plain `fetch` sends text/plain).
 fn json_body(body: &RequestBody) -> Result<Json_, ApiError> {
     serde_json::from_slice(&body.0)
-        .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse the request body as JSON: {e}")))
+        .map_err(|e| ApiError::new(ApiCode::BadJsonBody, format!("Failed to parse the request body as JSON: {e}")))
 }
 
 fn parse_format(format: Option<&Json_>, default: JsonFormat) -> Result<JsonFormat, ApiError> {
     match format {
         None | Some(Json_::Null) => Ok(default),
         Some(Json_::String(name)) => JsonFormat::parse(Some(name)).ok_or_else(|| {
-            ApiError::bad_request("BadFormat", format!("format must be one of json, convex_encoded_json; got {name:?}"))
+            ApiError::new(ApiCode::BadFormat, format!("format must be one of json, convex_encoded_json; got {name:?}"))
         }),
-        Some(other) => Err(ApiError::bad_request("BadFormat", format!("format must be a string, not {other}"))),
+        Some(other) => Err(ApiError::new(ApiCode::BadFormat, format!("format must be a string, not {other}"))),
     }
 }
 
 fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) -> Result<Call, ApiError> {
     let Json_::Object(fields) = body else {
-        return Err(ApiError::bad_request("BadJsonBody", "The request body must be a JSON object."));
+        return Err(ApiError::new(ApiCode::BadJsonBody, "The request body must be a JSON object."));
     };
     let path = match path {
         Some(path) => path,
         None => match fields.get("path") {
             Some(Json_::String(path)) => path.clone(),
             _ => {
-                return Err(ApiError::bad_request("BadJsonBody", "The request body needs a string field `path`."));
+                return Err(ApiError::new(ApiCode::BadJsonBody, "The request body needs a string field `path`."));
             }
         },
     };
@@ -123,8 +123,8 @@ pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "BadConvexClientHeader",
+        Err(ApiError::new(
+            ApiCode::BadConvexClientHeader,
             format!("Convex-Client header {value:?} is not `client-semver`."),
         ))
     }
@@ -177,8 +177,7 @@ fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Res
 fn find_function(state: &AppState, path: &str) -> Result<Arc<Function>, ApiError> {
     state.registry.get(path).ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "FunctionPathNotFound",
+            ApiCode::FunctionPathNotFound,
             format!("Could not find public function for '{}'.", jangar_domain::registry::canonical_path(path)),
         )
     })
@@ -194,7 +193,7 @@ impl Retry {
         let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
         let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY).ok_or_else(|| {
             let message = format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters.");
-            ApiError::bad_request("BadIdempotencyKey", message)
+            ApiError::new(ApiCode::BadIdempotencyKey, message)
         })?;
         // "http|": never a socket's replay key (those start with a length). Length-prefixed, so no
         // identity and key pair reads as another.
@@ -270,9 +269,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<(crate::auth:
 fn auth_error(error: AuthError) -> ApiError {
     match error {
         // Not the caller's fault: they may try again.
-        AuthError::KeysUnavailable => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "AuthProviderUnavailable", error.to_string())
-        }
+        AuthError::KeysUnavailable => ApiError::new(ApiCode::AuthProviderUnavailable, error.to_string()),
         _ => ApiError::of(ErrorCode::Unauthenticated, error.to_string()),
     }
 }
@@ -332,7 +329,7 @@ pub async fn query_get(
     let caller = caller(&state, &headers).await?;
     let args = match params.args.as_deref() {
         Some(text) => serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request("BadJsonBody", format!("Failed to parse args as JSON: {e}")))?,
+            .map_err(|e| ApiError::new(ApiCode::BadJsonBody, format!("Failed to parse args as JSON: {e}")))?,
         None => json!({}),
     };
     let format = parse_format(params.format.map(Json_::String).as_ref(), JsonFormat::Clean)?;
@@ -350,7 +347,7 @@ pub async fn run_by_path(
     let (identity, caller) = identify(&state, &headers).await?;
     let retry = Retry::from_headers(&headers, &identity)?;
     let Some((module, name)) = route.rsplit_once('/') else {
-        return Err(ApiError::bad_request("BadConvexFunctionIdentifier", format!("{route:?} is not module/function.")));
+        return Err(ApiError::new(ApiCode::BadConvexFunctionIdentifier, format!("{route:?} is not module/function.")));
     };
     let body = if body.0.is_empty() { json!({}) } else { json_body(&body)? };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
@@ -380,19 +377,19 @@ pub async fn query_at_ts(
         Some(Json_::Number(n)) => n.as_u64(),
         _ => None,
     }
-    .ok_or_else(|| ApiError::bad_request("BadTimestamp", "`ts` must be a timestamp from /api/query_ts."))?;
+    .ok_or_else(|| ApiError::new(ApiCode::BadTimestamp, "`ts` must be a timestamp from /api/query_ts."))?;
     let call = parse_call(&body, None, JsonFormat::Clean)?;
     let function = find_function(&state, &call.path)?;
     if function.kind != Kind::Query {
-        return Err(ApiError::bad_request("BadFunctionKind", format!("{} is not a query.", function.path)));
+        return Err(ApiError::new(ApiCode::BadFunctionKind, format!("{} is not a query.", function.path)));
     }
     let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
         Ok(args) => args,
         Err(e) => return failure(e, call.format).map(UdfBody::from),
     };
     let too_old = |why: &str| {
-        Err(ApiError::bad_request(
-            "TimestampTooOld",
+        Err(ApiError::new(
+            ApiCode::TimestampTooOld,
             format!("{} cannot be read as of that timestamp: {why}", function.path),
         ))
     };
@@ -401,7 +398,7 @@ pub async fn query_at_ts(
         Ok(Err(AsOf::Changed)) => too_old("a later commit changed what it reads"),
         Ok(Err(AsOf::TooOld | AsOf::NotYetKnown)) => too_old("only the last minute of commits is kept"),
         Ok(Err(AsOf::Future | AsOf::Same)) => {
-            Err(ApiError::bad_request("BadTimestamp", "`ts` is later than the latest commit."))
+            Err(ApiError::new(ApiCode::BadTimestamp, "`ts` is later than the latest commit."))
         }
         Err(e) => failure(e, call.format).map(UdfBody::from),
     }
@@ -417,7 +414,7 @@ pub async fn query_batch(
     let caller = caller(&state, &headers).await?;
     let body = json_body(&body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
-        return Err(ApiError::bad_request("BadJsonBody", "The request body needs an array field `queries`."));
+        return Err(ApiError::new(ApiCode::BadJsonBody, "The request body needs an array field `queries`."));
     };
     let mut bodies = Vec::with_capacity(queries.len());
     let mut formats = Vec::with_capacity(queries.len());
@@ -497,7 +494,7 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<
 /// A known route called with the wrong method, in the API's error shape.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!("{} does not take {method} requests.", uri.path());
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message).into_response()
+    ApiError::new(ApiCode::MethodNotAllowed, message).into_response()
 }
 
 /// Unknown routes answer in the API's error shape.

@@ -58,10 +58,7 @@ pub struct BodyLimits {
 /// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
 /// What the port answers while the database is not reachable yet: 503 to everything.
 pub fn not_ready_router() -> Router {
-    Router::new().fallback(|| async {
-        let body = serde_json::json!({"code": "NotReady", "message": "Waiting for the database."});
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
-    })
+    Router::new().fallback(|| async { error::ApiError::new(error::ApiCode::NotReady, "Waiting for the database.") })
 }
 
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {

@@ -1,6 +1,13 @@
 //! The close codes the sync socket ends with (RFC 6455, section 7.4.1), in one place: the
 //! official clients decide from the code whether to reconnect at once or back off.
 
+/// The close reason after a `FatalError` for a message that breaks the protocol.
+pub const INVALID_CLIENT_MESSAGE: &str = "InvalidClientMessage";
+
+/// The close reason after an `AuthError` message, and that message's `type`: the clients fetch
+/// a fresh token and reconnect.
+pub const AUTH_ERROR: &str = "AuthError";
+
 /// Why the server closes a sync socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseCode {

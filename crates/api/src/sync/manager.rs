@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::close::CloseCode;
+use super::close::{CloseCode, INVALID_CLIENT_MESSAGE};
 use super::outbox::{Outbound, Outbox};
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::auth::{Auth, Identity};
@@ -290,7 +290,7 @@ impl Manager {
                 && c.out
                     .try_push(Outbound::Close {
                         code: CloseCode::PolicyViolation,
-                        reason: "InvalidClientMessage".into(),
+                        reason: INVALID_CLIENT_MESSAGE.into(),
                     })
                     .is_ok();
             if !queued && let Some(overloaded) = c.overloaded.take() {

@@ -23,7 +23,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use self::close::CloseCode;
+use self::close::{AUTH_ERROR, CloseCode, INVALID_CLIENT_MESSAGE};
 use self::manager::{ConnectionId, Event, SyncStats};
 use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
@@ -85,10 +85,7 @@ pub async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         // In the API's error shape, like every other error.
-        Err(rejection) => {
-            let message = format!("This is the sync protocol's WebSocket endpoint: {}", rejection.body_text());
-            return ApiError::new(rejection.status(), "WebSocketUpgradeRequired", message).into_response();
-        }
+        Err(rejection) => return ApiError::upgrade_rejected(rejection).into_response(),
     };
     ws.max_message_size(state.sync.max_message_bytes)
         .max_frame_size(state.sync.max_message_bytes)
@@ -147,7 +144,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
                         let _ = out.try_push(fatal("Binary frames are not part of the sync protocol."));
-                        let _ = out.try_push(Outbound::Close { code: CloseCode::UnsupportedData, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(Outbound::Close { code: CloseCode::UnsupportedData, reason: INVALID_CLIENT_MESSAGE.into() });
                         continue;
                     }
                     Some(Err(e)) if e.to_string().starts_with("Space limit exceeded") => {
@@ -171,7 +168,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Ok(message) => message,
                     Err(e) => {
                         let _ = out.try_push(fatal(&format!("Malformed client message: {e}")));
-                        let _ = out.try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: "InvalidClientMessage".into() });
+                        let _ = out.try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: INVALID_CLIENT_MESSAGE.into() });
                         continue;
                     }
                 };
@@ -189,7 +186,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                     Flow::Refuse(error) => {
                         // Straight to the socket, ahead of anything queued: the client hears why first.
                         let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-                        send_close(&mut socket, CloseCode::Normal, "AuthError".into()).await;
+                        send_close(&mut socket, CloseCode::Normal, AUTH_ERROR.into()).await;
                         break;
                     }
                 }
@@ -237,7 +234,7 @@ async fn serve_connection(state: AppState, mut socket: WebSocket) {
                         _ => {
                             let error = auth_error(&AuthError::Revoked, auth_base, RefusedToken::Earlier);
                             let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-                            send_close(&mut socket, CloseCode::Normal, "AuthError".into()).await;
+                            send_close(&mut socket, CloseCode::Normal, AUTH_ERROR.into()).await;
                         }
                     }
                     break;
@@ -270,7 +267,7 @@ async fn send_close(socket: &mut WebSocket, code: CloseCode, reason: String) {
 async fn expire(socket: &mut WebSocket, auth_base: u32) {
     let error = auth_error(&AuthError::Expired, auth_base, RefusedToken::Earlier);
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(error.into()))).await;
-    send_close(socket, CloseCode::Normal, "AuthError".into()).await;
+    send_close(socket, CloseCode::Normal, AUTH_ERROR.into()).await;
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -297,7 +294,7 @@ enum RefusedToken {
 
 fn auth_error(error: &AuthError, base_version: u32, token: RefusedToken) -> String {
     let message = json!({
-        "type": "AuthError",
+        "type": AUTH_ERROR,
         "error": error.to_string(),
         "baseVersion": base_version,
         "authUpdateAttempted": matches!(token, RefusedToken::JustSent),
@@ -358,7 +355,7 @@ async fn handle_client_message(
             // Every client sends Connect first; without it there is no session to replay against.
             let _ = out.try_push(fatal("The first message must be Connect."));
             let _ = out
-                .try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: "InvalidClientMessage".into() });
+                .try_push(Outbound::Close { code: CloseCode::PolicyViolation, reason: INVALID_CLIENT_MESSAGE.into() });
             Flow::Continue
         }
         ClientMessage::ModifyQuerySet { base_version, new_version, modifications } => {
