@@ -16,7 +16,7 @@ use jangar_domain::error::ErrorCode;
 /// than with the application's data (those are [`ErrorCode`]s, through [`ApiError::of`]). Each
 /// has its wire string and its HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ApiCode {
+pub(crate) enum ApiCode {
     /// The request body could not be read.
     BadRequest,
     /// The body (or its `args`) is not JSON, or lacks a field the route needs.
@@ -58,7 +58,8 @@ pub enum ApiCode {
 }
 
 impl ApiCode {
-    pub const ALL: &'static [ApiCode] = &[
+    #[cfg(test)]
+    pub(crate) const ALL: &'static [ApiCode] = &[
         ApiCode::BadRequest,
         ApiCode::BadJsonBody,
         ApiCode::BadFormat,
@@ -80,7 +81,7 @@ impl ApiCode {
     ];
 
     /// The code on the wire, in the body's `code` field.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             ApiCode::BadRequest => "BadRequest",
             ApiCode::BadJsonBody => "BadJsonBody",
@@ -104,7 +105,7 @@ impl ApiCode {
     }
 
     /// The HTTP status an answer with this code has.
-    pub const fn status(self) -> StatusCode {
+    pub(crate) const fn status(self) -> StatusCode {
         match self {
             ApiCode::BadRequest
             | ApiCode::BadJsonBody
@@ -129,27 +130,27 @@ impl ApiCode {
 }
 
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Seconds after which a rate-limited caller may try again (the `Retry-After` header).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An answer with one of the protocol layer's codes, at that code's HTTP status.
-    pub fn new(code: ApiCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ApiCode, message: impl Into<String>) -> ApiError {
         ApiError { status: code.status(), code: code.as_str(), message: message.into(), retry_after: None }
     }
 
     /// An answer with one of the application's codes, at that code's HTTP status.
-    pub fn of(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn of(code: ErrorCode, message: impl Into<String>) -> ApiError {
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         ApiError { status, code: code.as_str(), message: message.into(), retry_after: None }
     }
 
-    pub fn rate_limited(wait: std::time::Duration) -> ApiError {
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         let message = format!("Too many requests from this identity; try again in {seconds} s.");
         ApiError { retry_after: Some(seconds), ..ApiError::of(ErrorCode::RateLimited, message) }
@@ -158,12 +159,12 @@ impl ApiError {
     /// A request to the sync endpoint that is no WebSocket upgrade. The one answer whose status
     /// is not its code's: it keeps axum's for the rejection (400 for missing or wrong upgrade
     /// headers, 405 for a HEAD, 426 when the connection cannot be upgraded).
-    pub fn upgrade_rejected(rejection: WebSocketUpgradeRejection) -> ApiError {
+    pub(crate) fn upgrade_rejected(rejection: WebSocketUpgradeRejection) -> ApiError {
         let message = format!("This is the sync protocol's WebSocket endpoint: {}", rejection.body_text());
         ApiError { status: rejection.status(), ..ApiError::new(ApiCode::WebSocketUpgradeRequired, message) }
     }
 
-    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
         ApiError::new(ApiCode::InternalServerError, "Your request couldn't be completed. Try again later.")
     }
@@ -172,7 +173,7 @@ impl ApiError {
 impl ApiError {
     /// An engine failure: a storage failure by its kind (see [`ApiError::storage`]), anything
     /// else a 500.
-    pub fn engine(error: EngineError) -> ApiError {
+    pub(crate) fn engine(error: EngineError) -> ApiError {
         match error {
             EngineError::Storage(e) => ApiError::storage(e),
             other => ApiError::internal(other),
@@ -183,7 +184,7 @@ impl ApiError {
     /// writer was in the way) is a 503 the client may retry, with `Retry-After`; any other
     /// (corrupt data, a full disk, a bug) is a 500. Either way the message stays generic: the
     /// details go to the log.
-    pub fn storage(error: StorageError) -> ApiError {
+    pub(crate) fn storage(error: StorageError) -> ApiError {
         if !error.is_transient() {
             return ApiError::internal(error);
         }

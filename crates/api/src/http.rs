@@ -38,7 +38,7 @@ struct Call {
 /// `Content-Length` over `--max-request-bytes` (and as soon as more than that
 /// arrives without one), 408 when the client stops sending for
 /// `--body-timeout-seconds`. Slow or oversized uploads cannot hold a connection.
-pub struct RequestBody(Bytes);
+pub(crate) struct RequestBody(Bytes);
 
 impl FromRequest<AppState> for RequestBody {
     type Rejection = ApiError;
@@ -111,7 +111,7 @@ fn parse_call(body: &Json_, path: Option<String>, default_format: JsonFormat) ->
 }
 
 /// Checks the `Convex-Client` header: `{client}-{semver}`.
-pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get("convex-client") else {
         return Ok(());
     };
@@ -131,7 +131,7 @@ pub fn check_client_header(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// A UdfResponse body, ready to send.
-pub struct UdfBody(String);
+pub(crate) struct UdfBody(String);
 
 impl IntoResponse for UdfBody {
     fn into_response(self) -> Response {
@@ -287,11 +287,15 @@ async fn call_route(
     run(&state, caller, call, expected, retry).await
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
+pub(crate) async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Query)).await
 }
 
-pub async fn mutation(
+pub(crate) async fn mutation(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: RequestBody,
@@ -299,12 +303,16 @@ pub async fn mutation(
     call_route(state, headers, body, Some(Kind::Mutation)).await
 }
 
-pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: RequestBody) -> Result<UdfBody, ApiError> {
+pub(crate) async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<UdfBody, ApiError> {
     call_route(state, headers, body, Some(Kind::Action)).await
 }
 
 /// `/api/function` runs a function of any kind.
-pub async fn function(
+pub(crate) async fn function(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: RequestBody,
@@ -313,14 +321,14 @@ pub async fn function(
 }
 
 #[derive(serde::Deserialize)]
-pub struct QueryParams {
+pub(crate) struct QueryParams {
     path: String,
     args: Option<String>,
     format: Option<String>,
 }
 
 /// `GET /api/query?path=..&args=<json>&format=..`
-pub async fn query_get(
+pub(crate) async fn query_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<QueryParams>,
@@ -337,7 +345,7 @@ pub async fn query_get(
 }
 
 /// `/api/run/{module path}/{function}`: `messages/list` is `messages:list`.
-pub async fn run_by_path(
+pub(crate) async fn run_by_path(
     State(state): State<AppState>,
     Path(route): Path<String>,
     headers: HeaderMap,
@@ -354,7 +362,7 @@ pub async fn run_by_path(
     run(&state, caller, call, None, retry).await
 }
 
-pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+pub(crate) async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
     caller(&state, &headers).await?;
     let ts = state.db.current_ts().await.map_err(ApiError::storage)?;
     Ok(Json(json!({"ts": base64::encode(&ts.to_le_bytes())})))
@@ -364,7 +372,7 @@ pub async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Resu
 /// `consistentQuery`). Storage keeps only the latest versions, so it answers when nothing the
 /// query read has changed since that timestamp (then the latest result is the one at it), within
 /// the last minute of commits; otherwise 400 `TimestampTooOld`.
-pub async fn query_at_ts(
+pub(crate) async fn query_at_ts(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: RequestBody,
@@ -405,7 +413,7 @@ pub async fn query_at_ts(
 }
 
 /// `/api/query_batch`: every query of the batch reads the same snapshot.
-pub async fn query_batch(
+pub(crate) async fn query_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: RequestBody,
@@ -448,23 +456,23 @@ pub async fn query_batch(
 }
 
 /// Readiness for a load balancer: 200 while the database answers, 503 when it does not.
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
     match state.db.current_ts().await {
         Ok(ts) => (StatusCode::OK, Json(json!({"ready": true, "ts": base64::encode(&ts.to_le_bytes())}))),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": e.to_string()}))),
     }
 }
 
-pub async fn version() -> &'static str {
+pub(crate) async fn version() -> &'static str {
     concat!("jangar ", env!("CARGO_PKG_VERSION"))
 }
 
-pub async fn root() -> &'static str {
+pub(crate) async fn root() -> &'static str {
     "This Jangar deployment is running. It speaks the Convex HTTP and sync protocols."
 }
 
 /// Group-commit counters, for benchmarks and operators (admins).
-pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     if !caller(&state, &headers).await?.admin {
         return Err(ApiError::of(ErrorCode::Forbidden, "The server's counters need an admin key."));
     }
@@ -483,7 +491,7 @@ pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<
 
 /// `POST /jangar/check`: the integrity check on the live database, for admins
 /// (it lists document ids of every table).
-pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
+pub(crate) async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
     if caller(&state, &headers).await? != Caller::ADMIN {
         return Err(ApiError::of(ErrorCode::Forbidden, "The integrity check needs an admin key."));
     }
@@ -492,12 +500,12 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Result<
 }
 
 /// A known route called with the wrong method, in the API's error shape.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!("{} does not take {method} requests.", uri.path());
     ApiError::new(ApiCode::MethodNotAllowed, message).into_response()
 }
 
 /// Unknown routes answer in the API's error shape.
-pub async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     ApiError::of(ErrorCode::NotFound, "No such route.").into_response()
 }

@@ -2,7 +2,7 @@
 
 pub mod auth;
 pub mod client;
-pub mod error;
+pub(crate) mod error;
 pub mod http;
 pub mod sync;
 

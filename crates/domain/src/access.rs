@@ -11,8 +11,8 @@
 //!
 //! Handlers get a [`Ctx`]: the transaction plus the caller, and no other way to
 //! the database. Its reads say at the call site whether they check: by id,
-//! [`Ctx::get_owned`] applies the ownership rule and [`Ctx::get_unchecked`] does
-//! not; index reads are [`Ctx::query_unchecked`], made safe by checking their
+//! [`Ctx::get_owned`] applies the ownership rule (no handler reads by id without
+//! it); index reads are [`Ctx::query_unchecked`], made safe by checking their
 //! parent document first ([`Ctx::may_list_under`], a checked load) or by
 //! filtering with [`Ctx::owned`].
 
@@ -50,7 +50,7 @@ pub struct User {
 
 impl Viewer {
     /// A key that separates cached results of different viewers.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Viewer::Everything => "*".into(),
             Viewer::User(user) => {
@@ -95,7 +95,7 @@ pub enum Audience {
 }
 
 impl Audience {
-    pub fn admits(self, caller: &Caller, path: &str) -> Result<(), FunctionError> {
+    pub(crate) fn admits(self, caller: &Caller, path: &str) -> Result<(), FunctionError> {
         if self == Audience::Workers && !caller.admin {
             let message = format!("{path} is a worker function: it needs an admin key.");
             return Err(AppError::new(ErrorCode::Forbidden, message).into());
@@ -113,40 +113,28 @@ pub struct Ctx<'c, 'a> {
 }
 
 impl<'c, 'a> Ctx<'c, 'a> {
-    pub fn new(tx: &'c mut Transaction<'a>, caller: &'c Caller) -> Ctx<'c, 'a> {
+    pub(crate) fn new(tx: &'c mut Transaction<'a>, caller: &'c Caller) -> Ctx<'c, 'a> {
         Ctx { tx, caller }
     }
 
-    pub fn viewer(&self) -> &Viewer {
-        &self.caller.viewer
-    }
-
     /// The transaction's time, in milliseconds since the epoch.
-    pub fn now_ms(&self) -> f64 {
+    pub(crate) fn now_ms(&self) -> f64 {
         self.tx.now_ms()
     }
 
     /// The document, or `None` when it does not exist or the caller may not see
     /// it (as if it did not exist, so ids cannot be probed). The right read for
     /// any id that came from the caller, and for whatever a result will show.
-    pub fn get_owned(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
+    pub(crate) fn get_owned(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
         let Some(document) = self.tx.get(table, id)? else { return Ok(None) };
         Ok(may_see(self.tx, &self.caller.viewer, table, &document)?.then_some(document))
-    }
-
-    /// The document whether or not the caller may see it. Right only where the
-    /// caller's right to it is already established (a document reached from
-    /// one read with [`Ctx::get_owned`] that owns it), or where nothing of it
-    /// reaches the caller; never for an id the caller passed in.
-    pub fn get_unchecked(&mut self, table: &str, id: DocumentId) -> Result<Option<Document>, EngineError> {
-        self.tx.get(table, id)
     }
 
     /// An index read that checks nothing by itself. Right when the caller may
     /// see everything under the range (its parent passed [`Ctx::may_list_under`]
     /// or a checked load, or the function is for workers and shows what no
     /// session owns), or with [`Ctx::owned`] as the filter of its results.
-    pub fn query_unchecked<'t>(
+    pub(crate) fn query_unchecked<'t>(
         &'t mut self,
         table: &str,
         index: &str,
@@ -157,13 +145,13 @@ impl<'c, 'a> Ctx<'c, 'a> {
     }
 
     /// Inserts a document. Writes check nothing: check the documents they hang off first.
-    pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, EngineError> {
+    pub(crate) fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, EngineError> {
         self.tx.insert(table, fields)
     }
 
     /// Sets (`Some`) or removes (`None`) fields of a document the handler has
     /// already loaded with a checked read; returns the new version.
-    pub fn patch(
+    pub(crate) fn patch(
         &mut self,
         table: &str,
         id: DocumentId,
@@ -175,7 +163,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
     /// May the caller list the documents under this parent? Admins may (without
     /// reading it: a missing parent lists nothing anyway); users only under a
     /// parent they can see.
-    pub fn may_list_under(&mut self, table: &str, id: DocumentId) -> Result<bool, EngineError> {
+    pub(crate) fn may_list_under(&mut self, table: &str, id: DocumentId) -> Result<bool, EngineError> {
         match self.caller.viewer {
             Viewer::Everything => Ok(true),
             Viewer::User(_) => Ok(self.get_owned(table, id)?.is_some()),
@@ -184,7 +172,7 @@ impl<'c, 'a> Ctx<'c, 'a> {
 
     /// Arguments that name a user (`userId`, `requestedBy`, ...) must name the
     /// caller, unless the caller sees everything (an admin).
-    pub fn check_user_id(&self, argument: &str, user_id: &str) -> Result<(), FunctionError> {
+    pub(crate) fn check_user_id(&self, argument: &str, user_id: &str) -> Result<(), FunctionError> {
         if self.caller.viewer.is(user_id) {
             return Ok(());
         }
@@ -193,13 +181,13 @@ impl<'c, 'a> Ctx<'c, 'a> {
     }
 
     /// Keeps the documents of `table` that the caller may see and `also` keeps.
-    pub fn owned<F: Fn(&Document) -> bool>(&self, table: &'static str, also: F) -> Owned<F> {
+    pub(crate) fn owned<F: Fn(&Document) -> bool>(&self, table: &'static str, also: F) -> Owned<F> {
         Owned { viewer: self.caller.viewer.clone(), table, also }
     }
 }
 
 /// A list filter: the documents the viewer may see, among those `also` keeps.
-pub struct Owned<F> {
+pub(crate) struct Owned<F> {
     viewer: Viewer,
     table: &'static str,
     also: F,

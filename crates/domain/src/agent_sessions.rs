@@ -15,9 +15,9 @@ use super::registry::Function;
 use super::schema::{AGENT_PHASES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::AGENT_SESSIONS;
+pub(crate) const TABLE: &str = tables::AGENT_SESSIONS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(chat_sessions::TABLE));
     vec![
         Function::mutation(

@@ -20,9 +20,9 @@ use super::schema::tables;
 use super::status::{ApprovalStatus, Status, Word, literals};
 use super::{chat_sessions, runs, work_orders};
 
-pub const TABLE: &str = tables::APPROVAL_REQUESTS;
+pub(crate) const TABLE: &str = tables::APPROVAL_REQUESTS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "approvalRequests:create",

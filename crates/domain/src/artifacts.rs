@@ -14,10 +14,10 @@ use super::schema::{ARTIFACT_TYPES, tables};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::ARTIFACTS;
+pub(crate) const TABLE: &str = tables::ARTIFACTS;
 const DETAILS: &[&str] = &["url", "label", "content", "status"];
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let details = |mut fields: Vec<(&'static str, _)>| {
         fields.extend(DETAILS.iter().map(|f| (*f, v::optional(v::string()))));
         v::object(fields)

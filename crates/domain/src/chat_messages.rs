@@ -16,9 +16,9 @@ use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::{MESSAGE_ROLES, tables};
 
-pub const TABLE: &str = tables::CHAT_MESSAGES;
+pub(crate) const TABLE: &str = tables::CHAT_MESSAGES;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let message_id = || ("messageId", v::id(TABLE));
     vec![
         Function::mutation(
@@ -45,7 +45,7 @@ pub fn functions() -> Vec<Function> {
 
 /// Inserts a message into a live session and bumps the session's activity
 /// times in the same transaction. `extra` holds optional fields (metadata, changes, ...).
-pub fn insert_message(
+pub(crate) fn insert_message(
     tx: &mut Ctx<'_, '_>,
     session_id: DocumentId,
     role: &str,
@@ -76,7 +76,7 @@ fn append(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 /// pages from the oldest on. With `order`, in that order from its start
 /// (`desc`: a chat view that opens on the newest and pages back in time). A
 /// hidden session has no visible messages.
-pub fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
+pub(crate) fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     let deleted = Deleted::as_asked(args);
     if chat_sessions::find(tx, session_id, deleted)?.is_none() {

@@ -17,9 +17,9 @@ use super::error::{FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::tables;
 
-pub const TABLE: &str = tables::CHAT_SESSIONS;
+pub(crate) const TABLE: &str = tables::CHAT_SESSIONS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
     vec![
         Function::mutation(
@@ -62,7 +62,12 @@ pub fn functions() -> Vec<Function> {
 }
 
 /// Inserts a session for `userId` (the caller, unless an admin); a given `repoId` must name an existing repo.
-pub fn insert_session(tx: &mut Ctx<'_, '_>, user_id: &str, title: &str, repo_id: Option<DocumentId>) -> FunctionResult {
+pub(crate) fn insert_session(
+    tx: &mut Ctx<'_, '_>,
+    user_id: &str,
+    title: &str,
+    repo_id: Option<DocumentId>,
+) -> FunctionResult {
     tx.check_user_id("userId", user_id)?;
     if let Some(repo_id) = repo_id {
         super::common::load(tx, tables::REPOS, repo_id, "Repo")?;
@@ -87,7 +92,7 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 /// Sessions of `userId` (the caller, unless an admin), latest message first.
-pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+pub(crate) fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let request = ListRequest::from_args(args)?;
     tx.check_user_id("userId", args.str("userId"))?;
     let range = IndexRange::default().eq(args.str("userId"));
@@ -96,7 +101,7 @@ pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 }
 
 /// A session by id, or null when it does not exist or is hidden.
-pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
+pub(crate) fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
     Ok(tx.get_owned(TABLE, id)?.filter(|d| deleted.shows(d)))
 }
 
@@ -106,7 +111,7 @@ fn get(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 /// Documents of `table` in one session (the `sessionId` argument), through the
 /// table's `by_session` index; a hidden session has none.
-pub fn list_in_session(
+pub(crate) fn list_in_session(
     tx: &mut Ctx<'_, '_>,
     table: &str,
     args: &Args,
@@ -124,7 +129,7 @@ pub fn list_in_session(
 }
 
 /// Sets the named timestamp fields of a live session to now.
-pub fn touch(tx: &mut Ctx<'_, '_>, id: DocumentId, fields: &[&str]) -> Result<(), FunctionError> {
+pub(crate) fn touch(tx: &mut Ctx<'_, '_>, id: DocumentId, fields: &[&str]) -> Result<(), FunctionError> {
     load_active(tx, TABLE, id, "Session")?;
     let now = tx.now_ms();
     tx.patch(TABLE, id, fields.iter().map(|f| ((*f).to_owned(), Some(Value::from(now)))))?;

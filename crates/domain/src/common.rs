@@ -17,51 +17,51 @@ use super::status::{Status, Word};
 pub struct Args(pub Object);
 
 impl Args {
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name)
     }
 
     /// A required string (the validator guarantees presence and type).
-    pub fn str(&self, name: &str) -> &str {
+    pub(crate) fn str(&self, name: &str) -> &str {
         self.opt_str(name).unwrap_or_default()
     }
 
-    pub fn opt_str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn opt_str(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(Value::as_str)
     }
 
-    pub fn opt_f64(&self, name: &str) -> Option<f64> {
+    pub(crate) fn opt_f64(&self, name: &str) -> Option<f64> {
         self.0.get(name).and_then(Value::as_f64)
     }
 
-    pub fn flag(&self, name: &str) -> bool {
+    pub(crate) fn flag(&self, name: &str) -> bool {
         matches!(self.0.get(name), Some(Value::Boolean(true)))
     }
 
     /// An id argument (validated as `v.id(table)`, so decoding cannot fail).
-    pub fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
+    pub(crate) fn id(&self, name: &str) -> Result<DocumentId, FunctionError> {
         let text = self.str(name);
         DocumentId::decode(text).map_err(|e| AppError::new(ErrorCode::InvalidArgument, format!("{name}: {e}")).into())
     }
 
     /// A word argument (validated as a union of the enum's literals, so parsing cannot fail).
-    pub fn word<W: Word>(&self, name: &str) -> Result<W, FunctionError> {
+    pub(crate) fn word<W: Word>(&self, name: &str) -> Result<W, FunctionError> {
         let text = self.str(name);
         W::parse(text).ok_or_else(|| {
             AppError::new(ErrorCode::InvalidArgument, format!("{name}: {text:?} is not allowed.")).into()
         })
     }
 
-    pub fn opt_word<W: Word>(&self, name: &str) -> Result<Option<W>, FunctionError> {
+    pub(crate) fn opt_word<W: Word>(&self, name: &str) -> Result<Option<W>, FunctionError> {
         self.0.get(name).map(|_| self.word(name)).transpose()
     }
 
-    pub fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
+    pub(crate) fn opt_id(&self, name: &str) -> Result<Option<DocumentId>, FunctionError> {
         self.0.get(name).map(|_| self.id(name)).transpose()
     }
 
     /// Copies the named optional fields that are present into `fields`.
-    pub fn copy_into(&self, fields: &mut Object, names: &[&str]) {
+    pub(crate) fn copy_into(&self, fields: &mut Object, names: &[&str]) {
         for name in names {
             if let Some(value) = self.0.get(*name) {
                 fields.insert((*name).to_owned(), value.clone());
@@ -71,7 +71,7 @@ impl Args {
 }
 
 /// The session a call names, as `sessionId` or (seed 004) `threadId`: exactly one of them.
-pub fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
+pub(crate) fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
     match (args.get("sessionId"), args.get("threadId")) {
         (Some(_), None) => args.id("sessionId"),
         (None, Some(_)) => args.id("threadId"),
@@ -80,16 +80,21 @@ pub fn session_or_thread(args: &Args) -> Result<DocumentId, FunctionError> {
 }
 
 /// Builds an object from pairs, for documents and results.
-pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Object {
+pub(crate) fn object<const N: usize>(pairs: [(&str, Value); N]) -> Object {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-pub fn is_deleted(document: &Document) -> bool {
+pub(crate) fn is_deleted(document: &Document) -> bool {
     matches!(document.fields.get("deletedAt"), Some(Value::Float64(_)))
 }
 
 /// Reads a document that must exist and must not be soft-deleted.
-pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+pub(crate) fn load_active(
+    tx: &mut Ctx<'_, '_>,
+    table: &str,
+    id: DocumentId,
+    what: &str,
+) -> Result<Document, FunctionError> {
     let document = load(tx, table, id, what)?;
     if is_deleted(&document) {
         return Err(AppError::new(ErrorCode::Deleted, format!("{what} {id} is deleted."))
@@ -100,7 +105,7 @@ pub fn load_active(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str
 }
 
 /// Reads a document that must exist (soft-deleted or not).
-pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
+pub(crate) fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Result<Document, FunctionError> {
     tx.get_owned(table, id)?.ok_or_else(|| {
         AppError::new(ErrorCode::NotFound, format!("{what} {id} does not exist.")).with("id", id.encode()).into()
     })
@@ -108,13 +113,13 @@ pub fn load(tx: &mut Ctx<'_, '_>, table: &str, id: DocumentId, what: &str) -> Re
 
 /// A soft delete, or its undoing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SoftDelete {
+pub(crate) enum SoftDelete {
     Delete,
     Restore,
 }
 
 /// `deletedAt = now` (kept as it was if already set) or cleared, on any soft-deletable table.
-pub fn set_deleted(
+pub(crate) fn set_deleted(
     tx: &mut Ctx<'_, '_>,
     table: &str,
     id: DocumentId,
@@ -133,7 +138,7 @@ pub fn set_deleted(
 }
 
 /// The argument fields every list query accepts.
-pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
+pub(crate) fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
     fields.push(("limit", v::optional(v::count())));
     // Through the same index either way; without it, each list's own order.
     fields.push(("order", v::optional(v::union(vec![v::literal("asc"), v::literal("desc")]))));
@@ -155,7 +160,7 @@ pub fn list_args(mut fields: Vec<(&'static str, Validator)>) -> Validator {
 }
 
 /// The result of a list query: an array, or Convex's page object with `paginationOpts`.
-pub fn list_of(table: &'static str) -> Validator {
+pub(crate) fn list_of(table: &'static str) -> Validator {
     v::union(vec![
         v::array(v::document(table)),
         v::object(vec![
@@ -167,12 +172,12 @@ pub fn list_of(table: &'static str) -> Validator {
 }
 
 /// A document of `table`, or null.
-pub fn maybe(table: &'static str) -> Validator {
+pub(crate) fn maybe(table: &'static str) -> Validator {
     v::union(vec![v::document(table), v::null()])
 }
 
 /// What a list query was asked for.
-pub enum ListRequest {
+pub(crate) enum ListRequest {
     Limit(usize),
     Page { num_items: usize, cursor: Option<String>, end_cursor: Option<String> },
 }
@@ -189,7 +194,7 @@ fn whole_number(value: f64, name: &str) -> Result<usize, FunctionError> {
 }
 
 impl ListRequest {
-    pub fn from_args(args: &Args) -> Result<ListRequest, FunctionError> {
+    pub(crate) fn from_args(args: &Args) -> Result<ListRequest, FunctionError> {
         match (args.opt_f64("limit"), args.get("paginationOpts")) {
             (Some(_), Some(_)) => {
                 Err(AppError::new(ErrorCode::InvalidArgument, "Pass either limit or paginationOpts, not both.").into())
@@ -212,7 +217,7 @@ impl ListRequest {
     }
 
     /// Runs the request on `query`: an array for `limit`, Convex's page object for `paginationOpts`.
-    pub fn run(self, query: Query<'_, '_>, keep: impl Keep) -> Result<Value, FunctionError> {
+    pub(crate) fn run(self, query: Query<'_, '_>, keep: impl Keep) -> Result<Value, FunctionError> {
         match self {
             ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
             ListRequest::Page { num_items, cursor, end_cursor } => {
@@ -227,12 +232,12 @@ impl ListRequest {
     }
 }
 
-pub fn documents(documents: &[Document]) -> Value {
+pub(crate) fn documents(documents: &[Document]) -> Value {
     Value::Array(documents.iter().map(Document::to_value).collect())
 }
 
 /// An empty list in the shape the request asked for (for a hidden parent).
-pub fn empty_list(request: &ListRequest) -> Value {
+pub(crate) fn empty_list(request: &ListRequest) -> Value {
     match request {
         ListRequest::Limit(_) => Value::Array(Vec::new()),
         ListRequest::Page { .. } => Value::Object(object([
@@ -245,30 +250,30 @@ pub fn empty_list(request: &ListRequest) -> Value {
 
 /// Whether soft-deleted documents count as present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deleted {
+pub(crate) enum Deleted {
     Hidden,
     Shown,
 }
 
 impl Deleted {
     /// As the function's `includeDeleted` argument asks (hidden without it).
-    pub fn as_asked(args: &Args) -> Deleted {
+    pub(crate) fn as_asked(args: &Args) -> Deleted {
         if args.flag("includeDeleted") { Deleted::Shown } else { Deleted::Hidden }
     }
 
     /// Whether `document` counts as present.
-    pub fn shows(self, document: &Document) -> bool {
+    pub(crate) fn shows(self, document: &Document) -> bool {
         self == Deleted::Shown || !is_deleted(document)
     }
 }
 
 /// A filter keeping the documents that count as present.
-pub fn visible(deleted: Deleted) -> impl Fn(&Document) -> bool {
+pub(crate) fn visible(deleted: Deleted) -> impl Fn(&Document) -> bool {
     move |d| deleted.shows(d)
 }
 
 /// The order a list query asked for (`order: "asc" | "desc"`), else the list's own.
-pub fn list_order(args: &Args, default: Order) -> Order {
+pub(crate) fn list_order(args: &Args, default: Order) -> Order {
     match args.opt_str("order") {
         Some("asc") => Order::Asc,
         Some("desc") => Order::Desc,
@@ -278,7 +283,7 @@ pub fn list_order(args: &Args, default: Order) -> Order {
 
 /// Checks a status change against its state machine. `Ok(false)` means the
 /// status is unchanged (a no-op); an illegal move is `InvalidTransition`.
-pub fn check_transition<S: Status>(from: S, to: S) -> Result<bool, FunctionError> {
+pub(crate) fn check_transition<S: Status>(from: S, to: S) -> Result<bool, FunctionError> {
     if from == to {
         return Ok(false);
     }

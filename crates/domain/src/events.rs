@@ -16,9 +16,9 @@ use super::registry::Function;
 use super::schema::{EVENT_TYPES, tables};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::EVENTS;
+pub(crate) const TABLE: &str = tables::EVENTS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "events:append",
@@ -43,7 +43,7 @@ pub fn functions() -> Vec<Function> {
 
 /// Appends an event. Its sequence number comes from the run if there is one,
 /// else from the work order.
-pub fn append(
+pub(crate) fn append(
     tx: &mut Ctx<'_, '_>,
     run: Option<DocumentId>,
     work_order: Option<DocumentId>,
@@ -74,7 +74,7 @@ pub fn append(
 }
 
 /// The `state_change` event of a status change (`from` is null for a new document).
-pub fn state_change(
+pub(crate) fn state_change(
     tx: &mut Ctx<'_, '_>,
     run: Option<DocumentId>,
     work_order: Option<DocumentId>,

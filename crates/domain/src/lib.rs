@@ -3,27 +3,27 @@
 //! lives in `chat_sessions.rs` as `create`.
 
 pub mod access;
-pub mod agent_sessions;
-pub mod approval_requests;
-pub mod artifacts;
+pub(crate) mod agent_sessions;
+pub(crate) mod approval_requests;
+pub(crate) mod artifacts;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod common;
 pub mod error;
-pub mod events;
+pub(crate) mod events;
 pub mod messages;
 pub mod projects;
 pub mod registry;
-pub mod repos;
+pub(crate) mod repos;
 pub mod runs;
 pub mod schema;
-pub mod sessions;
-pub mod status;
-pub mod steps;
-pub mod teams;
-pub mod threads;
-pub mod tool_calls;
-pub mod work_orders;
+pub(crate) mod sessions;
+pub(crate) mod status;
+pub(crate) mod steps;
+pub(crate) mod teams;
+pub(crate) mod threads;
+pub(crate) mod tool_calls;
+pub(crate) mod work_orders;
 
 use registry::Registry;
 

@@ -14,7 +14,7 @@ use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::{MESSAGE_ROLES, changes_validator};
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let message_id = || ("messageId", v::id(TABLE));
     vec![
         Function::mutation(

@@ -12,7 +12,7 @@ use super::registry::Function;
 use super::{repos, teams};
 use jangar_engine::transaction::All;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::query("projects:get", v::object(vec![("repoId", v::id(repos::TABLE))]), maybe(repos::TABLE), get),
         Function::query(

@@ -46,7 +46,7 @@ pub struct Function {
     /// and subscriptions to it are re-run every second.
     pub time_dependent: bool,
     pub audience: Audience,
-    pub handler: Handler,
+    pub(crate) handler: Handler,
 }
 
 impl Function {
@@ -66,13 +66,13 @@ impl Function {
         }
     }
 
-    pub fn time_dependent(mut self) -> Function {
+    pub(crate) fn time_dependent(mut self) -> Function {
         self.time_dependent = true;
         self
     }
 
     /// Only admins may call it (see [`Audience::Workers`]).
-    pub fn for_workers(mut self) -> Function {
+    pub(crate) fn for_workers(mut self) -> Function {
         self.audience = Audience::Workers;
         self
     }

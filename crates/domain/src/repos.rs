@@ -9,9 +9,9 @@ use super::registry::Function;
 use super::schema::tables;
 use super::teams;
 
-pub const TABLE: &str = tables::REPOS;
+pub(crate) const TABLE: &str = tables::REPOS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "repos:create",

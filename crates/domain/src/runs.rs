@@ -21,13 +21,13 @@ use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::RUNS;
+pub(crate) const TABLE: &str = tables::RUNS;
 /// The counters document that `runs:getDashboard` reads.
 const COUNTER_NAME: &str = "runs";
 
 const OPTIONAL_TEXT: &[&str] = &["temporalRunId", "taskQueue", "workerId", "repo", "branch"];
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let run_id = || ("runId", v::id(TABLE));
     let mut start_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     start_args.push(("workOrderId", v::id(tables::WORK_ORDERS)));
@@ -186,7 +186,11 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 /// Loads a run that must belong to `session` (through its work order): a
 /// document naming both a session and a run must not tie two sessions together.
-pub fn load_in_session(tx: &mut Ctx<'_, '_>, run: DocumentId, session: DocumentId) -> Result<Document, FunctionError> {
+pub(crate) fn load_in_session(
+    tx: &mut Ctx<'_, '_>,
+    run: DocumentId,
+    session: DocumentId,
+) -> Result<Document, FunctionError> {
     let run_doc = load(tx, TABLE, run, "Run")?;
     let order = load(tx, tables::WORK_ORDERS, run_order(&run_doc)?, "Work order")?;
     work_orders::check_in_session(&order, session)?;

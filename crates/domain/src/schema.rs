@@ -7,20 +7,20 @@ use super::status::{ApprovalStatus, RunStatus, StepStatus, ToolCallStatus, Word,
 
 /// The tables' names, as documents ids and the engine know them.
 pub mod tables {
-    pub const TEAMS: &str = "teams";
-    pub const REPOS: &str = "repos";
-    pub const CHAT_SESSIONS: &str = "chat_sessions";
-    pub const CHAT_MESSAGES: &str = "chat_messages";
-    pub const WORK_ORDERS: &str = "work_orders";
-    pub const RUNS: &str = "runs";
-    pub const STEPS: &str = "steps";
-    pub const ARTIFACTS: &str = "artifacts";
-    pub const EVENTS: &str = "events";
-    pub const TOOL_CALLS: &str = "tool_calls";
-    pub const APPROVAL_REQUESTS: &str = "approval_requests";
-    pub const AGENT_SESSIONS: &str = "agent_sessions";
+    pub(crate) const TEAMS: &str = "teams";
+    pub(crate) const REPOS: &str = "repos";
+    pub(crate) const CHAT_SESSIONS: &str = "chat_sessions";
+    pub(crate) const CHAT_MESSAGES: &str = "chat_messages";
+    pub(crate) const WORK_ORDERS: &str = "work_orders";
+    pub(crate) const RUNS: &str = "runs";
+    pub(crate) const STEPS: &str = "steps";
+    pub(crate) const ARTIFACTS: &str = "artifacts";
+    pub(crate) const EVENTS: &str = "events";
+    pub(crate) const TOOL_CALLS: &str = "tool_calls";
+    pub(crate) const APPROVAL_REQUESTS: &str = "approval_requests";
+    pub(crate) const AGENT_SESSIONS: &str = "agent_sessions";
     /// Aggregates kept in the same transactions as the changes they count.
-    pub const COUNTERS: &str = "counters";
+    pub(crate) const COUNTERS: &str = "counters";
 
     /// Every table, in the order of their numbers.
     pub const ALL: &[&str] = &[
@@ -40,14 +40,14 @@ pub mod tables {
     ];
 }
 
-pub const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
-pub const STEP_KINDS: &[&str] = &["activity", "hook", "check"];
-pub const ARTIFACT_TYPES: &[&str] = &["pr", "diff", "file", "log", "screenshot", "plan", "report"];
-pub const EVENT_TYPES: &[&str] = &["state_change", "comment", "system"];
-pub const AGENT_PHASES: &[&str] = &["idle", "planning", "researching", "complete"];
+pub(crate) const MESSAGE_ROLES: &[&str] = &["user", "assistant", "system", "tool"];
+pub(crate) const STEP_KINDS: &[&str] = &["activity", "hook", "check"];
+pub(crate) const ARTIFACT_TYPES: &[&str] = &["pr", "diff", "file", "log", "screenshot", "plan", "report"];
+pub(crate) const EVENT_TYPES: &[&str] = &["state_change", "comment", "system"];
+pub(crate) const AGENT_PHASES: &[&str] = &["idle", "planning", "researching", "complete"];
 
 /// `changes` on an assistant message: the files it touched and whether they were committed.
-pub fn changes_validator() -> Validator {
+pub(crate) fn changes_validator() -> Validator {
     v::object(vec![
         ("files", v::optional(v::any())),
         ("committed", v::boolean()),

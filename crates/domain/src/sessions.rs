@@ -14,7 +14,7 @@ use super::registry::Function;
 use super::schema::tables;
 use jangar_engine::knobs::MAX_LIST_LIMIT;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let session_id = || ("sessionId", v::id(TABLE));
     let with_threads = v::union(vec![
         v::object(vec![
@@ -48,14 +48,14 @@ pub fn functions() -> Vec<Function> {
     ]
 }
 
-pub const DEFAULT_TITLE: &str = "New session";
+pub(crate) const DEFAULT_TITLE: &str = "New session";
 
-pub fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+pub(crate) fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let title = args.opt_str("title").unwrap_or(DEFAULT_TITLE);
     chat_sessions::insert_session(tx, args.str("userId"), title, args.opt_id("repoId")?)
 }
 
-pub fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+pub(crate) fn list(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_sessions::list(tx, args)
 }
 

@@ -14,7 +14,7 @@ use jangar_engine::value::Value;
 use super::error::FunctionError;
 
 /// A closed set of words stored in a string field: a literal union of the schema.
-pub trait Word: Copy + Eq + fmt::Debug + 'static {
+pub(crate) trait Word: Copy + Eq + fmt::Debug + 'static {
     /// Every word, in the order the schema (and so the bindings) lists them.
     const ALL: &'static [Self];
 
@@ -32,17 +32,17 @@ pub trait Word: Copy + Eq + fmt::Debug + 'static {
 }
 
 /// The literal validators of `words`, in their order.
-pub fn literal_members<W: Word>(words: &[W]) -> Vec<Validator> {
+pub(crate) fn literal_members<W: Word>(words: &[W]) -> Vec<Validator> {
     words.iter().map(|word| v::literal(word.as_str())).collect()
 }
 
 /// `v.union` of the literals of `words` (for arguments that accept some of the words).
-pub fn literals<W: Word>(words: &[W]) -> Validator {
+pub(crate) fn literals<W: Word>(words: &[W]) -> Validator {
     v::union(literal_members(words))
 }
 
 /// A status: a word with a state machine.
-pub trait Status: Word {
+pub(crate) trait Status: Word {
     /// May a document move from `from` to `to`? (Staying put is not a move.)
     fn may_move(from: Self, to: Self) -> bool;
 
@@ -68,7 +68,7 @@ macro_rules! words {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
+        pub(crate) enum $name {
             $($variant),+
         }
 
@@ -107,7 +107,7 @@ macro_rules! words {
 /// A string that is none of an enum's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown word {0:?}")]
-pub struct UnknownWord(pub String);
+pub(crate) struct UnknownWord(pub String);
 
 words! {
     /// `workOrders.status`.
@@ -124,7 +124,7 @@ words! {
 
 impl WorkOrderStatus {
     /// The way a work order goes when nothing fails.
-    pub const HAPPY_PATH: &'static [WorkOrderStatus] = &[
+    pub(crate) const HAPPY_PATH: &'static [WorkOrderStatus] = &[
         WorkOrderStatus::Draft,
         WorkOrderStatus::Submitted,
         WorkOrderStatus::Accepted,
@@ -175,7 +175,7 @@ impl Status for RunStatus {
 
 impl RunStatus {
     /// Where a run in this status takes its work order: a queued run leaves it where it is.
-    pub fn work_order_status(self) -> Option<WorkOrderStatus> {
+    pub(crate) fn work_order_status(self) -> Option<WorkOrderStatus> {
         match self {
             RunStatus::Queued => None,
             RunStatus::Running => Some(WorkOrderStatus::Running),
@@ -214,7 +214,7 @@ impl Status for StepStatus {
 
 impl StepStatus {
     /// The step has ended (for now: a failed step may be retried), so it has an `endedAt`.
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         matches!(self, StepStatus::Succeeded | StepStatus::Failed)
     }
 }
@@ -232,7 +232,7 @@ words! {
 
 impl ApprovalStatus {
     /// What `approvalRequests:decide` may record.
-    pub const DECISIONS: &'static [ApprovalStatus] = &[ApprovalStatus::Approved, ApprovalStatus::Rejected];
+    pub(crate) const DECISIONS: &'static [ApprovalStatus] = &[ApprovalStatus::Approved, ApprovalStatus::Rejected];
 }
 
 impl Status for ApprovalStatus {
@@ -257,7 +257,7 @@ words! {
 
 impl ToolCallStatus {
     /// What `toolCalls:complete` may record.
-    pub const OUTCOMES: &'static [ToolCallStatus] = &[ToolCallStatus::Succeeded, ToolCallStatus::Failed];
+    pub(crate) const OUTCOMES: &'static [ToolCallStatus] = &[ToolCallStatus::Succeeded, ToolCallStatus::Failed];
 }
 
 impl Status for ToolCallStatus {

@@ -13,9 +13,9 @@ use super::schema::{STEP_KINDS, tables};
 use super::status::{Status, StepStatus, Word};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::STEPS;
+pub(crate) const TABLE: &str = tables::STEPS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "steps:appendOrUpdate",

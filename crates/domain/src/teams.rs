@@ -8,9 +8,9 @@ use super::error::FunctionResult;
 use super::registry::Function;
 use super::schema::tables;
 
-pub const TABLE: &str = tables::TEAMS;
+pub(crate) const TABLE: &str = tables::TEAMS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![Function::mutation("teams:create", v::object(vec![("name", v::string())]), v::id(TABLE), create).for_workers()]
 }
 

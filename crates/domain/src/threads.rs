@@ -11,7 +11,7 @@ use super::registry::Function;
 use super::schema::{MESSAGE_ROLES, tables};
 use super::{chat_messages, sessions};
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let thread_id = || ("threadId", v::id(TABLE));
     vec![
         Function::mutation(

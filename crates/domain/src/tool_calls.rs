@@ -13,9 +13,9 @@ use super::status::{Status, ToolCallStatus, literals};
 use super::{chat_sessions, runs};
 use jangar_engine::transaction::All;
 
-pub const TABLE: &str = tables::TOOL_CALLS;
+pub(crate) const TABLE: &str = tables::TOOL_CALLS;
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     vec![
         Function::mutation(
             "toolCalls:record",

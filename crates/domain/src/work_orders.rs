@@ -19,7 +19,7 @@ use super::schema::tables;
 use super::status::{Status, Word, WorkOrderStatus, literal_members};
 use super::{chat_sessions, events};
 
-pub const TABLE: &str = tables::WORK_ORDERS;
+pub(crate) const TABLE: &str = tables::WORK_ORDERS;
 
 /// Seed 001 calls a submitted order `queued`; the `status` arguments accept it too.
 const QUEUED: &str = "queued";
@@ -50,7 +50,7 @@ const OPTIONAL_TEXT: &[&str] = &[
     "targetBranch",
 ];
 
-pub fn functions() -> Vec<Function> {
+pub(crate) fn functions() -> Vec<Function> {
     let work_order_id = || ("workOrderId", v::id(TABLE));
     let mut create_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     create_args.push(("sessionId", v::id(chat_sessions::TABLE)));
@@ -228,7 +228,7 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
 
 /// A work order, unless it or its session is soft-deleted (then `None`, as if absent).
 /// Fails unless the work order belongs to `session`.
-pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), FunctionError> {
+pub(crate) fn check_in_session(order: &Document, session: DocumentId) -> Result<(), FunctionError> {
     if order.fields.get("sessionId").and_then(Value::as_str) == Some(session.encode().as_str()) {
         return Ok(());
     }
@@ -240,7 +240,7 @@ pub fn check_in_session(order: &Document, session: DocumentId) -> Result<(), Fun
     .into())
 }
 
-pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
+pub(crate) fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Option<Document>, FunctionError> {
     let Some(order) = tx.get_owned(TABLE, id)?.filter(|d| visible(deleted)(d)) else {
         return Ok(None);
     };
@@ -253,7 +253,7 @@ pub fn find(tx: &mut Ctx<'_, '_>, id: DocumentId, deleted: Deleted) -> Result<Op
 }
 
 /// A work order that may be changed: it and its session exist and are not deleted.
-pub fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
+pub(crate) fn load_live(tx: &mut Ctx<'_, '_>, id: DocumentId) -> Result<Document, FunctionError> {
     let order = load_active(tx, TABLE, id, "Work order")?;
     if find(tx, id, Deleted::Hidden)?.is_none() {
         return Err(AppError::new(ErrorCode::Deleted, format!("The session of work order {id} is deleted."))
@@ -304,7 +304,7 @@ fn set_status(
 /// Moves a work order along with its run: through the happy path towards
 /// `running` or `succeeded`, straight to `failed` or `canceled`. A final order
 /// stays as it is. `extra` fields are set with the last step.
-pub fn move_along(
+pub(crate) fn move_along(
     tx: &mut Ctx<'_, '_>,
     id: DocumentId,
     target: WorkOrderStatus,

@@ -56,7 +56,7 @@ pub struct QueryCache {
 }
 
 impl QueryCache {
-    pub fn new(capacity: usize) -> QueryCache {
+    pub(crate) fn new(capacity: usize) -> QueryCache {
         QueryCache {
             state: Mutex::new(State { entries: HashMap::new(), recent: VecDeque::new(), horizon: 0 }),
             capacity,
@@ -94,7 +94,7 @@ impl QueryCache {
     }
 
     /// Drops every result whose read set the commit touched.
-    pub fn apply(&self, commit: &Arc<Commit>) {
+    pub(crate) fn apply(&self, commit: &Arc<Commit>) {
         let mut state = self.state();
         state.entries.retain(|_, entry| !commit.touches(&entry.reads));
         state.recent.push_back(commit.clone());

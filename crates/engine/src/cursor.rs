@@ -19,7 +19,7 @@ const TAG_BYTES: usize = 16;
 pub struct CursorKey([u8; 32]);
 
 impl CursorKey {
-    pub fn new(secret: [u8; 32]) -> CursorKey {
+    pub(crate) fn new(secret: [u8; 32]) -> CursorKey {
         CursorKey(secret)
     }
 
@@ -40,7 +40,7 @@ impl CursorKey {
     }
 
     /// The key a cursor of `index` names, if this deployment signed it for that index.
-    pub fn decode(&self, index: IndexId, cursor: &str) -> Result<Vec<u8>, EngineError> {
+    pub(crate) fn decode(&self, index: IndexId, cursor: &str) -> Result<Vec<u8>, EngineError> {
         let invalid = || EngineError::InvalidCursor(format!("{cursor:?} is not a pagination cursor of this query."));
         let mut bytes = base64::decode(cursor).ok_or_else(invalid)?;
         let split = bytes.len().checked_sub(TAG_BYTES).ok_or_else(invalid)?;

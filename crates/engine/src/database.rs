@@ -325,7 +325,7 @@ impl Database {
     }
 
     /// The timestamp of the latest commit (blocking: off the async runtime, use `current_ts`).
-    pub fn latest_ts(&self) -> Result<Timestamp, StorageError> {
+    pub(crate) fn latest_ts(&self) -> Result<Timestamp, StorageError> {
         Ok(self.storage.snapshot()?.ts())
     }
 

@@ -13,15 +13,6 @@ pub struct Document {
 }
 
 impl Document {
-    /// A field by name, system fields included.
-    pub fn get(&self, name: &str) -> Option<Value> {
-        match name {
-            "_id" => Some(Value::String(self.id.encode())),
-            "_creationTime" => Some(Value::Float64(self.creation_time)),
-            _ => self.fields.get(name).cloned(),
-        }
-    }
-
     /// The document as clients see it: user fields plus `_id` and `_creationTime`.
     pub fn to_value(&self) -> Value {
         let mut object = self.fields.clone();
@@ -31,7 +22,7 @@ impl Document {
     }
 
     /// Rebuilds a document from its client form (the inverse of `to_value`).
-    pub fn from_value(id: DocumentId, value: Value) -> Option<Document> {
+    pub(crate) fn from_value(id: DocumentId, value: Value) -> Option<Document> {
         let Value::Object(mut fields) = value else {
             return None;
         };
@@ -58,7 +49,7 @@ impl Document {
         id.internal.to_vec()
     }
 
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.fields.iter().map(|(k, v)| k.len() + 1 + v.size()).sum::<usize>() + 2 + 32 + 9
     }
 }

@@ -26,7 +26,7 @@ pub enum AsOf {
     Future,
 }
 
-pub struct CommitHistory {
+pub(crate) struct CommitHistory {
     inner: Mutex<Inner>,
 }
 
@@ -40,11 +40,11 @@ struct Inner {
 
 impl CommitHistory {
     /// An empty history of a database whose last commit is at `latest`.
-    pub fn new(latest: Timestamp) -> CommitHistory {
+    pub(crate) fn new(latest: Timestamp) -> CommitHistory {
         CommitHistory { inner: Mutex::new(Inner { commits: VecDeque::new(), complete_after: latest, newest: latest }) }
     }
 
-    pub fn record(&self, commit: &Arc<Commit>) {
+    pub(crate) fn record(&self, commit: &Arc<Commit>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         // Commits arrive in timestamp order (the committer's, or the feed's, which reads the log
         // by timestamp); one already known (the feed repeating what was seen) is skipped.
@@ -62,7 +62,7 @@ impl CommitHistory {
     }
 
     /// Whether a result that read `reads` on a snapshot at `now` is also the result at `at`.
-    pub fn as_of(&self, at: Timestamp, now: Timestamp, reads: &ReadSet) -> AsOf {
+    pub(crate) fn as_of(&self, at: Timestamp, now: Timestamp, reads: &ReadSet) -> AsOf {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if at > now {
             return AsOf::Future;

@@ -36,7 +36,7 @@ impl ProblemKind {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             ProblemKind::Missing => "the document has no entry under its key",
             ProblemKind::Stale => "an entry under a key the document no longer has",
@@ -53,15 +53,15 @@ pub struct Problem {
     pub kind: ProblemKind,
     /// The document concerned: the one an entry names (`Stale`, `Dangling`), or the one whose key
     /// has no entry (`Missing`) or an entry naming another (`Misdirected`).
-    pub id: DocumentId,
-    pub key: Vec<u8>,
+    pub(crate) id: DocumentId,
+    pub(crate) key: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
 pub struct Report {
-    pub tables: usize,
+    pub(crate) tables: usize,
     pub documents: u64,
-    pub indexes: usize,
+    pub(crate) indexes: usize,
     pub entries: u64,
     /// The first `MAX_LISTED_PROBLEMS` problems, by table and index.
     pub problems: Vec<Problem>,

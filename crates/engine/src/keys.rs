@@ -81,7 +81,7 @@ fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// The smallest byte string greater than every string that starts with `prefix`,
 /// or `None` when there is none (the prefix is empty or all 0xff).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -93,7 +93,7 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The smallest byte string greater than `key`.
-pub fn key_successor(key: &[u8]) -> Vec<u8> {
+pub(crate) fn key_successor(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
     next
@@ -111,15 +111,16 @@ impl KeyRange {
         KeyRange { start: key.to_vec(), end: Some(key_successor(key)) }
     }
 
-    pub fn prefix(prefix: &[u8]) -> KeyRange {
+    #[cfg(test)]
+    pub(crate) fn prefix(prefix: &[u8]) -> KeyRange {
         KeyRange { start: prefix.to_vec(), end: prefix_end(prefix) }
     }
 
-    pub fn contains(&self, key: &[u8]) -> bool {
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.end.as_deref().is_some_and(|end| end <= self.start.as_slice())
     }
 }
@@ -128,15 +129,15 @@ impl KeyRange {
 /// equalities on a prefix of the fields, then optional bounds on the next field.
 #[derive(Clone, Debug, Default)]
 pub struct IndexRange {
-    pub eq: Vec<Value>,
-    pub lower: Option<Bound>,
-    pub upper: Option<Bound>,
+    pub(crate) eq: Vec<Value>,
+    pub(crate) lower: Option<Bound>,
+    pub(crate) upper: Option<Bound>,
 }
 
 #[derive(Clone, Debug)]
-pub struct Bound {
-    pub value: Value,
-    pub inclusive: bool,
+pub(crate) struct Bound {
+    pub(crate) value: Value,
+    pub(crate) inclusive: bool,
 }
 
 impl IndexRange {
@@ -166,7 +167,7 @@ impl IndexRange {
     }
 
     /// The number of index fields this range constrains.
-    pub fn fields_used(&self) -> usize {
+    pub(crate) fn fields_used(&self) -> usize {
         self.eq.len() + usize::from(self.lower.is_some() || self.upper.is_some())
     }
 

@@ -14,83 +14,83 @@ const SECOND_NS: Timestamp = 1_000_000_000;
 // ---- Values (Convex's limits; a larger value would not round-trip through the clients) ----
 
 /// Elements of one array. Bounds: Convex's 8192; lower breaks apps written for Convex.
-pub const MAX_ARRAY_LEN: usize = 8192;
+pub(crate) const MAX_ARRAY_LEN: usize = 8192;
 /// Fields of one object. Bounds: Convex's 1024.
-pub const MAX_OBJECT_FIELDS: usize = 1024;
+pub(crate) const MAX_OBJECT_FIELDS: usize = 1024;
 /// Bytes of one field name. Bounds: Convex's 1024.
-pub const MAX_FIELD_NAME_LEN: usize = 1024;
+pub(crate) const MAX_FIELD_NAME_LEN: usize = 1024;
 /// Depth of nested arrays and objects. Bounds: Convex's 16; the index-key encoder and the
 /// validators recurse this deep, so far higher values risk the stack.
-pub const MAX_NESTING: usize = 16;
+pub(crate) const MAX_NESTING: usize = 16;
 
 // ---- Transactions (Convex's per-function limits) ----
 
 /// Bytes of one stored document. Bounds: Convex's 1 MiB.
-pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// Documents one function may read. Bounds: Convex's 32,000.
-pub const MAX_READ_DOCUMENTS: usize = 32_000;
+pub(crate) const MAX_READ_DOCUMENTS: usize = 32_000;
 /// Bytes one function may read. Bounds: Convex's 16 MiB.
-pub const MAX_READ_BYTES: usize = 16 << 20;
+pub(crate) const MAX_READ_BYTES: usize = 16 << 20;
 /// Index ranges one function may read; each one is kept in the read set of a subscription.
 /// Bounds: Convex's 4,096.
-pub const MAX_READ_RANGES: usize = 4_096;
+pub(crate) const MAX_READ_RANGES: usize = 4_096;
 /// Documents one mutation may write. Bounds: Convex's 16,000.
-pub const MAX_WRITE_DOCUMENTS: usize = 16_000;
+pub(crate) const MAX_WRITE_DOCUMENTS: usize = 16_000;
 /// Bytes one mutation may write. Bounds: Convex's 16 MiB.
-pub const MAX_WRITE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_WRITE_BYTES: usize = 16 << 20;
 /// Rows fetched per storage call while filtering an index range: small enough that a
 /// `take(10)` reads little, large enough that a full scan is not a call a row. Bounds: >= 1.
-pub const SCAN_CHUNK: usize = 128;
+pub(crate) const SCAN_CHUNK: usize = 128;
 
 // ---- The committer ----
 
 /// Concurrent snapshot readers, each holding a storage connection while it runs: about the
 /// number of cores, so reads do not starve the committer. Bounds: >= 1.
-pub const MAX_READERS: usize = 4;
+pub(crate) const MAX_READERS: usize = 4;
 /// Mutations waiting for the committer at most; more callers wait to enqueue (backpressure,
 /// not an error). Bounds: >= `MAX_GROUP`, or groups never fill.
-pub const MAX_QUEUED_MUTATIONS: usize = 4096;
+pub(crate) const MAX_QUEUED_MUTATIONS: usize = 4096;
 /// The most mutations one group commit carries: bounds the latency one group adds and the
 /// size of one storage transaction. Bounds: >= 1.
-pub const MAX_GROUP: usize = 1024;
+pub(crate) const MAX_GROUP: usize = 1024;
 /// How long a mutation's outcome is kept so a replay of it (a client reconnecting, an HTTP
 /// retry with the same `Idempotency-Key`) is not applied twice. Bounds: longer than any
 /// client retries; each outcome costs a row.
-pub const OUTCOME_WINDOW_NS: Timestamp = 3_600 * SECOND_NS;
+pub(crate) const OUTCOME_WINDOW_NS: Timestamp = 3_600 * SECOND_NS;
 /// How often outcomes older than the window are purged. Bounds: well under the window.
-pub const PURGE_INTERVAL_NS: Timestamp = 60 * SECOND_NS;
+pub(crate) const PURGE_INTERVAL_NS: Timestamp = 60 * SECOND_NS;
 
 // ---- Caches and history ----
 
 /// Recent commits the query cache keeps to admit results computed a little before the
 /// latest commit. Bounds: >= 1; more costs memory, fewer costs cache misses under load.
-pub const RECENT_COMMITS: usize = 4096;
+pub(crate) const RECENT_COMMITS: usize = 4096;
 /// Query results the cache holds unless told otherwise (`--query-cache-entries`; 0 turns
 /// the cache off). Bounds: any; each entry holds one result.
 pub const DEFAULT_QUERY_CACHE_ENTRIES: usize = 10_000;
 /// Commits kept in memory for `query_at_ts`, at most, and for how long (by commit time).
 /// Bounds: any; a read older than what is kept answers `TimestampTooOld`.
-pub const HISTORY_COMMITS: usize = 10_000;
-pub const HISTORY_RETAIN_NS: Timestamp = 60 * SECOND_NS;
+pub(crate) const HISTORY_COMMITS: usize = 10_000;
+pub(crate) const HISTORY_RETAIN_NS: Timestamp = 60 * SECOND_NS;
 
 // ---- Storage ----
 
 /// SQLite: WAL frames (pages) after which the committer restarts the WAL (16 MiB of 4 KiB
 /// pages), so the file does not grow without bound under steady writes. Bounds: >= 1000.
-pub const WAL_RESTART_FRAMES: i64 = 4096;
+pub(crate) const WAL_RESTART_FRAMES: i64 = 4096;
 /// SQLite: how long a connection waits for a lock held by another connection (the backup,
 /// an operator's `sqlite3`). Bounds: > 0.
-pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL: commits one read of the commit feed returns at most. Bounds: >= 1.
-pub const FEED_BATCH: i64 = 1000;
+pub(crate) const FEED_BATCH: i64 = 1000;
 /// PostgreSQL: reader connections kept for reuse; more are closed when done. Bounds: >= 1,
 /// and the server's `max_connections` shared by every replica.
-pub const POOLED_READERS: usize = 8;
+pub(crate) const POOLED_READERS: usize = 8;
 /// Rows read, and index entries written per statement, while building indexes and while
 /// checking integrity. Bounds: >= 1; larger uses more memory per statement.
-pub const BUILD_CHUNK: usize = 1000;
+pub(crate) const BUILD_CHUNK: usize = 1000;
 /// Problems an integrity report lists at most; all are counted.
-pub const MAX_LISTED_PROBLEMS: usize = 1000;
+pub(crate) const MAX_LISTED_PROBLEMS: usize = 1000;
 
 // ---- Functions ----
 

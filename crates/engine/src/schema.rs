@@ -336,19 +336,10 @@ impl Schema {
     }
 
     /// The fields of an index (empty for `by_id`).
-    pub fn index_fields(&self, index: IndexId) -> &[&'static str] {
+    pub(crate) fn index_fields(&self, index: IndexId) -> &[&'static str] {
         match (self.table_by_number(index.table), index.slot) {
             (Some(table), slot) if slot > 0 => &table.indexes[slot as usize - 1].fields,
             _ => &[],
-        }
-    }
-
-    /// `table.index` for messages and storage.
-    pub fn index_name(&self, index: IndexId) -> String {
-        match self.table_by_number(index.table) {
-            Some(table) if index.slot == 0 => format!("{}.by_id", table.name),
-            Some(table) => format!("{}.{}", table.name, table.indexes[index.slot as usize - 1].name),
-            None => format!("{}.{}", index.table, index.slot),
         }
     }
 }

@@ -22,12 +22,8 @@ impl ReadSet {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.intervals.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.intervals.is_empty()
     }
 
     /// True when some write of `writes` falls inside one of these intervals.
@@ -164,12 +160,9 @@ impl<K: Clone + Eq + Hash> ReadSetIndex<K> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.sets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
     }
 
     /// The keys whose read sets contain a key that `writes` wrote.
@@ -204,12 +197,12 @@ pub struct Commit {
 }
 
 impl Commit {
-    pub fn new(ts: Timestamp, writes: WriteSet) -> Commit {
+    pub(crate) fn new(ts: Timestamp, writes: WriteSet) -> Commit {
         Commit { ts, writes, everything: false }
     }
 
     /// Whether a result that read `reads` may have changed with this commit.
-    pub fn touches(&self, reads: &ReadSet) -> bool {
+    pub(crate) fn touches(&self, reads: &ReadSet) -> bool {
         self.everything || reads.overlaps(&self.writes)
     }
 }
@@ -289,6 +282,6 @@ mod tests {
         assert_eq!(index.len(), 2);
         index.remove(&"a");
         index.remove(&"c");
-        assert!(index.is_empty() && index.by_index.is_empty());
+        assert_eq!((index.len(), index.by_index.len()), (0, 0));
     }
 }

@@ -93,13 +93,13 @@ pub struct Query<'t, 'a> {
 }
 
 impl<'a> Transaction<'a> {
-    pub fn read_only(schema: &'a Schema, snapshot: &'a mut dyn Snapshot) -> Transaction<'a> {
+    pub(crate) fn read_only(schema: &'a Schema, snapshot: &'a mut dyn Snapshot) -> Transaction<'a> {
         let ts = snapshot.ts();
         Transaction::new(schema, Store::Read(snapshot), ts, 0.0)
     }
 
     /// A mutation committing at `ts`, inside the batch's current savepoint.
-    pub fn writing(
+    pub(crate) fn writing(
         schema: &'a Schema,
         batch: &'a mut dyn Batch,
         ts: Timestamp,
@@ -125,7 +125,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// The snapshot timestamp of a query, or the commit timestamp of a mutation.
-    pub fn ts(&self) -> Timestamp {
+    pub(crate) fn ts(&self) -> Timestamp {
         self.ts
     }
 
@@ -138,11 +138,12 @@ impl<'a> Transaction<'a> {
         self.schema
     }
 
-    pub fn read_set(&self) -> &ReadSet {
+    #[cfg(test)]
+    pub(crate) fn read_set(&self) -> &ReadSet {
         &self.reads
     }
 
-    pub fn into_sets(self) -> (ReadSet, WriteSet, f64) {
+    pub(crate) fn into_sets(self) -> (ReadSet, WriteSet, f64) {
         (self.reads, self.writes, self.last_creation_time)
     }
 

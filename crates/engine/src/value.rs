@@ -54,7 +54,7 @@ impl JsonFormat {
 }
 
 /// Checks a field name of a user object (`$`-prefixed and control characters are reserved).
-pub fn check_field_name(name: &str) -> Result<(), ValueError> {
+pub(crate) fn check_field_name(name: &str) -> Result<(), ValueError> {
     if name.starts_with('$') {
         return err(format!("Field name {name:?} starts with a '$', which is reserved."));
     }
@@ -68,19 +68,6 @@ pub fn check_field_name(name: &str) -> Result<(), ValueError> {
 }
 
 impl Value {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Null => "null",
-            Value::Int64(_) => "bigint",
-            Value::Float64(_) => "number",
-            Value::Boolean(_) => "boolean",
-            Value::String(_) => "string",
-            Value::Bytes(_) => "bytes",
-            Value::Array(_) => "array",
-            Value::Object(_) => "object",
-        }
-    }
-
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -215,7 +202,7 @@ impl Value {
     }
 
     /// Depth of nested arrays and objects (a scalar is 0).
-    pub fn nesting(&self) -> usize {
+    pub(crate) fn nesting(&self) -> usize {
         match self {
             Value::Array(items) => 1 + items.iter().map(Value::nesting).max().unwrap_or(0),
             Value::Object(object) => 1 + object.values().map(Value::nesting).max().unwrap_or(0),

@@ -2,14 +2,15 @@
 //! other: read-set overlap against a brute-force check (and the read-set index
 //! against both), value and id round trips, the write-set encoding, and the
 //! memory storage against SQLite on random sequences of writes, savepoints and
-//! scans. (Index-key order under the committer is tests/index_properties.rs at
+//! scans, and index keys' byte order against Convex's value order. (Index maintenance under the committer is tests/index_properties.rs at
 //! the repository root.) `PROPTEST_CASES` sets the number of cases.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use jangar_engine::document::Document;
 use jangar_engine::id::{DocumentId, TableNumber};
-use jangar_engine::keys::{IndexRange, KeyRange};
+use jangar_engine::keys::{IndexRange, KeyRange, encode_field};
 use jangar_engine::schema::{IndexId, Schema, TableDef, v};
 use jangar_engine::sets::{IndexWrite, ReadSet, ReadSetIndex, WriteSet};
 use jangar_engine::storage::memory::MemoryStorage;
@@ -375,5 +376,111 @@ proptest! {
             prop_assert_eq!(&seen[0], &seen[1], "scans inside batch {}", n);
             prop_assert_eq!(contents(&memory, &schema), contents(&sqlite, &schema), "after batch {}", n);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index keys against Convex's value order.
+
+/// Values from small domains, so that generated pairs are often equal, share prefixes
+/// (strings and arrays one of which starts the other, NULs inside strings) or tie on a
+/// first field.
+fn comparable_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Boolean),
+        prop_oneof![-3i64..3, Just(i64::MIN), Just(i64::MAX)].prop_map(Value::Int64),
+        prop_oneof![
+            prop::sample::select(vec![-0.0, 0.0, f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0, -1.0]),
+            float(),
+        ]
+        .prop_map(Value::Float64),
+        "[a\u{0}b]{0,3}".prop_map(Value::String),
+        prop::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255)], 0..3).prop_map(Value::Bytes),
+    ]
+}
+
+fn comparable() -> impl Strategy<Value = Value> {
+    comparable_leaf().prop_recursive(3, 16, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map("[ab]{1,2}", inner, 0..3).prop_map(Value::Object),
+        ]
+    })
+}
+
+/// Convex's order of values, written from its definition rather than from the encoding:
+/// by type (null < int64 < float64 < boolean < string < bytes < array < object), then
+/// numbers by value (floats in their total order: -0 before 0, NaNs at the ends by sign),
+/// strings and bytes bytewise, arrays element by element, objects field by field (name,
+/// then value), a sequence before every longer one it starts.
+fn convex_order(a: &Value, b: &Value) -> Ordering {
+    fn rank(value: &Value) -> u8 {
+        match value {
+            Value::Null => 0,
+            Value::Int64(_) => 1,
+            Value::Float64(_) => 2,
+            Value::Boolean(_) => 3,
+            Value::String(_) => 4,
+            Value::Bytes(_) => 5,
+            Value::Array(_) => 6,
+            Value::Object(_) => 7,
+        }
+    }
+    match (a, b) {
+        (Value::Int64(x), Value::Int64(y)) => x.cmp(y),
+        (Value::Float64(x), Value::Float64(y)) => x.total_cmp(y),
+        (Value::Boolean(x), Value::Boolean(y)) => x.cmp(y),
+        (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => {
+            x.iter().zip(y).map(|(x, y)| convex_order(x, y)).find(|o| o.is_ne()).unwrap_or(x.len().cmp(&y.len()))
+        }
+        (Value::Object(x), Value::Object(y)) => x
+            .iter()
+            .zip(y)
+            .map(|((kx, x), (ky, y))| kx.as_bytes().cmp(ky.as_bytes()).then_with(|| convex_order(x, y)))
+            .find(|o| o.is_ne())
+            .unwrap_or(x.len().cmp(&y.len())),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+fn index_key(fields: &[Option<&Value>]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for field in fields {
+        encode_field(*field, &mut key);
+    }
+    key
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn leaf_keys_sort_in_convex_value_order(a in comparable_leaf(), b in comparable_leaf()) {
+        prop_assert_eq!(index_key(&[Some(&a)]).cmp(&index_key(&[Some(&b)])), convex_order(&a, &b), "{} vs {}", a, b);
+    }
+
+    #[test]
+    fn index_keys_sort_in_convex_value_order(a in comparable(), b in comparable()) {
+        prop_assert_eq!(index_key(&[Some(&a)]).cmp(&index_key(&[Some(&b)])), convex_order(&a, &b), "{} vs {}", a, b);
+    }
+
+    /// Keys of several fields sort by the first field, then the next: no encoded field runs
+    /// into the one after it; a missing field sorts before every value.
+    #[test]
+    fn compound_keys_sort_field_by_field(
+        a in prop::option::of(comparable()), x in comparable(),
+        b in prop::option::of(comparable()), y in comparable(),
+    ) {
+        let first = match (&a, &b) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (Some(a), Some(b)) => convex_order(a, b),
+        };
+        let expected = first.then_with(|| convex_order(&x, &y));
+        prop_assert_eq!(index_key(&[a.as_ref(), Some(&x)]).cmp(&index_key(&[b.as_ref(), Some(&y)])), expected);
     }
 }

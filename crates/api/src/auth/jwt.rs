@@ -101,7 +101,7 @@ struct FetchedKeys {
 }
 
 /// The text of an auth config; `Ok(None)` when the file does not exist.
-pub fn read_config(path: &Path) -> Result<Option<String>, String> {
+pub(crate) fn read_config(path: &Path) -> Result<Option<String>, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -111,7 +111,7 @@ pub fn read_config(path: &Path) -> Result<Option<String>, String> {
 
 impl Providers {
     /// The providers of an auth config's text, read from `path` (file paths in it are relative to it).
-    pub fn parse(text: &str, path: &Path) -> Result<Providers, String> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Providers, String> {
         let config: ConfigFile =
             serde_json::from_str(text).map_err(|e| format!("{} is not a valid auth config: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -130,11 +130,11 @@ impl Providers {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.providers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
 
@@ -143,7 +143,7 @@ impl Providers {
     }
 
     /// Checks a token and returns whom it names, with when it expires.
-    pub async fn verify(&self, token: &str) -> Result<(UserIdentity, SystemTime), AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<(UserIdentity, SystemTime), AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = SystemTime::now();
         let remembered = self.verified_tokens().get(&digest).cloned();

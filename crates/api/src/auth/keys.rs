@@ -41,7 +41,7 @@ fn same(a: &Hash, b: &Hash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn key_file(data_dir: &Path) -> PathBuf {
+pub(crate) fn key_file(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
@@ -116,7 +116,7 @@ impl AdminKeys {
     /// Reads the key file again; true when its keys changed. The text is compared, not the
     /// modification time: a key generated and revoked within one tick of a coarse clock must not
     /// stay accepted.
-    pub fn reload(&self) -> bool {
+    pub(crate) fn reload(&self) -> bool {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         let mut cached = self.from_file.lock().unwrap_or_else(|p| p.into_inner());
         if cached.0 == text {
@@ -131,7 +131,7 @@ impl AdminKeys {
         self.from_env.is_empty() && self.from_file.lock().unwrap_or_else(|p| p.into_inner()).1.is_empty()
     }
 
-    pub fn accepts(&self, key: &str) -> bool {
+    pub(crate) fn accepts(&self, key: &str) -> bool {
         let candidate = hash(key.trim());
         let file = self.from_file.lock().unwrap_or_else(|p| p.into_inner());
         // Check every key, so the time taken does not tell which one matched.

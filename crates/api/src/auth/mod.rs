@@ -11,9 +11,9 @@
 //! restart. Every change is announced ([`Auth::changes`]) so open sockets check
 //! their credentials again.
 
-pub mod jwt;
+pub(crate) mod jwt;
 pub mod keys;
-pub mod rate_limit;
+pub(crate) mod rate_limit;
 
 use jangar_engine::knobs::CREDENTIALS_WATCH_EVERY;
 use std::path::PathBuf;
@@ -32,12 +32,12 @@ use rate_limit::RateLimiter;
 /// A signed-in user, as Convex's `UserIdentity` names one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UserIdentity {
-    pub subject: String,
-    pub issuer: String,
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
     /// `issuer|subject`.
-    pub token_identifier: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
+    pub(crate) token_identifier: String,
+    pub(crate) name: Option<String>,
+    pub(crate) email: Option<String>,
 }
 
 impl UserIdentity {
@@ -64,7 +64,7 @@ pub enum Identity {
 }
 
 impl Identity {
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Identity::Anonymous => "anonymous".into(),
             Identity::Admin { acting_as: None } => "admin".into(),
@@ -74,7 +74,7 @@ impl Identity {
     }
 
     /// When the credentials stop being valid (user tokens only).
-    pub fn expires(&self) -> Option<SystemTime> {
+    pub(crate) fn expires(&self) -> Option<SystemTime> {
         match self {
             Identity::User { expires, .. } => Some(*expires),
             _ => None,
@@ -83,7 +83,7 @@ impl Identity {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("The admin key is not valid for this deployment.")]
     BadAdminKey,
     #[error("The identity after the admin key must be base64 of a JSON object with a string `subject`.")]
@@ -116,7 +116,7 @@ pub enum AuthError {
 
 /// What a socket authenticated with, kept to check again after a change.
 #[derive(Clone, Debug, Default)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     #[default]
     None,
     AdminKey(String),
@@ -193,7 +193,7 @@ impl Auth {
     }
 
     /// Reads the admin keys and the auth config again, and announces any change.
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         let keys_changed = self.keys.reload();
         let providers_changed = self.providers.reload().unwrap_or_else(|e| {
             tracing::error!(error = %e, "the auth config is not valid; the providers in use stay");
@@ -213,12 +213,12 @@ impl Auth {
     }
 
     /// Ticks whenever the keys, the providers or the mode change.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Whether credentials accepted before still are (for an open socket after a change).
-    pub async fn still_valid(&self, credentials: &Credentials) -> bool {
+    pub(crate) async fn still_valid(&self, credentials: &Credentials) -> bool {
         match credentials {
             // Anonymous callers had rights only in open development mode.
             Credentials::None => self.is_open(),
@@ -230,7 +230,7 @@ impl Auth {
     /// Counts one call of a user against their rate; `Err` says how long to wait. Admin keys and
     /// open development mode are not limited: a deployment's workers share one admin key, and a
     /// limit there would throttle them all together.
-    pub fn admit(&self, identity: &Identity) -> Result<(), std::time::Duration> {
+    pub(crate) fn admit(&self, identity: &Identity) -> Result<(), std::time::Duration> {
         match identity {
             Identity::User { .. } => self.limiter.check(&identity.key()),
             Identity::Anonymous | Identity::Admin { .. } => Ok(()),
@@ -242,7 +242,7 @@ impl Auth {
     }
 
     /// The caller named by an `Authorization` header value (or its absence).
-    pub async fn identify_header(&self, header: Option<&str>) -> Result<Identity, AuthError> {
+    pub(crate) async fn identify_header(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
             return if self.is_open() { Ok(Identity::Anonymous) } else { Err(AuthError::Missing) };
         };
@@ -262,7 +262,7 @@ impl Auth {
     }
 
     /// An admin key, with the user it acts as (a JSON identity) if any.
-    pub fn admin(&self, key: &str, acting_as: Option<serde_json::Value>) -> Result<Identity, AuthError> {
+    pub(crate) fn admin(&self, key: &str, acting_as: Option<serde_json::Value>) -> Result<Identity, AuthError> {
         if !self.keys.accepts(key) {
             return Err(AuthError::BadAdminKey);
         }
@@ -270,14 +270,14 @@ impl Auth {
     }
 
     /// A user token, checked against the configured providers.
-    pub async fn user(&self, token: &str) -> Result<Identity, AuthError> {
+    pub(crate) async fn user(&self, token: &str) -> Result<Identity, AuthError> {
         let providers = self.providers.current().ok_or(AuthError::NoProviders)?;
         let (user, expires) = providers.verify(token).await?;
         Ok(Identity::User { user, expires })
     }
 
     /// Whom a call by this identity runs as; `None` when it needs credentials it lacks.
-    pub fn caller(&self, identity: &Identity) -> Option<Caller> {
+    pub(crate) fn caller(&self, identity: &Identity) -> Option<Caller> {
         let bare_subject = self.providers.current().is_none_or(|providers| providers.len() <= 1);
         match identity {
             Identity::Anonymous => self.is_open().then_some(Caller::ADMIN),

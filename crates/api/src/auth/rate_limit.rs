@@ -6,19 +6,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Tokens per second; 0 turns the limit off.
     rate: u32,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
-    pub fn new(rate: u32) -> RateLimiter {
+    pub(crate) fn new(rate: u32) -> RateLimiter {
         RateLimiter { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one token from `key`'s bucket, or says how long until one is there.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: &str) -> Result<(), Duration> {
         if self.rate == 0 {
             return Ok(());
         }

@@ -2,15 +2,15 @@
 //! official clients decide from the code whether to reconnect at once or back off.
 
 /// The close reason after a `FatalError` for a message that breaks the protocol.
-pub const INVALID_CLIENT_MESSAGE: &str = "InvalidClientMessage";
+pub(crate) const INVALID_CLIENT_MESSAGE: &str = "InvalidClientMessage";
 
 /// The close reason after an `AuthError` message, and that message's `type`: the clients fetch
 /// a fresh token and reconnect.
-pub const AUTH_ERROR: &str = "AuthError";
+pub(crate) const AUTH_ERROR: &str = "AuthError";
 
 /// Why the server closes a sync socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseCode {
+pub(crate) enum CloseCode {
     /// A deliberate end the client handles by its reason (`AuthError`: credentials refused).
     Normal,
     /// The server is shutting down; the client reconnects to another replica or later.
@@ -29,7 +29,7 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// The code on the wire.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,

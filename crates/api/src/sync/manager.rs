@@ -34,7 +34,7 @@ use jangar_engine::sets::{Commit, ReadSetIndex};
 use jangar_engine::storage::Timestamp;
 use jangar_engine::value::{JsonFormat, Value};
 
-pub type ConnectionId = u64;
+pub(crate) type ConnectionId = u64;
 
 /// What connections tell the manager.
 pub enum Event {
@@ -67,11 +67,11 @@ pub enum Event {
 /// Counters for operators and the fanout benchmark.
 #[derive(Debug, Default)]
 pub struct SyncStats {
-    pub connections: AtomicU64,
-    pub subscriptions: AtomicU64,
-    pub queries_run: AtomicU64,
-    pub transitions: AtomicU64,
-    pub steps: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) subscriptions: AtomicU64,
+    pub(crate) queries_run: AtomicU64,
+    pub(crate) transitions: AtomicU64,
+    pub(crate) steps: AtomicU64,
 }
 
 type Key = Arc<str>;
@@ -651,7 +651,7 @@ fn result_hash(result: &QueryResult) -> u64 {
 }
 
 /// A failure as the protocol reports it: a message and, for application errors, data.
-pub fn describe(error: &FunctionError) -> (String, Option<Json>) {
+pub(crate) fn describe(error: &FunctionError) -> (String, Option<Json>) {
     match error {
         FunctionError::App(app) => (app.message.clone(), Some(app.data().to_json(JsonFormat::Encoded))),
         FunctionError::Engine(e) => {

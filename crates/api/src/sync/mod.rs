@@ -2,9 +2,9 @@
 //! `GET /api/sync`. Each socket has one task that reads client messages and
 //! writes what the [`manager`] and the connection's mutation worker queue for it.
 
-pub mod close;
+pub(crate) mod close;
 pub mod manager;
-pub mod outbox;
+pub(crate) mod outbox;
 pub mod protocol;
 
 use jangar_engine::knobs::{PING_AFTER, SEND_TIMEOUT};
@@ -41,9 +41,9 @@ use jangar_engine::value::Value;
 
 /// What the HTTP layer needs to hand sockets to the sync machinery.
 pub struct SyncHub {
-    pub events: mpsc::Sender<Event>,
-    pub stats: Arc<SyncStats>,
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) stats: Arc<SyncStats>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Messages queued for one client before it counts as too slow and is disconnected.
     outbound_queue: usize,
     /// Mutations one connection may have queued or committing; a client sending more waits for room.
@@ -74,7 +74,7 @@ impl SyncHub {
     }
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

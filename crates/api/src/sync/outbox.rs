@@ -21,14 +21,14 @@ use super::close::CloseCode;
 
 /// What the socket sends.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     Text(String),
     Close { code: CloseCode, reason: String },
 }
 
 /// A queued message, holding its share of the bound it counts against until it is sent (or dropped).
-pub struct Queued {
-    pub message: Outbound,
+pub(crate) struct Queued {
+    pub(crate) message: Outbound,
     share: Share,
 }
 
@@ -59,11 +59,11 @@ pub struct Outbox {
 
 /// The queue is full (the client is not reading), or the connection is gone.
 #[derive(Debug)]
-pub struct Refused;
+pub(crate) struct Refused;
 
 impl Outbox {
     /// An outbox holding at most `limit` messages that are tried, and as many mutation responses.
-    pub fn new(limit: usize) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
+    pub(crate) fn new(limit: usize) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let limit = limit.max(1);
         let outbox = Outbox { tx, queued: Arc::default(), limit, responses: Arc::new(Semaphore::new(limit)) };
@@ -71,7 +71,7 @@ impl Outbox {
     }
 
     /// Queues a message if there is room, without waiting.
-    pub fn try_push(&self, message: Outbound) -> Result<(), Refused> {
+    pub(crate) fn try_push(&self, message: Outbound) -> Result<(), Refused> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused);
@@ -81,7 +81,7 @@ impl Outbox {
     }
 
     /// Queues a mutation response once there is room for it.
-    pub async fn push_response(&self, text: String) -> Result<(), Refused> {
+    pub(crate) async fn push_response(&self, text: String) -> Result<(), Refused> {
         let permit = self.responses.clone().acquire_owned().await.map_err(|_| Refused)?;
         self.tx
             .send(Queued { message: Outbound::Text(text), share: Share::Permit { _held: permit } })

@@ -7,7 +7,7 @@ use jangar_engine::base64;
 use jangar_engine::storage::Timestamp;
 
 /// Timestamps and other u64s travel as base64 of the little-endian bytes.
-pub fn encode_ts(ts: Timestamp) -> String {
+pub(crate) fn encode_ts(ts: Timestamp) -> String {
     base64::encode(&ts.to_le_bytes())
 }
 
@@ -17,23 +17,21 @@ pub fn decode_ts(text: &str) -> Option<Timestamp> {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type")]
-pub enum ClientMessage {
+pub(crate) enum ClientMessage {
     #[serde(rename_all = "camelCase")]
-    Connect {
-        session_id: String,
-        #[serde(default)]
-        connection_count: u32,
-        #[serde(default)]
-        last_close_reason: Option<String>,
-        #[serde(default)]
-        max_observed_timestamp: Option<String>,
-    },
+    Connect { session_id: String },
     #[serde(rename_all = "camelCase")]
     ModifyQuerySet { base_version: u32, new_version: u32, modifications: Vec<QuerySetModification> },
     #[serde(rename_all = "camelCase")]
     Mutation { request_id: u32, udf_path: String, args: Vec<Json> },
     #[serde(rename_all = "camelCase")]
-    Action { request_id: u32, udf_path: String, args: Vec<Json> },
+    Action {
+        request_id: u32,
+        udf_path: String,
+        /// Required, as in a Mutation, though no action runs here.
+        #[serde(rename = "args")]
+        _args: Vec<serde::de::IgnoredAny>,
+    },
     #[serde(rename_all = "camelCase")]
     Authenticate {
         base_version: u32,
@@ -49,7 +47,7 @@ pub enum ClientMessage {
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-pub enum TokenType {
+pub(crate) enum TokenType {
     Admin,
     User,
     None,
@@ -74,73 +72,13 @@ pub enum QuerySetModification {
 
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct StateVersion {
-    pub query_set: u32,
-    pub identity: u32,
+pub(crate) struct StateVersion {
+    pub(crate) query_set: u32,
+    pub(crate) identity: u32,
     #[serde(serialize_with = "serialize_ts")]
-    pub ts: Timestamp,
+    pub(crate) ts: Timestamp,
 }
 
 fn serialize_ts<S: serde::Serializer>(ts: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&encode_ts(*ts))
-}
-
-#[derive(Debug, Serialize, Clone)]
-#[serde(tag = "type")]
-pub enum StateModification {
-    #[serde(rename_all = "camelCase")]
-    QueryUpdated { query_id: u32, value: Json, log_lines: Vec<String>, journal: Json },
-    #[serde(rename_all = "camelCase")]
-    QueryFailed {
-        query_id: u32,
-        error_message: String,
-        log_lines: Vec<String>,
-        journal: Json,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error_data: Option<Json>,
-    },
-    #[serde(rename_all = "camelCase")]
-    QueryRemoved { query_id: u32 },
-}
-
-#[derive(Debug, Serialize, Clone)]
-#[serde(tag = "type")]
-pub enum ServerMessage {
-    #[serde(rename_all = "camelCase")]
-    Transition {
-        start_version: StateVersion,
-        end_version: StateVersion,
-        modifications: Vec<StateModification>,
-    },
-    #[serde(rename_all = "camelCase")]
-    MutationResponse {
-        request_id: u32,
-        success: bool,
-        /// The value on success, the error message on failure.
-        result: Json,
-        /// Commit timestamp (base64) on success, null on failure.
-        ts: Option<String>,
-        log_lines: Vec<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error_data: Option<Json>,
-    },
-    #[serde(rename_all = "camelCase")]
-    ActionResponse {
-        request_id: u32,
-        success: bool,
-        result: Json,
-        log_lines: Vec<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error_data: Option<Json>,
-    },
-    #[serde(rename_all = "camelCase")]
-    AuthError {
-        error: String,
-        base_version: u32,
-        auth_update_attempted: bool,
-    },
-    FatalError {
-        error: String,
-    },
-    Ping,
 }

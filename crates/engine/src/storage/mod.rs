@@ -129,25 +129,7 @@ impl StorageError {
         }
     }
 
-    /// The message, without the `storage error:` prefix.
-    pub fn message(&self) -> &str {
-        match self {
-            StorageError::Unavailable(m)
-            | StorageError::Conflict(m)
-            | StorageError::Corrupt(m)
-            | StorageError::Limit(m)
-            | StorageError::Io(m)
-            | StorageError::Other(m) => m,
-        }
-    }
-
-    /// The same kind with `context` put before the message.
-    pub fn context(self, context: impl std::fmt::Display) -> StorageError {
-        let message = format!("{context}: {}", self.message());
-        StorageError::of_kind(self.kind(), message)
-    }
-
-    pub fn of_kind(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
+    pub(crate) fn of_kind(kind: StorageErrorKind, message: impl Into<String>) -> StorageError {
         let message = message.into();
         match kind {
             StorageErrorKind::Unavailable => StorageError::Unavailable(message),

@@ -710,7 +710,7 @@ impl Storage for PostgresStorage {
 }
 
 /// Follows `jangar_commit_log`, woken by `NOTIFY jangar_commits`.
-pub struct PostgresFeed {
+pub(crate) struct PostgresFeed {
     url: String,
     client: Option<Client>,
     last: Timestamp,
