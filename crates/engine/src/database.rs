@@ -331,23 +331,22 @@ impl Database {
 
     /// The timestamp of the latest commit, read off the async runtime.
     pub async fn current_ts(self: &Arc<Self>) -> Result<Timestamp, StorageError> {
-        let permit = self
-            .readers
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StorageError::Unavailable("the database has stopped".into()))?;
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            db.latest_ts()
-        })
-        .await
-        .map_err(|e| StorageError::Unavailable(format!("reading the latest timestamp failed: {e}")))?
+        self.on_reader("reading the latest timestamp", |db| db.latest_ts()).await
     }
 
     /// Checks every index against its table's documents, on one snapshot.
     pub async fn check_integrity(self: &Arc<Self>) -> Result<super::integrity::Report, StorageError> {
+        self.on_reader("the integrity check", |db| super::integrity::check(&db.schema, &mut *db.storage.snapshot()?))
+            .await
+    }
+
+    /// Runs `read` on a blocking thread holding one of the reader slots, so storage reads
+    /// neither block the async runtime nor exceed the readers' connections.
+    async fn on_reader<T: Send + 'static>(
+        self: &Arc<Self>,
+        what: &'static str,
+        read: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
         let permit = self
             .readers
             .clone()
@@ -357,10 +356,10 @@ impl Database {
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            super::integrity::check(&db.schema, &mut *db.storage.snapshot()?)
+            read(&db)
         })
         .await
-        .map_err(|e| StorageError::Unavailable(format!("the integrity check failed: {e}")))?
+        .map_err(|e| StorageError::Unavailable(format!("{what} failed: {e}")))?
     }
 
     /// Runs a mutation in the next group commit and answers once it is durable.
