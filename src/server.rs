@@ -269,7 +269,9 @@ pub async fn serve(
     // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
     let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
     let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let registry = Arc::new(jangar_domain::registry());
+    // The URL clients use on this machine; behind a proxy it is the proxy's, which only the
+    // CLI's `function-spec` printout shows.
+    let registry = Arc::new(jangar_domain::registry_serving(format!("http://{address}")));
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());

@@ -55,6 +55,10 @@ pub(crate) enum ApiCode {
     /// plain GET without the upgrade headers; the endpoint answers at the status of axum's
     /// rejection, which differs for other failures (see [`ApiError::upgrade_rejected`]).
     WebSocketUpgradeRequired,
+    /// `npx convex deploy` or `dev` tried to push functions: Jangar serves a fixed catalogue.
+    PushNotSupported,
+    /// `npx convex run --inline-query`: Jangar runs no JavaScript.
+    InlineQueryNotSupported,
 }
 
 impl ApiCode {
@@ -78,6 +82,8 @@ impl ApiCode {
         ApiCode::AuthProviderUnavailable,
         ApiCode::NotReady,
         ApiCode::WebSocketUpgradeRequired,
+        ApiCode::PushNotSupported,
+        ApiCode::InlineQueryNotSupported,
     ];
 
     /// The code on the wire, in the body's `code` field.
@@ -101,6 +107,8 @@ impl ApiCode {
             ApiCode::AuthProviderUnavailable => "AuthProviderUnavailable",
             ApiCode::NotReady => "NotReady",
             ApiCode::WebSocketUpgradeRequired => "WebSocketUpgradeRequired",
+            ApiCode::PushNotSupported => "PushNotSupported",
+            ApiCode::InlineQueryNotSupported => "InlineQueryNotSupported",
         }
     }
 
@@ -116,7 +124,9 @@ impl ApiCode {
             | ApiCode::BadFunctionKind
             | ApiCode::BadConvexFunctionIdentifier
             | ApiCode::BadConvexClientHeader
-            | ApiCode::WebSocketUpgradeRequired => StatusCode::BAD_REQUEST,
+            | ApiCode::WebSocketUpgradeRequired
+            | ApiCode::PushNotSupported
+            | ApiCode::InlineQueryNotSupported => StatusCode::BAD_REQUEST,
             ApiCode::FunctionPathNotFound => StatusCode::NOT_FOUND,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -233,6 +243,8 @@ mod tests {
             ApiCode::AuthProviderUnavailable => (15, "AuthProviderUnavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiCode::NotReady => (16, "NotReady", StatusCode::SERVICE_UNAVAILABLE),
             ApiCode::WebSocketUpgradeRequired => (17, "WebSocketUpgradeRequired", StatusCode::BAD_REQUEST),
+            ApiCode::PushNotSupported => (18, "PushNotSupported", StatusCode::BAD_REQUEST),
+            ApiCode::InlineQueryNotSupported => (19, "InlineQueryNotSupported", StatusCode::BAD_REQUEST),
         }
     }
 

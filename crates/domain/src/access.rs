@@ -22,6 +22,7 @@ use jangar_engine::document::Document;
 use jangar_engine::error::EngineError;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::IndexRange;
+use jangar_engine::schema::Schema;
 use jangar_engine::storage::Order;
 use jangar_engine::transaction::{Keep, Query, Transaction};
 use jangar_engine::value::{Object, Value};
@@ -115,6 +116,11 @@ pub struct Ctx<'c, 'a> {
 impl<'c, 'a> Ctx<'c, 'a> {
     pub(crate) fn new(tx: &'c mut Transaction<'a>, caller: &'c Caller) -> Ctx<'c, 'a> {
         Ctx { tx, caller }
+    }
+
+    /// The deployment's tables.
+    pub(crate) fn schema(&self) -> &'a Schema {
+        self.tx.schema()
     }
 
     /// The transaction's time, in milliseconds since the epoch.

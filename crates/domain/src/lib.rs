@@ -20,6 +20,7 @@ pub mod schema;
 pub(crate) mod sessions;
 pub(crate) mod status;
 pub(crate) mod steps;
+pub(crate) mod system;
 pub(crate) mod teams;
 pub(crate) mod threads;
 pub(crate) mod tool_calls;
@@ -29,6 +30,18 @@ use registry::Registry;
 
 /// Every public function of the catalogue.
 pub fn registry() -> Registry {
+    Registry::new(catalogue())
+}
+
+/// The catalogue and the system queries operators' tools call (`npx convex data`,
+/// `function-spec`), for a deployment reached at `deployment_url`.
+pub fn registry_serving(deployment_url: String) -> Registry {
+    let mut functions = catalogue();
+    functions.extend(system::functions(deployment_url));
+    Registry::new(functions)
+}
+
+fn catalogue() -> Vec<registry::Function> {
     let mut functions = Vec::new();
     functions.extend(chat_sessions::functions());
     functions.extend(chat_messages::functions());
@@ -46,7 +59,7 @@ pub fn registry() -> Registry {
     functions.extend(teams::functions());
     functions.extend(repos::functions());
     functions.extend(projects::functions());
-    Registry::new(functions)
+    functions
 }
 
 #[cfg(test)]

@@ -34,7 +34,9 @@ impl Kind {
     }
 }
 
-pub type Handler = fn(&mut Ctx<'_, '_>, &Args) -> FunctionResult;
+/// A function's body. Most are plain `fn`s; a closure lets a function carry what the
+/// deployment was started with (its URL, for the CLI's system queries).
+pub type Handler = Box<dyn Fn(&mut Ctx<'_, '_>, &Args) -> FunctionResult + Send + Sync>;
 
 pub struct Function {
     pub path: &'static str,
@@ -50,20 +52,26 @@ pub struct Function {
 }
 
 impl Function {
-    pub fn query(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function { path, kind: Kind::Query, args, returns, time_dependent: false, audience: Audience::Users, handler }
+    pub fn query(
+        path: &'static str,
+        args: Validator,
+        returns: Validator,
+        handler: impl Fn(&mut Ctx<'_, '_>, &Args) -> FunctionResult + Send + Sync + 'static,
+    ) -> Function {
+        Function::new(path, Kind::Query, args, returns, Box::new(handler))
     }
 
-    pub fn mutation(path: &'static str, args: Validator, returns: Validator, handler: Handler) -> Function {
-        Function {
-            path,
-            kind: Kind::Mutation,
-            args,
-            returns,
-            time_dependent: false,
-            audience: Audience::Users,
-            handler,
-        }
+    pub fn mutation(
+        path: &'static str,
+        args: Validator,
+        returns: Validator,
+        handler: impl Fn(&mut Ctx<'_, '_>, &Args) -> FunctionResult + Send + Sync + 'static,
+    ) -> Function {
+        Function::new(path, Kind::Mutation, args, returns, Box::new(handler))
+    }
+
+    fn new(path: &'static str, kind: Kind, args: Validator, returns: Validator, handler: Handler) -> Function {
+        Function { path, kind, args, returns, time_dependent: false, audience: Audience::Users, handler }
     }
 
     pub(crate) fn time_dependent(mut self) -> Function {

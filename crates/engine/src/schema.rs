@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use super::id::{DocumentId, TableNumber};
-use super::value::{Object, Value};
+use super::value::{JsonFormat, Object, Value};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Validator {
@@ -27,6 +27,55 @@ pub enum Validator {
     Any,
     /// A whole document of the named table, system fields included (for results).
     Document(&'static str),
+}
+
+impl Validator {
+    /// Convex's JSON form of a validator (what `npx convex function-spec` prints and the
+    /// dashboard's argument forms read). A whole document is its table's fields plus `_id`
+    /// and `_creationTime`; a count is a number, as in the TypeScript bindings.
+    pub fn to_convex_json(&self, schema: &Schema) -> serde_json::Value {
+        use serde_json::json;
+        let field = |validator: &Validator| match validator {
+            Validator::Optional(inner) => json!({"fieldType": inner.to_convex_json(schema), "optional": true}),
+            other => json!({"fieldType": other.to_convex_json(schema), "optional": false}),
+        };
+        let object = |fields: &mut dyn Iterator<Item = (&str, &Validator)>| {
+            let value: serde_json::Map<String, serde_json::Value> =
+                fields.map(|(name, validator)| (name.to_owned(), field(validator))).collect();
+            json!({"type": "object", "value": value})
+        };
+        match self {
+            Validator::String => json!({"type": "string"}),
+            Validator::Number | Validator::Count => json!({"type": "number"}),
+            Validator::Int64 => json!({"type": "bigint"}),
+            Validator::Boolean => json!({"type": "boolean"}),
+            Validator::Null => json!({"type": "null"}),
+            Validator::Bytes => json!({"type": "bytes"}),
+            Validator::Any => json!({"type": "any"}),
+            Validator::Id(table) => json!({"type": "id", "tableName": table}),
+            Validator::Literal(value) => json!({"type": "literal", "value": value.to_json(JsonFormat::Encoded)}),
+            Validator::Union(members) => {
+                json!({"type": "union", "value": members.iter().map(|m| m.to_convex_json(schema)).collect::<Vec<_>>()})
+            }
+            // Alone (not as a field) an optional value is the value or nothing at all.
+            Validator::Optional(inner) => inner.to_convex_json(schema),
+            Validator::Array(inner) => json!({"type": "array", "value": inner.to_convex_json(schema)}),
+            Validator::Object(fields) => object(&mut fields.iter().map(|(name, v)| (*name, v))),
+            Validator::Record(keys, values) => {
+                json!({"type": "record", "keys": keys.to_convex_json(schema), "values": field(values)})
+            }
+            Validator::Document(table) => {
+                let id = Validator::Id(table);
+                let system = [("_id", &id), ("_creationTime", &Validator::Number)];
+                match schema.table(table).map(|t| &t.document) {
+                    Some(Validator::Object(fields)) => {
+                        object(&mut system.into_iter().chain(fields.iter().map(|(name, v)| (*name, v))))
+                    }
+                    _ => json!({"type": "any"}),
+                }
+            }
+        }
+    }
 }
 
 /// Constructors that read like Convex's `v.*`.

@@ -1,0 +1,147 @@
+// The official `npx convex` CLI (the npm `convex` package's own binary) against Jangar, as an
+// operator runs it: CONVEX_SELF_HOSTED_URL and CONVEX_SELF_HOSTED_ADMIN_KEY, CI=1 (no crash
+// reporting, no prompts). Each command's output is checked, and the ones Jangar refuses must
+// fail within seconds with its reason, not after the CLI's half a minute of retries.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { ConvexHttpClient } from "convex/browser";
+import { anyApi } from "convex/server";
+import { REPO_ROOT, startServer } from "./server.mjs";
+
+const api = anyApi;
+const CLI = path.join(REPO_ROOT, "tests", "js", "node_modules", ".bin", "convex");
+const ADMIN_KEY = "cli-test-admin-key";
+// Each refused command must be answered long before the CLI's retries of a 404 (about 34 s).
+const FAST_MS = 10_000;
+
+/** Runs the CLI in `cwd`; resolves with its exit code, output and how long it took. */
+function convex(args, { url, key = ADMIN_KEY, cwd }) {
+  const env = { ...process.env, CI: "1", CONVEX_SELF_HOSTED_URL: url, CONVEX_SELF_HOSTED_ADMIN_KEY: key };
+  delete env.CONVEX_DEPLOYMENT;
+  const started = Date.now();
+  return new Promise((resolve) => {
+    execFile(CLI, args, { cwd, env, timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (error.code ?? 1) : 0, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+/** A project directory as `npx convex` expects one: package.json listing convex, a convex/ folder. */
+async function project() {
+  const dir = await mkdtemp(path.join(tmpdir(), "jangar-cli-"));
+  await writeFile(path.join(dir, "package.json"), JSON.stringify({ name: "app", dependencies: { convex: "1.48.0" } }));
+  await mkdir(path.join(dir, "convex"));
+  await symlink(path.join(REPO_ROOT, "tests", "js", "node_modules"), path.join(dir, "node_modules"));
+  return dir;
+}
+
+describe("npx convex against a keyed deployment", () => {
+  let server;
+  let dir;
+  const run = (args) => convex(args, { url: server.url, cwd: dir });
+
+  before(async () => {
+    server = await startServer({ env: { JANGAR_ADMIN_KEY: ADMIN_KEY } });
+    dir = await project();
+    const client = new ConvexHttpClient(server.url);
+    client.setAdminAuth(ADMIN_KEY);
+    await client.mutation(api.chatSessions.create, { userId: "u1", title: "first" });
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("data lists every table", async () => {
+    const { code, stdout, stderr } = await run(["data"]);
+    assert.equal(code, 0, stderr);
+    const tables = stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+    for (const table of ["chat_sessions", "chat_messages", "work_orders", "runs", "approval_requests"]) {
+      assert.ok(tables.includes(table), `${table} in ${stdout}`);
+    }
+  });
+
+  test("function-spec describes the catalogue with Convex's validator JSON", async () => {
+    const { code, stdout, stderr } = await run(["function-spec"]);
+    assert.equal(code, 0, stderr);
+    const spec = JSON.parse(stdout);
+    assert.equal(spec.url, server.url);
+    const create = spec.functions.find((f) => f.identifier === "chatSessions.js:create");
+    assert.equal(create.functionType, "Mutation");
+    assert.deepEqual(create.visibility, { kind: "public" });
+    assert.deepEqual(create.args.value.userId, { fieldType: { type: "string" }, optional: false });
+    assert.deepEqual(create.args.value.repoId, { fieldType: { type: "id", tableName: "repos" }, optional: true });
+    assert.deepEqual(create.returns, { type: "id", tableName: "chat_sessions" });
+    assert.ok(!spec.functions.some((f) => f.identifier.startsWith("_system")), "system queries are not listed");
+  });
+
+  test("run of an unknown function lists the functions there are", async () => {
+    const { code, stderr } = await run(["run", "nosuch:fn"]);
+    assert.notEqual(code, 0);
+    assert.match(stderr, /Could not find function for 'nosuch:fn'/);
+    assert.match(stderr, /Available functions:[\s\S]*chatSessions:create/);
+  });
+
+  for (const [what, args, pattern] of [
+    ["deploy", ["deploy"], /400 Bad Request: PushNotSupported: .*fixed function catalogue/],
+    ["dev --once", ["dev", "--once"], /PushNotSupported/],
+    ["run --inline-query", ["run", "--inline-query", "return 1"], /400 Bad Request: InlineQueryNotSupported/],
+  ]) {
+    test(`${what} fails at once, saying why`, async () => {
+      const { code, stderr, ms } = await run(args);
+      assert.notEqual(code, 0);
+      assert.match(stderr, pattern);
+      assert.ok(ms < FAST_MS, `took ${ms} ms`);
+    });
+  }
+
+  test("a wrong admin key is refused", async () => {
+    const { code, stderr } = await convex(["run", "chatSessions:list", '{"userId":"u1"}'], {
+      url: server.url,
+      key: "not-the-key",
+      cwd: dir,
+    });
+    assert.notEqual(code, 0);
+    assert.match(stderr, /Unauthenticated|admin key is not valid/);
+  });
+
+  test("the system queries are for admins only", async () => {
+    const client = new ConvexHttpClient(server.url);
+    await assert.rejects(client.query("_system/cli/tables:default", {}), /Unauthenticated|401/);
+  });
+});
+
+describe("npx convex against a deployment in open development mode", () => {
+  let server;
+  let dir;
+
+  before(async () => {
+    server = await startServer();
+    dir = await project();
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("any admin key the CLI presents is accepted", async () => {
+    const created = await convex(["run", "chatSessions:create", '{"userId":"u1","title":"open"}'], {
+      url: server.url,
+      key: "whatever-the-cli-was-given",
+      cwd: dir,
+    });
+    assert.equal(created.code, 0, created.stderr);
+    const listed = await convex(["run", "chatSessions:list", '{"userId":"u1"}'], { url: server.url, key: "any", cwd: dir });
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /"title": "open"/);
+    const data = await convex(["data"], { url: server.url, key: "another", cwd: dir });
+    assert.equal(data.code, 0, data.stderr);
+    assert.match(data.stdout, /chat_sessions/);
+  });
+});
