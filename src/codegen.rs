@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use jangar_domain::access::Audience;
 use jangar_domain::registry::{Function, Registry, canonical_path};
-use jangar_engine::schema::{Schema, TableDef, Validator};
+use jangar_engine::schema::{BY_CREATION_TIME, Schema, TableDef, Validator};
 use jangar_engine::value::Value;
 
 /// One generated file: its name inside the output directory and its text.
@@ -232,7 +232,7 @@ fn write_api_level(
 }
 
 fn data_model_dts(schema: &Schema) -> Result<String, String> {
-    let mut tables: Vec<&TableDef> = schema.tables().iter().collect();
+    let mut tables: Vec<&TableDef> = schema.tables().iter().filter(|t| !t.is_system()).collect();
     tables.sort_by_key(|t| t.name);
     let mut types = TypeWriter::new(schema);
     let mut body = String::new();
@@ -265,7 +265,7 @@ fn data_model_dts(schema: &Schema) -> Result<String, String> {
         }
 
         let mut indexes = vec![("by_id", vec!["_id"]), ("by_creation_time", vec!["_creationTime"])];
-        for index in &table.indexes {
+        for index in table.indexes.iter().filter(|index| index.name != BY_CREATION_TIME) {
             indexes.retain(|(name, _)| *name != index.name);
             let mut fields = index.fields.clone();
             // Index keys end with the creation time, so equal prefixes list in insertion order.

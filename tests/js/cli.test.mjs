@@ -66,6 +66,52 @@ describe("npx convex against a keyed deployment", () => {
     }
   });
 
+  test("data <table> pages documents in creation order, newest first unless asked", async () => {
+    const client = new ConvexHttpClient(server.url);
+    client.setAdminAuth(ADMIN_KEY);
+    for (const title of ["second", "third"]) await client.mutation(api.chatSessions.create, { userId: "u1", title });
+    const newest = await run(["data", "chat_sessions", "--limit", "2", "--format", "jsonl"]);
+    assert.equal(newest.code, 0, newest.stderr);
+    const titles = (out) => out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l).title);
+    assert.deepEqual(titles(newest.stdout), ["third", "second"]);
+    const pretty = await run(["data", "chat_sessions", "--limit", "1"]);
+    assert.match(pretty.stdout + pretty.stderr, /"third"[\s\S]*Showing the 1 most recently created document/);
+    const oldest = await run(["data", "chat_sessions", "--order", "asc", "--format", "jsonl"]);
+    assert.equal(oldest.code, 0, oldest.stderr);
+    assert.deepEqual(titles(oldest.stdout), ["first", "second", "third"]);
+    const document = JSON.parse(oldest.stdout.split("\n")[0]);
+    assert.equal(typeof document._creationTime, "number");
+    assert.match(document._id, /^[0-9a-z]{31,37}$/);
+  });
+
+  test("data of a table that does not exist says so", async () => {
+    const { code, stderr } = await run(["data", "no_such_table"]);
+    assert.notEqual(code, 0);
+    assert.match(stderr, /There is no table named "no_such_table"/);
+  });
+
+  test("env set, list, get and remove keep variables in the deployment", async () => {
+    for (const [name, value] of [["OPENAI_MODEL", "gpt-5"], ["GREETING", "hello world"]]) {
+      const set = await run(["env", "set", name, value]);
+      assert.equal(set.code, 0, set.stderr);
+      assert.match(set.stderr + set.stdout, new RegExp(`Successfully set ${name}`));
+    }
+    const listed = await run(["env", "list"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(listed.stdout.trim().split("\n"), ["GREETING=hello world", "OPENAI_MODEL=gpt-5"]);
+    const got = await run(["env", "get", "GREETING"]);
+    assert.equal(got.stdout.trim(), "hello world");
+    const removed = await run(["env", "remove", "GREETING"]);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stderr + removed.stdout, /Successfully unset GREETING/);
+    assert.deepEqual((await run(["env", "list"])).stdout.trim().split("\n"), ["OPENAI_MODEL=gpt-5"]);
+    const bad = await run(["env", "set", "1BAD", "x"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /400 Bad Request: InvalidArgument: "1BAD" is not a valid environment variable name/);
+    // A system table: not among the app's tables.
+    assert.doesNotMatch((await run(["data"])).stdout, /environment/);
+  });
+
   test("function-spec describes the catalogue with Convex's validator JSON", async () => {
     const { code, stdout, stderr } = await run(["function-spec"]);
     assert.equal(code, 0, stderr);
@@ -113,6 +159,11 @@ describe("npx convex against a keyed deployment", () => {
   test("the system queries are for admins only", async () => {
     const client = new ConvexHttpClient(server.url);
     await assert.rejects(client.query("_system/cli/tables:default", {}), /Unauthenticated|401/);
+    const response = await fetch(`${server.url}/api/update_environment_variables`, {
+      method: "POST",
+      body: JSON.stringify({ changes: [{ name: "X", value: "y" }] }),
+    });
+    assert.equal(response.status, 401);
   });
 });
 

@@ -75,7 +75,7 @@ impl FromRequest<AppState> for RequestBody {
 }
 
 /// Reads a JSON body whatever its Content-Type (plain `fetch` sends text/plain).
-fn json_body(body: &RequestBody) -> Result<Json_, ApiError> {
+pub(crate) fn json_body(body: &RequestBody) -> Result<Json_, ApiError> {
     serde_json::from_slice(&body.0)
         .map_err(|e| ApiError::new(ApiCode::BadJsonBody, format!("Failed to parse the request body as JSON: {e}")))
 }
@@ -254,7 +254,7 @@ async fn run(
 
 /// The caller named by the request's `Authorization` header; 401 when it is
 /// not valid, or missing where credentials are needed.
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     Ok(identify(state, headers).await?.1)
 }
 
@@ -498,41 +498,6 @@ pub(crate) async fn check(State(state): State<AppState>, headers: HeaderMap) -> 
     }
     let report = state.db.check_integrity().await.map_err(ApiError::storage)?;
     Ok(Json(report.to_json()))
-}
-
-/// `npx convex deploy` and `dev` begin their push here (`/api/get_config_hashes`, then
-/// `/api/deploy2/*`): refused at once, not after the CLI's retries of a 404.
-pub(crate) async fn push(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin_only(&state, &headers).await?;
-    let message = "This Jangar deployment serves a fixed function catalogue: there is nothing to push, \
-                   and `npx convex deploy` / `dev` are not needed. Point CONVEX_URL at it and use the functions it has.";
-    Err(ApiError::new(ApiCode::PushNotSupported, message))
-}
-
-/// `npx convex run --inline-query` sends JavaScript to run here.
-pub(crate) async fn run_test_function(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin_only(&state, &headers).await?;
-    let message = "This Jangar deployment runs no JavaScript: call a function of its catalogue instead \
-                   (`npx convex function-spec` lists them).";
-    Err(ApiError::new(ApiCode::InlineQueryNotSupported, message))
-}
-
-/// `npx convex dev` asks where the deployment's clients and HTTP actions are: here, as the
-/// request reached it.
-pub(crate) async fn canonical_urls(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
-    admin_only(&state, &headers).await?;
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let url = format!("http://{host}");
-    Ok(Json(json!({"convexCloudUrl": url, "convexSiteUrl": url})))
-}
-
-/// Operators' routes answer admins only (others get 401 or 403).
-async fn admin_only(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if caller(state, headers).await?.admin {
-        Ok(())
-    } else {
-        Err(ApiError::of(ErrorCode::Forbidden, "This route needs an admin key."))
-    }
 }
 
 /// A known route called with the wrong method, in the API's error shape.

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod client;
 pub(crate) mod error;
 pub mod http;
+mod operators;
 pub mod sync;
 
 use jangar_engine::knobs::MAX_ARGS_BYTES;
@@ -85,10 +86,11 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/query_batch", post(http::query_batch))
         .route("/api/sync", get(sync::upgrade))
         .route("/api/{client_version}/sync", get(sync::upgrade))
-        .route("/api/get_config_hashes", post(http::push))
-        .route("/api/deploy2/{*step}", post(http::push))
-        .route("/api/run_test_function", post(http::run_test_function))
-        .route("/api/v1/get_canonical_urls", get(http::canonical_urls))
+        .route("/api/get_config_hashes", post(operators::push))
+        .route("/api/deploy2/{*step}", post(operators::push))
+        .route("/api/run_test_function", post(operators::run_test_function))
+        .route("/api/v1/get_canonical_urls", get(operators::canonical_urls))
+        .route("/api/update_environment_variables", post(operators::update_environment_variables))
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
         .fallback(http::not_found)

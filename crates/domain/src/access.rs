@@ -166,6 +166,11 @@ impl<'c, 'a> Ctx<'c, 'a> {
         self.tx.patch(table, id, changes)
     }
 
+    /// Deletes a document the handler has already loaded with a checked read.
+    pub(crate) fn delete(&mut self, table: &str, id: DocumentId) -> Result<Document, EngineError> {
+        self.tx.delete(table, id)
+    }
+
     /// May the caller list the documents under this parent? Admins may (without
     /// reading it: a missing parent lists nothing anyway); users only under a
     /// parent they can see.

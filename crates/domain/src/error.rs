@@ -112,6 +112,10 @@ impl AppError {
         AppError { code, message: message.into(), details: Object::new() }
     }
 
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     pub fn with(mut self, field: &str, value: impl Into<Value>) -> AppError {
         self.details.insert(field.to_owned(), value.into());
         self

@@ -22,7 +22,11 @@ pub mod tables {
     /// Aggregates kept in the same transactions as the changes they count.
     pub(crate) const COUNTERS: &str = "counters";
 
-    /// Every table, in the order of their numbers.
+    /// Deployment environment variables (`npx convex env`): a system table, so clients'
+    /// bindings, the table list and exports leave it out.
+    pub(crate) const ENVIRONMENT_VARIABLES: &str = "_environment_variables";
+
+    /// Every table of the data model, in the order of their numbers.
     pub const ALL: &[&str] = &[
         TEAMS,
         REPOS,
@@ -264,6 +268,8 @@ pub fn schema() -> Schema {
             vec![("name", v::string()), ("counts", v::record(v::string(), v::number()))],
         )
         .index("by_name", &["name"]),
+        TableDef::new(tables::ENVIRONMENT_VARIABLES, 101, vec![("name", v::string()), ("value", v::string())])
+            .index("by_name", &["name"]),
     ])
     .expect("Jangar's schema is valid")
 }

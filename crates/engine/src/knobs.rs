@@ -100,6 +100,11 @@ pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// Steps, artifacts and events a run's timeline returns at most, each.
 pub const TIMELINE_LIMIT: usize = 1000;
+/// Deployment environment variables at most (Convex's limit). Bounds: a list of them all
+/// is one read.
+pub const MAX_ENVIRONMENT_VARIABLES: usize = 100;
+/// The longest environment variable value, in bytes (Convex's limit).
+pub const MAX_ENVIRONMENT_VARIABLE_BYTES: usize = 8 << 10;
 
 // ---- HTTP ----
 

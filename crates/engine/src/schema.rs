@@ -287,6 +287,9 @@ fn check_object(
     Ok(())
 }
 
+pub const BY_ID: &str = "by_id";
+pub const BY_CREATION_TIME: &str = "by_creation_time";
+
 /// Names an index: slot 0 of every table is its implicit `by_id` index, slot
 /// `i + 1` is the table's `i`-th declared index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,8 +323,19 @@ impl TableDef {
         self
     }
 
+    /// System tables (named `_…`, as in Convex) hold the deployment's own state: they are
+    /// not part of the app's data model, its bindings or its exports.
+    pub fn is_system(&self) -> bool {
+        self.name.starts_with('_')
+    }
+
     pub fn by_id(&self) -> IndexId {
         IndexId { table: self.number, slot: 0 }
+    }
+
+    /// The implicit index over `(_creationTime, _id)` that [`Schema::new`] adds.
+    pub fn by_creation_time(&self) -> IndexId {
+        self.index_id(BY_CREATION_TIME).expect("Schema::new gives every table its by_creation_time index")
     }
 
     pub fn index_id(&self, name: &str) -> Option<IndexId> {
@@ -349,10 +363,12 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Schema {
-    pub fn new(tables: Vec<TableDef>) -> Result<Schema, SchemaError> {
+    /// Checks the tables and gives each its implicit `by_creation_time` index, after the
+    /// declared ones, as Convex does: whole tables are listed in creation order through it.
+    pub fn new(mut tables: Vec<TableDef>) -> Result<Schema, SchemaError> {
         let mut by_name = HashMap::new();
         let mut by_number = HashMap::new();
-        for (i, table) in tables.iter().enumerate() {
+        for (i, table) in tables.iter_mut().enumerate() {
             if !valid_name(table.name) || table.number == 0 {
                 return Err(SchemaError(format!("bad table name or number: {} {}", table.name, table.number)));
             }
@@ -364,10 +380,11 @@ impl Schema {
             };
             for index in &table.indexes {
                 let unknown = index.fields.iter().find(|f| !fields.contains_key(**f));
-                if !valid_name(index.name) || index.name == "by_id" || unknown.is_some() {
+                if !valid_name(index.name) || [BY_ID, BY_CREATION_TIME].contains(&index.name) || unknown.is_some() {
                     return Err(SchemaError(format!("bad index {}.{}", table.name, index.name)));
                 }
             }
+            table.indexes.push(IndexDef { name: BY_CREATION_TIME, fields: Vec::new() });
         }
         Ok(Schema { tables, by_name, by_number })
     }

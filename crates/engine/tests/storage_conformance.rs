@@ -328,18 +328,19 @@ fn new_indexes_are_built_from_the_documents(mut store: Store) {
     let mut snapshot = storage.snapshot().unwrap();
     assert_eq!(snapshot.ts(), 50, "the last commit survives the restart");
     assert_eq!(snapshot.documents(TABLE, None, 100).unwrap().len(), 30);
-    for (slot, fields) in [(1, vec!["rank"]), (2, vec!["rank", "group"])] {
+    // Slot 3: the implicit by_creation_time index, after the declared ones.
+    for (slot, fields) in [(1, vec!["rank"]), (2, vec!["rank", "group"]), (3, vec![])] {
         let index = IndexId { table: TABLE, slot };
         let mut expected: Vec<(Vec<u8>, DocumentId)> = documents.iter().map(|d| (d.index_key(&fields), d.id)).collect();
         expected.sort();
         assert_eq!(snapshot.index_entries(index, None, 1000).unwrap(), expected, "{fields:?}");
     }
-    assert!(snapshot.index_entries(IndexId { table: TABLE, slot: 3 }, None, 10).is_err(), "not declared");
+    assert!(snapshot.index_entries(IndexId { table: TABLE, slot: 4 }, None, 10).is_err(), "not declared");
     let secret = |key: &CursorKey| key.encode(BY_GROUP, b"position");
     assert_eq!(secret(&snapshot.cursor_key()), secret(&cursor_key), "the cursor secret survives the restart");
     drop(snapshot);
     let report = assert_clean(&second, &*storage);
-    assert_eq!((report.documents, report.entries), (30, 60));
+    assert_eq!((report.documents, report.entries), (30, 90));
     // And writing through the new indexes works.
     let mut batch = storage.begin_batch().unwrap();
     put(&mut *batch, &second, Some(&documents[0]), None);
@@ -652,8 +653,8 @@ fn a_failed_group_commit_fails_every_mutation_in_it(mut store: Store) {
     let after_commit = runtime.block_on(commits.recv()).unwrap();
     assert!(gate_commit.ts >= gate_ts && gate_commit.ts < after.ts, "the gate's commit comes next");
     assert!(after_commit.ts >= after.ts, "the failed group was never announced");
-    // One insert each: its by_id entry and its two index entries.
-    assert_eq!((gate_commit.writes.entries.len(), after_commit.writes.entries.len()), (3, 3));
+    // One insert each: its by_id entry, its two declared index entries and its by_creation_time entry.
+    assert_eq!((gate_commit.writes.entries.len(), after_commit.writes.entries.len()), (4, 4));
     // The failed group's outcome record went with it: a replay would run again.
     let replay = runtime.block_on(db.mutate(move |tx| tx.find_outcome(&key).map(|found| found.is_some()))).unwrap();
     assert!(!replay.value);
