@@ -5,3 +5,4 @@
 
 pub mod codegen;
 pub mod server;
+pub mod snapshots;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use jangar::server::{Limits, ServerConfig, serve};
+use jangar::snapshots::{self, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
 use jangar_api::client::HttpClient;
+use jangar_engine::snapshot::{ImportFormat, ImportMode};
 use jangar_engine::storage::postgres::PostgresStorage;
 use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 use serde_json::json;
@@ -95,6 +97,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a snapshot ZIP (Convex's export format) of a running server (--url), a stopped data
+    /// directory, or a PostgreSQL database (--db).
+    Export {
+        /// The ZIP file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        from: SnapshotTarget,
+    },
+    /// Import a snapshot ZIP, or one table from .jsonl, .json or .csv, all or nothing, into a
+    /// running server (--url), a stopped data directory, or a PostgreSQL database (--db).
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        /// The table a .jsonl, .json or .csv file goes into.
+        #[arg(long)]
+        table: Option<String>,
+        /// csv, jsonl, json or zip (default: from the file's extension).
+        #[arg(long, value_parser = parse_import_format)]
+        format: Option<ImportFormat>,
+        /// Add to tables that already hold documents.
+        #[arg(long, conflicts_with_all = ["replace", "replace_all"])]
+        append: bool,
+        /// Empty the tables imported into first.
+        #[arg(long, conflicts_with = "replace_all")]
+        replace: bool,
+        /// Empty every table first, named in the file or not.
+        #[arg(long)]
+        replace_all: bool,
+        #[command(flatten)]
+        to: SnapshotTarget,
+    },
     /// Write TypeScript bindings for the npm `convex` client (`api.d.ts`, `api.js`,
     /// `dataModel.d.ts`), as Convex's codegen writes them to `convex/_generated`.
     Codegen {
@@ -105,6 +139,35 @@ enum Command {
         #[arg(long)]
         catalogue: bool,
     },
+}
+
+/// Where `export` reads and `import` writes: a server, else PostgreSQL, else a data directory.
+#[derive(clap::Args)]
+struct SnapshotTarget {
+    /// A running server (its admin key is JANGAR_ADMIN_KEY or one of Convex's variables).
+    #[arg(long)]
+    url: Option<String>,
+    /// A PostgreSQL database (also DATABASE_URL).
+    #[arg(long = "db", env = "POSTGRES_URL")]
+    database_url: Option<String>,
+    /// A data directory no server is using.
+    #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
+    data_dir: PathBuf,
+}
+
+impl SnapshotTarget {
+    fn target(self) -> Target {
+        let database_url = self.database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+        match (self.url, database_url) {
+            (Some(url), _) => Target::Server { url, admin_key: AdminKeys::from_environment().into_iter().next() },
+            (None, Some(url)) => Target::Postgres(url),
+            (None, None) => Target::DataDir(self.data_dir),
+        }
+    }
+}
+
+fn parse_import_format(text: &str) -> Result<ImportFormat, String> {
+    ImportFormat::parse(text).ok_or_else(|| format!("{text:?} is not a format: use csv, jsonl, json or zip"))
 }
 
 #[derive(Subcommand)]
@@ -179,6 +242,18 @@ fn main() -> ExitCode {
             Ok(false) => Err("no such admin key in this data directory".into()),
             Err(e) => Err(e),
         },
+        Command::Export { out, from } => {
+            runtime.block_on(snapshots::export(from.target(), &out)).map(|done| eprintln!("{done}"))
+        }
+        Command::Import { file, table, format, append, replace, replace_all, to } => {
+            let mode = match (append, replace, replace_all) {
+                (true, _, _) => ImportMode::Append,
+                (_, true, _) => ImportMode::Replace,
+                (_, _, true) => ImportMode::ReplaceAll,
+                _ => ImportMode::RequireEmpty,
+            };
+            runtime.block_on(snapshots::import(to.target(), &file, table, format, mode)).map(|done| eprintln!("{done}"))
+        }
         Command::Codegen { catalogue: true, .. } => {
             jangar::codegen::catalogue_markdown(&jangar_domain::registry(), &jangar_domain::schema::schema())
                 .map(|table| print_out(&table))

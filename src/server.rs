@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use jangar_api::auth::Auth;
 use jangar_api::auth::WatchedProviders;
 use jangar_api::auth::keys::AdminKeys;
+use jangar_api::operators::snapshots::Scratch;
 use jangar_api::sync::SyncHub;
 use jangar_api::sync::manager::{Manager, SyncStats};
 use jangar_api::{AppState, BodyLimits, router};
@@ -271,7 +272,9 @@ pub async fn serve(
     let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     // The URL clients use on this machine; behind a proxy it is the proxy's, which only the
     // CLI's `function-spec` printout shows.
-    let registry = Arc::new(jangar_domain::registry_serving(format!("http://{address}")));
+    let operations = Arc::new(jangar_domain::system::Operations::default());
+    let registry = Arc::new(jangar_domain::registry_serving(format!("http://{address}"), operations.clone()));
+    let scratch = Arc::new(Scratch::new().map_err(|e| format!("cannot create a scratch directory: {e}"))?);
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());
@@ -299,7 +302,7 @@ pub async fn serve(
         max_body_bytes: config.limits.request_bytes,
         body_timeout: Duration::from_secs(config.limits.body_timeout_seconds),
     };
-    let state = AppState { db, registry, sync, auth, limits };
+    let state = AppState { db, registry, sync, auth, limits, operations, scratch };
     let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
     tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);

@@ -112,6 +112,39 @@ describe("npx convex against a keyed deployment", () => {
     assert.doesNotMatch((await run(["data"])).stdout, /environment/);
   });
 
+  test("export writes Convex's snapshot ZIP, and import --replace reads it back, ids kept", async () => {
+    const zip = path.join(dir, "snapshot.zip");
+    const exported = await run(["export", "--path", zip]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stderr, /Downloaded snapshot export to/);
+    const client = new ConvexHttpClient(server.url);
+    client.setAdminAuth(ADMIN_KEY);
+    const before = await client.query(api.chatSessions.list, { userId: "u1" });
+    await client.mutation(api.chatSessions.create, { userId: "u1", title: "after the export" });
+    const refused = await run(["import", zip, "-y"]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /ImportConflict: Table "[a-z_]+" is not empty/);
+    const replaced = await run(["import", "--replace", "-y", zip]);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    assert.match(replaced.stderr, /Added \d+ documents/);
+    const after = await client.query(api.chatSessions.list, { userId: "u1" });
+    assert.deepEqual(after, before, "the sessions are the exported ones, ids and creation times included");
+  });
+
+  test("import of one table from JSON lines, and a bad line reported with its number", async () => {
+    const file = path.join(dir, "teams.jsonl");
+    await writeFile(file, '{"name":"platform","createdAt":1}\n{"name":"infra","createdAt":2}\n');
+    const added = await run(["import", "--table", "teams", "--append", "-y", file]);
+    assert.equal(added.code, 0, added.stderr);
+    assert.match(added.stderr, /Added 2 documents to table "teams"/);
+    await writeFile(file, '{"name":"ok","createdAt":1}\n{"name":7,"createdAt":2}\n');
+    const bad = await run(["import", "--table", "teams", "--append", "-y", file]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /InvalidDocument: line 2 of "teams"/);
+    const listed = await run(["data", "teams", "--format", "jsonl"]);
+    assert.equal(listed.stdout.trim().split("\n").length, 2, "nothing of the failed import was written");
+  });
+
   test("function-spec describes the catalogue with Convex's validator JSON", async () => {
     const { code, stdout, stderr } = await run(["function-spec"]);
     assert.equal(code, 0, stderr);

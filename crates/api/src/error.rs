@@ -59,6 +59,10 @@ pub(crate) enum ApiCode {
     PushNotSupported,
     /// `npx convex run --inline-query`: Jangar runs no JavaScript.
     InlineQueryNotSupported,
+    /// An export was requested while another was being written.
+    ExportInProgress,
+    /// The export asked for is not (or no longer) on this server.
+    ExportNotFound,
 }
 
 impl ApiCode {
@@ -84,6 +88,8 @@ impl ApiCode {
         ApiCode::WebSocketUpgradeRequired,
         ApiCode::PushNotSupported,
         ApiCode::InlineQueryNotSupported,
+        ApiCode::ExportInProgress,
+        ApiCode::ExportNotFound,
     ];
 
     /// The code on the wire, in the body's `code` field.
@@ -109,6 +115,8 @@ impl ApiCode {
             ApiCode::WebSocketUpgradeRequired => "WebSocketUpgradeRequired",
             ApiCode::PushNotSupported => "PushNotSupported",
             ApiCode::InlineQueryNotSupported => "InlineQueryNotSupported",
+            ApiCode::ExportInProgress => "ExportInProgress",
+            ApiCode::ExportNotFound => "ExportNotFound",
         }
     }
 
@@ -126,8 +134,9 @@ impl ApiCode {
             | ApiCode::BadConvexClientHeader
             | ApiCode::WebSocketUpgradeRequired
             | ApiCode::PushNotSupported
-            | ApiCode::InlineQueryNotSupported => StatusCode::BAD_REQUEST,
-            ApiCode::FunctionPathNotFound => StatusCode::NOT_FOUND,
+            | ApiCode::InlineQueryNotSupported
+            | ApiCode::ExportInProgress => StatusCode::BAD_REQUEST,
+            ApiCode::FunctionPathNotFound | ApiCode::ExportNotFound => StatusCode::NOT_FOUND,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -245,6 +254,8 @@ mod tests {
             ApiCode::WebSocketUpgradeRequired => (17, "WebSocketUpgradeRequired", StatusCode::BAD_REQUEST),
             ApiCode::PushNotSupported => (18, "PushNotSupported", StatusCode::BAD_REQUEST),
             ApiCode::InlineQueryNotSupported => (19, "InlineQueryNotSupported", StatusCode::BAD_REQUEST),
+            ApiCode::ExportInProgress => (20, "ExportInProgress", StatusCode::BAD_REQUEST),
+            ApiCode::ExportNotFound => (21, "ExportNotFound", StatusCode::NOT_FOUND),
         }
     }
 

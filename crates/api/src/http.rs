@@ -38,7 +38,7 @@ struct Call {
 /// `Content-Length` over `--max-request-bytes` (and as soon as more than that
 /// arrives without one), 408 when the client stops sending for
 /// `--body-timeout-seconds`. Slow or oversized uploads cannot hold a connection.
-pub(crate) struct RequestBody(Bytes);
+pub(crate) struct RequestBody(pub(crate) Bytes);
 
 impl FromRequest<AppState> for RequestBody {
     type Rejection = ApiError;

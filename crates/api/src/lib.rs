@@ -4,7 +4,7 @@ pub mod auth;
 pub mod client;
 pub(crate) mod error;
 pub mod http;
-mod operators;
+pub mod operators;
 pub mod sync;
 
 use jangar_engine::knobs::MAX_ARGS_BYTES;
@@ -47,6 +47,9 @@ pub struct AppState {
     pub sync: Arc<sync::SyncHub>,
     pub auth: Arc<crate::auth::Auth>,
     pub limits: BodyLimits,
+    /// What exports and imports report to the CLI's system queries.
+    pub operations: Arc<jangar_domain::system::Operations>,
+    pub scratch: Arc<operators::snapshots::Scratch>,
 }
 
 /// How large a request body may be, and how long a client may pause while sending one.
@@ -91,6 +94,12 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/run_test_function", post(operators::run_test_function))
         .route("/api/v1/get_canonical_urls", get(operators::canonical_urls))
         .route("/api/update_environment_variables", post(operators::update_environment_variables))
+        .route("/api/export/request/zip", post(operators::snapshots::request_export))
+        .route("/api/export/zip/{ts}", get(operators::snapshots::download_export))
+        .route("/api/import/start_upload", post(operators::snapshots::start_upload))
+        .route("/api/import/upload_part", post(operators::snapshots::upload_part))
+        .route("/api/import/finish_upload", post(operators::snapshots::finish_upload))
+        .route("/api/perform_import", post(operators::snapshots::perform_import))
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
         .fallback(http::not_found)

@@ -20,11 +20,13 @@ pub mod schema;
 pub(crate) mod sessions;
 pub(crate) mod status;
 pub(crate) mod steps;
-pub(crate) mod system;
+pub mod system;
 pub(crate) mod teams;
 pub(crate) mod threads;
 pub(crate) mod tool_calls;
 pub(crate) mod work_orders;
+
+use std::sync::Arc;
 
 use registry::Registry;
 
@@ -35,9 +37,9 @@ pub fn registry() -> Registry {
 
 /// The catalogue and the system queries operators' tools call (`npx convex data`,
 /// `function-spec`), for a deployment reached at `deployment_url`.
-pub fn registry_serving(deployment_url: String) -> Registry {
+pub fn registry_serving(deployment_url: String, operations: Arc<system::Operations>) -> Registry {
     let mut functions = catalogue();
-    functions.extend(system::functions(deployment_url));
+    functions.extend(system::functions(deployment_url, operations));
     Registry::new(functions)
 }
 

@@ -5,6 +5,9 @@
 //! know no table of the data model.
 //! All are admin-only, as in Convex.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use jangar_engine::document::Document;
 use jangar_engine::error::EngineError;
 use jangar_engine::schema::v;
@@ -21,9 +24,76 @@ use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::{Function, Kind};
 use super::schema::tables::ENVIRONMENT_VARIABLES;
 
-pub(crate) fn functions(deployment_url: String) -> Vec<Function> {
+/// What operators' long-running requests report while and after they run: the latest
+/// export and recent imports, in Convex's shapes (`_exports`, `_snapshot_imports` documents).
+/// Kept in memory, by the process that ran them, so the CLI's queries that follow them are
+/// time-dependent (re-run every second) rather than cached.
+#[derive(Default)]
+pub struct Operations {
+    latest_export: Mutex<Option<Value>>,
+    imports: Mutex<VecDeque<(String, Value)>>,
+}
+
+impl Operations {
+    pub fn set_export(&self, export: Value) {
+        *self.latest_export.lock().unwrap_or_else(|e| e.into_inner()) = Some(export);
+    }
+
+    pub fn latest_export(&self) -> Option<Value> {
+        self.latest_export.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records (or updates) an import's document, keeping the most recent few.
+    pub fn set_import(&self, id: &str, document: Value) {
+        let mut imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        imports.retain(|(known, _)| known != id);
+        imports.push_back((id.to_owned(), document));
+        while imports.len() > KEPT_IMPORTS {
+            imports.pop_front();
+        }
+    }
+
+    fn import(&self, id: &str) -> Option<Value> {
+        let imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        imports.iter().find(|(known, _)| known == id).map(|(_, document)| document.clone())
+    }
+
+    fn imports(&self) -> Vec<Value> {
+        self.imports.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, d)| d.clone()).collect()
+    }
+}
+
+/// Imports whose outcome `npx convex import` can still ask for.
+const KEPT_IMPORTS: usize = 20;
+
+pub(crate) fn functions(deployment_url: String, operations: Arc<Operations>) -> Vec<Function> {
     let pagination = || ("paginationOpts", v::any());
+    let (export_ops, import_ops, imports_ops) = (operations.clone(), operations.clone(), operations);
     vec![
+        Function::query(
+            "_system/cli/exports:getLatest",
+            v::object(vec![]),
+            v::any(),
+            move |_: &mut Ctx<'_, '_>, _: &Args| Ok(export_ops.latest_export().unwrap_or(Value::Null)),
+        )
+        .time_dependent()
+        .for_workers(),
+        Function::query(
+            "_system/cli/queryImport:default",
+            v::object(vec![("importId", v::string())]),
+            v::any(),
+            move |_: &mut Ctx<'_, '_>, args: &Args| Ok(import_ops.import(args.str("importId")).unwrap_or(Value::Null)),
+        )
+        .time_dependent()
+        .for_workers(),
+        Function::query(
+            "_system/cli/queryImport:list",
+            v::object(vec![]),
+            v::any(),
+            move |_: &mut Ctx<'_, '_>, _: &Args| Ok(Value::Array(imports_ops.imports())),
+        )
+        .time_dependent()
+        .for_workers(),
         Function::query("_system/cli/tables:default", v::object(vec![pagination()]), v::any(), tables).for_workers(),
         Function::query(
             "_system/cli/tableData:default",

@@ -336,8 +336,7 @@ impl Database {
 
     /// Checks every index against its table's documents, on one snapshot.
     pub async fn check_integrity(self: &Arc<Self>) -> Result<super::integrity::Report, StorageError> {
-        self.on_reader("the integrity check", |db| super::integrity::check(&db.schema, &mut *db.storage.snapshot()?))
-            .await
+        self.read_snapshot("the integrity check", super::integrity::check).await
     }
 
     /// Runs `read` on a blocking thread holding one of the reader slots, so storage reads
@@ -370,6 +369,30 @@ impl Database {
         E: From<EngineError> + Send + 'static,
     {
         self.enqueue(body).await?.outcome().await
+    }
+
+    /// Runs a bulk mutation (an import): atomic like any other, but without the per-function
+    /// limits on reads and writes, since splitting it would make it partial.
+    pub async fn mutate_bulk<T, E, F>(&self, body: F) -> Result<MutationOutcome<T>, E>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<EngineError> + Send + 'static,
+    {
+        self.mutate(move |tx: &mut Transaction<'_>| {
+            tx.bulk = true;
+            body(tx)
+        })
+        .await
+    }
+
+    /// Runs `read` on one snapshot of the whole database, on a reader slot (an export, a check).
+    pub async fn read_snapshot<T: Send + 'static>(
+        self: &Arc<Self>,
+        what: &'static str,
+        read: impl FnOnce(&Schema, &mut dyn Snapshot) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.on_reader(what, |db| read(&db.schema, &mut *db.storage.snapshot()?)).await
     }
 
     /// Queues a mutation for the committer (waiting only for room in its queue) and returns its

@@ -89,6 +89,11 @@ pub(crate) const POOLED_READERS: usize = 8;
 /// Rows read, and index entries written per statement, while building indexes and while
 /// checking integrity. Bounds: >= 1; larger uses more memory per statement.
 pub(crate) const BUILD_CHUNK: usize = 1000;
+/// Documents an export reads from storage at a time. Bounds: >= 1; larger uses more memory.
+pub(crate) const EXPORT_CHUNK: usize = 1000;
+/// The size of each part `jangar import` uploads to a server (the Convex CLI's, 5 MiB).
+/// Bounds: below `--max-request-bytes`.
+pub const IMPORT_PART_BYTES: usize = 5 << 20;
 /// Problems an integrity report lists at most; all are counted.
 pub(crate) const MAX_LISTED_PROBLEMS: usize = 1000;
 

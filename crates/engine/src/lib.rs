@@ -15,6 +15,7 @@ pub mod keys;
 pub mod knobs;
 pub mod schema;
 pub mod sets;
+pub mod snapshot;
 pub mod storage;
 pub mod transaction;
 pub mod value;

@@ -60,6 +60,9 @@ pub struct Transaction<'a> {
     bytes_read: usize,
     documents_written: usize,
     bytes_written: usize,
+    /// A bulk import, which must be atomic however large: the per-function limits on reads
+    /// and writes do not apply.
+    pub(crate) bulk: bool,
 }
 
 /// A read through one index: `query(table, index).range(..).order(..)` then `take` or `paginate`.
@@ -121,6 +124,7 @@ impl<'a> Transaction<'a> {
             bytes_read: 0,
             documents_written: 0,
             bytes_written: 0,
+            bulk: false,
         }
     }
 
@@ -153,7 +157,7 @@ impl<'a> Transaction<'a> {
 
     fn record_read(&mut self, index: IndexId, range: KeyRange) -> Result<(), EngineError> {
         self.reads.record(index, range);
-        if self.reads.len() > MAX_READ_RANGES {
+        if self.reads.len() > MAX_READ_RANGES && !self.bulk {
             return Err(EngineError::LimitExceeded(format!(
                 "Too many index ranges read in one function (limit: {MAX_READ_RANGES})."
             )));
@@ -164,7 +168,7 @@ impl<'a> Transaction<'a> {
     fn count_read(&mut self, document: &Document) -> Result<(), EngineError> {
         self.documents_read += 1;
         self.bytes_read += document.size();
-        if self.documents_read > MAX_READ_DOCUMENTS || self.bytes_read > MAX_READ_BYTES {
+        if (self.documents_read > MAX_READ_DOCUMENTS || self.bytes_read > MAX_READ_BYTES) && !self.bulk {
             return Err(EngineError::LimitExceeded(format!(
                 "Too many reads in one function (limits: {MAX_READ_DOCUMENTS} documents, {MAX_READ_BYTES} bytes)."
             )));
@@ -220,6 +224,33 @@ impl<'a> Transaction<'a> {
         let document = Document { id: DocumentId::generate(def.number, now_ms), creation_time, fields };
         self.write(def, document.id, None, Some(document.clone()))?;
         Ok(document.id)
+    }
+
+    /// Inserts `document` as it is, its id and creation time kept (an import). Fails if the id
+    /// names another table or a document that exists.
+    pub fn insert_document(&mut self, table: &str, document: Document) -> Result<(), EngineError> {
+        let def = self.table(table)?;
+        if document.id.table != def.number {
+            return Err(EngineError::Validation(format!(
+                "{} is an id of table number {}, not of {table:?} (number {}).",
+                document.id.encode(),
+                document.id.table,
+                def.number
+            )));
+        }
+        if !(document.creation_time.is_finite() && document.creation_time > 0.0) {
+            return Err(EngineError::Validation(format!(
+                "_creationTime {} is not a time (milliseconds since 1970).",
+                document.creation_time
+            )));
+        }
+        if self.get(table, document.id)?.is_some() {
+            return Err(EngineError::Validation(format!(
+                "A document with _id {} exists already.",
+                document.id.encode()
+            )));
+        }
+        self.write(def, document.id, None, Some(document))
     }
 
     /// Replaces every user field of an existing document (its id and creation time stay); returns
@@ -298,7 +329,7 @@ impl<'a> Transaction<'a> {
             self.bytes_written += new.size();
         }
         self.documents_written += 1;
-        if self.documents_written > MAX_WRITE_DOCUMENTS || self.bytes_written > MAX_WRITE_BYTES {
+        if (self.documents_written > MAX_WRITE_DOCUMENTS || self.bytes_written > MAX_WRITE_BYTES) && !self.bulk {
             return Err(EngineError::LimitExceeded(format!(
                 "Too many writes in one mutation (limits: {MAX_WRITE_DOCUMENTS} documents, {MAX_WRITE_BYTES} bytes)."
             )));

@@ -8,6 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value as Json_, json};
 
+pub mod snapshots;
+
 use super::AppState;
 use super::error::{ApiCode, ApiError};
 use super::http::{RequestBody, caller, json_body};
@@ -42,7 +44,7 @@ pub(crate) async fn canonical_urls(State(state): State<AppState>, headers: Heade
 }
 
 /// Operators' routes answer admins only (others get 401 or 403).
-async fn admin_only(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) async fn admin_only(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if caller(state, headers).await?.admin {
         Ok(())
     } else {
