@@ -391,16 +391,29 @@ fn renumber_ids(
         (Validator::Optional(inner), value) => renumber_ids(value, inner, renumber),
         (Validator::Union(members), value) => members.iter().any(|member| renumber_ids(value, member, renumber)),
         (Validator::Array(inner), Value::Array(items)) => {
-            items.iter_mut().fold(false, |changed, item| renumber_ids(item, inner, renumber) || changed)
+            renumber_each(items.iter_mut().map(|item| (item, &**inner)), renumber)
         }
-        (Validator::Object(fields), Value::Object(object)) => object.iter_mut().fold(false, |changed, (name, item)| {
-            fields.get(name.as_str()).is_some_and(|v| renumber_ids(item, v, renumber)) || changed
-        }),
+        (Validator::Object(fields), Value::Object(object)) => renumber_each(
+            object.iter_mut().filter_map(|(name, item)| Some((item, fields.get(name.as_str())?))),
+            renumber,
+        ),
         (Validator::Record(_, values), Value::Object(object)) => {
-            object.values_mut().fold(false, |changed, item| renumber_ids(item, values, renumber) || changed)
+            renumber_each(object.values_mut().map(|item| (item, &**values)), renumber)
         }
         _ => false,
     }
+}
+
+/// [`renumber_ids`] on every value (none skipped once one changed).
+fn renumber_each<'v>(
+    values: impl Iterator<Item = (&'v mut Value, &'v Validator)>,
+    renumber: &HashMap<&str, (TableNumber, TableNumber)>,
+) -> bool {
+    let mut changed = false;
+    for (value, validator) in values {
+        changed |= renumber_ids(value, validator, renumber);
+    }
+    changed
 }
 
 #[cfg(test)]
