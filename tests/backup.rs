@@ -418,8 +418,8 @@ async fn restore_refuses_what_it_must_and_replaces_with_force() {
     let key = succeeds(args(&[&"keys", &"generate", &"--data-dir", &target])).await;
     let keys = std::fs::read_to_string(target.join("admin-keys")).unwrap();
 
-    // The target moves on, and is killed so that its last commit is only in its WAL.
-    let server = Server::start(&target, path("target.log"), &[&"--durability", &"normal"]);
+    // The target moves on, and is killed: its WAL, holding that commit, stays beside it.
+    let server = Server::start(&target, path("target.log"), &[]);
     let key = key.lines().find(|line| line.starts_with("jangar_admin_")).unwrap();
     let admin = format!("Convex {key}");
     let headers = [("content-type", "application/json"), ("authorization", admin.as_str())];
@@ -438,7 +438,7 @@ async fn restore_refuses_what_it_must_and_replaces_with_force() {
     assert!(!target.join("jangar.sqlite3-wal").exists(), "the old database's WAL is gone");
     assert_eq!(std::fs::read_to_string(target.join("admin-keys")).unwrap(), keys, "the admin keys stay");
     check(&target).await;
-    let server = Server::start(&target, path("restored.log"), &[&"--durability", &"normal"]);
+    let server = Server::start(&target, path("restored.log"), &[]);
     let get = |id: &Value| {
         let body = json!({"path": "chatSessions:get", "args": {"sessionId": id}, "format": "json"}).to_string();
         let url = format!("{}/api/query", server.url);
