@@ -1,16 +1,19 @@
-//! The `jangar` binary: `jangar serve` and `jangar run`.
+//! The `jangar` binary: `jangar serve`, `jangar run`, and the operator's commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jangar::server::{Limits, ServerConfig, serve};
 use jangar::snapshots::{self, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
 use jangar_api::client::HttpClient;
+use jangar_engine::knobs::{DEFAULT_BACKUP_EVERY, DEFAULT_BACKUP_KEEP};
 use jangar_engine::snapshot::{ImportFormat, ImportMode};
 use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::backup::{self, BackupSchedule};
 use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 use serde_json::json;
 
@@ -53,6 +56,40 @@ enum Command {
         /// replicas, instead of in SQLite in the data directory.
         #[arg(long = "db", env = "POSTGRES_URL")]
         database_url: Option<String>,
+        /// Write a backup of the database into this directory every --backup-every, keeping the
+        /// newest --backup-keep (SQLite only; not with --db).
+        #[arg(long, env = "JANGAR_BACKUP_DIR")]
+        backup_dir: Option<PathBuf>,
+        /// How often to back up: a number and a unit, `s`, `m`, `h` or `d` (`30m`, `1h`).
+        #[arg(long, env = "JANGAR_BACKUP_EVERY", default_value = DEFAULT_BACKUP_EVERY, value_parser = parse_every)]
+        backup_every: Duration,
+        /// How many scheduled backups to keep; older ones are removed after each new one.
+        #[arg(long, env = "JANGAR_BACKUP_KEEP", default_value_t = DEFAULT_BACKUP_KEEP,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        backup_keep: u32,
+    },
+    /// Write a consistent copy of the SQLite database to a file, while a server uses it or not
+    /// (writers do not wait for it). Admin keys and auth.json are not in it.
+    Backup {
+        /// The file to write (it must not exist yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// The data directory whose database to copy.
+        #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
+        data_dir: PathBuf,
+    },
+    /// Put a backup in place as the database of a data directory (no server may be using it),
+    /// after checking that it is a sound Jangar database. The directory's admin keys and
+    /// auth.json stay as they are.
+    Restore {
+        /// The backup file (written by `jangar backup` or `serve --backup-dir`).
+        file: PathBuf,
+        /// The data directory to restore into (created if missing).
+        #[arg(long, env = "JANGAR_DATA_DIR", default_value = "./jangar-data")]
+        data_dir: PathBuf,
+        /// Replace the database the directory already holds (what it holds is lost).
+        #[arg(long)]
+        force: bool,
     },
     /// Manage admin keys (stored as hashes in the data directory).
     Keys {
@@ -209,6 +246,9 @@ fn main() -> ExitCode {
             cors_origins,
             auth_config,
             database_url,
+            backup_dir,
+            backup_every,
+            backup_keep,
         } => {
             let config = ServerConfig {
                 listen,
@@ -220,6 +260,7 @@ fn main() -> ExitCode {
                 cors_origins,
                 auth_config,
                 database_url: database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())),
+                backup: backup_dir.map(|dir| BackupSchedule { dir, every: backup_every, keep: backup_keep as usize }),
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
@@ -233,6 +274,22 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::Backup { out, data_dir } => backup::backup(&data_dir, &out).map_err(|e| e.to_string()).map(|info| {
+            let (bytes, took) = (info.bytes, info.took);
+            print_out(&format!("Wrote {} ({bytes} bytes) in {took:.1?}.\n", info.path.display()));
+        }),
+        Command::Restore { file, data_dir, force } => {
+            backup::restore(&file, &data_dir, force).map_err(|e| e.to_string()).map(|info| {
+                let replaced = if info.replaced { ", replacing the database it held" } else { "" };
+                print_out(&format!(
+                    "Restored {} ({} bytes, last commit at {} ns) into {}{replaced}.\n",
+                    file.display(),
+                    info.bytes,
+                    info.last_commit_ts,
+                    data_dir.display()
+                ));
+            })
         }
         Command::Keys { action: KeysAction::Generate, data_dir } => {
             keys::generate(&data_dir).map(|key| print_out(&format!("{key}\n")))
@@ -423,6 +480,25 @@ fn parse_durability(text: &str) -> Result<Durability, String> {
         "full" => Ok(Durability::Full),
         "normal" => Ok(Durability::Normal),
         other => Err(format!("{other:?} is not a durability: use full or normal")),
+    }
+}
+
+/// `--backup-every`: a whole number and a unit (`10s`, `30m`, `1h`, `1d`), at least a second.
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let wrong = || format!("{text:?} is not an interval: use a number and s, m, h or d, such as 30m or 1h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(wrong)?;
+    let count: u64 = text[..split].parse().map_err(|_| wrong())?;
+    let unit = match &text[split..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(wrong()),
+    };
+    match count.checked_mul(unit) {
+        Some(0) => Err(format!("{text:?}: the interval must be at least 1s")),
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+        None => Err(wrong()),
     }
 }
 

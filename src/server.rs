@@ -22,6 +22,7 @@ use jangar_api::{AppState, BodyLimits, router};
 use jangar_engine::database::Database;
 use jangar_engine::storage::Storage;
 use jangar_engine::storage::postgres::PostgresStorage;
+use jangar_engine::storage::sqlite::backup::{BackupSchedule, BackupScheduler};
 use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 
 /// Bounds on what one caller or connection may use; every one is configurable.
@@ -86,6 +87,8 @@ pub struct ServerConfig {
     pub auth_config: Option<PathBuf>,
     /// A PostgreSQL URL: store everything there (shared with other replicas) instead of in SQLite.
     pub database_url: Option<String>,
+    /// Backups of the SQLite database on a schedule (refused with `database_url`).
+    pub backup: Option<BackupSchedule>,
 }
 
 impl ServerConfig {
@@ -101,6 +104,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             auth_config: None,
             database_url: None,
+            backup: None,
         }
     }
 }
@@ -205,6 +209,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), String> {
+    if config.backup.is_some() && config.database_url.is_some() {
+        return Err("--backup-dir backs up the SQLite database of --data-dir, and this server stores its data in \
+                    PostgreSQL (--db): back that up with pg_dump or continuous archiving (see the README)"
+            .into());
+    }
     let schema = Arc::new(jangar_domain::schema::schema());
     let mut shutdown = Box::pin(shutdown);
     let keys = AdminKeys::load(&config.data_dir, &config.admin_keys);
@@ -270,6 +279,11 @@ pub async fn serve(
     // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
     let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
     let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    // After the storage opened: the database exists, and this process holds the directory's lock.
+    let backups = match config.backup.clone() {
+        Some(schedule) => Some(BackupScheduler::start(&config.data_dir, schedule).map_err(|e| e.to_string())?),
+        None => None,
+    };
     // The URL clients use on this machine; behind a proxy it is the proxy's, which only the
     // CLI's `function-spec` printout shows.
     let operations = Arc::new(jangar_domain::system::Operations::default());
@@ -302,7 +316,16 @@ pub async fn serve(
         max_body_bytes: config.limits.request_bytes,
         body_timeout: Duration::from_secs(config.limits.body_timeout_seconds),
     };
-    let state = AppState { db, registry, sync, auth, limits, operations, scratch };
+    let state = AppState {
+        db,
+        registry,
+        sync,
+        auth,
+        limits,
+        operations,
+        scratch,
+        backups: backups.as_ref().map(BackupScheduler::stats),
+    };
     let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
     tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);
@@ -312,6 +335,8 @@ pub async fn serve(
         let _ = stop_sockets.send(true);
     };
     serve_http(listener, router(state, &config.cors_origins), header_timeout, shutdown).await;
+    // A backup in progress is interrupted (its partial file removed), not waited for.
+    drop(backups);
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || committer.join());

@@ -472,7 +472,7 @@ pub(crate) async fn root() -> &'static str {
     "This Jangar deployment is running. It speaks the Convex HTTP and sync protocols."
 }
 
-/// Group-commit counters, for benchmarks and operators (admins).
+/// Group-commit, sync and scheduled-backup counters, for benchmarks and operators (admins).
 pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     if !caller(&state, &headers).await?.admin {
         return Err(ApiError::of(ErrorCode::Forbidden, "The server's counters need an admin key."));
@@ -487,6 +487,13 @@ pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> 
         "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),
         "syncTransitions": sync.transitions.load(Ordering::Relaxed),
         "syncSteps": sync.steps.load(Ordering::Relaxed),
+        "backups": state.backups.as_ref().map(|backups| json!({
+            "succeeded": backups.succeeded.load(Ordering::Relaxed),
+            "failed": backups.failed.load(Ordering::Relaxed),
+            "lastSuccessAtMs": backups.last_success_ms.load(Ordering::Relaxed),
+            "lastBytes": backups.last_bytes.load(Ordering::Relaxed),
+            "lastDurationMs": backups.last_duration_ms.load(Ordering::Relaxed),
+        })),
     })))
 }
 

@@ -50,6 +50,8 @@ pub struct AppState {
     /// What exports and imports report to the CLI's system queries.
     pub operations: Arc<jangar_domain::system::Operations>,
     pub scratch: Arc<operators::snapshots::Scratch>,
+    /// The scheduled backups' counters, when the server takes backups.
+    pub backups: Option<Arc<jangar_engine::storage::sqlite::backup::BackupStats>>,
 }
 
 /// How large a request body may be, and how long a client may pause while sending one.

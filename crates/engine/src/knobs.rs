@@ -97,6 +97,15 @@ pub const IMPORT_PART_BYTES: usize = 5 << 20;
 /// Problems an integrity report lists at most; all are counted.
 pub(crate) const MAX_LISTED_PROBLEMS: usize = 1000;
 
+// ---- Backups (SQLite) ----
+
+/// How often `serve --backup-dir` writes a backup unless told otherwise (`--backup-every`).
+/// Bounds: any; each backup reads the whole database once (the writer goes on meanwhile).
+pub const DEFAULT_BACKUP_EVERY: &str = "1h";
+/// Scheduled backups kept (`--backup-keep`): a day of hourly ones. Bounds: >= 1; each costs
+/// about the database's size on disk.
+pub const DEFAULT_BACKUP_KEEP: u32 = 24;
+
 // ---- Functions ----
 
 /// Items a list function returns when the caller gives no `limit`.

@@ -26,6 +26,12 @@ use crate::keys::KeyRange;
 use crate::schema::{IndexId, Schema, TableDef};
 use crate::sets::{IndexWrite, WriteSet};
 
+pub mod backup;
+
+/// The database's file in a data directory (its WAL and shared memory beside it, with
+/// `-wal` and `-shm` appended).
+pub const DATABASE_FILE: &str = "jangar.sqlite3";
+
 /// How hard a commit pushes data to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -177,7 +183,7 @@ impl SqliteStorage {
         check_exact_floats()?;
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let lock = lock_data_dir(dir)?;
-        let path = dir.join("jangar.sqlite3");
+        let path = dir.join(DATABASE_FILE);
         create_private(&path)?;
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
@@ -201,10 +207,7 @@ impl SqliteStorage {
     /// Runs the integrity check on the database in `dir` without writing to it
     /// (a server may be using it, or none).
     pub fn check_data_dir(dir: &Path, schema: &Schema) -> Result<integrity::Report, StorageError> {
-        let path = dir.join("jangar.sqlite3");
-        if !path.is_file() {
-            return Err(StorageError::Other(format!("{} holds no Jangar database (no jangar.sqlite3)", dir.display())));
-        }
+        let path = database_in(dir)?;
         // Reading a WAL database still needs its shared-memory file, which SQLite may have to create.
         let unreadable = |e: StorageError| {
             let kind = e.kind();
@@ -251,6 +254,15 @@ impl SqliteStorage {
             None => open_connection(&self.path, self.access),
         }
     }
+}
+
+/// The database file of a data directory, which must exist.
+fn database_in(dir: &Path) -> Result<PathBuf, StorageError> {
+    let path = dir.join(DATABASE_FILE);
+    if !path.is_file() {
+        return Err(StorageError::Other(format!("{} holds no Jangar database (no {DATABASE_FILE})", dir.display())));
+    }
+    Ok(path)
 }
 
 /// Takes the data directory's lock, or says who has it: two servers writing one SQLite file
