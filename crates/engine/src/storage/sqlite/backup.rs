@@ -340,8 +340,9 @@ impl Job {
                 self.stats.last_success_ms.store(unix_ms(SystemTime::now()), Ordering::Relaxed);
                 self.stats.last_bytes.store(info.bytes, Ordering::Relaxed);
                 self.stats.last_duration_ms.store(took_ms, Ordering::Relaxed);
-                tracing::info!(path = %info.path.display(), bytes = info.bytes, took_ms, "backup written");
+                // Pruned first, so that a logged backup implies the older ones are gone.
                 prune(&self.schedule.dir, self.schedule.keep);
+                tracing::info!(path = %info.path.display(), bytes = info.bytes, took_ms, "backup written");
             }
             Some(Err(e)) if !stopping(stopped) => self.failed(&out, &e),
             _ => tracing::info!(path = %out.display(), "backup abandoned: the server is stopping"),
