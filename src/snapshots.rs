@@ -34,14 +34,19 @@ pub async fn export(target: Target, out: &Path) -> Result<String, String> {
         local => {
             let (db, _committer) = open(local).await?;
             let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            let tables = jangar_domain::schema::schema().tables().iter().filter(|t| !t.is_system()).count();
+            let bar = progress(tables as u64, "{bar:30} {pos}/{len} tables {msg}");
+            let shown = bar.clone();
             let summary = db
                 .read_snapshot("an export", move |schema, snapshot| {
                     snapshot::write_zip(schema, snapshot, std::io::BufWriter::new(file), &mut |table, count| {
-                        eprintln!("  {table}: {count} documents");
+                        shown.set_message(format!("{table}: {count} documents"));
+                        shown.inc(1);
                     })
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
             let documents: u64 = summary.tables.iter().map(|(_, n)| n).sum();
             Ok(format!("Exported {documents} documents of {} tables to {}", summary.tables.len(), out.display()))
         }
@@ -66,12 +71,27 @@ pub async fn import(
         }
         local => {
             let (db, _committer) = open(local).await?;
-            let report = run_import(&db, format, table.as_deref(), bytes, mode).await?;
+            let spinner = progress(0, "{spinner} importing {msg}");
+            spinner.set_message(file.display().to_string());
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let report = run_import(&db, format, table.as_deref(), bytes, mode).await;
+            spinner.finish_and_clear();
+            let report = report?;
             let mut lines = report_lines(&report);
             lines.push(format!("Added {} documents", report.rows_written()));
             Ok(lines.join("\n"))
         }
     }
+}
+
+/// A progress bar (or spinner, for an unknown length) on stderr; indicatif draws nothing when
+/// stderr is not a terminal, so logs and pipes get only the closing line.
+fn progress(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = if len == 0 { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::new(len) };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 async fn open(target: Target) -> Result<(Arc<Database>, jangar_engine::database::CommitterHandle), String> {
@@ -156,10 +176,13 @@ async fn import_to_server(
     let started = server.call(hyper::Method::POST, "/api/import/start_upload", Vec::new()).await?.json()?;
     let token = started["uploadToken"].as_str().ok_or("the server gave no upload token")?.to_owned();
     let mut parts = Vec::new();
+    let bar = progress(bytes.len() as u64, "{bar:30} {bytes}/{total_bytes} uploaded");
     for (number, chunk) in bytes.chunks(jangar_engine::knobs::IMPORT_PART_BYTES).enumerate() {
         let path = format!("/api/import/upload_part?uploadToken={token}&partNumber={}", number + 1);
         parts.push(server.call(hyper::Method::POST, &path, chunk.to_vec()).await?.json()?);
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
     let format = match format {
         ImportFormat::Csv => "csv",
         ImportFormat::JsonLines => "jsonLines",
