@@ -183,3 +183,32 @@ async fn a_bad_line_fails_the_whole_import_and_says_where() {
     let kept: Value = server.query("chatSessions:get", json!({"sessionId": session})).await;
     assert_eq!(kept["title"], "kept");
 }
+
+#[tokio::test]
+async fn the_run_counters_are_derived_again_from_the_imported_runs() {
+    let dir = temp_dir();
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let server = TestServer::start_custom(&dir, |config| config.data_dir = source.clone()).await;
+    let session = server.mutation("chatSessions:create", json!({"userId": "u1", "title": "runs"})).await;
+    for title in ["one", "two"] {
+        let order = server.mutation("workOrders:create", json!({"sessionId": session, "title": title})).await;
+        server.mutation("runs:start", json!({"workOrderId": order, "temporalWorkflowId": title})).await;
+    }
+    let expected = server.query("runs:getDashboard", json!({})).await["counts"].clone();
+    server.stop().await;
+    let zip = dir.path().join("runs.zip");
+    succeeded(&jangar(&["export", "--data-dir", source.to_str().unwrap(), "--out", zip.to_str().unwrap()]));
+    // As the upstream app's Convex export would be: no counters table.
+    let mut without_counters = entries(&zip);
+    without_counters.retain(|name, _| !name.starts_with("counters/"));
+    let upstream = dir.path().join("upstream.zip");
+    write_zip(&upstream, &without_counters);
+
+    let target = temp_dir();
+    succeeded(&jangar(&["import", upstream.to_str().unwrap(), "--data-dir", target.path().to_str().unwrap()]));
+    let server = TestServer::start(&target).await;
+    let counts = server.query("runs:getDashboard", json!({})).await["counts"].clone();
+    assert_eq!(counts, expected);
+    assert_ne!(counts, json!({}), "{counts}");
+}

@@ -19,7 +19,8 @@ use super::registry::Function;
 use super::schema::tables;
 use super::status::{RunStatus, Status, Word, literals};
 use super::{events, work_orders};
-use jangar_engine::transaction::All;
+use jangar_engine::error::EngineError;
+use jangar_engine::transaction::{All, Transaction};
 
 pub(crate) const TABLE: &str = tables::RUNS;
 /// The counters document that `runs:getDashboard` reads.
@@ -121,6 +122,40 @@ fn count(tx: &mut Ctx<'_, '_>, from: Option<RunStatus>, to: RunStatus) -> Result
         }
         None => {
             tx.insert(tables::COUNTERS, object([("name", COUNTER_NAME.into()), ("counts", Value::Object(counts))]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the status counters from the runs themselves: after an import, whose snapshot may
+/// carry counters of other runs or none at all (a Convex export of the upstream app has no
+/// counters table). Runs in a bulk transaction, which may read every run.
+pub fn recount(tx: &mut Transaction<'_>) -> Result<(), EngineError> {
+    let mut counts = Object::new();
+    for status in RunStatus::ALL {
+        let range = IndexRange::default().eq(status.as_str());
+        let runs = tx.query(tables::RUNS, "by_status", range, Order::Asc)?.take(usize::MAX, All)?;
+        counts.insert(status.as_str().to_owned(), Value::from(runs.len() as f64));
+    }
+    let range = IndexRange::default().eq(COUNTER_NAME);
+    let mut stored = tx.query(tables::COUNTERS, "by_name", range, Order::Asc)?.take(usize::MAX, All)?.into_iter();
+    let kept = stored.next();
+    for duplicate in stored {
+        tx.delete(tables::COUNTERS, duplicate.id)?;
+    }
+    let counts = Value::Object(counts);
+    match kept {
+        // Unchanged documents are not rewritten, so a snapshot imports as exactly itself.
+        Some(document) if document.fields.get("counts") == Some(&counts) => {}
+        Some(document) => {
+            tx.patch(tables::COUNTERS, document.id, [("counts".to_owned(), Some(counts))])?;
+        }
+        // No runs and no counters: the dashboard reads absent counters as zeros.
+        None if RunStatus::ALL
+            .iter()
+            .all(|s| counts.as_object().and_then(|c| c.get(s.as_str())) == Some(&Value::from(0.0))) => {}
+        None => {
+            tx.insert(tables::COUNTERS, object([("name", COUNTER_NAME.into()), ("counts", counts)]))?;
         }
     }
     Ok(())

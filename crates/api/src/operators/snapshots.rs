@@ -265,8 +265,15 @@ pub async fn run_import(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{}: {}", e.code, e.message))?;
-    // A failed import returns its error, so the bulk mutation rolls back whole.
-    let written = db.mutate_bulk(move |tx| snapshot::apply(tx, parsed, mode)).await;
+    // A failed import returns its error, so the bulk mutation rolls back whole. The domain's
+    // aggregates are derived again from what is now stored.
+    let written = db
+        .mutate_bulk(move |tx| {
+            let report = snapshot::apply(tx, parsed, mode)?;
+            jangar_domain::runs::recount(tx)?;
+            Ok::<_, snapshot::ImportError>(report)
+        })
+        .await;
     written.map(|outcome| outcome.value).map_err(|e| format!("{}: {}", e.code, e.message))
 }
 
