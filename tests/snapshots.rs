@@ -36,6 +36,19 @@ fn entries(zip: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A server on SQLite in `data` (else in `dir`), whatever backend the suite runs on: these
+/// tests read and write its data directory with `jangar export` and `import`.
+async fn sqlite_server(dir: &jangar_test_support::TempDir, data: Option<&Path>) -> TestServer {
+    let data = data.map(Path::to_path_buf);
+    TestServer::start_custom(dir, move |config| {
+        config.database_url = None;
+        if let Some(data) = data {
+            config.data_dir = data;
+        }
+    })
+    .await
+}
+
 /// A session with two messages and a work order: documents that refer to each other.
 async fn seed(server: &TestServer) -> (String, String) {
     let session = server.mutation("chatSessions:create", json!({"userId": "u1", "title": "moved"})).await;
@@ -53,7 +66,7 @@ async fn seed(server: &TestServer) -> (String, String) {
 #[tokio::test]
 async fn a_deployment_moves_from_sqlite_to_postgresql_and_back_with_every_id_kept() {
     let dir = temp_dir();
-    let server = TestServer::start(&dir).await;
+    let server = sqlite_server(&dir, None).await;
     let (session, _) = seed(&server).await;
     let zip = dir.path().join("snapshot.zip");
     let url = server.url.clone();
@@ -131,7 +144,7 @@ async fn a_snapshot_with_other_table_numbers_is_renumbered_references_and_all() 
     let dir = temp_dir();
     let source = dir.path().join("source");
     std::fs::create_dir(&source).unwrap();
-    let server = TestServer::start_custom(&dir, |config| config.data_dir = source.clone()).await;
+    let server = sqlite_server(&dir, Some(&source)).await;
     let (session, message) = seed(&server).await;
     server.stop().await;
     let zip = dir.path().join("ours.zip");
@@ -148,7 +161,7 @@ async fn a_snapshot_with_other_table_numbers_is_renumbered_references_and_all() 
     assert!(imported.contains("chat_sessions: ids renumbered from table number 7 to 10003"), "{imported}");
     assert!(imported.contains("chat_messages: ids renumbered from table number 8 to 10004"), "{imported}");
     // Served again, the session has its old id, and its messages still point at it.
-    let server = TestServer::start(&target).await;
+    let server = sqlite_server(&target, None).await;
     let messages = server.query("chatMessages:listBySession", json!({"sessionId": session})).await;
     let ids: Vec<&str> = messages.as_array().unwrap().iter().map(|m| m["_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "{messages}");
@@ -159,7 +172,7 @@ async fn a_snapshot_with_other_table_numbers_is_renumbered_references_and_all() 
 #[tokio::test]
 async fn a_bad_line_fails_the_whole_import_and_says_where() {
     let dir = temp_dir();
-    let server = TestServer::start(&dir).await;
+    let server = sqlite_server(&dir, None).await;
     let session = server.mutation("chatSessions:create", json!({"userId": "u1", "title": "kept"})).await;
     server.stop().await;
     let file = dir.path().join("sessions.jsonl");
@@ -177,7 +190,7 @@ async fn a_bad_line_fails_the_whole_import_and_says_where() {
     let not_empty = jangar(&["import", file.to_str().unwrap(), "--table", "chat_sessions", "--data-dir", data]);
     assert!(String::from_utf8_lossy(&not_empty.stderr).contains("is not empty"));
 
-    let server = TestServer::start(&dir).await;
+    let server = sqlite_server(&dir, None).await;
     let listed = server.query("chatSessions:list", json!({"userId": "u2"})).await;
     assert_eq!(listed, json!([]), "the good first line was not written either");
     let kept: Value = server.query("chatSessions:get", json!({"sessionId": session})).await;
@@ -189,7 +202,7 @@ async fn the_run_counters_are_derived_again_from_the_imported_runs() {
     let dir = temp_dir();
     let source = dir.path().join("source");
     std::fs::create_dir(&source).unwrap();
-    let server = TestServer::start_custom(&dir, |config| config.data_dir = source.clone()).await;
+    let server = sqlite_server(&dir, Some(&source)).await;
     let session = server.mutation("chatSessions:create", json!({"userId": "u1", "title": "runs"})).await;
     for title in ["one", "two"] {
         let order = server.mutation("workOrders:create", json!({"sessionId": session, "title": title})).await;
@@ -207,7 +220,7 @@ async fn the_run_counters_are_derived_again_from_the_imported_runs() {
 
     let target = temp_dir();
     succeeded(&jangar(&["import", upstream.to_str().unwrap(), "--data-dir", target.path().to_str().unwrap()]));
-    let server = TestServer::start(&target).await;
+    let server = sqlite_server(&target, None).await;
     let counts = server.query("runs:getDashboard", json!({})).await["counts"].clone();
     assert_eq!(counts, expected);
     assert_ne!(counts, json!({}), "{counts}");
