@@ -56,6 +56,13 @@ enum Command {
         /// replicas, instead of in SQLite in the data directory.
         #[arg(long = "db", env = "POSTGRES_URL")]
         database_url: Option<String>,
+        /// Also serve `GET /metrics` on this address, without credentials (on the API's port it
+        /// needs an admin key).
+        #[arg(long, env = "JANGAR_METRICS_LISTEN", value_parser = parse_listen)]
+        metrics_listen: Option<SocketAddr>,
+        /// `text` for people, `json` (one object a line) for log collectors.
+        #[arg(long, env = "JANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         /// Write a backup of the database into this directory every --backup-every, keeping the
         /// newest --backup-keep (SQLite only; not with --db).
         #[arg(long, env = "JANGAR_BACKUP_DIR")]
@@ -178,6 +185,13 @@ enum Command {
     },
 }
 
+/// How `serve` writes its log lines (every other command writes text).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Where `export` reads and `import` writes: a server, else PostgreSQL, else a data directory.
 #[derive(clap::Args)]
 struct SnapshotTarget {
@@ -219,16 +233,13 @@ enum KeysAction {
 }
 
 fn main() -> ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        // Colour codes only for a person at a terminal, not in a log file or a collector.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => LogFormat::Text,
+    };
+    // Held to the end: dropping it writes out the lines still queued.
+    let _flush_log_at_exit = init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -236,7 +247,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match Cli::parse().command {
+    let result = match cli.command {
         Command::Serve {
             listen,
             data_dir,
@@ -246,6 +257,8 @@ fn main() -> ExitCode {
             cors_origins,
             auth_config,
             database_url,
+            metrics_listen,
+            log_format: _,
             backup_dir,
             backup_every,
             backup_keep,
@@ -260,6 +273,8 @@ fn main() -> ExitCode {
                 cors_origins,
                 auth_config,
                 database_url: database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty())),
+                metrics_listen,
+                function_log_wait: jangar_engine::knobs::FUNCTION_LOG_WAIT,
                 backup: backup_dir.map(|dir| BackupSchedule { dir, every: backup_every, keep: backup_keep as usize }),
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
@@ -325,6 +340,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Log lines go to stderr, filtered by RUST_LOG (default `info`), written by a thread of their
+/// own: a reader of stderr that stalls drops lines (past `LOG_BUFFERED_LINES`) instead of calls.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(jangar_engine::knobs::LOG_BUFFERED_LINES)
+        .thread_name("jangar-log")
+        .finish(std::io::stderr());
+    let lines = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        // Colour codes only for a person at a terminal, not in a log file or a collector.
+        LogFormat::Text => {
+            lines.with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()).init()
+        }
+        // Each event's fields at the top level of its object, beside `timestamp`, `level` and `target`.
+        LogFormat::Json => lines.json().flatten_event(true).init(),
+    }
+    flush_at_exit
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -2,8 +2,9 @@
 //! graceful shutdown. Used by `jangar serve` and by the tests.
 
 use jangar_engine::knobs::{
-    BODY_TIMEOUT_SECONDS, CALLS_PER_SECOND, DEFAULT_QUERY_CACHE_ENTRIES, HEADER_TIMEOUT_SECONDS, LISTEN_BACKLOG,
-    MAX_BODY_BYTES, PENDING_MUTATIONS, SUBSCRIPTIONS_PER_CONNECTION, SYNC_QUEUE_MESSAGES,
+    BODY_TIMEOUT_SECONDS, CALLS_PER_SECOND, DEFAULT_QUERY_CACHE_ENTRIES, FUNCTION_LOG_ENTRIES, FUNCTION_LOG_WAIT,
+    HEADER_TIMEOUT_SECONDS, LISTEN_BACKLOG, MAX_BODY_BYTES, PENDING_MUTATIONS, SUBSCRIPTIONS_PER_CONNECTION,
+    SYNC_QUEUE_MESSAGES,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use jangar_api::auth::Auth;
 use jangar_api::auth::WatchedProviders;
 use jangar_api::auth::keys::AdminKeys;
+use jangar_api::executions::ExecutionLog;
+use jangar_api::metrics::{LastBackup, Metrics};
 use jangar_api::operators::snapshots::Scratch;
 use jangar_api::sync::SyncHub;
 use jangar_api::sync::manager::{Manager, SyncStats};
@@ -89,6 +92,10 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// Backups of the SQLite database on a schedule (refused with `database_url`).
     pub backup: Option<BackupSchedule>,
+    /// A second address serving only `/metrics`, without credentials.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a function-log poll with nothing new waits (`FUNCTION_LOG_WAIT`; tests shorten it).
+    pub function_log_wait: Duration,
 }
 
 impl ServerConfig {
@@ -105,6 +112,8 @@ impl ServerConfig {
             auth_config: None,
             database_url: None,
             backup: None,
+            metrics_listen: None,
+            function_log_wait: FUNCTION_LOG_WAIT,
         }
     }
 }
@@ -245,6 +254,11 @@ pub async fn serve(
     }
     let mut listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Bound at once, so a taken port stops the start here; it serves once the database does.
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(listen(at).map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?),
+        None => None,
+    };
     let (storage, cache_entries): (Arc<dyn Storage>, usize) = match &config.database_url {
         None => {
             let storage =
@@ -292,6 +306,7 @@ pub async fn serve(
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
     let sync_stats = Arc::new(SyncStats::default());
+    let executions = Arc::new(ExecutionLog::new(FUNCTION_LOG_ENTRIES, config.function_log_wait));
     tokio::spawn(
         Manager::new(
             db.clone(),
@@ -299,11 +314,22 @@ pub async fn serve(
             registry.clone(),
             event_queue,
             sync_stats.clone(),
+            executions.clone(),
             config.limits.subscriptions_per_connection,
         )
         .await
         .run(),
     );
+    let last_backup = backups.as_ref().map(|scheduler| {
+        let stats = scheduler.stats();
+        let last: LastBackup = Arc::new(move || {
+            // Milliseconds since the epoch; 0 until the first backup succeeds.
+            let ms = stats.last_success_ms.load(std::sync::atomic::Ordering::Relaxed);
+            (ms > 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+        });
+        last
+    });
+    let metrics = Arc::new(Metrics::new(db.clone(), sync_stats.clone(), auth.clone(), &executions, last_backup));
     let sync = Arc::new(SyncHub::new(
         events,
         sync_stats,
@@ -316,6 +342,16 @@ pub async fn serve(
         max_body_bytes: config.limits.request_bytes,
         body_timeout: Duration::from_secs(config.limits.body_timeout_seconds),
     };
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(at) = listener.local_addr() {
+            tracing::info!(address = %at, "serving /metrics without credentials");
+        }
+        let mut stopping = stop_sockets.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        tokio::spawn(serve_http(listener, jangar_api::metrics_router(metrics.clone()), header_timeout, stopped))
+    });
     let state = AppState {
         db,
         registry,
@@ -325,16 +361,23 @@ pub async fn serve(
         operations,
         scratch,
         backups: backups.as_ref().map(BackupScheduler::stats),
+        executions,
+        metrics,
     };
     let storage = if config.database_url.is_some() { "postgres" } else { "sqlite" };
     tracing::info!(%address, storage, data_dir = %config.data_dir.display(), "Jangar is serving");
     on_ready(address);
     let shutdown = async move {
         shutdown.await;
-        // Upgraded WebSocket connections are not tracked by the HTTP server: close them too.
+        // Upgraded WebSocket connections are not tracked by the HTTP server: close them too, and
+        // the metrics listener with them.
         let _ = stop_sockets.send(true);
     };
     serve_http(listener, router(state, &config.cors_origins), header_timeout, shutdown).await;
+    if let Some(metrics_server) = metrics_server {
+        // Its requests are quick; a scraper lingering on a connection must not hold the exit up.
+        let _ = tokio::time::timeout(Duration::from_secs(5), metrics_server).await;
+    }
     // A backup in progress is interrupted (its partial file removed), not waited for.
     drop(backups);
     // Every handle to the database is gone with the router: the committer

@@ -4,10 +4,11 @@
 // fail within seconds with its reason, not after the CLI's half a minute of retries.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { stripVTControlCharacters } from "node:util";
 import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { REPO_ROOT, startServer } from "./server.mjs";
@@ -18,16 +19,52 @@ const ADMIN_KEY = "cli-test-admin-key";
 // Each refused command must be answered long before the CLI's retries of a 404 (about 34 s).
 const FAST_MS = 10_000;
 
-/** Runs the CLI in `cwd`; resolves with its exit code, output and how long it took. */
-function convex(args, { url, key = ADMIN_KEY, cwd }) {
+/** The CLI's environment: a self-hosted deployment at `url`, no prompts. */
+function cliEnv(url, key) {
   const env = { ...process.env, CI: "1", CONVEX_SELF_HOSTED_URL: url, CONVEX_SELF_HOSTED_ADMIN_KEY: key };
   delete env.CONVEX_DEPLOYMENT;
+  return env;
+}
+
+/** Runs the CLI in `cwd`; resolves with its exit code, output and how long it took. */
+function convex(args, { url, key = ADMIN_KEY, cwd }) {
+  const env = cliEnv(url, key);
   const started = Date.now();
   return new Promise((resolve) => {
     execFile(CLI, args, { cwd, env, timeout: 60_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? (error.code ?? 1) : 0, stdout, stderr, ms: Date.now() - started });
     });
   });
+}
+
+/**
+ * Starts `npx convex logs ARGS`, which runs until killed. `shows(pattern)` waits until its
+ * output (colours stripped) matches; `stop()` kills it.
+ */
+function watchLogs(args, { url, cwd }) {
+  const child = spawn(CLI, ["logs", ...args], { cwd, env: cliEnv(url, ADMIN_KEY), stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk) => (stdout += chunk));
+  child.stderr.on("data", (chunk) => (stderr += chunk));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const output = () => stripVTControlCharacters(stdout);
+  return {
+    output,
+    async shows(pattern, what) {
+      const deadline = Date.now() + 30_000;
+      while (!pattern.test(output())) {
+        if (Date.now() > deadline || child.exitCode !== null) {
+          throw new Error(`npx convex logs did not show ${what}:\n${output()}\n--- stderr ---\n${stderr}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
 }
 
 /** A project directory as `npx convex` expects one: package.json listing convex, a convex/ folder. */
@@ -82,6 +119,52 @@ describe("npx convex against a keyed deployment", () => {
     const document = JSON.parse(oldest.stdout.split("\n")[0]);
     assert.equal(typeof document._creationTime, "number");
     assert.match(document._id, /^[0-9a-z]{31,37}$/);
+  });
+
+  test("logs shows successes with --success, failures with their error, and calls made while it watches", async () => {
+    const client = new ConvexHttpClient(server.url);
+    client.setAdminAuth(ADMIN_KEY);
+    await client.mutation(api.chatSessions.create, { userId: "u1", title: "logged" });
+    await assert.rejects(client.mutation(api.chatSessions.create, { userId: "u1" }), /ArgumentValidationError/);
+    // A bare --history shows every call of the first answer: `--history n` shows the last
+    // 2 * total - n when fewer than n are kept (the CLI slices from total - n).
+    const logs = watchLogs(["--history", "--success"], { url: server.url, cwd: dir });
+    try {
+      await logs.shows(/\[CONVEX M\(chatSessions\.js:create\)\] Function executed in \d+ ms/, "the mutation");
+      await logs.shows(
+        /\[CONVEX M\(chatSessions\.js:create\)\] InvalidArgument: ArgumentValidationError for chatSessions:create/,
+        "the failed mutation's error",
+      );
+      assert.doesNotMatch(logs.output(), /chatSessions\.js:list/);
+      // The CLI is waiting in its long poll now: a new call must show without a restart.
+      await client.query(api.chatSessions.list, { userId: "u1" });
+      await logs.shows(/\[CONVEX Q\(chatSessions\.js:list\)\] Function executed in \d+ ms/, "the query made while watching");
+    } finally {
+      await logs.stop();
+    }
+  });
+
+  test("logs --jsonl prints each call as Convex's FunctionExecution JSON", async () => {
+    const client = new ConvexHttpClient(server.url);
+    client.setAdminAuth(ADMIN_KEY);
+    await client.mutation(api.chatSessions.create, { userId: "u1", title: "as json" });
+    const logs = watchLogs(["--history", "--jsonl"], { url: server.url, cwd: dir });
+    try {
+      await logs.shows(/"identifier":"chatSessions\.js:create"/, "the mutation as JSON");
+    } finally {
+      await logs.stop();
+    }
+    const entries = logs.output().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line));
+    const created = entries.at(-1);
+    assert.equal(created.kind, "Completion");
+    assert.equal(created.udfType, "Mutation");
+    assert.equal(created.identifier, "chatSessions.js:create");
+    assert.deepEqual(created.logLines, []);
+    assert.equal(created.caller, "admin");
+    assert.equal(typeof created.executionTime, "number");
+    assert.ok(Math.abs(created.timestamp - Date.now() / 1000) < 60, `${created.timestamp} is seconds since the epoch`);
+    assert.match(created.requestId, /^[0-9a-f]{16}$/);
+    assert.equal(created.error, undefined);
   });
 
   test("data of a table that does not exist says so", async () => {

@@ -189,6 +189,14 @@ impl ApiError {
     }
 }
 
+/// The code [`ApiError::engine`] answers an engine failure with, for the function log.
+pub(crate) fn engine_code(error: &EngineError) -> ApiCode {
+    match error {
+        EngineError::Storage(e) if e.is_transient() => ApiCode::StorageUnavailable,
+        _ => ApiCode::InternalServerError,
+    }
+}
+
 impl ApiError {
     /// An engine failure: a storage failure by its kind (see [`ApiError::storage`]), anything
     /// else a 500.
@@ -337,7 +345,9 @@ mod tests {
             (StorageError::Other("bug".into()), StatusCode::INTERNAL_SERVER_ERROR),
         ] {
             let transient = error.is_transient();
+            let logged = engine_code(&EngineError::Storage(error.clone()));
             let answer = ApiError::engine(EngineError::Storage(error));
+            assert_eq!(logged.as_str(), answer.code, "the function log names the code the caller got");
             assert_eq!(answer.status, status);
             assert_eq!(answer.retry_after.is_some(), transient);
             assert!(!answer.message.contains("connection lost"), "details stay in the log");

@@ -4,6 +4,7 @@
 use jangar_engine::knobs::MAX_IDEMPOTENCY_KEY;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,10 +17,11 @@ use serde_json::{Value as Json_, json};
 use super::error::{ApiCode, ApiError};
 use super::{AppState, decode_args};
 use crate::auth::AuthError;
+use crate::executions::{CallerKind, Invocation, Outcome, RequestId};
 use jangar_domain::access::Caller;
 use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{
-    Function, Kind, check_args, enqueue_mutation_once, run_mutation, run_query, run_query_as_of,
+    Function, Kind, QueryAnswer, check_args, enqueue_mutation_once, run_mutation, run_query, run_query_as_of,
 };
 use jangar_engine::base64;
 use jangar_engine::history::AsOf;
@@ -204,11 +206,18 @@ impl Retry {
     }
 }
 
+/// What a function answered: a query's result (perhaps the cache's), or a mutation's value.
+enum Answered {
+    Query(QueryAnswer),
+    Value(Value),
+}
+
 /// Runs one call; `expected` is the kind the route serves (`None`: any kind). A mutation with a
-/// `retry` key runs once: the same key again answers the first outcome.
+/// `retry` key runs once: the same key again answers the first outcome. Every call of a function
+/// of the right kind goes into the function log, failed argument checks too.
 async fn run(
     state: &AppState,
-    caller: Caller,
+    (caller, caller_kind): (Caller, CallerKind),
     call: Call,
     expected: Option<Kind>,
     retry: Option<Retry>,
@@ -224,38 +233,58 @@ async fn run(
             "logLines": [],
         })));
     }
-    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
-        Ok(args) => args,
-        Err(e) => return failure(e, call.format).map(UdfBody::from),
+    let invocation = Invocation::new(&function, caller_kind, RequestId::next());
+    let started = Instant::now();
+    let answered = answer(state, function, caller, &call.args, retry).await;
+    let outcome = match &answered {
+        Ok(Answered::Query(query)) => Outcome::Success { cached: query.cached },
+        other => Outcome::of(other),
     };
-    let result = match function.kind {
-        Kind::Query => match run_query(&state.db, function, caller, args).await {
-            Ok(cached) => return Ok(success_body(&cached.json(call.format))),
-            Err(e) => Err(e),
-        },
+    state.executions.record(invocation, started.elapsed(), outcome);
+    match answered {
+        Ok(Answered::Query(query)) => Ok(success_body(&query.result.json(call.format))),
+        Ok(Answered::Value(value)) => Ok(UdfBody::from(success(&value, call.format))),
+        Err(e) => failure(e, call.format).map(UdfBody::from),
+    }
+}
+
+/// Checks a call's arguments and runs its function as its kind runs.
+async fn answer(
+    state: &AppState,
+    function: Arc<Function>,
+    caller: Caller,
+    args: &Json_,
+    retry: Option<Retry>,
+) -> Result<Answered, FunctionError> {
+    let args = decode_args(args).and_then(|args| check_args(&function, args, state.db.schema()))?;
+    match function.kind {
+        Kind::Query => run_query(&state.db, function, caller, args).await.map(Answered::Query),
         Kind::Mutation => match retry {
-            None => run_mutation(&state.db, function, caller, args).await.map(|o| o.value),
+            None => run_mutation(&state.db, function, caller, args).await.map(|o| Answered::Value(o.value)),
             Some(Retry { key }) => {
                 let call = Value::Object(args.0.clone()).to_json(JsonFormat::Encoded);
                 let digest = sha2::Sha256::digest(format!("{}\u{0}{call}", function.path).as_bytes());
                 let fingerprint = base64::encode(&digest);
-                match enqueue_mutation_once(&state.db, function, caller, args, key, Some(fingerprint)).await {
-                    Ok(outcome) => outcome.await.map(|o| o.value),
-                    Err(e) => Err(e),
-                }
+                let outcome = enqueue_mutation_once(&state.db, function, caller, args, key, Some(fingerprint)).await?;
+                outcome.await.map(|o| Answered::Value(o.value))
             }
         },
         Kind::Action => {
             Err(FunctionError::App(AppError::new(ErrorCode::InvalidArgument, "Actions are not supported.")))
         }
-    };
-    udf_response(result, call.format).map(UdfBody::from)
+    }
 }
 
 /// The caller named by the request's `Authorization` header; 401 when it is
 /// not valid, or missing where credentials are needed.
 pub(crate) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     Ok(identify(state, headers).await?.1)
+}
+
+/// Whom the request calls as, and with what kind of credentials (for the function log).
+async fn caller_of_call(state: &AppState, headers: &HeaderMap) -> Result<(Caller, CallerKind), ApiError> {
+    let (identity, caller) = identify(state, headers).await?;
+    Ok((caller, CallerKind::of(&identity)))
 }
 
 /// The request's identity and whom it calls as.
@@ -285,7 +314,7 @@ async fn call_route(
     let (identity, caller) = identify(&state, &headers).await?;
     let retry = Retry::from_headers(&headers, &identity)?;
     let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
-    run(&state, caller, call, expected, retry).await
+    run(&state, (caller, CallerKind::of(&identity)), call, expected, retry).await
 }
 
 pub(crate) async fn query(
@@ -335,7 +364,7 @@ pub(crate) async fn query_get(
     Query(params): Query<QueryParams>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    let caller = caller(&state, &headers).await?;
+    let caller = caller_of_call(&state, &headers).await?;
     let args = match params.args.as_deref() {
         Some(text) => serde_json::from_str(text)
             .map_err(|e| ApiError::new(ApiCode::BadJsonBody, format!("Failed to parse args as JSON: {e}")))?,
@@ -360,7 +389,7 @@ pub(crate) async fn run_by_path(
     };
     let body = if body.0.is_empty() { json!({}) } else { json_body(&body)? };
     let call = parse_call(&body, Some(format!("{module}:{name}")), JsonFormat::Clean)?;
-    run(&state, caller, call, None, retry).await
+    run(&state, (caller, CallerKind::of(&identity)), call, None, retry).await
 }
 
 pub(crate) async fn query_ts(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
@@ -379,7 +408,7 @@ pub(crate) async fn query_at_ts(
     body: RequestBody,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
-    let caller = caller(&state, &headers).await?;
+    let (caller, caller_kind) = caller_of_call(&state, &headers).await?;
     let body = json_body(&body)?;
     let at = match body.get("ts") {
         Some(Json_::String(text)) => crate::sync::protocol::decode_ts(text),
@@ -392,24 +421,33 @@ pub(crate) async fn query_at_ts(
     if function.kind != Kind::Query {
         return Err(ApiError::new(ApiCode::BadFunctionKind, format!("{} is not a query.", function.path)));
     }
-    let args = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
-        Ok(args) => args,
-        Err(e) => return failure(e, call.format).map(UdfBody::from),
+    let invocation = Invocation::new(&function, caller_kind, RequestId::next());
+    let started = Instant::now();
+    let ran = match decode_args(&call.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => run_query_as_of(&state.db, function.clone(), caller, args, at).await,
+        Err(e) => Err(e),
     };
-    let too_old = |why: &str| {
-        Err(ApiError::new(
-            ApiCode::TimestampTooOld,
-            format!("{} cannot be read as of that timestamp: {why}", function.path),
-        ))
-    };
-    match run_query_as_of(&state.db, function.clone(), caller, args, at).await {
-        Ok(Ok(value)) => Ok(UdfBody::from(success(&value, call.format))),
-        Ok(Err(AsOf::Changed)) => too_old("a later commit changed what it reads"),
-        Ok(Err(AsOf::TooOld | AsOf::NotYetKnown)) => too_old("only the last minute of commits is kept"),
-        Ok(Err(AsOf::Future | AsOf::Same)) => {
-            Err(ApiError::new(ApiCode::BadTimestamp, "`ts` is later than the latest commit."))
+    let (outcome, answer) = match ran {
+        Ok(Ok(value)) => (Outcome::Success { cached: false }, Ok(success(&value, call.format))),
+        Ok(Err(as_of)) => {
+            let refusal = as_of_refusal(function.path, as_of);
+            (Outcome::of_api(&refusal), Err(refusal))
         }
-        Err(e) => failure(e, call.format).map(UdfBody::from),
+        Err(e) => (Outcome::of_error(&e), failure(e, call.format)),
+    };
+    state.executions.record(invocation, started.elapsed(), outcome);
+    answer.map(UdfBody::from)
+}
+
+/// Why a query cannot be answered as of the timestamp asked for.
+fn as_of_refusal(path: &str, as_of: AsOf) -> ApiError {
+    let too_old = |why: &str| {
+        ApiError::new(ApiCode::TimestampTooOld, format!("{path} cannot be read as of that timestamp: {why}"))
+    };
+    match as_of {
+        AsOf::Changed => too_old("a later commit changed what it reads"),
+        AsOf::TooOld | AsOf::NotYetKnown => too_old("only the last minute of commits is kept"),
+        AsOf::Future | AsOf::Same => ApiError::new(ApiCode::BadTimestamp, "`ts` is later than the latest commit."),
     }
 }
 
@@ -420,17 +458,21 @@ pub(crate) async fn query_batch(
     body: RequestBody,
 ) -> Result<Json<Json_>, ApiError> {
     check_client_header(&headers)?;
-    let caller = caller(&state, &headers).await?;
+    let (caller, caller_kind) = caller_of_call(&state, &headers).await?;
     let body = json_body(&body)?;
     let Some(Json_::Array(queries)) = body.get("queries") else {
         return Err(ApiError::new(ApiCode::BadJsonBody, "The request body needs an array field `queries`."));
     };
+    // One request in the function log, one execution per query.
+    let request = RequestId::next();
     let mut bodies = Vec::with_capacity(queries.len());
-    let mut formats = Vec::with_capacity(queries.len());
+    let mut calls = Vec::with_capacity(queries.len());
     for item in queries {
         let call = parse_call(item, None, JsonFormat::Clean)?;
         let function = find_function(&state, &call.path)?;
-        formats.push(call.format);
+        // A mutation named here does not run, so it is not logged.
+        let invocation = (function.kind == Kind::Query).then(|| Invocation::new(&function, caller_kind, request));
+        calls.push((call.format, invocation));
         let prepared = if function.kind != Kind::Query {
             Err(FunctionError::App(AppError::new(
                 ErrorCode::InvalidArgument,
@@ -442,21 +484,37 @@ pub(crate) async fn query_batch(
                 .map(|args| (function, args))
         };
         let caller = caller.clone();
+        // Timed on the snapshot's thread, where the batch's queries run one after another.
         bodies.push(move |tx: &mut jangar_engine::transaction::Transaction<'_>| {
-            let (function, args) = prepared?;
-            function.call(tx, &caller, &args).map_err(FunctionError::into_client_facing)
+            let started = Instant::now();
+            let result = prepared.and_then(|(function, args)| {
+                function.call(tx, &caller, &args).map_err(FunctionError::into_client_facing)
+            });
+            (result, started.elapsed())
         });
     }
     let (results, _) = state.db.query_many(bodies).await.map_err(ApiError::engine)?;
     let results = results
         .into_iter()
-        .zip(formats)
-        .map(|(result, format)| udf_response(result, format))
+        .zip(calls)
+        .map(|((result, elapsed), (format, invocation))| {
+            if let Some(invocation) = invocation {
+                state.executions.record(invocation, elapsed, Outcome::of(&result));
+            }
+            udf_response(result, format)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({"results": results})))
 }
 
-/// Readiness for a load balancer: 200 while the database answers, 503 when it does not.
+/// Liveness for Kubernetes (`/livez`): 200 while the process serves HTTP, also while it waits
+/// for its database (restarting it would not bring the database sooner).
+pub(crate) async fn live() -> Json<Json_> {
+    Json(json!({"live": true}))
+}
+
+/// Readiness for a load balancer (`/ready`, `/readyz`): 200 while the database answers, 503 when
+/// it does not.
 pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Json_>) {
     match state.db.current_ts().await {
         Ok(ts) => (StatusCode::OK, Json(json!({"ready": true, "ts": base64::encode(&ts.to_le_bytes())}))),

@@ -3,7 +3,9 @@
 pub mod auth;
 pub mod client;
 pub(crate) mod error;
+pub mod executions;
 pub mod http;
+pub mod metrics;
 pub mod operators;
 pub mod sync;
 
@@ -52,6 +54,8 @@ pub struct AppState {
     pub scratch: Arc<operators::snapshots::Scratch>,
     /// The scheduled backups' counters, when the server takes backups.
     pub backups: Option<Arc<jangar_engine::storage::sqlite::backup::BackupStats>>,
+    pub executions: Arc<executions::ExecutionLog>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// How large a request body may be, and how long a client may pause while sending one.
@@ -62,9 +66,19 @@ pub struct BodyLimits {
 }
 
 /// `cors_origins`: the browser origins allowed to call; any origin in open development mode.
-/// What the port answers while the database is not reachable yet: 503 to everything.
+/// What the port answers while the database is not reachable yet: 503 to everything but `/livez`.
 pub fn not_ready_router() -> Router {
-    Router::new().fallback(|| async { error::ApiError::new(error::ApiCode::NotReady, "Waiting for the database.") })
+    Router::new()
+        .route("/livez", get(http::live))
+        .fallback(|| async { error::ApiError::new(error::ApiCode::NotReady, "Waiting for the database.") })
+}
+
+/// What `--metrics-listen` serves: `/metrics` without credentials, and nothing else.
+pub fn metrics_router(metrics: Arc<metrics::Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(operators::observability::metrics_unguarded))
+        .fallback(http::not_found)
+        .with_state(metrics)
 }
 
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
@@ -81,6 +95,9 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/", get(http::root))
         .route("/version", get(http::version))
         .route("/ready", get(http::ready))
+        .route("/readyz", get(http::ready))
+        .route("/livez", get(http::live))
+        .route("/metrics", get(operators::observability::metrics))
         .route("/api/query", post(http::query).get(http::query_get))
         .route("/api/mutation", post(http::mutation))
         .route("/api/action", post(http::action))
@@ -102,6 +119,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/import/upload_part", post(operators::snapshots::upload_part))
         .route("/api/import/finish_upload", post(operators::snapshots::finish_upload))
         .route("/api/perform_import", post(operators::snapshots::perform_import))
+        .route("/api/stream_function_logs", get(operators::observability::stream_function_logs))
+        .route("/api/app_metrics/stream_function_logs", get(operators::observability::stream_function_logs))
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
         .fallback(http::not_found)

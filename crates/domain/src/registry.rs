@@ -146,6 +146,12 @@ pub fn check_args(function: &Function, args: Value, schema: &Schema) -> Result<A
     Ok(Args(object))
 }
 
+/// A query's result, and whether the query cache answered it (the function did not run).
+pub struct QueryAnswer {
+    pub result: Arc<CachedResult>,
+    pub cached: bool,
+}
+
 /// Runs a query function, or answers from the query cache when the same call
 /// was computed and nothing it read has changed since.
 pub async fn run_query(
@@ -153,13 +159,13 @@ pub async fn run_query(
     function: Arc<Function>,
     caller: Caller,
     args: Args,
-) -> Result<Arc<CachedResult>, FunctionError> {
+) -> Result<QueryAnswer, FunctionError> {
     // Checked before the cache: a result cached for an admin must not reach anyone else.
     function.audience.admits(&caller, function.path)?;
     let key = (!function.time_dependent)
         .then(|| format!("{}\u{0}{}\u{0}{}", caller.viewer.key(), function.path, Value::Object(args.0.clone())));
     if let Some(hit) = key.as_deref().and_then(|key| db.cache().get(key)) {
-        return Ok(hit);
+        return Ok(QueryAnswer { result: hit, cached: true });
     }
     let outcome =
         db.query(move |tx| function.call(tx, &caller, &args)).await.map_err(FunctionError::into_client_facing)?;
@@ -167,7 +173,7 @@ pub async fn run_query(
     if let Some(key) = key {
         db.cache().insert(key, result.clone(), outcome.reads, outcome.ts);
     }
-    Ok(result)
+    Ok(QueryAnswer { result, cached: false })
 }
 
 /// Runs a query function as of the commit timestamp `at` (see [`Database::query_as_of`]); the

@@ -227,7 +227,7 @@ async fn the_run_counters_equal_the_runs_they_count() {
         async move {
             let args = check_args(&function, Value::from_json(&args).unwrap(), &schema)?;
             match function.kind {
-                Kind::Query => Ok(run_query(&db, function, Caller::ADMIN, args).await?.value.clone()),
+                Kind::Query => Ok(run_query(&db, function, Caller::ADMIN, args).await?.result.value.clone()),
                 _ => Ok(run_mutation(&db, function, Caller::ADMIN, args).await?.value),
             }
         }

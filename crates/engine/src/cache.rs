@@ -9,6 +9,7 @@
 
 use crate::knobs::RECENT_COMMITS;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::sets::Commit;
@@ -53,6 +54,9 @@ struct State {
 pub struct QueryCache {
     state: Mutex<State>,
     capacity: usize,
+    /// Lookups answered from the cache, and lookups that found nothing (the query then runs).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl QueryCache {
@@ -60,6 +64,8 @@ impl QueryCache {
         QueryCache {
             state: Mutex::new(State { entries: HashMap::new(), recent: VecDeque::new(), horizon: 0 }),
             capacity,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -69,7 +75,15 @@ impl QueryCache {
 
     /// A result that is valid at the latest applied commit.
     pub fn get(&self, key: &str) -> Option<Arc<CachedResult>> {
-        self.state().entries.get(key).map(|e| e.result.clone())
+        let found = self.state().entries.get(key).map(|e| e.result.clone());
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups answered from the cache so far, and lookups that missed.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     /// Admits a result computed at snapshot `ts`, unless a later commit already invalidated it.
@@ -140,6 +154,7 @@ mod tests {
         cache.apply(&commit(6, 25));
         assert!(cache.get("a").is_some());
         assert!(cache.get("b").is_none());
+        assert_eq!(cache.hits_and_misses(), (1, 1));
     }
 
     #[test]

@@ -7,13 +7,17 @@
 //! one after another, so they are serializable without conflict checks; each
 //! gets its own commit timestamp, unique and increasing.
 
-use crate::knobs::{MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS, OUTCOME_WINDOW_NS, PURGE_INTERVAL_NS};
+use crate::knobs::{
+    GROUP_SIZE_BUCKETS, LATENCY_BUCKETS, MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS, OUTCOME_WINDOW_NS,
+    PURGE_INTERVAL_NS,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
 
 use super::cache::QueryCache;
@@ -42,10 +46,37 @@ pub struct MutationOutcome<T> {
     pub ts: Timestamp,
 }
 
-#[derive(Debug, Default)]
+/// What the committer and the commit feed did, for `/jangar/stats` and `/metrics`.
+#[derive(Debug)]
 pub struct CommitStats {
     pub groups: AtomicU64,
     pub mutations: AtomicU64,
+    /// Group commits whose storage transaction failed, failing every mutation in them.
+    pub failed_groups: AtomicU64,
+    /// Mutations per durable group commit.
+    pub group_sizes: Histogram,
+    /// Seconds from the start of a group (its batch opened, on PostgreSQL after the commit lock) to
+    /// its durable COMMIT, running its mutations included: what a mutation waits once it is taken.
+    pub group_seconds: Histogram,
+    /// Seconds of a group's storage COMMIT alone: writing it durably, the fsync included.
+    pub commit_seconds: Histogram,
+    /// Seconds from a commit's timestamp (the committing replica's clock) to this process taking it
+    /// in from the commit feed; only a database shared through a feed (PostgreSQL) has any.
+    pub feed_lag_seconds: Histogram,
+}
+
+impl Default for CommitStats {
+    fn default() -> CommitStats {
+        CommitStats {
+            groups: AtomicU64::new(0),
+            mutations: AtomicU64::new(0),
+            failed_groups: AtomicU64::new(0),
+            group_sizes: Histogram::new(GROUP_SIZE_BUCKETS),
+            group_seconds: Histogram::new(LATENCY_BUCKETS),
+            commit_seconds: Histogram::new(LATENCY_BUCKETS),
+            feed_lag_seconds: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 trait Job: Send {
@@ -100,6 +131,8 @@ pub struct Database {
     stats: Arc<CommitStats>,
     cache: Arc<QueryCache>,
     history: Arc<CommitHistory>,
+    /// Commits reach this process through the storage's commit feed (a shared database).
+    follows_feed: bool,
     /// Tells the commit feed's thread (if any) to stop.
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -116,6 +149,7 @@ struct Follower {
     cache: Arc<QueryCache>,
     history: Arc<CommitHistory>,
     commits: broadcast::Sender<Arc<Commit>>,
+    stats: Arc<CommitStats>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -129,6 +163,8 @@ impl Follower {
                         tracing::info!("following the database's commits again");
                     }
                     for commit in commits {
+                        let lag_ns = now_ns().saturating_sub(commit.ts);
+                        self.stats.feed_lag_seconds.observe(lag_ns as f64 / 1e9);
                         let commit = Arc::new(commit);
                         self.cache.apply(&commit);
                         self.history.record(&commit);
@@ -192,6 +228,7 @@ impl Database {
                 cache: cache.clone(),
                 history: history.clone(),
                 commits: commits.clone(),
+                stats: stats.clone(),
                 stopped: stopped.clone(),
             };
             std::thread::Builder::new()
@@ -200,7 +237,18 @@ impl Database {
                 .map_err(|e| StorageError::Io(format!("cannot start the commit feed: {e}")))?;
         }
         let readers = Arc::new(tokio::sync::Semaphore::new(MAX_READERS));
-        let database = Database { schema, readers, storage, jobs, commits, stats, cache, history, stopped };
+        let database = Database {
+            schema,
+            readers,
+            storage,
+            jobs,
+            commits,
+            stats,
+            cache,
+            history,
+            follows_feed: following,
+            stopped,
+        };
         Ok((Arc::new(database), CommitterHandle(thread)))
     }
 
@@ -215,6 +263,21 @@ impl Database {
 
     pub fn stats(&self) -> &CommitStats {
         &self.stats
+    }
+
+    /// Whether other processes' commits reach this one through the storage's commit feed.
+    pub fn follows_commit_feed(&self) -> bool {
+        self.follows_feed
+    }
+
+    /// Snapshot readers running now, and how many may run at once (each holds a storage connection).
+    pub fn readers_in_use(&self) -> (usize, usize) {
+        (MAX_READERS - self.readers.available_permits(), MAX_READERS)
+    }
+
+    /// The bytes the database takes where it is stored, if the storage can tell.
+    pub async fn storage_bytes(self: &Arc<Self>) -> Result<Option<u64>, StorageError> {
+        self.on_reader("measuring the database", |db| db.storage.size_bytes()).await
     }
 
     /// Every commit from now on, in order.
@@ -493,6 +556,7 @@ impl Committer {
     /// all, so it is announced as one commit: the group's last timestamp and
     /// the union of its mutations' write sets.
     fn commit_group(&mut self, mut group: Vec<Box<dyn Job>>) {
+        let started = Instant::now();
         let storage = self.storage.clone();
         let previous_ts = self.last_ts;
         let mut writes = WriteSet::default();
@@ -512,13 +576,17 @@ impl Committer {
             // a group that writes commits after the last commit the batch saw.
             debug_assert!(writes.entries.is_empty() || ts > batch.ts(), "commit at {ts} after {}", batch.ts());
             self.last_ts = ts;
+            let committing = Instant::now();
             batch.commit(ts, &writes)?;
+            self.stats.commit_seconds.observe(committing.elapsed().as_secs_f64());
             Ok(ts)
         })();
         match &result {
             Ok(ts) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.stats.group_sizes.observe(group.len() as f64);
+                self.stats.group_seconds.observe(started.elapsed().as_secs_f64());
                 if *ts > previous_ts {
                     let commit = Arc::new(Commit::new(*ts, writes));
                     // Before any mutation is answered, so nobody reads a result older than their write.
@@ -531,6 +599,7 @@ impl Committer {
                 }
             }
             Err(e) => {
+                self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, mutations = group.len(), "group commit failed; every mutation in it fails");
                 // Continue from the durable timestamp.
                 self.last_ts = previous_ts;

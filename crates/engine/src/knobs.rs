@@ -162,6 +162,30 @@ pub const TIME_DEPENDENT_EVERY: Duration = Duration::from_secs(1);
 /// How long a step waits for the broadcast of a commit its snapshot already shows.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
+// ---- Operating: function logs and metrics ----
+
+/// Finished function calls kept in memory for `npx convex logs` (`/api/stream_function_logs`);
+/// the oldest go first. Bounds: >= 1; each costs a few hundred bytes, and a poller that falls
+/// further behind than this misses the calls in between.
+pub const FUNCTION_LOG_ENTRIES: usize = 10_000;
+/// Bytes of an error message an entry keeps: the log line and the CLI show the start of a longer
+/// one. Bounds: >= 64; with `FUNCTION_LOG_ENTRIES`, bounds the buffer's memory.
+pub const FUNCTION_LOG_MESSAGE_BYTES: usize = 2_048;
+/// How long a log poll with nothing new waits for a call before answering with no entries
+/// (Convex's 60 s). Bounds: under the idle timeouts of proxies in front of the server.
+pub const FUNCTION_LOG_WAIT: Duration = Duration::from_secs(60);
+/// Log lines waiting for stderr at most; past them lines are dropped, so a reader of the log
+/// that stalls (a full pipe, a slow collector) never stalls calls. Bounds: >= 1; each costs a
+/// line's bytes while it waits.
+pub const LOG_BUFFERED_LINES: usize = 128_000;
+/// Upper bounds, in seconds, of the latency histograms' buckets (function calls, group commits,
+/// fsyncs, the commit feed's lag): 0.5 ms to 10 s, about 2.5x apart. Bounds: increasing; each
+/// bucket is one more series per histogram (per function and outcome for function calls).
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds of the histogram of mutations per group commit: 1 to `MAX_GROUP`, doubling.
+pub const GROUP_SIZE_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
 // ---- Authentication ----
 
 /// How often the admin-key file and the auth config are read again (a revoked key stops

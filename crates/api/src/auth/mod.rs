@@ -17,7 +17,7 @@ pub(crate) mod rate_limit;
 
 use jangar_engine::knobs::CREDENTIALS_WATCH_EVERY;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -132,6 +132,8 @@ pub struct Auth {
     /// Bumped whenever the keys, the providers or the mode change.
     changes: watch::Sender<u64>,
     limiter: RateLimiter,
+    /// Calls refused by the limiter so far.
+    rate_limited: AtomicU64,
 }
 
 /// The identity providers of an auth config file, parsed again when its text changes.
@@ -175,7 +177,15 @@ impl Auth {
     pub fn new(keys: AdminKeys, providers: WatchedProviders, may_be_open: bool, rate: u32) -> Arc<Auth> {
         let open = may_be_open && keys.is_empty() && providers.current().is_none();
         let (changes, _) = watch::channel(0);
-        Arc::new(Auth { keys, providers, open: AtomicBool::new(open), changes, limiter: RateLimiter::new(rate) })
+        let limiter = RateLimiter::new(rate);
+        Arc::new(Auth {
+            keys,
+            providers,
+            open: AtomicBool::new(open),
+            changes,
+            limiter,
+            rate_limited: AtomicU64::new(0),
+        })
     }
 
     /// Reads the credential files again every [`CREDENTIALS_WATCH_EVERY`] while the runtime runs.
@@ -232,10 +242,19 @@ impl Auth {
     /// open development mode are not limited: a deployment's workers share one admin key, and a
     /// limit there would throttle them all together.
     pub(crate) fn admit(&self, identity: &Identity) -> Result<(), std::time::Duration> {
-        match identity {
+        let admitted = match identity {
             Identity::User { .. } => self.limiter.check(&identity.key()),
             Identity::Anonymous | Identity::Admin { .. } => Ok(()),
+        };
+        if admitted.is_err() {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
         }
+        admitted
+    }
+
+    /// Calls refused for their user's rate so far.
+    pub(crate) fn rate_limited_calls(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     pub fn is_open(&self) -> bool {

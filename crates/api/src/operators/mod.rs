@@ -2,6 +2,8 @@
 //! commands): environment variables, function logs, export and import, and the push routes
 //! refused at once. All answer admins only.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -12,10 +14,13 @@ pub mod snapshots;
 
 use super::AppState;
 use super::error::{ApiCode, ApiError};
+use super::executions::{CallerKind, Invocation, Outcome, RequestId};
 use super::http::{RequestBody, caller, json_body};
 use jangar_domain::access::Caller;
 use jangar_domain::error::{ErrorCode, FunctionError};
 use jangar_domain::registry::{check_args, run_mutation};
+
+pub(crate) mod observability;
 
 /// `npx convex deploy` and `dev` begin their push here (`/api/get_config_hashes`, then
 /// `/api/deploy2/*`): refused at once, not after the CLI's retries of a 404.
@@ -67,11 +72,15 @@ pub(crate) async fn update_environment_variables(
 /// Runs one of the registry's system mutations for an admin, its errors as `{code, message}`.
 async fn call_system_mutation(state: &AppState, path: &str, args: &Json_) -> Result<(), ApiError> {
     let function = state.registry.get(path).ok_or_else(|| ApiError::internal(format!("{path} is not registered")))?;
-    let to_api = |error: FunctionError| match error {
+    let invocation = Invocation::new(&function, CallerKind::Admin, RequestId::next());
+    let started = Instant::now();
+    let ran = match super::decode_args(args).and_then(|a| check_args(&function, a, state.db.schema())) {
+        Ok(args) => run_mutation(&state.db, function, Caller::ADMIN, args).await,
+        Err(e) => Err(e),
+    };
+    state.executions.record(invocation, started.elapsed(), Outcome::of(&ran));
+    ran.map(drop).map_err(|error| match error {
         FunctionError::App(app) => ApiError::of(app.code(), app.message),
         FunctionError::Engine(e) => ApiError::engine(e),
-    };
-    let args = super::decode_args(args).and_then(|a| check_args(&function, a, state.db.schema())).map_err(to_api)?;
-    run_mutation(&state.db, function, Caller::ADMIN, args).await.map_err(to_api)?;
-    Ok(())
+    })
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -25,6 +25,7 @@ use super::outbox::{Outbound, Outbox};
 use super::protocol::{QuerySetModification, StateVersion, encode_ts};
 use crate::auth::{Auth, Identity};
 use crate::decode_args;
+use crate::executions::{CallerKind, ExecutionLog, Invocation, Outcome, RequestId};
 use jangar_domain::access::Caller;
 use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{Function, Kind, Registry, check_args};
@@ -64,17 +65,27 @@ pub enum Event {
     },
 }
 
-/// Counters for operators and the fanout benchmark.
+/// Counters for operators, `/metrics` and the fanout benchmark.
 #[derive(Debug, Default)]
 pub struct SyncStats {
     pub(crate) connections: AtomicU64,
     pub(crate) subscriptions: AtomicU64,
     pub(crate) queries_run: AtomicU64,
+    /// Runs of subscriptions that had a result already: what commits (and clock ticks) cost.
+    pub(crate) query_reruns: AtomicU64,
+    /// Commits the manager took in.
+    pub(crate) commits: AtomicU64,
     pub(crate) transitions: AtomicU64,
     pub(crate) steps: AtomicU64,
+    /// Messages refused by a full outbox (the client is disconnected as too slow).
+    pub(crate) outbound_dropped: AtomicU64,
 }
 
 type Key = Arc<str>;
+
+/// A subscription's run on a step's snapshot: what ran, its result and how long it took; or,
+/// when it could not run (no such function, no credentials), the error to report.
+type SubscriptionRun = Result<(Invocation, Result<Value, FunctionError>, Duration), (String, Option<Json>)>;
 
 enum QueryResult {
     Value(Arc<CachedResult>),
@@ -86,6 +97,8 @@ type PreparedCall = Result<(Arc<Function>, Caller, Value), FunctionError>;
 
 struct Subscription {
     call: PreparedCall,
+    /// Whose credentials it runs with (part of its key, so the same for every subscriber).
+    caller_kind: CallerKind,
     result: Option<(QueryResult, u64)>,
     subscribers: HashSet<(ConnectionId, u32)>,
 }
@@ -145,6 +158,7 @@ pub struct Manager {
     /// Connections owed a Transition; only these are visited when a step sends.
     dirty: HashSet<ConnectionId>,
     stats: Arc<SyncStats>,
+    executions: Arc<ExecutionLog>,
 }
 
 impl Manager {
@@ -154,6 +168,7 @@ impl Manager {
         registry: Arc<Registry>,
         events: mpsc::Receiver<Event>,
         stats: Arc<SyncStats>,
+        executions: Arc<ExecutionLog>,
         max_subscriptions: usize,
     ) -> Manager {
         // Subscribe before reading the latest timestamp, so no commit falls in between.
@@ -177,6 +192,7 @@ impl Manager {
             connections: HashMap::new(),
             dirty: HashSet::new(),
             stats,
+            executions,
         }
     }
 
@@ -231,6 +247,7 @@ impl Manager {
         if commit.ts <= self.processed_ts {
             return;
         }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
         if commit.everything {
             self.everything_touched = true;
         } else {
@@ -386,6 +403,7 @@ impl Manager {
                 .caller(&c.identity)
                 .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, crate::auth::AuthError::Missing.to_string()))
         };
+        let caller_kind = CallerKind::of(&c.identity);
         c.queries.insert(query_id, key.clone());
         c.unsent.insert(query_id);
         self.dirty.insert(conn);
@@ -405,7 +423,7 @@ impl Manager {
                 time_dependent.insert(key.clone());
             }
             fresh.insert(key);
-            Subscription { call, result: None, subscribers: HashSet::new() }
+            Subscription { call, caller_kind, result: None, subscribers: HashSet::new() }
         });
         subscription.subscribers.insert((conn, query_id));
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -470,19 +488,30 @@ impl Manager {
             to_run.extend(self.subscriptions.keys().cloned());
         }
         let to_run: Vec<Key> = to_run.into_iter().filter(|key| self.subscriptions.contains_key(key)).collect();
+        // One request in the function log: the step's runs share its snapshot.
+        let request = RequestId::next();
         let bodies: Vec<_> = to_run
             .iter()
             .map(|key| {
-                let call = match &self.subscriptions[key].call {
-                    Ok((function, caller, args)) => Ok((function.clone(), caller.clone(), args.clone())),
+                let subscription = &self.subscriptions[key];
+                let call = match &subscription.call {
+                    Ok((function, caller, args)) => {
+                        let invocation = Invocation::new(function, subscription.caller_kind, request);
+                        Ok((invocation, function.clone(), caller.clone(), args.clone()))
+                    }
                     Err(e) => Err(describe(e)),
                 };
-                move |tx: &mut jangar_engine::transaction::Transaction<'_>| match call {
-                    Ok((function, caller, Value::Object(args))) => function
-                        .call(tx, &caller, &jangar_domain::common::Args(args))
-                        .map_err(|e| describe(&e.into_client_facing())),
-                    Ok(_) => Err(("Arguments must be an object.".to_owned(), None)),
-                    Err(e) => Err(e),
+                // Timed here, on the snapshot's thread: the step runs every body in one job.
+                move |tx: &mut jangar_engine::transaction::Transaction<'_>| -> SubscriptionRun {
+                    let (invocation, function, caller, args) = call?;
+                    let started = Instant::now();
+                    let result = match args {
+                        Value::Object(args) => function
+                            .call(tx, &caller, &jangar_domain::common::Args(args))
+                            .map_err(FunctionError::into_client_facing),
+                        _ => Err(AppError::new(ErrorCode::InvalidArgument, "Arguments must be an object.").into()),
+                    };
+                    Ok((invocation, result, started.elapsed()))
                 }
             })
             .collect();
@@ -500,11 +529,23 @@ impl Manager {
 
         for (key, outcome) in to_run.into_iter().zip(outcomes) {
             let result = match outcome.value {
-                Ok(value) => QueryResult::Value(Arc::new(CachedResult::new(value))),
+                Ok((invocation, result, elapsed)) => {
+                    self.executions.record(invocation, elapsed, Outcome::of(&result));
+                    match result {
+                        Ok(value) => QueryResult::Value(Arc::new(CachedResult::new(value))),
+                        Err(e) => {
+                            let (message, data) = describe(&e);
+                            QueryResult::Error { message, data }
+                        }
+                    }
+                }
                 Err((message, data)) => QueryResult::Error { message, data },
             };
             let hash = result_hash(&result);
             let Some(subscription) = self.subscriptions.get_mut(&key) else { continue };
+            if subscription.result.is_some() {
+                self.stats.query_reruns.fetch_add(1, Ordering::Relaxed);
+            }
             self.index.insert(key.clone(), outcome.reads);
             let changed = subscription.result.as_ref().is_none_or(|(_, old)| *old != hash);
             pin_page_end(&mut subscription.call, &result);

@@ -31,6 +31,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::{AuthError, Credentials, Identity};
 use crate::decode_args;
+use crate::executions::{CallerKind, Invocation, Outcome, RequestId};
 use jangar_domain::access::Caller;
 use jangar_domain::error::{AppError, ErrorCode, FunctionError};
 use jangar_domain::registry::{Kind, check_args, enqueue_mutation_once};
@@ -105,12 +106,13 @@ struct MutationRequest {
     /// The identity's key: replays are deduplicated per identity, so a client
     /// cannot read another's results by naming its session.
     identity: String,
+    caller_kind: CallerKind,
 }
 
 async fn serve_connection(state: AppState, mut socket: WebSocket) {
     let hub = state.sync.clone();
     let conn = hub.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (out, mut outbound) = Outbox::new(hub.outbound_queue);
+    let (out, mut outbound) = Outbox::new(hub.outbound_queue, hub.stats.clone());
     let (overloaded_tx, mut overloaded) = oneshot::channel();
     if hub.events.send(Event::Connected { conn, out: out.clone(), overloaded: overloaded_tx }).await.is_err() {
         return;
@@ -390,6 +392,7 @@ async fn handle_client_message(
         }
         ClientMessage::Mutation { request_id, udf_path, args } => {
             let identity = caller.key();
+            let caller_kind = CallerKind::of(caller);
             let caller = match (state.auth.caller(caller), state.auth.admit(caller)) {
                 (None, _) => Err(AppError::new(ErrorCode::Unauthenticated, AuthError::Missing.to_string())),
                 (Some(_), Err(wait)) => {
@@ -405,7 +408,8 @@ async fn handle_client_message(
                     client_session.clone().unwrap_or_else(|| format!("connection-{conn}-{}", std::process::id()));
                 spawn_mutation_pipeline(state.clone(), conn, session, out.clone())
             });
-            let request = MutationRequest { request_id, udf_path, args: Json::Array(args), caller, identity };
+            let request =
+                MutationRequest { request_id, udf_path, args: Json::Array(args), caller, identity, caller_kind };
             match pipeline.try_send(request) {
                 Ok(()) => Flow::Continue,
                 Err(mpsc::error::TrySendError::Full(request)) => {
@@ -480,7 +484,8 @@ fn spawn_mutation_pipeline(
     requests
 }
 
-/// Checks one mutation and queues it for the committer; returns its outcome to come.
+/// Checks one mutation and queues it for the committer; returns its outcome to come, which
+/// records the call in the function log when it settles.
 async fn enqueue(
     state: &AppState,
     session: &str,
@@ -502,11 +507,24 @@ async fn enqueue(
             format!("{} is a {}, not a mutation.", function.path, function.kind.name()),
         )));
     }
-    let args = check_args(&function, decode_args(&request.args)?, state.db.schema())?;
+    let invocation = Invocation::new(&function, request.caller_kind, RequestId::next());
+    let started = std::time::Instant::now();
     // Length-prefixed, so no identity and session pair reads as another (and no NUL: PostgreSQL text).
     let client = format!("{}:{}{session}", request.identity.len(), request.identity);
     let key = MutationKey { client, request: u64::from(request.request_id) };
-    enqueue_mutation_once(&state.db, function, caller, args, key, None).await
+    let queued = match decode_args(&request.args).and_then(|args| check_args(&function, args, state.db.schema())) {
+        Ok(args) => enqueue_mutation_once(&state.db, function, caller, args, key, None).await,
+        Err(e) => Err(e),
+    };
+    let executions = state.executions.clone();
+    Ok(async move {
+        let outcome = match queued {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        executions.record(invocation, started.elapsed(), Outcome::of(&outcome));
+        outcome
+    })
 }
 
 /// A mutation's MutationResponse.

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::close::CloseCode;
+use super::manager::SyncStats;
 
 /// What the socket sends.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Outbox {
     queued: Arc<AtomicUsize>,
     limit: usize,
     responses: Arc<Semaphore>,
+    /// Where refusals of a full queue are counted.
+    stats: Arc<SyncStats>,
 }
 
 /// The queue is full (the client is not reading), or the connection is gone.
@@ -63,10 +66,10 @@ pub(crate) struct Refused;
 
 impl Outbox {
     /// An outbox holding at most `limit` messages that are tried, and as many mutation responses.
-    pub(crate) fn new(limit: usize) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
+    pub(crate) fn new(limit: usize, stats: Arc<SyncStats>) -> (Outbox, mpsc::UnboundedReceiver<Queued>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let limit = limit.max(1);
-        let outbox = Outbox { tx, queued: Arc::default(), limit, responses: Arc::new(Semaphore::new(limit)) };
+        let outbox = Outbox { tx, queued: Arc::default(), limit, responses: Arc::new(Semaphore::new(limit)), stats };
         (outbox, rx)
     }
 
@@ -74,6 +77,7 @@ impl Outbox {
     pub(crate) fn try_push(&self, message: Outbound) -> Result<(), Refused> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.limit {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.outbound_dropped.fetch_add(1, Ordering::Relaxed);
             return Err(Refused);
         }
         let queued = Queued { message, share: Share::Counted(self.queued.clone()) };

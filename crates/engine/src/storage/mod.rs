@@ -159,6 +159,11 @@ pub trait Storage: Send + Sync {
     fn commit_feed(&self, _after: Timestamp) -> Option<Box<dyn CommitFeed>> {
         None
     }
+    /// The bytes the stored data takes (files on disk, or the database's size); `None` when the
+    /// storage has no such measure (in memory).
+    fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        Ok(None)
+    }
 }
 
 /// The commits of a shared database, as they happen.

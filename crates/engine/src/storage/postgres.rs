@@ -707,6 +707,19 @@ impl Storage for PostgresStorage {
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
         Some(Box::new(PostgresFeed { url: self.url.clone(), client: None, last: after }))
     }
+
+    /// The whole database's size as PostgreSQL counts it (tables, indexes, the commit log), shared
+    /// by every replica.
+    fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let mut client = self.reader()?;
+        let bytes: i64 = client.query_one("SELECT pg_database_size(current_database())", &[])?.get(0);
+        if let Ok(mut readers) = self.readers.lock()
+            && readers.len() < POOLED_READERS
+        {
+            readers.push(client);
+        }
+        Ok(Some(bytes.max(0) as u64))
+    }
 }
 
 /// Follows `jangar_commit_log`, woken by `NOTIFY jangar_commits`.

@@ -637,6 +637,19 @@ impl Storage for SqliteStorage {
         let ts = read_ts(&conn)?;
         Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
     }
+
+    /// The database file and its write-ahead log: commits land in the WAL first, and it holds up
+    /// to `WAL_RESTART_FRAMES` pages between checkpoints.
+    fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = |path: &Path| match std::fs::metadata(path) {
+            Ok(metadata) => Ok(metadata.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StorageError::Io(format!("cannot read the size of {}: {e}", path.display()))),
+        };
+        Ok(Some(size(&self.path)? + size(Path::new(&wal))?))
+    }
 }
 
 #[cfg(test)]
