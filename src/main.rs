@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jangar::server::{Limits, ServerConfig, serve};
-use jangar::snapshots::{self, Target};
+use jangar::snapshots::{self, LocalStore, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
 use jangar_api::client::HttpClient;
 use jangar_engine::knobs::{DEFAULT_BACKUP_EVERY, DEFAULT_BACKUP_KEEP};
@@ -211,8 +211,8 @@ impl SnapshotTarget {
         let database_url = self.database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
         match (self.url, database_url) {
             (Some(url), _) => Target::Server { url, admin_key: AdminKeys::from_environment().into_iter().next() },
-            (None, Some(url)) => Target::Postgres(url),
-            (None, None) => Target::DataDir(self.data_dir),
+            (None, Some(url)) => Target::Local(LocalStore::Postgres(url)),
+            (None, None) => Target::Local(LocalStore::DataDir(self.data_dir)),
         }
     }
 }

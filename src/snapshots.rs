@@ -18,10 +18,13 @@ use serde_json::json;
 /// Where a snapshot comes from or goes to.
 pub enum Target {
     /// A running server, with an admin key if it needs one.
-    Server {
-        url: String,
-        admin_key: Option<String>,
-    },
+    Server { url: String, admin_key: Option<String> },
+    /// Storage this process opens itself.
+    Local(LocalStore),
+}
+
+/// Storage no server is using, opened by `jangar export` / `import` itself.
+pub enum LocalStore {
     /// A data directory no server is using.
     DataDir(PathBuf),
     Postgres(String),
@@ -31,7 +34,7 @@ pub enum Target {
 pub async fn export(target: Target, out: &Path) -> Result<String, String> {
     match target {
         Target::Server { url, admin_key } => export_from_server(&url, admin_key.as_deref(), out).await,
-        local => {
+        Target::Local(local) => {
             let (db, _committer) = open(local).await?;
             let file = std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
             let tables = jangar_domain::schema::schema().tables().iter().filter(|t| !t.is_system()).count();
@@ -69,7 +72,7 @@ pub async fn import(
         Target::Server { url, admin_key } => {
             import_to_server(&url, admin_key.as_deref(), bytes, table, format, mode).await
         }
-        local => {
+        Target::Local(local) => {
             let (db, _committer) = open(local).await?;
             let spinner = progress(0, "{spinner} importing {msg}");
             spinner.set_message(file.display().to_string());
@@ -94,15 +97,14 @@ fn progress(len: u64, template: &str) -> indicatif::ProgressBar {
     bar
 }
 
-async fn open(target: Target) -> Result<(Arc<Database>, jangar_engine::database::CommitterHandle), String> {
+async fn open(store: LocalStore) -> Result<(Arc<Database>, jangar_engine::database::CommitterHandle), String> {
     let schema = Arc::new(jangar_domain::schema::schema());
     let opened = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let storage: Arc<dyn Storage> = match target {
-            Target::DataDir(dir) => {
+        let storage: Arc<dyn Storage> = match store {
+            LocalStore::DataDir(dir) => {
                 Arc::new(SqliteStorage::open(&dir, &schema, Durability::Full).map_err(|e| e.to_string())?)
             }
-            Target::Postgres(url) => Arc::new(PostgresStorage::open(&url, &schema).map_err(|e| e.to_string())?),
-            Target::Server { .. } => unreachable!("a server is reached over HTTP"),
+            LocalStore::Postgres(url) => Arc::new(PostgresStorage::open(&url, &schema).map_err(|e| e.to_string())?),
         };
         Database::start(schema, storage, 0).map_err(|e| e.to_string())
     });
@@ -183,19 +185,8 @@ async fn import_to_server(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let format = match format {
-        ImportFormat::Csv => "csv",
-        ImportFormat::JsonLines => "jsonLines",
-        ImportFormat::JsonArray => "jsonArray",
-        ImportFormat::Zip => "zip",
-    };
-    let mode = match mode {
-        ImportMode::RequireEmpty => "requireEmpty",
-        ImportMode::Append => "append",
-        ImportMode::Replace => "replace",
-        ImportMode::ReplaceAll => "replaceAll",
-    };
-    let finish = json!({"import": {"tableName": table, "mode": mode, "format": format}, "uploadToken": token, "partTokens": parts});
+    let import = json!({"tableName": table, "mode": mode.as_str(), "format": format.as_str()});
+    let finish = json!({"import": import, "uploadToken": token, "partTokens": parts});
     let finished =
         server.call(hyper::Method::POST, "/api/import/finish_upload", finish.to_string().into_bytes()).await?.json()?;
     let id = finished["importId"].as_str().ok_or("the server gave no import id")?;

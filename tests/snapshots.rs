@@ -225,3 +225,26 @@ async fn the_run_counters_are_derived_again_from_the_imported_runs() {
     assert_eq!(counts, expected);
     assert_ne!(counts, json!({}), "{counts}");
 }
+
+#[tokio::test]
+async fn an_upload_reads_back_only_its_own_parts() {
+    let dir = temp_dir();
+    let server = sqlite_server(&dir, None).await;
+    let secret = dir.path().join("secret.jsonl");
+    std::fs::write(&secret, "{\"name\":\"not uploaded\",\"createdAt\":1}\n").unwrap();
+    let started = server.post("/api/import/start_upload", json!({})).await.json().unwrap();
+    let token = started["uploadToken"].as_str().unwrap().to_owned();
+    let route = format!("/api/import/upload_part?uploadToken={token}&partNumber=1");
+    let part = server.post(&route, json!({"name": "uploaded", "createdAt": 1})).await.json().unwrap();
+    assert_eq!(part, json!("1"));
+    // A part token that would name a file outside the upload is refused, and nothing imported.
+    let escape = format!("../{}", secret.file_name().unwrap().to_str().unwrap());
+    let import = json!({"tableName": "teams", "mode": "append", "format": "jsonLines"});
+    let finish = json!({"import": import, "uploadToken": token, "partTokens": [escape]});
+    let refused = server.post("/api/import/finish_upload", finish).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.json().unwrap()["message"].as_str().unwrap().contains("names no part of this upload"));
+    // The refused upload is gone: finishing it again names no upload.
+    let finish = json!({"import": import, "uploadToken": token, "partTokens": ["1"]});
+    assert_eq!(server.post("/api/import/finish_upload", finish).await.status, 400);
+}

@@ -5,10 +5,11 @@
 //! Files live in the server's scratch directory, so with several PostgreSQL replicas the
 //! download must reach the replica that made the export (or use `jangar export`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -28,18 +29,35 @@ use jangar_engine::value::Value;
 /// uploads in progress.
 pub struct Scratch {
     dir: tempfile::TempDir,
-    uploads: Mutex<HashMap<String, Vec<PathBuf>>>,
-    exporting: Mutex<bool>,
+    /// Each upload's parts by part number: only these files are ever read back.
+    uploads: Mutex<HashMap<String, BTreeMap<u32, PathBuf>>>,
+    exporting: AtomicBool,
 }
 
 impl Scratch {
     pub fn new() -> std::io::Result<Scratch> {
         let dir = tempfile::Builder::new().prefix("jangar-scratch-").tempdir()?;
-        Ok(Scratch { dir, uploads: Mutex::new(HashMap::new()), exporting: Mutex::new(false) })
+        Ok(Scratch { dir, uploads: Mutex::new(HashMap::new()), exporting: AtomicBool::new(false) })
     }
 
     fn export_path(&self, ts: u64) -> PathBuf {
         self.dir.path().join(format!("snapshot_{ts}.zip"))
+    }
+}
+
+/// Marks an export as running until dropped, so an export whose request went away midway
+/// (the client disconnected) does not block every later one.
+struct ExportRunning<'a>(&'a AtomicBool);
+
+impl<'a> ExportRunning<'a> {
+    fn claim(flag: &'a AtomicBool) -> Option<ExportRunning<'a>> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).ok().map(|_| ExportRunning(flag))
+    }
+}
+
+impl Drop for ExportRunning<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -59,16 +77,9 @@ fn io_error(e: impl std::fmt::Display) -> ApiError {
 /// as the latest export, `completed`, when this answers.
 pub(crate) async fn request_export(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     admin_only(&state, &headers).await?;
-    {
-        let mut exporting = state.scratch.exporting.lock().unwrap_or_else(|e| e.into_inner());
-        if *exporting {
-            return Err(ApiError::new(
-                ApiCode::ExportInProgress,
-                "An export is already running; try again when it ends.",
-            ));
-        }
-        *exporting = true;
-    }
+    let Some(_running) = ExportRunning::claim(&state.scratch.exporting) else {
+        return Err(ApiError::new(ApiCode::ExportInProgress, "An export is already running; try again when it ends."));
+    };
     let started = now_ns();
     state.operations.set_export(object([
         ("state", "in_progress".into()),
@@ -89,7 +100,6 @@ pub(crate) async fn request_export(State(state): State<AppState>, headers: Heade
             Ok(summary)
         })
         .await;
-    *state.scratch.exporting.lock().unwrap_or_else(|e| e.into_inner()) = false;
     let summary = match written {
         Ok(summary) => summary,
         Err(e) => {
@@ -159,7 +169,7 @@ fn random_token() -> String {
 pub(crate) async fn start_upload(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Json_>, ApiError> {
     admin_only(&state, &headers).await?;
     let token = random_token();
-    state.scratch.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), Vec::new());
+    state.scratch.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), BTreeMap::new());
     Ok(Json(json!({"uploadToken": token})))
 }
 
@@ -180,14 +190,16 @@ pub(crate) async fn upload_part(
     body: RequestBody,
 ) -> Result<Json<Json_>, ApiError> {
     admin_only(&state, &headers).await?;
-    let path = state.scratch.dir.path().join(format!("upload-{}-{}", part.upload_token, part.part_number));
-    {
+    let path = {
         let mut uploads = state.scratch.uploads.lock().unwrap_or_else(|e| e.into_inner());
         let parts = uploads
             .get_mut(&part.upload_token)
             .ok_or_else(|| ApiError::new(ApiCode::BadRequest, "Unknown uploadToken: start the upload first."))?;
-        parts.push(path.clone());
-    }
+        // The token is known, so it is one of ours (hex): safe in a file name.
+        let path = state.scratch.dir.path().join(format!("upload-{}-{}", part.upload_token, part.part_number));
+        parts.insert(part.part_number, path.clone());
+        path
+    };
     tokio::fs::write(&path, &body.0).await.map_err(io_error)?;
     Ok(Json(Json_::String(part.part_number.to_string())))
 }
@@ -211,17 +223,23 @@ pub(crate) async fn finish_upload(
         .remove(token)
         .ok_or_else(|| bad("Unknown uploadToken: start the upload first."))?;
     let mut bytes = Vec::new();
-    for token in request["partTokens"].as_array().ok_or_else(|| bad("partTokens must be an array."))? {
-        let number = token.as_str().ok_or_else(|| bad("Each part token is a string."))?;
-        let path =
-            state.scratch.dir.path().join(format!("upload-{}-{number}", request["uploadToken"].as_str().unwrap_or("")));
-        bytes
-            .write_all(&tokio::fs::read(&path).await.map_err(|_| bad("A part token names no uploaded part."))?)
-            .map_err(io_error)?;
+    // The parts are removed whether or not they all join.
+    let joined: Result<(), ApiError> = async {
+        for part in request["partTokens"].as_array().ok_or_else(|| bad("partTokens must be an array."))? {
+            let path = part
+                .as_str()
+                .and_then(|number| number.parse::<u32>().ok())
+                .and_then(|number| parts.get(&number))
+                .ok_or_else(|| bad("A part token names no part of this upload."))?;
+            bytes.write_all(&tokio::fs::read(path).await.map_err(io_error)?).map_err(io_error)?;
+        }
+        Ok(())
     }
-    for path in parts {
+    .await;
+    for path in parts.values() {
         let _ = tokio::fs::remove_file(path).await;
     }
+    joined?;
     let import = &request["import"];
     if import["componentPath"].as_str().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::new(ApiCode::BadRequest, "This deployment has no components."));

@@ -22,8 +22,9 @@ pub struct ExportSummary {
     pub tables: Vec<(&'static str, u64)>,
 }
 
-/// Writes every table of the app (not the system tables) from `snapshot` into `out`, in the
-/// layout Convex writes. `progress` hears each table's name and count as it is done.
+/// Writes every table of the app (not the system tables) from `snapshot` into `out`, in
+/// Convex's layout (tables in number order; Convex writes the smallest first, which imports
+/// do not depend on). `progress` hears each table's name and count as it is done.
 pub fn write_zip<W: Write + Seek>(
     schema: &Schema,
     snapshot: &mut dyn Snapshot,

@@ -35,6 +35,16 @@ impl ImportFormat {
         })
     }
 
+    /// Convex's name, the inverse of [`ImportFormat::parse`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportFormat::Csv => "csv",
+            ImportFormat::JsonLines => "jsonLines",
+            ImportFormat::JsonArray => "jsonArray",
+            ImportFormat::Zip => "zip",
+        }
+    }
+
     /// The format a file's extension names, as `npx convex import` decides it.
     pub fn of_path(path: &std::path::Path) -> Option<ImportFormat> {
         ImportFormat::parse(path.extension()?.to_str()?)
@@ -53,6 +63,16 @@ pub enum ImportMode {
 }
 
 impl ImportMode {
+    /// Convex's name, the inverse of [`ImportMode::parse`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportMode::RequireEmpty => "requireEmpty",
+            ImportMode::Append => "append",
+            ImportMode::Replace => "replace",
+            ImportMode::ReplaceAll => "replaceAll",
+        }
+    }
+
     pub fn parse(word: &str) -> Option<ImportMode> {
         Some(match word {
             "requireEmpty" => ImportMode::RequireEmpty,
@@ -440,6 +460,16 @@ mod tests {
         // An id of a table that kept its number is left alone.
         let mut other = Value::String(DocumentId::generate(10_002, 0).encode());
         assert!(!renumber_ids(&mut other, &v::id("users"), &renumber));
+    }
+
+    #[test]
+    fn convex_names_read_back() {
+        for format in [ImportFormat::Csv, ImportFormat::JsonLines, ImportFormat::JsonArray, ImportFormat::Zip] {
+            assert_eq!(ImportFormat::parse(format.as_str()), Some(format));
+        }
+        for mode in [ImportMode::RequireEmpty, ImportMode::Append, ImportMode::Replace, ImportMode::ReplaceAll] {
+            assert_eq!(ImportMode::parse(mode.as_str()), Some(mode));
+        }
     }
 
     #[test]
