@@ -1,6 +1,6 @@
 // Starts a Jangar server for the end-to-end tests and stops it again.
 //
-//   const server = await startServer();   // { url, stop(), output() }
+//   const server = await startServer();   // { url, stop(), restart(), output() }
 //   ...
 //   await server.stop();
 //
@@ -99,27 +99,47 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
     }
   };
 
-  const child = spawn(bin, args, {
-    cwd: dataDir,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  child.stdout.on("data", keep);
-  child.stderr.on("data", keep);
-
-  let spawnError = null;
-  child.once("error", (err) => {
-    spawnError = err;
-  });
-  let exitInfo = null;
-  const exitPromise = new Promise((resolve) => {
-    child.once("exit", (code, signal) => {
-      exitInfo = describeExit(code, signal);
-      resolve(exitInfo);
+  // One run of the binary: restart() ends it and starts another on the same port and store.
+  let child, spawnError, exitInfo, exitPromise;
+  function launch() {
+    child = spawn(bin, args, {
+      cwd: dataDir,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
     });
-    // 'exit' is not emitted when the binary could not be spawned at all.
-    child.once("error", () => resolve(null));
-  });
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    spawnError = null;
+    exitInfo = null;
+    child.once("error", (err) => {
+      spawnError = err;
+    });
+    exitPromise = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        exitInfo = describeExit(code, signal);
+        resolve(exitInfo);
+      });
+      // 'exit' is not emitted when the binary could not be spawned at all.
+      child.once("error", () => resolve(null));
+    });
+  }
+
+  async function end() {
+    if (spawnError === null && exitInfo === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => {
+        if (exitInfo === null) child.kill("SIGKILL");
+      }, STOP_GRACE_MS);
+      try {
+        await exitPromise;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    // A grandchild that inherited the pipes must not keep the test alive.
+    child.stdout.destroy();
+    child.stderr.destroy();
+  }
 
   let stopped = false;
   async function stop() {
@@ -127,22 +147,9 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
     stopped = true;
     let check = null;
     try {
-      if (spawnError === null && exitInfo === null) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => {
-          if (exitInfo === null) child.kill("SIGKILL");
-        }, STOP_GRACE_MS);
-        try {
-          await exitPromise;
-        } finally {
-          clearTimeout(timer);
-        }
-      }
+      await end();
       if (spawnError === null) check = integrityCheck(bin, store);
     } finally {
-      // A grandchild that inherited the pipes must not keep the test alive.
-      child.stdout.destroy();
-      child.stderr.destroy();
       await rm(dataDir, { recursive: true, force: true });
     }
     if (check !== null) throw new Error(`${check}\n${describe()}`);
@@ -151,7 +158,7 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
   const describe = () =>
     `${bin} ${args.join(" ")}\n--- server output ---\n${output || "(none)"}\n---------------------`;
 
-  try {
+  async function ready() {
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     let lastProblem = "no answer yet";
     for (;;) {
@@ -167,7 +174,7 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
       try {
         const res = await fetch(`${url}/version`, { signal: AbortSignal.timeout(1_000) });
         await res.arrayBuffer();
-        if (res.status === 200) break;
+        if (res.status === 200) return;
         lastProblem = `GET /version answered ${res.status}`;
       } catch (err) {
         lastProblem = `GET /version failed: ${err.cause?.code ?? err.message}`;
@@ -180,9 +187,22 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
       }
       await sleep(POLL_INTERVAL_MS);
     }
+  }
+
+  launch();
+  try {
+    await ready();
   } catch (err) {
     await stop();
     throw err;
+  }
+
+  /** Stops the server (gracefully) and starts it again on the same port and store. */
+  async function restart({ downMs = 0 } = {}) {
+    await end();
+    await sleep(downMs);
+    launch();
+    await ready();
   }
 
   return {
@@ -190,6 +210,7 @@ export async function startServer({ env = {}, extraArgs = [] } = {}) {
     port,
     dataDir,
     stop,
+    restart,
     // The server's stdout and stderr so far (the last 64 KiB), for diagnostics.
     output: () => output,
   };

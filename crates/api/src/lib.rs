@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod client;
+mod console;
 pub(crate) mod error;
 pub mod executions;
 pub mod http;
@@ -123,6 +124,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/api/app_metrics/stream_function_logs", get(operators::observability::stream_function_logs))
         .route("/jangar/stats", get(http::stats))
         .route("/jangar/check", post(http::check))
+        .merge(console::routes())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(cors)

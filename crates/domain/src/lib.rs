@@ -9,6 +9,7 @@ pub(crate) mod artifacts;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod common;
+mod console;
 pub mod error;
 pub(crate) mod events;
 pub mod messages;
@@ -36,10 +37,11 @@ pub fn registry() -> Registry {
 }
 
 /// The catalogue and the system queries operators' tools call (`npx convex data`,
-/// `function-spec`), for a deployment reached at `deployment_url`.
+/// `function-spec`, the console), for a deployment reached at `deployment_url`.
 pub fn registry_serving(deployment_url: String, operations: Arc<system::Operations>) -> Registry {
     let mut functions = catalogue();
     functions.extend(system::functions(deployment_url, operations));
+    functions.extend(console::functions());
     Registry::new(functions)
 }
 
