@@ -187,18 +187,44 @@ describe("the console in a browser", () => {
     assert.equal(await text("[data-counter=running] .counter-value"), "1");
     assert.equal(await text("[data-counter=succeeded] .counter-value"), "1");
     assert.equal(await text("[data-counter=failed] .counter-value"), "1");
-    await waitForText("#active-runs ~ *, [data-run]", "Cache dependencies and shard the CI tests");
+    await waitForText("section[aria-labelledby=active-runs] [data-run]", "Cache dependencies and shard the CI tests");
+    await waitForText("section[aria-labelledby=recent-runs] [data-run]", "Fix the flaky login test");
     assert.ok((await text("main")).includes("PR #482"), "the finished run links its pull request");
     await page.waitForSelector("[data-connection=live]", { timeout: WAIT_MS });
     await shot("runs");
   });
 
-  test("filters the runs by status", async () => {
+  test("filters the runs by status and repo, typing without losing the field", async () => {
+    const rows = () => page.$$eval("[data-run]", (rows) => rows.map((r) => r.dataset.run));
+    await page.click("input[name=repo]");
+    await page.keyboard.type("acme/web");
+    await page.waitForFunction(() => window.location.search === "?repo=acme%2Fweb", { timeout: WAIT_MS });
+    await page.waitForFunction(() => document.querySelectorAll("[data-run]").length === 2, { timeout: WAIT_MS });
+    assert.deepEqual((await rows()).sort(), [seeded.done, seeded.failed].sort());
+    assert.equal(await page.evaluate(() => document.activeElement?.name), "repo", "the field keeps the focus");
+    // A counter keeps the repo filter and adds its status.
     await page.click("[data-counter=failed]");
+    await page.waitForFunction(() => window.location.search === "?status=failed&repo=acme%2Fweb", { timeout: WAIT_MS });
     await waitForText("[data-run]", "Turn on strict lint rules");
-    const rows = await page.$$eval("[data-run]", (rows) => rows.map((r) => r.textContent));
-    assert.equal(rows.length, 1, rows.join("\n"));
-    assert.ok(page.url().endsWith("/console/runs?status=failed"), page.url());
+    assert.deepEqual(await rows(), [seeded.failed]);
+    await page.click("[data-counter=succeeded]");
+    await page.waitForSelector(`[data-run="${seeded.done}"]`, { timeout: WAIT_MS });
+    assert.deepEqual(await rows(), [seeded.done]);
+    // Back returns to the failed runs, and the field to what the URL says.
+    await page.goBack();
+    await page.waitForSelector(`[data-run="${seeded.failed}"]`, { timeout: WAIT_MS });
+    assert.equal(await page.$eval("input[name=repo]", (input) => input.value), "acme/web");
+  });
+
+  test("switches views with the keyboard", async () => {
+    await page.keyboard.press("Escape");
+    await page.keyboard.press("2");
+    await page.waitForSelector("[data-column=draft]", { timeout: WAIT_MS });
+    assert.ok(page.url().endsWith("/console/work-orders"), page.url());
+    await page.keyboard.press("j");
+    assert.equal(await page.evaluate(() => document.activeElement?.dataset.primary !== undefined), true, "j focuses the first row");
+    await page.keyboard.press("1");
+    await page.waitForSelector("[data-counter=running]", { timeout: WAIT_MS });
   });
 
   test("shows a run's timeline, and it grows as the worker reports a step", async () => {
@@ -237,6 +263,11 @@ describe("the console in a browser", () => {
     await waitForText(`[data-work-order="${seeded.orm}"] .notice`, "Created");
     const submitted = await client.query("workOrders:listByStatus", { status: "submitted" });
     assert.ok(submitted.some((o) => o.title === "Upgrade the ORM to v5" && o._id !== seeded.orm));
+    // A work order's page: its runs and its events, oldest first.
+    await page.goto(url(`/work-orders/${seeded.login}`), { waitUntil: "domcontentloaded" });
+    await page.waitForSelector(`[data-run="${seeded.done}"]`, { timeout: WAIT_MS });
+    await waitForText("section[aria-labelledby=events]", "succeeded");
+    await shot("work-order");
   });
 
   test("decides an approval, and a client sees the decision", async () => {
@@ -248,18 +279,26 @@ describe("the console in a browser", () => {
     await shot("approvals");
     await page.type(`[data-approval="${seeded.pending}"] input[name=reason]`, "Looks safe");
     await page.click(`[data-approval="${seeded.pending}"] [data-action=approve]`);
-    await page.waitForSelector(`#approved ~ * [data-approval="${seeded.pending}"], [data-approval="${seeded.pending}"] .decision`, {
-      timeout: WAIT_MS,
-    });
+    await page.waitForSelector(`section[aria-labelledby=approved] [data-approval="${seeded.pending}"]`, { timeout: WAIT_MS });
+    assert.equal(await page.$(`section[aria-labelledby=pending] [data-approval="${seeded.pending}"]`), null);
     const decided = await client.query("approvalRequests:get", { approvalRequestId: seeded.pending });
     assert.equal(decided.status, "approved");
     assert.equal(decided.reason, "Looks safe");
+    // A request that arrives while the inbox is open shows up; rejecting it is seen by the client too.
+    const late = await client.mutation("approvalRequests:create", { sessionId: seeded.bob, planContent: "Drop the users table" });
+    await page.waitForSelector(`section[aria-labelledby=pending] [data-approval="${late}"]`, { timeout: WAIT_MS });
+    await page.type(`[data-approval="${late}"] input[name=reason]`, "Never");
+    await page.click(`[data-approval="${late}"] [data-action=reject]`);
+    await page.waitForSelector(`section[aria-labelledby=rejected] [data-approval="${late}"]`, { timeout: WAIT_MS });
+    const rejected = await client.query("approvalRequests:get", { approvalRequestId: late });
+    assert.deepEqual([rejected.status, rejected.reason], ["rejected", "Never"]);
   });
 
   test("shows the sessions and a session's messages, a streaming one growing live", async () => {
     await page.goto(url("/sessions"), { waitUntil: "domcontentloaded" });
     await page.waitForSelector(`[data-session="${seeded.alice}"]`, { timeout: WAIT_MS });
     assert.equal((await page.$$("[data-session]")).length, 3);
+    await shot("sessions");
     await page.click(`[data-session="${seeded.alice}"] a[data-primary]`);
     await page.waitForSelector(`[data-message="${seeded.streaming}"]`, { timeout: WAIT_MS });
     await client.mutation("messages:appendStreamingContent", { messageId: seeded.streaming, delta: "the cache is in place." });
@@ -323,9 +362,32 @@ describe("the console in a browser", () => {
     await page.goto(url(`/data/runs?index=by_status&eq=succeeded`), { waitUntil: "domcontentloaded" });
     await page.waitForSelector(`[data-document="${seeded.done}"]`, { timeout: WAIT_MS });
     assert.equal((await page.$$("[data-document]")).length, 1);
-    // A range past every run's updatedAt leaves none.
-    await page.goto(url(`/data/runs?index=by_status&eq=succeeded&lo=${Date.now() + 3600e3}`), { waitUntil: "domcontentloaded" });
+    // A range on updatedAt, typed into the form: one that holds the run, then ones that do not.
+    const { updatedAt, _creationTime } = await client.query("runs:get", { runId: seeded.done });
+    const documents = () => page.$$eval("[data-document]", (docs) => docs.map((d) => d.dataset.document));
+    const range = async (lo, hi, hiOp = "lt") => {
+      const query = new URLSearchParams({ index: "by_status", eq: "succeeded", lo: String(lo), hi: String(hi), hiOp });
+      await page.goto(url(`/data/runs?${query}`), { waitUntil: "domcontentloaded" });
+      await page.waitForSelector("[data-document], .empty", { timeout: WAIT_MS });
+      return documents();
+    };
+    assert.deepEqual(await range(updatedAt, updatedAt, "lte"), [seeded.done], "≥ and ≤ the same instant");
+    assert.deepEqual(await range(updatedAt, updatedAt, "lt"), [], "< excludes it");
+    assert.deepEqual(await range(updatedAt + 1, updatedAt + 3600e3), []);
     await waitForText(".empty", "No document in this range");
+    // Typed as an ISO date, through the form.
+    await page.goto(url(`/data/runs?index=by_status&eq=succeeded`), { waitUntil: "domcontentloaded" });
+    await page.waitForSelector("input[name=lo]", { timeout: WAIT_MS });
+    await page.type("input[name=lo]", new Date(updatedAt - 60_000).toISOString());
+    await page.click(".index-form button[type=submit]");
+    await page.waitForFunction(() => new URLSearchParams(window.location.search).get("lo") !== null, { timeout: WAIT_MS });
+    await page.waitForSelector(`[data-document="${seeded.done}"]`, { timeout: WAIT_MS });
+    // After equal values on every field, the range bounds _creationTime.
+    await page.goto(url(`/data/runs?index=by_creation_time&order=asc&lo=${_creationTime}`), { waitUntil: "domcontentloaded" });
+    await page.waitForSelector("[data-document]", { timeout: WAIT_MS });
+    const since = await documents();
+    assert.equal(since[0], seeded.done);
+    assert.ok(!since.includes(seeded.live) || since.indexOf(seeded.live) > 0);
     // Soft-deleted documents show only on request.
     await client.mutation("chatSessions:remove", { sessionId: seeded.bob });
     await page.goto(url(`/data/chat_sessions?index=by_user_recent&eq=bob`), { waitUntil: "domcontentloaded" });
@@ -348,7 +410,8 @@ describe("the console in a browser", () => {
     await page.click("[data-action=run]");
     await page.waitForSelector("[data-outcome=error]", { timeout: WAIT_MS });
     const error = await text("[data-outcome=error]");
-    assert.match(error, /not-an-id/, error);
+    assert.equal(await text("[data-outcome=error] .error-code"), "InvalidArgument", error);
+    assert.match(error, /ArgumentValidationError.*not-an-id/s, error);
     await shot("functions-error");
 
     await page.$eval("#arg-sessionId", (input) => (input.value = ""));

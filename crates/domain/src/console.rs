@@ -7,7 +7,7 @@ use jangar_engine::document::Document;
 use jangar_engine::error::EngineError;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::IndexRange;
-use jangar_engine::schema::{BY_CREATION_TIME, v};
+use jangar_engine::schema::v;
 use jangar_engine::storage::Order;
 use jangar_engine::value::Value;
 
@@ -75,7 +75,7 @@ fn schema(tx: &mut Ctx<'_, '_>, _: &Args) -> FunctionResult {
 }
 
 /// One page of `table` through `index`: equal to `eq` on the index's first fields, then within
-/// `lower`/`upper` on the next one, in `order` (descending unless `asc`). `where` keeps only the
+/// `lower`/`upper` on the next one (`_creationTime` after all of them), in `order` (descending unless `asc`). `where` keeps only the
 /// documents whose top-level fields equal the values given (checked on the documents the range
 /// reads, so pages may come back short, never wrong). Soft-deleted documents (`deletedAt` set)
 /// are left out unless `includeDeleted`.
@@ -99,18 +99,17 @@ fn index_page(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         Some(Value::Array(values)) => values.clone(),
         _ => Vec::new(),
     };
-    let bounded = args.get("lower").is_some() || args.get("upper").is_some();
-    let fields_used = eq.len() + usize::from(bounded);
-    if fields_used > index.fields.len() {
-        let what = if index.name == BY_CREATION_TIME {
-            "no fields to compare".to_owned()
+    // After equal values on every field of the index, a range bounds `_creationTime`, the
+    // field every index ends with.
+    if eq.len() > index.fields.len() {
+        let fields = if index.fields.is_empty() {
+            "no field".to_owned()
         } else {
-            format!("{} field(s) ({})", index.fields.len(), index.fields.join(", "))
+            format!("the field(s) {}", index.fields.join(", "))
         };
         return Err(invalid(format!(
-            "Index {index_name:?} has {what}: {} equal value(s){} are too many.",
-            eq.len(),
-            if bounded { " and a range" } else { "" }
+            "Index {index_name:?} has {fields} before _creationTime: {} equal value(s) are too many.",
+            eq.len()
         )));
     }
     let mut range = IndexRange::default();

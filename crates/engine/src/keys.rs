@@ -167,6 +167,10 @@ impl IndexRange {
     }
 
     /// The number of index fields this range constrains.
+    pub(crate) fn eq_len(&self) -> usize {
+        self.eq.len()
+    }
+
     pub(crate) fn fields_used(&self) -> usize {
         self.eq.len() + usize::from(self.lower.is_some() || self.upper.is_some())
     }

@@ -67,6 +67,40 @@ async fn index_ranges_return_ordered_limited_results() {
     assert_eq!(ranks(&db, IndexRange::default().eq("c"), Order::Asc, 10), Vec::<f64>::new());
 }
 
+/// Every index ends with `_creationTime`: after equal values on all of an index's fields (or on
+/// none, for `by_creation_time`), a range bounds the creation time; one field more is refused.
+#[tokio::test]
+async fn a_range_after_the_last_field_bounds_the_creation_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    for rank in [1.0, 2.0, 3.0, 4.0] {
+        insert(&db, "a", 1.0).await;
+        insert(&db, "b", rank).await;
+    }
+    let created = |index: &'static str, range: IndexRange| {
+        db.query_blocking(move |tx| {
+            let docs = tx.query("items", index, range, Order::Asc)?.take(100, All)?;
+            Ok::<_, EngineError>(docs.iter().map(|d| (d.creation_time, d.fields["group"].clone())).collect::<Vec<_>>())
+        })
+        .unwrap()
+        .value
+    };
+    let all = created("by_creation_time", IndexRange::default());
+    assert_eq!(all.len(), 8);
+    let (third, fifth) = (all[2].0, all[4].0);
+    let window = created("by_creation_time", IndexRange::default().gte(third).lt(fifth));
+    assert_eq!(window.iter().map(|d| d.0).collect::<Vec<_>>(), [all[2].0, all[3].0]);
+    // In group "a" with rank 1 (both fields equal), the creation times after the third document.
+    let later = created("by_group", IndexRange::default().eq("a").eq(1.0).gt(third));
+    let expected: Vec<f64> = all.iter().filter(|d| d.1 == Value::from("a") && d.0 > third).map(|d| d.0).collect();
+    assert_eq!(later.iter().map(|d| d.0).collect::<Vec<_>>(), expected);
+    assert_eq!(expected.len(), 2);
+    let too_many = db.query_blocking(move |tx| {
+        tx.query("items", "by_group", IndexRange::default().eq("a").eq(1.0).eq(third), Order::Asc).map(|_| ())
+    });
+    assert!(matches!(too_many, Err(EngineError::Schema(_))), "equal values past the fields are refused");
+}
+
 #[tokio::test]
 async fn a_limited_read_records_only_what_it_read() {
     let dir = tempfile::tempdir().unwrap();

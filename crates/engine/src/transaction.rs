@@ -206,7 +206,10 @@ impl<'a> Transaction<'a> {
         let index_id = def
             .index_id(index)
             .ok_or_else(|| EngineError::Schema(format!("index {table}.{index} is not in the schema")))?;
-        if range.fields_used() > self.schema.index_fields(index_id).len() {
+        // Every index ends with `_creationTime` (then the id), as in Convex: after equal values
+        // on all of its fields, a range may bound the creation time.
+        let fields = self.schema.index_fields(index_id).len();
+        if range.eq_len() > fields || range.fields_used() > fields + 1 {
             return Err(EngineError::Schema(format!("range uses more fields than index {table}.{index} has")));
         }
         Ok(Query { tx: self, index: index_id, range: range.to_key_range(), order })

@@ -176,7 +176,7 @@ function WithSchema({ children }) {
 }
 
 function Shell({ session }) {
-  const { segments, params, href } = useLocation();
+  const { segments, params } = useLocation();
   const [help, setHelp] = useShortcuts();
   const current = segments[0] ?? "runs";
   return (
@@ -217,11 +217,14 @@ function Shell({ session }) {
         </div>
       </header>
       <main id="main" tabIndex={-1}>
-        <WithSchema>
-          <ErrorBoundary key={href}>
-            <Routes segments={segments} params={params} />
-          </ErrorBoundary>
-        </WithSchema>
+        <ErrorBoundary hint="The deployment refused the console's first query: sign out and in again, or reload.">
+          <WithSchema>
+            {/* Keyed by the view's path, not its filters: typing in a filter keeps the view. */}
+            <ErrorBoundary key={segments.length ? segments.join("/") : "runs"}>
+              <Routes segments={segments} params={params} />
+            </ErrorBoundary>
+          </WithSchema>
+        </ErrorBoundary>
       </main>
       {help ? <ShortcutHelp onClose={() => setHelp(false)} /> : null}
     </div>

@@ -1,6 +1,6 @@
 // A small history router: every view has a URL under /console that can be reloaded, shared
 // and bookmarked (the server answers the page for any of them); links navigate without a reload.
-import { useEffect, useSyncExternalStore } from "react";
+import { useEffect, useRef, useState, useSyncExternalStore } from "react";
 
 export const BASE = "/console";
 
@@ -15,12 +15,21 @@ function subscribe(listener) {
 
 const currentHref = () => window.location.pathname + window.location.search;
 
+/** A path segment as typed; a malformed escape (`%zz`) stays as it is rather than throwing. */
+function decodeSegment(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 /** The path below /console, split into segments, and the search parameters. */
 export function useLocation() {
   const href = useSyncExternalStore(subscribe, currentHref);
   const url = new URL(href, window.location.origin);
   const rest = url.pathname.startsWith(BASE) ? url.pathname.slice(BASE.length) : url.pathname;
-  const segments = rest.split("/").filter(Boolean).map(decodeURIComponent);
+  const segments = rest.split("/").filter(Boolean).map(decodeSegment);
   return { segments, params: url.searchParams, href };
 }
 
@@ -68,6 +77,31 @@ export function useParamsUpdater(path) {
     const search = params.toString();
     navigate(search ? `${path}?${search}` : path, { replace: true });
   };
+}
+
+/**
+ * A filter's text field: typed text is the field's own state (so typing never waits for the
+ * URL), written to the URL parameter once typing pauses, and replaced when the URL changes from
+ * elsewhere (Back, Forward, a link).
+ */
+export function ParamInput({ value, onCommit, ...rest }) {
+  const [text, setText] = useState(value);
+  const written = useRef(value);
+  useEffect(() => {
+    if (value !== written.current) {
+      written.current = value;
+      setText(value);
+    }
+  }, [value]);
+  useEffect(() => {
+    if (text === written.current) return undefined;
+    const timer = setTimeout(() => {
+      written.current = text;
+      onCommit(text);
+    }, 250);
+    return () => clearTimeout(timer);
+  }, [text]);
+  return <input value={text} onChange={(e) => setText(e.target.value)} {...rest} />;
 }
 
 /** Sets the document title for the view shown. */

@@ -242,8 +242,13 @@ export function describeError(error) {
     return { code: data.code ?? "Error", message: data.message ?? JSON.stringify(data), data };
   }
   const text = String(error?.message ?? error);
-  // Server errors arrive as "[Request ID: …] Server Error\n…": keep what the server said.
-  const said = text.replace(/^\[Request ID: [^\]]*\]\s*/, "").replace(/^Server Error\s*/, "");
+  // Errors arrive as "[CONVEX Q(path)] [Request ID: …] Server Error\n…\n  Called by client":
+  // keep what the server said.
+  const said = text
+    .replace(/^\[CONVEX [QMA]\([^)]*\)\]\s*/, "")
+    .replace(/^\[Request ID: [^\]]*\]\s*/, "")
+    .replace(/^Server Error\s*/, "")
+    .replace(/\s*Called by client\s*$/, "");
   const coded = /^(?:Uncaught )?(?:Error: )?([A-Z][A-Za-z]+): (.*)$/s.exec(said.trim());
   return coded ? { code: coded[1], message: coded[2] } : { code: "Error", message: said.trim() || text };
 }
@@ -294,13 +299,25 @@ export function Section({ title, actions, children, id }) {
   );
 }
 
-/** A GitHub-ish URL shown as a short link (a PR as "#123"). */
+/** The URL if it is http(s): links that agents wrote may be anything else (data:, file:, ...). */
+export function safeUrl(text) {
+  if (typeof text !== "string") return null;
+  try {
+    const url = new URL(text);
+    return url.protocol === "https:" || url.protocol === "http:" ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A link to what an agent produced: a GitHub pull request as "PR #123", else its host and path. */
 export function ExternalLink({ href, children }) {
-  if (typeof href !== "string" || !href) return <span className="muted">—</span>;
-  const pr = /\/pull\/(\d+)/.exec(href);
+  const url = safeUrl(href);
+  if (!url) return href ? <code title="not an http(s) link">{String(href).slice(0, 60)}</code> : <span className="muted">—</span>;
+  const pr = url.hostname === "github.com" ? /\/pull\/(\d+)/.exec(url.pathname) : null;
   return (
-    <a href={href} target="_blank" rel="noreferrer noopener" title={href}>
-      {children ?? (pr ? `PR #${pr[1]}` : href.replace(/^https?:\/\//, "").slice(0, 40))}
+    <a href={url.href} target="_blank" rel="noreferrer noopener" title={url.href}>
+      {children ?? (pr ? `PR #${pr[1]}` : `${url.host}${url.pathname}`.slice(0, 48))}
     </a>
   );
 }

@@ -43,9 +43,12 @@ export function parseValue(text, type, field) {
   if (kind === "number") {
     const number = Number(text);
     if (text.trim() !== "" && Number.isFinite(number)) return number;
-    const date = Date.parse(text);
+    // A date only in ISO 8601 form: the browser's parser takes far too much for a date.
+    const date = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/.test(text.trim())
+      ? Date.parse(text.trim())
+      : NaN;
     if (Number.isFinite(date)) return date;
-    throw new Error(`${field} must be a number (or a date, read as milliseconds since the epoch).`);
+    throw new Error(`${field} must be a number (or an ISO 8601 date such as 2026-12-01T09:30Z).`);
   }
   if (kind === "boolean") {
     if (text === "true" || text === "false") return text === "true";

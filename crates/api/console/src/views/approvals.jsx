@@ -91,15 +91,17 @@ function Request({ request, now }) {
   );
 }
 
-function RequestList({ args, empty }) {
+/** `decided`: the latest decisions first (the index orders by request time, so sort what is loaded). */
+function RequestList({ args, empty, decided = false }) {
   const now = useNow(5000);
   const { results, status, loadMore } = usePaginatedQuery("_system/console/indexPage:default", args, { initialNumItems: 50 });
   if (status === "LoadingFirstPage") return <Loading />;
   if (results.length === 0) return <Empty>{empty}</Empty>;
+  const shown = decided ? [...results].sort((a, b) => (b.decidedAt ?? 0) - (a.decidedAt ?? 0)) : results;
   return (
     <>
       <ul className="approvals">
-        {results.map((r) => (
+        {shown.map((r) => (
           <Request key={r._id} request={r} now={now} />
         ))}
       </ul>
@@ -127,10 +129,10 @@ export function ApprovalsView() {
       </Section>
       <div className="columns">
         <Section title="Approved lately" id="approved">
-          <RequestList args={byStatus("approved", "desc")} empty="No request approved yet." />
+          <RequestList args={byStatus("approved", "desc")} decided empty="No request approved yet." />
         </Section>
         <Section title="Rejected lately" id="rejected">
-          <RequestList args={byStatus("rejected", "desc")} empty="No request rejected yet." />
+          <RequestList args={byStatus("rejected", "desc")} decided empty="No request rejected yet." />
         </Section>
       </div>
     </div>

@@ -78,7 +78,8 @@ function OpenById() {
 function argsFromParams(table, params) {
   const index = table.indexes.find((i) => i.name === params.get("index")) ?? table.indexes.find((i) => i.name === "by_creation_time");
   const eqTexts = params.getAll("eq");
-  const next = index.fields[eqTexts.length];
+  // Every index ends with _creationTime: after all its fields, the range bounds that.
+  const next = index.fields[eqTexts.length] ?? "_creationTime";
   const args = { table: table.name, index: index.name, order: params.get("order") === "asc" ? "asc" : "desc" };
   try {
     if (eqTexts.length > index.fields.length) throw new Error(`Index ${index.name} has only ${index.fields.length} fields.`);
@@ -89,7 +90,6 @@ function argsFromParams(table, params) {
     ]) {
       const text = params.get(side);
       if (text === null || text === "") continue;
-      if (!next) throw new Error(`Index ${index.name} has no field left for a range after the equal values.`);
       const value = parseValue(text, fieldType(table, next), next);
       const inclusive = side === "lo" ? params.get(op) !== "gt" : params.get(op) === "lte";
       args[side === "lo" ? "lower" : "upper"] = { value, inclusive };
@@ -128,7 +128,7 @@ function IndexForm({ table, index, params }) {
     navigate(`/data/${table.name}${text ? `?${text}` : ""}`, { replace: true });
   };
   const filled = draft.eq.findIndex((t) => t === "");
-  const rangeField = index.fields[filled < 0 ? index.fields.length : filled];
+  const rangeField = index.fields[filled < 0 ? index.fields.length : filled] ?? "_creationTime";
   return (
     <form className="index-form" onSubmit={apply} aria-label="Index range">
       <label>
@@ -262,7 +262,13 @@ function TableView({ table, params }) {
           <h1>{table.name}</h1>
         </div>
       </header>
-      <IndexForm key={`${table.name}:${index.name}`} table={table} index={index} params={params} />
+      {/* Keyed by what the URL says, so Back and Forward show their own values in the form. */}
+      <IndexForm
+        key={JSON.stringify([table.name, index.name, params.getAll("eq"), params.get("lo"), params.get("hi")])}
+        table={table}
+        index={index}
+        params={params}
+      />
       {error ? <ErrorBox error={error} hint="Fix the value and apply again." /> : <Pages key={key} args={args} size={size} />}
     </div>
   );

@@ -1,7 +1,7 @@
 // Logs: every function call the server finished, as `npx convex logs` sees them: the view
 // long-polls the same /api/stream_function_logs, so a call shows up as soon as it ends.
 import { useEffect, useState } from "react";
-import { useParamsUpdater, useTitle } from "../router.jsx";
+import { ParamInput, useParamsUpdater, useTitle } from "../router.jsx";
 import { Empty, RelTime, formatDuration } from "../ui.jsx";
 import { adminHeaders, useSession } from "../session.js";
 
@@ -62,7 +62,7 @@ export function LogsView({ params }) {
         <form className="filters" onSubmit={(e) => e.preventDefault()}>
           <label>
             Function or error
-            <input data-filter name="q" defaultValue={text} onChange={(e) => update({ q: e.target.value })} />
+            <ParamInput data-filter name="q" value={text} onCommit={(q) => update({ q })} />
           </label>
           <label>
             Outcome

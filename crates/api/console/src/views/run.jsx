@@ -18,8 +18,10 @@ import {
 } from "../ui.jsx";
 
 function Timeline({ run, steps }) {
-  const now = useNow(1000);
+  const clock = useNow(1000);
   const live = typeof run.endedAt !== "number";
+  // A step left open when its run ended (a failed run, say) ends with the run, not with the clock.
+  const now = live ? clock : run.endedAt;
   const starts = steps.map((s) => s.startedAt).filter((t) => typeof t === "number");
   const t0 = Math.min(run.startedAt ?? run.createdAt, ...starts);
   const ends = steps.map((s) => s.endedAt ?? (s.startedAt ? now : undefined)).filter((t) => typeof t === "number");
@@ -171,10 +173,12 @@ export function ToolCalls({ calls, emptyText = "No tool call recorded." }) {
 }
 
 function RunToolCalls({ sessionId, runId }) {
-  const calls = useQuery("toolCalls:listBySession", sessionId ? { sessionId, limit: 1000 } : "skip");
+  // The session's latest 1,000 calls, newest first from the server, shown oldest first.
+  const calls = useQuery("toolCalls:listBySession", sessionId ? { sessionId, limit: 1000, order: "desc" } : "skip");
   if (!sessionId) return <Empty>This run's work order has no session.</Empty>;
   if (calls === undefined) return <Loading />;
-  return <ToolCalls calls={calls.filter((c) => c.runId === runId)} emptyText="No tool call recorded for this run." />;
+  const ofRun = calls.filter((c) => c.runId === runId).reverse();
+  return <ToolCalls calls={ofRun} emptyText="No tool call recorded for this run." />;
 }
 
 export function RunView({ runId }) {

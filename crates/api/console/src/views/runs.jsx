@@ -1,8 +1,9 @@
 // Runs: the dashboard's counters, the active and recent runs, and any status's runs filtered
 // by repo and time range (through the runs' by_status index, newest update first).
 import { usePaginatedQuery, useQuery } from "convex/react";
-import { Link, hrefOf, useParamsUpdater, useTitle } from "../router.jsx";
-import { Duration, Empty, ExternalLink, Loading, RelTime, Section, Status, useNow } from "../ui.jsx";
+import { useMemo } from "react";
+import { Link, ParamInput, hrefOf, useParamsUpdater, useTitle } from "../router.jsx";
+import { Duration, Empty, ExternalLink, Loading, RelTime, Section, Status } from "../ui.jsx";
 
 export const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"];
 
@@ -31,13 +32,7 @@ function RunFilters({ status, repo, range }) {
       </label>
       <label>
         Repo
-        <input
-          data-filter
-          name="repo"
-          placeholder="owner/name"
-          defaultValue={repo}
-          onChange={(e) => update({ repo: e.target.value.trim() })}
-        />
+        <ParamInput data-filter name="repo" placeholder="owner/name" value={repo} onCommit={(text) => update({ repo: text.trim() })} />
       </label>
       <label>
         Updated
@@ -53,13 +48,13 @@ function RunFilters({ status, repo, range }) {
   );
 }
 
-function Counters({ counts, status }) {
+function Counters({ counts, status, repo, range }) {
   return (
     <div className="counters" role="list" aria-label="Runs by status">
       {RUN_STATUSES.map((s) => (
         <Link
           key={s}
-          to={hrefOf("/runs", { status: s === status ? "" : s })}
+          to={hrefOf("/runs", { status: s === status ? "" : s, repo, range })}
           className={`counter counter-${s}${s === status ? " selected" : ""}`}
           role="listitem"
           data-counter={s}
@@ -165,13 +160,17 @@ function RunsOfStatus({ status, repo, since }) {
     initialNumItems: 50,
   });
   const runs = results.filter((run) => matches(run, repo, since));
+  // The repo filter is applied to the pages read so far: more pages may hold matches.
+  const more = loading === "CanLoadMore";
   return (
     <Section title={`Runs ${status}`} id="status-runs">
       {loading === "LoadingFirstPage" ? <Loading /> : null}
       {loading !== "LoadingFirstPage" && runs.length === 0 ? (
         <Empty>
           No {status} run{repo ? ` in a repo matching “${repo}”` : ""}
-          {since ? " in this time range" : ""}. <Link to="/runs">Show the active and recent runs</Link>.
+          {since ? " in this time range" : ""}
+          {more ? ` among the ${results.length} most recently updated: load more to look further` : ""}.{" "}
+          <Link to="/runs">Show the active and recent runs</Link>.
         </Empty>
       ) : (
         <RunRows runs={runs} />
@@ -187,12 +186,12 @@ function RunsOfStatus({ status, repo, since }) {
 
 export function RunsView({ params }) {
   useTitle("Runs");
-  const now = useNow(60000);
   const status = RUN_STATUSES.includes(params.get("status")) ? params.get("status") : "";
   const repo = params.get("repo") ?? "";
   const range = RANGES.find((r) => r.value === (params.get("range") ?? "")) ?? RANGES[0];
-  // Rounded to the minute, so the subscription's arguments (and the page) stay put between ticks.
-  const since = range.ms ? Math.floor((now - range.ms) / 60000) * 60000 : undefined;
+  // Fixed when the range is chosen: a bound that moved with the clock would change the
+  // subscription's arguments, and drop the pages loaded, every time it moved.
+  const since = useMemo(() => (range.ms ? Date.now() - range.ms : undefined), [range.ms]);
   const dashboard = useQuery("runs:getDashboard", { limit: 50 });
   return (
     <div className="view">
@@ -200,7 +199,7 @@ export function RunsView({ params }) {
         <h1>Runs</h1>
         <RunFilters status={status} repo={repo} range={range.value} />
       </header>
-      {dashboard === undefined ? <Loading /> : <Counters counts={dashboard.counts} status={status} />}
+      {dashboard === undefined ? <Loading /> : <Counters counts={dashboard.counts} status={status} repo={repo} range={range.value} />}
       {status ? (
         <RunsOfStatus status={status} repo={repo} since={since} />
       ) : dashboard === undefined ? null : (

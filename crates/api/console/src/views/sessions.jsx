@@ -3,7 +3,7 @@
 // state, artifacts, approvals and tool-call audit.
 import { usePaginatedQuery, useQuery } from "convex/react";
 import { Link, useParamsUpdater, useTitle } from "../router.jsx";
-import { Empty, Id, JsonBlock, Loading, RelTime, Section, Status } from "../ui.jsx";
+import { Empty, ExternalLink, Id, JsonBlock, Loading, RelTime, Section, Status } from "../ui.jsx";
 import { ToolCalls } from "./run.jsx";
 
 function SessionRows({ sessions }) {
@@ -124,22 +124,27 @@ function Message({ message }) {
   );
 }
 
+/** The latest messages (pages read newest first, shown oldest first), earlier ones on request. */
 function Messages({ sessionId }) {
-  const { results, status, loadMore } = usePaginatedQuery("chatMessages:listBySession", { sessionId }, { initialNumItems: 100 });
+  const { results, status, loadMore } = usePaginatedQuery(
+    "chatMessages:listBySession",
+    { sessionId, order: "desc", includeDeleted: true },
+    { initialNumItems: 100 },
+  );
   if (status === "LoadingFirstPage") return <Loading />;
   if (results.length === 0) return <Empty>No message in this session yet.</Empty>;
   return (
     <>
+      {status === "CanLoadMore" ? (
+        <button type="button" className="more" onClick={() => loadMore(100)}>
+          Earlier messages
+        </button>
+      ) : null}
       <ol className="messages">
-        {results.map((m) => (
+        {[...results].reverse().map((m) => (
           <Message key={m._id} message={m} />
         ))}
       </ol>
-      {status === "CanLoadMore" ? (
-        <button type="button" className="more" onClick={() => loadMore(100)}>
-          Later messages
-        </button>
-      ) : null}
     </>
   );
 }
@@ -201,9 +206,9 @@ function AgentState({ sessionId }) {
 }
 
 function SessionToolCalls({ sessionId }) {
-  const calls = useQuery("toolCalls:listBySession", { sessionId, limit: 1000 });
+  const calls = useQuery("toolCalls:listBySession", { sessionId, limit: 1000, order: "desc" });
   if (calls === undefined) return <Loading />;
-  return <ToolCalls calls={calls} />;
+  return <ToolCalls calls={[...calls].reverse()} />;
 }
 
 function SessionArtifacts({ sessionId }) {
@@ -215,11 +220,7 @@ function SessionArtifacts({ sessionId }) {
       {artifacts.map((a) => (
         <li key={a._id}>
           <span className={`artifact-type artifact-${a.type}`}>{a.type}</span> {a.label ?? ""}{" "}
-          {a.url ? (
-            <a href={a.url} target="_blank" rel="noreferrer noopener">
-              {a.url}
-            </a>
-          ) : null}{" "}
+          {a.url ? <ExternalLink href={a.url} /> : null}{" "}
           <RelTime ms={a.createdAt} />
         </li>
       ))}

@@ -4,7 +4,7 @@
 // shown as the server said it.
 import { useMutation, useQuery } from "convex/react";
 import { useState } from "react";
-import { Link, useParamsUpdater, useTitle } from "../router.jsx";
+import { Link, ParamInput, useParamsUpdater, useTitle } from "../router.jsx";
 import { Empty, ErrorBox, ExternalLink, Id, JsonBlock, Loading, RelTime, Section, Status } from "../ui.jsx";
 import { RunRows } from "./runs.jsx";
 
@@ -141,7 +141,7 @@ export function WorkOrdersView({ params }) {
         <form className="filters" onSubmit={(e) => e.preventDefault()}>
           <label>
             Filter
-            <input data-filter name="q" placeholder="title or repo" defaultValue={filter} onChange={(e) => update({ q: e.target.value })} />
+            <ParamInput data-filter name="q" placeholder="title or repo" value={filter} onCommit={(q) => update({ q })} />
           </label>
           <label className="check">
             <input type="checkbox" checked={showFinal} onChange={(e) => update({ final: e.target.checked ? "" : "0" })} />
@@ -166,7 +166,7 @@ export function WorkOrderView({ workOrderId }) {
     table: "events",
     index: "by_work_order",
     eq: [workOrderId],
-    order: "asc",
+    order: "desc",
     paginationOpts: { numItems: 200, cursor: null },
   });
   useTitle(order?.title ? `Work order: ${order.title}` : "Work order");
@@ -249,7 +249,8 @@ export function WorkOrderView({ workOrderId }) {
           <Empty>No event.</Empty>
         ) : (
           <ol className="events">
-            {events.page.map((e) => (
+            {/* The latest 200, shown oldest first. */}
+            {[...events.page].reverse().map((e) => (
               <li key={e._id}>
                 <span className={`event-type event-${e.type}`}>{e.type}</span> <RelTime ms={e.createdAt} />{" "}
                 {e.data?.to ? (
