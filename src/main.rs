@@ -10,6 +10,7 @@ use jangar::server::{Limits, ServerConfig, serve};
 use jangar::snapshots::{self, LocalStore, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
 use jangar_api::client::HttpClient;
+use jangar_api::temporal::TemporalConfig;
 use jangar_engine::knobs::{DEFAULT_BACKUP_EVERY, DEFAULT_BACKUP_KEEP};
 use jangar_engine::snapshot::{ImportFormat, ImportMode};
 use jangar_engine::storage::postgres::PostgresStorage;
@@ -24,6 +25,46 @@ struct Cli {
     command: Command,
 }
 
+/// The Temporal bridge: with `--temporal-url`, a submitted work order with a `workflowType`
+/// starts its workflow exactly once, and its run follows the workflow to its end.
+#[derive(clap::Args)]
+struct TemporalArgs {
+    /// Temporal's HTTP API (`http://127.0.0.1:7243`; `https://` for TLS). Without it, work
+    /// orders start nothing.
+    #[arg(long = "temporal-url", env = "JANGAR_TEMPORAL_URL")]
+    url: Option<String>,
+    #[arg(long = "temporal-namespace", env = "JANGAR_TEMPORAL_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The task queue of work orders that name none (`taskQueue`).
+    #[arg(long = "temporal-task-queue", env = "JANGAR_TEMPORAL_TASK_QUEUE", default_value = "jangar")]
+    task_queue: String,
+    /// An API key, sent as `Authorization: Bearer` (hosted Temporal).
+    #[arg(long = "temporal-api-key", env = "JANGAR_TEMPORAL_API_KEY")]
+    api_key: Option<String>,
+    /// The longest a workflow may run (its `workflowExecutionTimeout`; `30m`, `2h`); none by default.
+    #[arg(long = "temporal-execution-timeout", env = "JANGAR_TEMPORAL_EXECUTION_TIMEOUT", value_parser = parse_every)]
+    execution_timeout: Option<Duration>,
+    /// How long a canceled work order's workflow may go on (it is asked to cancel) before it is terminated.
+    #[arg(long = "temporal-cancel-grace", env = "JANGAR_TEMPORAL_CANCEL_GRACE", default_value = "10m",
+          value_parser = parse_every)]
+    cancel_grace: Duration,
+}
+
+impl TemporalArgs {
+    fn config(self) -> Option<TemporalConfig> {
+        Some(TemporalConfig {
+            url: self.url.filter(|u| !u.is_empty())?,
+            namespace: self.namespace,
+            task_queue: self.task_queue,
+            api_key: self.api_key.filter(|k| !k.is_empty()),
+            execution_timeout: self.execution_timeout,
+            cancel_grace: self.cancel_grace,
+        })
+    }
+}
+
+// Parsed once at start-up: the size of `Serve` costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: data in SQLite in the data directory, or in PostgreSQL with --db.
@@ -74,6 +115,8 @@ enum Command {
         #[arg(long, env = "JANGAR_BACKUP_KEEP", default_value_t = DEFAULT_BACKUP_KEEP,
               value_parser = clap::value_parser!(u32).range(1..))]
         backup_keep: u32,
+        #[command(flatten)]
+        temporal: TemporalArgs,
     },
     /// Write a consistent copy of the SQLite database to a file, while a server uses it or not
     /// (writers do not wait for it). Admin keys and auth.json are not in it.
@@ -97,6 +140,17 @@ enum Command {
         /// Replace the database the directory already holds (what it holds is lost).
         #[arg(long)]
         force: bool,
+    },
+    /// The Temporal bridge of a running server (as `jangar run` reaches it).
+    Temporal {
+        #[command(subcommand)]
+        action: TemporalAction,
+        /// The server (else CONVEX_URL, CONVEX_SELF_HOSTED_URL, http://127.0.0.1:3210).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// An admin key (else JANGAR_ADMIN_KEY or one of Convex's variables).
+        #[arg(long, global = true)]
+        admin_key: Option<String>,
     },
     /// Manage admin keys (stored as hashes in the data directory).
     Keys {
@@ -222,6 +276,13 @@ fn parse_import_format(text: &str) -> Result<ImportFormat, String> {
 }
 
 #[derive(Subcommand)]
+enum TemporalAction {
+    /// Requests to Temporal by state, and the ones that need a look: pending after failed
+    /// attempts (with their last error) and refused ones.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Print a new admin key; only its hash is stored.
     Generate,
@@ -262,6 +323,7 @@ fn main() -> ExitCode {
             backup_dir,
             backup_every,
             backup_keep,
+            temporal,
         } => {
             let config = ServerConfig {
                 listen,
@@ -276,10 +338,14 @@ fn main() -> ExitCode {
                 metrics_listen,
                 function_log_wait: jangar_engine::knobs::FUNCTION_LOG_WAIT,
                 backup: backup_dir.map(|dir| BackupSchedule { dir, every: backup_every, keep: backup_keep as usize }),
+                temporal: temporal.config(),
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
         Command::Run { path, args, url, admin_key } => runtime.block_on(run(&path, &args, url, admin_key)),
+        Command::Temporal { action: TemporalAction::Status, url, admin_key } => {
+            runtime.block_on(run("_system/temporal/status", "{}", url, admin_key))
+        }
         Command::Check { data_dir, database_url, url, json } => {
             let database_url = database_url.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
             return match runtime.block_on(check(&data_dir, database_url, url)) {

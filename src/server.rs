@@ -21,6 +21,7 @@ use jangar_api::metrics::{LastBackup, Metrics};
 use jangar_api::operators::snapshots::Scratch;
 use jangar_api::sync::SyncHub;
 use jangar_api::sync::manager::{Manager, SyncStats};
+use jangar_api::temporal::{Bridge, BridgeStats, TemporalConfig};
 use jangar_api::{AppState, BodyLimits, router};
 use jangar_engine::database::Database;
 use jangar_engine::storage::Storage;
@@ -96,6 +97,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// How long a function-log poll with nothing new waits (`FUNCTION_LOG_WAIT`; tests shorten it).
     pub function_log_wait: Duration,
+    /// The Temporal bridge, if work orders start workflows.
+    pub temporal: Option<TemporalConfig>,
 }
 
 impl ServerConfig {
@@ -114,6 +117,7 @@ impl ServerConfig {
             backup: None,
             metrics_listen: None,
             function_log_wait: FUNCTION_LOG_WAIT,
+            temporal: None,
         }
     }
 }
@@ -301,7 +305,9 @@ pub async fn serve(
     // The URL clients use on this machine; behind a proxy it is the proxy's, which only the
     // CLI's `function-spec` printout shows.
     let operations = Arc::new(jangar_domain::system::Operations::default());
-    let registry = Arc::new(jangar_domain::registry_serving(format!("http://{address}"), operations.clone()));
+    let bridge_settings = config.temporal.as_ref().map(TemporalConfig::settings);
+    let registry =
+        Arc::new(jangar_domain::registry_serving(format!("http://{address}"), operations.clone(), bridge_settings));
     let scratch = Arc::new(Scratch::new().map_err(|e| format!("cannot create a scratch directory: {e}"))?);
     let (events, event_queue) = tokio::sync::mpsc::channel(4096);
     let (stop_sockets, sockets_stopped) = tokio::sync::watch::channel(false);
@@ -329,7 +335,20 @@ pub async fn serve(
         });
         last
     });
-    let metrics = Arc::new(Metrics::new(db.clone(), sync_stats.clone(), auth.clone(), &executions, last_backup));
+    let bridge_stats = config.temporal.as_ref().map(|_| Arc::new(BridgeStats::default()));
+    let metrics = Arc::new(Metrics::new(
+        db.clone(),
+        sync_stats.clone(),
+        auth.clone(),
+        &executions,
+        last_backup,
+        bridge_stats.clone(),
+    ));
+    let bridge = config
+        .temporal
+        .clone()
+        .zip(bridge_stats)
+        .map(|(temporal, stats)| Bridge::start(db.clone(), temporal, stats, stop_sockets.subscribe()));
     let sync = Arc::new(SyncHub::new(
         events,
         sync_stats,
@@ -380,6 +399,9 @@ pub async fn serve(
     }
     // A backup in progress is interrupted (its partial file removed), not waited for.
     drop(backups);
+    if let Some(bridge) = bridge {
+        bridge.join().await;
+    }
     // Every handle to the database is gone with the router: the committer
     // drains its queue and stops.
     let joined = tokio::task::spawn_blocking(move || committer.join());

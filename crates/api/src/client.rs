@@ -36,6 +36,14 @@ impl Default for HttpClient {
     }
 }
 
+/// Why a request got no response.
+#[derive(Debug)]
+pub struct SendError {
+    pub message: String,
+    /// No connection was made, so the server cannot have seen the request.
+    pub not_sent: bool,
+}
+
 impl HttpClient {
     /// Sends a request with optional extra headers; `body` is sent as-is.
     pub async fn send(
@@ -45,14 +53,35 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<HttpResponse, String> {
+        self.request(method, url, headers, body).await.map_err(|e| e.message)
+    }
+
+    /// [`HttpClient::send`], telling a request that never left from one whose answer was lost.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<HttpResponse, SendError> {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(body.into())).map_err(|e| format!("bad request for {url}: {e}"))?;
-        let response = self.inner.request(request).await.map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let request = request
+            .body(Full::new(body.into()))
+            .map_err(|e| SendError { message: format!("bad request for {url}: {e}"), not_sent: true })?;
+        let response = self
+            .inner
+            .request(request)
+            .await
+            .map_err(|e| SendError { message: format!("cannot reach {url}: {e}"), not_sent: e.is_connect() })?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| format!("reading the response from {url}: {e}"))?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| SendError { message: format!("reading the response from {url}: {e}"), not_sent: false })?
+            .to_bytes();
         Ok(HttpResponse { status: parts.status, headers: parts.headers, body })
     }
 

@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod operators;
 pub mod sync;
+pub mod temporal;
 
 use jangar_engine::knobs::MAX_ARGS_BYTES;
 use std::sync::Arc;

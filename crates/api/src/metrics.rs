@@ -22,6 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::auth::Auth;
 use crate::executions::{ExecutionLog, Invocation, Outcome};
 use crate::sync::manager::SyncStats;
+use crate::temporal::BridgeStats;
 use jangar_engine::database::Database;
 
 /// What `/metrics` answers with: OpenMetrics 1.0 text, which Prometheus reads.
@@ -87,6 +88,7 @@ impl Metrics {
         auth: Arc<Auth>,
         executions: &ExecutionLog,
         last_backup: Option<LastBackup>,
+        temporal: Option<Arc<BridgeStats>>,
     ) -> Metrics {
         let mut registry = Registry::default();
         let functions = executions.metrics().clone();
@@ -108,7 +110,8 @@ impl Metrics {
             "Function calls that failed, by the error code the caller was given",
             functions.errors,
         );
-        let figures = Arc::new(ServerFigures { db, sync, auth, storage_bytes: Mutex::new(None), last_backup });
+        let figures =
+            Arc::new(ServerFigures { db, sync, auth, storage_bytes: Mutex::new(None), last_backup, temporal });
         registry.register_collector(Box::new(figures.clone()));
         Metrics { registry, figures }
     }
@@ -135,6 +138,7 @@ struct ServerFigures {
     /// The database's size, as measured at the start of the scrape being encoded.
     storage_bytes: Mutex<Option<u64>>,
     last_backup: Option<LastBackup>,
+    temporal: Option<Arc<BridgeStats>>,
 }
 
 impl fmt::Debug for ServerFigures {
@@ -292,6 +296,20 @@ impl Collector for ServerFigures {
                 age,
             )?;
         }
+        if let Some(bridge) = &self.temporal {
+            let help = "Requests to Temporal waiting to be sent, or sent again (counted every 5 s).";
+            gauge(e, "jangar_temporal_requests_pending", help, None, read(&bridge.pending))?;
+            let help = "Requests Temporal took: workflow starts, cancellations, terminations.";
+            counter(e, "jangar_temporal_requests_sent", help, read(&bridge.sent))?;
+            let help = "Attempts to send a request that got no definite answer (it is sent again with backoff).";
+            counter(e, "jangar_temporal_attempts_failed", help, read(&bridge.failed_attempts))?;
+            let help = "Requests Temporal refused for good (their work orders failed).";
+            counter(e, "jangar_temporal_requests_dead", help, read(&bridge.dead))?;
+            let help = "Workflows whose histories this process follows now.";
+            gauge(e, "jangar_temporal_workflows_followed", help, None, read(&bridge.followed))?;
+            let help = "Seconds from the last workflow close (Temporal's clock) to its run showing it.";
+            gauge(e, "jangar_temporal_mirror_lag", help, seconds, read(&bridge.mirror_lag_ms) as f64 / 1000.0)?;
+        }
         Ok(())
     }
 }
@@ -310,7 +328,7 @@ mod tests {
         let dir = std::env::temp_dir().join("jangar-metrics-unit-none");
         let auth = Auth::new(AdminKeys::load(&dir, &[]), WatchedProviders::load(None).unwrap(), true, 0);
         let executions = ExecutionLog::new(10, Duration::ZERO);
-        Metrics::new(db, Arc::default(), auth, &executions, last_backup)
+        Metrics::new(db, Arc::default(), auth, &executions, last_backup, None)
     }
 
     #[tokio::test]

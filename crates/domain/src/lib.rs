@@ -23,6 +23,7 @@ pub(crate) mod status;
 pub(crate) mod steps;
 pub mod system;
 pub(crate) mod teams;
+pub mod temporal;
 pub(crate) mod threads;
 pub(crate) mod tool_calls;
 pub(crate) mod work_orders;
@@ -31,25 +32,31 @@ use std::sync::Arc;
 
 use registry::Registry;
 
-/// Every public function of the catalogue.
+/// Every public function of the catalogue (as a deployment without a Temporal bridge serves it).
 pub fn registry() -> Registry {
-    Registry::new(catalogue())
+    Registry::new(catalogue(None))
 }
 
 /// The catalogue and the system queries operators' tools call (`npx convex data`,
-/// `function-spec`, the console), for a deployment reached at `deployment_url`.
-pub fn registry_serving(deployment_url: String, operations: Arc<system::Operations>) -> Registry {
-    let mut functions = catalogue();
+/// `function-spec`, the console), for a deployment reached at `deployment_url`, with a Temporal
+/// bridge if `bridge` is given.
+pub fn registry_serving(
+    deployment_url: String,
+    operations: Arc<system::Operations>,
+    bridge: Option<temporal::BridgeSettings>,
+) -> Registry {
+    let mut functions = catalogue(bridge.map(Arc::new));
     functions.extend(system::functions(deployment_url, operations));
     functions.extend(console::functions());
+    functions.extend(temporal::functions());
     Registry::new(functions)
 }
 
-fn catalogue() -> Vec<registry::Function> {
+fn catalogue(bridge: Option<Arc<temporal::BridgeSettings>>) -> Vec<registry::Function> {
     let mut functions = Vec::new();
     functions.extend(chat_sessions::functions());
     functions.extend(chat_messages::functions());
-    functions.extend(work_orders::functions());
+    functions.extend(work_orders::functions(bridge));
     functions.extend(events::functions());
     functions.extend(runs::functions());
     functions.extend(steps::functions());

@@ -161,38 +161,75 @@ pub fn recount(tx: &mut Transaction<'_>) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// A worker starting a run. For a workflow that already has a run of this work order (one the
+/// Temporal bridge started, or a worker's retry), that run is the answer: one run per workflow.
 fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order_id = args.id("workOrderId")?;
     work_orders::load_live(tx, order_id)?;
     let status = args.opt_word("status")?.unwrap_or(RunStatus::Running);
+    let workflow = args.str("temporalWorkflowId");
+    let range = IndexRange::default().eq(workflow);
+    let same_order = |run: &Document| run.fields.get("workOrderId").and_then(Value::as_str) == Some(&order_id.encode());
+    let existing = tx.query_unchecked(TABLE, "by_workflow", range, Order::Asc)?.take(usize::MAX, All)?;
+    if let Some(run) = existing.into_iter().find(same_order) {
+        if status == RunStatus::Running && RunStatus::of(&run)? == RunStatus::Queued {
+            let worker = args.get("workerId").map(|w| ("workerId".to_owned(), w.clone()));
+            set_status(tx, run.id, RunStatus::Running, worker.into_iter().collect())?;
+        }
+        return Ok(run.id.encode().into());
+    }
+    let mut fields = object([("temporalWorkflowId", workflow.into())]);
+    args.copy_into(&mut fields, OPTIONAL_TEXT);
+    Ok(insert_run(tx, order_id, status, fields)?.encode().into())
+}
+
+/// Inserts a run of a live work order with `fields`, counts it and moves the order along.
+pub(crate) fn insert_run(
+    tx: &mut Ctx<'_, '_>,
+    order_id: DocumentId,
+    status: RunStatus,
+    mut fields: Object,
+) -> Result<DocumentId, FunctionError> {
     let now = Value::from(tx.now_ms());
-    let mut fields = object([
+    fields.extend(object([
         ("workOrderId", order_id.encode().into()),
-        ("temporalWorkflowId", args.str("temporalWorkflowId").into()),
         ("status", status.into()),
         ("createdAt", now.clone()),
         ("updatedAt", now.clone()),
-    ]);
+    ]));
     if status == RunStatus::Running {
         fields.insert("startedAt".into(), now);
     }
-    args.copy_into(&mut fields, OPTIONAL_TEXT);
     let id = tx.insert(TABLE, fields)?;
     count(tx, None, status)?;
     events::state_change(tx, Some(id), Some(order_id), None, status.as_str())?;
     if let Some(target) = status.work_order_status() {
         work_orders::move_along(tx, order_id, target, Vec::new())?;
     }
-    Ok(id.encode().into())
+    Ok(id)
 }
 
 fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let id = args.id("runId")?;
+    let to: RunStatus = args.word("status")?;
+    let extra =
+        ["failureReason", "prUrl", "commitSha"].into_iter().filter_map(|f| Some((f.to_owned(), args.get(f)?.clone())));
+    Ok(set_status(tx, id, to, extra.collect())?.to_value())
+}
+
+/// Moves a run to `to` (a no-op if it is there; `InvalidTransition` if its state machine says
+/// no), setting `extra` fields, and its work order along; a final run's failure reason, PR and
+/// commit go to the order too.
+pub(crate) fn set_status(
+    tx: &mut Ctx<'_, '_>,
+    id: DocumentId,
+    to: RunStatus,
+    extra: Vec<(String, Value)>,
+) -> Result<Document, FunctionError> {
     let run = load(tx, TABLE, id, "Run")?;
     let from = RunStatus::of(&run)?;
-    let to: RunStatus = args.word("status")?;
     if !check_transition(from, to)? {
-        return Ok(run.to_value());
+        return Ok(run);
     }
     let now = tx.now_ms();
     let mut changes = vec![("status".to_owned(), Some(Value::from(to))), ("updatedAt".to_owned(), Some(now.into()))];
@@ -202,21 +239,17 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     if to.is_terminal() {
         changes.push(("endedAt".to_owned(), Some(now.into())));
     }
-    let mut copied = Vec::new();
-    for field in ["failureReason", "prUrl", "commitSha"] {
-        if let Some(value) = args.get(field) {
-            changes.push((field.to_owned(), Some(value.clone())));
-            copied.push((field.to_owned(), value.clone()));
-        }
-    }
-    let updated = tx.patch(TABLE, id, changes)?;
+    let copied: Vec<_> =
+        extra.iter().filter(|(f, _)| matches!(f.as_str(), "failureReason" | "prUrl" | "commitSha")).cloned().collect();
+    changes.extend(extra.into_iter().map(|(field, value)| (field, Some(value))));
+    tx.patch(TABLE, id, changes)?;
     count(tx, Some(from), to)?;
     let order_id = run_order(&run)?;
     events::state_change(tx, Some(id), Some(order_id), Some(from.as_str()), to.as_str())?;
     if let Some(target) = to.work_order_status() {
         work_orders::move_along(tx, order_id, target, if to.is_terminal() { copied } else { Vec::new() })?;
     }
-    Ok(load(tx, TABLE, updated.id, "Run")?.to_value())
+    load(tx, TABLE, id, "Run")
 }
 
 /// Loads a run that must belong to `session` (through its work order): a
@@ -232,7 +265,7 @@ pub(crate) fn load_in_session(
     Ok(run_doc)
 }
 
-fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
+pub(crate) fn run_order(run: &Document) -> Result<DocumentId, FunctionError> {
     let text = run.fields.get("workOrderId").and_then(Value::as_str).unwrap_or_default();
     DocumentId::decode(text).map_err(|e| AppError::new(ErrorCode::NotFound, e.to_string()).into())
 }

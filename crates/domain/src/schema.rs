@@ -25,6 +25,8 @@ pub mod tables {
     /// Deployment environment variables (`npx convex env`): a system table, so clients'
     /// bindings, the table list and exports leave it out.
     pub(crate) const ENVIRONMENT_VARIABLES: &str = "_environment_variables";
+    /// The Temporal bridge's outbox: requests to send, written with the changes that call for them.
+    pub(crate) const TEMPORAL_REQUESTS: &str = "_temporal_requests";
 
     /// Every table of the data model, in the order of their numbers.
     pub const ALL: &[&str] = &[
@@ -126,10 +128,13 @@ pub fn schema() -> Schema {
                 ("requestedBy", v::optional(v::string())),
                 ("targetRepo", v::optional(v::string())),
                 ("targetBranch", v::optional(v::string())),
+                ("taskQueue", v::optional(v::string())),
                 ("status", WorkOrderStatus::validator()),
                 ("commitSha", v::optional(v::string())),
                 ("prUrl", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
+                // What the Temporal bridge last did for the order (absent without the bridge).
+                ("temporal", v::optional(super::temporal::order_state_validator())),
                 ("lastEventSeq", v::optional(v::number())),
                 ("createdAt", v::number()),
                 ("updatedAt", v::number()),
@@ -155,6 +160,8 @@ pub fn schema() -> Schema {
                 ("startedAt", v::optional(v::number())),
                 ("endedAt", v::optional(v::number())),
                 ("failureReason", v::optional(v::any())),
+                // The workflow's result, when the bridge mirrored its completion.
+                ("result", v::optional(v::any())),
                 ("lastEventSeq", v::optional(v::number())),
                 ("createdAt", v::number()),
                 ("updatedAt", v::number()),
@@ -270,6 +277,7 @@ pub fn schema() -> Schema {
         .index("by_name", &["name"]),
         TableDef::new(tables::ENVIRONMENT_VARIABLES, 101, vec![("name", v::string()), ("value", v::string())])
             .index("by_name", &["name"]),
+        super::temporal::table(),
     ])
     .expect("Jangar's schema is valid")
 }

@@ -68,11 +68,11 @@ macro_rules! words {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub(crate) enum $name {
+        pub enum $name {
             $($variant),+
         }
 
-        impl Word for $name {
+        impl $crate::status::Word for $name {
             const ALL: &'static [$name] = &[$($name::$variant),+];
 
             fn as_str(self) -> &'static str {
@@ -82,32 +82,33 @@ macro_rules! words {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str($crate::status::Word::as_str(*self))
             }
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownWord;
+            type Err = $crate::status::UnknownWord;
 
-            fn from_str(text: &str) -> Result<$name, UnknownWord> {
-                <$name as Word>::parse(text).ok_or_else(|| UnknownWord(text.to_owned()))
+            fn from_str(text: &str) -> Result<$name, $crate::status::UnknownWord> {
+                <$name as $crate::status::Word>::parse(text).ok_or_else(|| $crate::status::UnknownWord(text.to_owned()))
             }
         }
 
-        impl From<$name> for Value {
-            fn from(word: $name) -> Value {
-                Value::from(word.as_str())
+        impl From<$name> for jangar_engine::value::Value {
+            fn from(word: $name) -> jangar_engine::value::Value {
+                jangar_engine::value::Value::from($crate::status::Word::as_str(word))
             }
         }
     };
 }
+pub(crate) use words;
 
 /// A string that is none of an enum's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown word {0:?}")]
-pub(crate) struct UnknownWord(pub String);
+pub struct UnknownWord(pub String);
 
 words! {
     /// `workOrders.status`.

@@ -1,6 +1,8 @@
 //! `workOrders:*` — requests for work that start Temporal workflows, with their
 //! status state machine.
 
+use std::sync::Arc;
+
 use jangar_engine::document::Document;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::IndexRange;
@@ -17,6 +19,7 @@ use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::tables;
 use super::status::{Status, Word, WorkOrderStatus, literal_members};
+use super::temporal::{self, BridgeSettings};
 use super::{chat_sessions, events};
 
 pub(crate) const TABLE: &str = tables::WORK_ORDERS;
@@ -48,16 +51,22 @@ const OPTIONAL_TEXT: &[&str] = &[
     "requestedBy",
     "targetRepo",
     "targetBranch",
+    "taskQueue",
 ];
 
-pub(crate) fn functions() -> Vec<Function> {
+/// `bridge`: the Temporal bridge's settings, when the deployment has one; then the changes that
+/// start or stop a workflow also queue the request to Temporal.
+pub(crate) fn functions(bridge: Option<Arc<BridgeSettings>>) -> Vec<Function> {
     let work_order_id = || ("workOrderId", v::id(TABLE));
     let mut create_args: Vec<_> = OPTIONAL_TEXT.iter().map(|f| (*f, v::optional(v::string()))).collect();
     create_args.push(("sessionId", v::id(chat_sessions::TABLE)));
     create_args.push(("workflowArgs", v::optional(v::any())));
     create_args.push(("status", v::optional(status_validator(&[WorkOrderStatus::Draft, WorkOrderStatus::Submitted]))));
     vec![
-        Function::mutation("workOrders:create", v::object(create_args), v::id(TABLE), create),
+        Function::mutation("workOrders:create", v::object(create_args), v::id(TABLE), {
+            let bridge = bridge.clone();
+            move |tx: &mut Ctx<'_, '_>, args: &Args| create(tx, args, bridge.as_deref())
+        }),
         Function::mutation(
             "workOrders:createFromMessage",
             v::object(vec![
@@ -70,7 +79,10 @@ pub(crate) fn functions() -> Vec<Function> {
                 ("workflowArgs", v::optional(v::any())),
             ]),
             v::id(TABLE),
-            create_from_message,
+            {
+                let bridge = bridge.clone();
+                move |tx: &mut Ctx<'_, '_>, args: &Args| create_from_message(tx, args, bridge.as_deref())
+            },
         ),
         Function::query(
             "workOrders:listByStatus",
@@ -100,7 +112,7 @@ pub(crate) fn functions() -> Vec<Function> {
                 ("failureReason", v::optional(v::any())),
             ]),
             v::document(TABLE),
-            update_status,
+            move |tx: &mut Ctx<'_, '_>, args: &Args| update_status(tx, args, bridge.as_deref()),
         )
         .for_workers(),
         Function::mutation(
@@ -119,7 +131,7 @@ pub(crate) fn functions() -> Vec<Function> {
     ]
 }
 
-fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+fn create(tx: &mut Ctx<'_, '_>, args: &Args, bridge: Option<&BridgeSettings>) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     if let Some(requested_by) = args.opt_str("requestedBy") {
         tx.check_user_id("requestedBy", requested_by)?;
@@ -127,7 +139,7 @@ fn create(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let mut fields = Object::new();
     args.copy_into(&mut fields, OPTIONAL_TEXT);
     args.copy_into(&mut fields, &["workflowArgs"]);
-    insert_order(tx, session_id, status_arg(args)?.unwrap_or(WorkOrderStatus::Submitted), fields)
+    insert_order(tx, session_id, status_arg(args)?.unwrap_or(WorkOrderStatus::Submitted), fields, bridge)
 }
 
 /// Inserts a work order into a live session and logs its first state.
@@ -136,6 +148,7 @@ fn insert_order(
     session_id: DocumentId,
     status: WorkOrderStatus,
     mut fields: Object,
+    bridge: Option<&BridgeSettings>,
 ) -> FunctionResult {
     load_active(tx, chat_sessions::TABLE, session_id, "Session")?;
     let now = Value::from(tx.now_ms());
@@ -147,11 +160,16 @@ fn insert_order(
     ]));
     let id = tx.insert(TABLE, fields)?;
     events::state_change(tx, None, Some(id), None, status.as_str())?;
+    if let Some(bridge) = bridge
+        && status == WorkOrderStatus::Submitted
+    {
+        temporal::on_submitted(tx, bridge, id)?;
+    }
     Ok(id.encode().into())
 }
 
 /// A work order started from a chat message: titled by the summary or the message's first line.
-fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args, bridge: Option<&BridgeSettings>) -> FunctionResult {
     let session_id = args.id("sessionId")?;
     let message_id = args.id("triggerMessageId")?;
     let message = load_active(tx, tables::CHAT_MESSAGES, message_id, "Message")?;
@@ -174,7 +192,7 @@ fn create_from_message(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         }
     }
     args.copy_into(&mut fields, &["workflowType", "workflowArgs"]);
-    insert_order(tx, session_id, WorkOrderStatus::Submitted, fields)
+    insert_order(tx, session_id, WorkOrderStatus::Submitted, fields, bridge)
 }
 
 /// Work orders in one status, most recently updated first, hiding deleted ones
@@ -271,7 +289,7 @@ fn list_by_session(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     chat_sessions::list_in_session(tx, TABLE, args, Order::Desc, visible(Deleted::as_asked(args)))
 }
 
-fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
+fn update_status(tx: &mut Ctx<'_, '_>, args: &Args, bridge: Option<&BridgeSettings>) -> FunctionResult {
     let id = args.id("workOrderId")?;
     let order = load_live(tx, id)?;
     let from = WorkOrderStatus::of(&order)?;
@@ -282,7 +300,13 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         return Ok(order.to_value());
     }
     let extra = ["workflowId", "failureReason"].into_iter().filter_map(|f| Some((f.to_owned(), args.get(f)?.clone())));
-    Ok(set_status(tx, id, from, to, extra.collect())?.to_value())
+    let order = set_status(tx, id, from, to, extra.collect())?;
+    match (bridge, to) {
+        (Some(bridge), WorkOrderStatus::Submitted) => temporal::on_submitted(tx, bridge, id)?,
+        (Some(bridge), WorkOrderStatus::Canceled) => temporal::on_canceled(tx, bridge, id)?,
+        _ => return Ok(order.to_value()),
+    }
+    Ok(load(tx, TABLE, id, "Work order")?.to_value())
 }
 
 /// Moves a work order to `to` (already checked), setting `extra` fields, and logs the change.
