@@ -123,6 +123,15 @@ impl Temporal {
         count["count"].as_str().unwrap_or("0").parse().unwrap()
     }
 
+    /// Asserts the workflow id has exactly one execution (waiting out visibility's lag for the first).
+    async fn one_execution(&self, workflow_id: &str) {
+        wait_for("the execution to be visible", Duration::from_secs(10), || async {
+            self.executions(workflow_id).await >= 1
+        })
+        .await;
+        assert_eq!(self.executions(workflow_id).await, 1, "one execution of {workflow_id}");
+    }
+
     async fn status(&self, workflow_id: &str) -> String {
         let described = self.get(&format!("/namespaces/default/workflows/{workflow_id}")).await;
         described["workflowExecutionInfo"]["status"].as_str().unwrap_or_default().to_owned()
@@ -160,14 +169,14 @@ struct Jangar {
 }
 
 impl Jangar {
-    /// On SQLite in `data`, with the bridge to `temporal_url` and `extra` flags.
+    /// On SQLite in `data`, with the bridge to `temporal_url` (none if empty) and `extra` flags.
     fn start(data: &TempDir, temporal_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Jangar {
         let port = free_port();
         let log = data.path().join(format!("jangar-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_jangar"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data.path())
-            .args(["--temporal-url", temporal_url])
+            .args(if temporal_url.is_empty() { vec![] } else { vec!["--temporal-url", temporal_url] })
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("POSTGRES_URL")
@@ -329,9 +338,9 @@ async fn a_submitted_order_starts_one_workflow_that_its_run_follows_to_success()
     // Exactly what the workflow received, keys in Jangar's (sorted) order.
     let sent = r#"{"big":9007199254740993,"commitSha":"abc123","empty":[],"mode":"succeed","nothing":{},"prUrl":"https://github.com/o/r/pull/7","text":"héllo ✓ 日本"}"#;
     assert_eq!(run["result"]["echoText"], sent, "{run}");
-    assert_eq!(temporal.executions(&workflow).await, 1);
+    temporal.one_execution(&workflow).await;
 
-    // A worker that reports the run itself gets the bridge's run, not a second one.
+    // A worker that reports the run itself gets the bridge's run, not a second one, even once it ended.
     let reported = jangar
         .mutation("runs:start", json!({"workOrderId": id, "temporalWorkflowId": workflow, "status": "running"}))
         .await;
@@ -363,7 +372,7 @@ async fn canceling_an_order_cancels_its_waiting_workflow_and_a_timeout_fails_one
     let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
     let _worker = worker(&tools, &temporal, "jangar");
     let data = temp_dir();
-    let jangar = Jangar::start(&data, &temporal.http, &["--temporal-execution-timeout", "3s"], &[]);
+    let jangar = Jangar::start(&data, &temporal.http, &["--temporal-execution-timeout", "10s"], &[]);
     let session = jangar.session().await;
     let waiting = jangar.submit(&session, json!({"mode": "wait"})).await;
     let sleeping = jangar.submit(&session, json!({"mode": "sleep", "seconds": 60})).await;
@@ -405,7 +414,7 @@ async fn orders_submitted_while_temporal_is_down_start_once_it_is_up_and_one_can
     let temporal = Temporal::start(&tools, ports).await;
     let _worker = worker(&tools, &temporal, "jangar");
     let order = jangar.status_until(&waiting, "succeeded").await;
-    assert_eq!(temporal.executions(&workflow_of(&order)).await, 1);
+    temporal.one_execution(&workflow_of(&order)).await;
     assert_eq!(temporal.executions(&format!("jangar-wo-{dropped}")).await, 0, "the canceled order sent nothing");
     assert!(jangar.runs(&dropped).await.is_empty());
 }
@@ -428,12 +437,23 @@ async fn a_crash_between_temporals_answer_and_its_record_still_makes_one_executi
     let (crashing, status) = tokio::time::timeout(Duration::from_secs(30), exit).await.unwrap().unwrap();
     assert!(!status.success(), "the failpoint aborted the process: {}", crashing.log());
     let workflow = format!("jangar-wo-{id}");
-    assert_eq!(temporal.executions(&workflow).await, 1, "Temporal started it before the crash");
+    temporal.one_execution(&workflow).await;
+
+    // Meanwhile the worker reports its run (here through a server without the bridge, so the
+    // start stays unrecorded): the bridge's record must complete that run, not add one.
+    let plain = Jangar::start(&data, "", &[], &[]);
+    let reported = plain
+        .mutation("runs:start", json!({"workOrderId": id, "temporalWorkflowId": workflow, "status": "running"}))
+        .await;
+    plain.kill();
 
     let jangar = Jangar::start(&data, &temporal.http, &[], &[]);
     jangar.status_until(&id, "succeeded").await;
-    assert_eq!(jangar.runs(&id).await.len(), 1);
-    assert_eq!(temporal.executions(&workflow).await, 1, "the start sent again was the same execution");
+    let runs = jangar.runs(&id).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["_id"], reported);
+    assert!(runs[0]["temporalRunId"].as_str().is_some_and(|r| !r.is_empty()), "{runs:?}");
+    temporal.one_execution(&workflow).await;
 }
 
 #[tokio::test]
@@ -497,12 +517,58 @@ async fn two_postgres_replicas_dispatching_together_start_one_execution_per_orde
     for (i, id) in orders.iter().enumerate() {
         replicas[(i + 1) % 2].status_until(id, "succeeded").await;
         assert_eq!(replicas[i % 2].runs(id).await.len(), 1);
-        assert_eq!(temporal.executions(&format!("jangar-wo-{id}")).await, 1);
+        temporal.one_execution(&format!("jangar-wo-{id}")).await;
     }
+    // Each start was sent by one replica, once (Temporal would have deduped a second send, so
+    // the executions alone cannot tell).
+    let sends: usize = replicas.iter().map(|r| r.log().matches("workflow started").count()).sum();
+    assert_eq!(sends, orders.len(), "one send per order across both replicas");
 }
 
 impl Jangar {
     fn start_on_postgres(data: &TempDir, database: &str, temporal_url: &str) -> Jangar {
         Jangar::start(data, temporal_url, &["--db", database], &[])
     }
+}
+
+#[tokio::test]
+async fn a_canceled_workflow_no_worker_runs_is_terminated_after_the_grace_period() {
+    let Some(tools) = tools() else { return };
+    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
+    let data = temp_dir();
+    let jangar = Jangar::start(&data, &temporal.http, &["--temporal-cancel-grace", "1s"], &[]);
+    let session = jangar.session().await;
+    let id = jangar.submit(&session, json!({"mode": "wait"})).await;
+    let workflow = workflow_of(&jangar.status_until(&id, "accepted").await);
+    jangar.mutation("workOrders:updateStatus", json!({"workOrderId": id, "status": "canceled"})).await;
+    // With no worker, the cancellation is never handled: the workflow runs on until terminated.
+    let order = jangar.order_until(&id, "its termination", |o| o["temporal"]["state"] == "terminate_sent").await;
+    assert_eq!(order["status"], "canceled");
+    assert_eq!(temporal.status(&workflow).await, "WORKFLOW_EXECUTION_STATUS_TERMINATED");
+    wait_for("the run to be canceled", Duration::from_secs(30), || async {
+        jangar.runs(&id).await.first().is_some_and(|r| r["status"] == "canceled")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_the_bridge_nothing_changes_and_orders_submitted_then_start_once_it_is_configured() {
+    let Some(tools) = tools() else { return };
+    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
+    let _worker = worker(&tools, &temporal, "jangar");
+    let data = temp_dir();
+    let plain = Jangar::start(&data, "", &[], &[]);
+    let session = plain.session().await;
+    let id = plain.submit(&session, json!({"mode": "succeed"})).await;
+    let order = plain.order(&id).await;
+    assert!(order.get("workflowId").is_none() && order.get("temporal").is_none(), "{order}");
+    let status = plain.call("/api/query", "_system/temporal/status", json!({})).await.unwrap_err();
+    assert!(status.to_string().contains("Could not find"), "no bridge, no bridge function: {status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(plain.order(&id).await["status"], "submitted");
+    plain.kill();
+
+    let bridged = Jangar::start(&data, &temporal.http, &[], &[]);
+    bridged.status_until(&id, "succeeded").await;
+    temporal.one_execution(&format!("jangar-wo-{id}")).await;
 }

@@ -45,10 +45,13 @@ pub fn registry_serving(
     operations: Arc<system::Operations>,
     bridge: Option<temporal::BridgeSettings>,
 ) -> Registry {
+    let bridged = bridge.is_some();
     let mut functions = catalogue(bridge.map(Arc::new));
     functions.extend(system::functions(deployment_url, operations));
     functions.extend(console::functions());
-    functions.extend(temporal::functions());
+    if bridged {
+        functions.extend(temporal::functions());
+    }
     Registry::new(functions)
 }
 

@@ -18,7 +18,7 @@ use super::error::{AppError, ErrorCode, FunctionError, FunctionResult};
 use super::registry::Function;
 use super::schema::tables;
 use super::status::{RunStatus, Status, Word, literals};
-use super::{events, work_orders};
+use super::{events, temporal, work_orders};
 use jangar_engine::error::EngineError;
 use jangar_engine::transaction::{All, Transaction};
 
@@ -161,17 +161,22 @@ pub fn recount(tx: &mut Transaction<'_>) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// A worker starting a run. For a workflow that already has a run of this work order (one the
-/// Temporal bridge started, or a worker's retry), that run is the answer: one run per workflow.
+/// A worker starting a run. For the workflow the Temporal bridge started for this work order,
+/// its run is the answer: one run per workflow.
 fn start(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     let order_id = args.id("workOrderId")?;
     work_orders::load_live(tx, order_id)?;
     let status = args.opt_word("status")?.unwrap_or(RunStatus::Running);
     let workflow = args.str("temporalWorkflowId");
-    let range = IndexRange::default().eq(workflow);
-    let same_order = |run: &Document| run.fields.get("workOrderId").and_then(Value::as_str) == Some(&order_id.encode());
-    let existing = tx.query_unchecked(TABLE, "by_workflow", range, Order::Asc)?.take(usize::MAX, All)?;
-    if let Some(run) = existing.into_iter().find(same_order) {
+    // Only the bridge's workflow of this order has one run for good (finished or not: its workflow
+    // ran once); other ids keep their meaning, each call a run.
+    let existing = if workflow == temporal::workflow_id(order_id) {
+        let range = IndexRange::default().eq(workflow);
+        tx.query_unchecked(TABLE, "by_workflow", range, Order::Asc)?.take(usize::MAX, All)?
+    } else {
+        Vec::new()
+    };
+    if let Some(run) = existing.into_iter().next() {
         if status == RunStatus::Running && RunStatus::of(&run)? == RunStatus::Queued {
             let worker = args.get("workerId").map(|w| ("workerId".to_owned(), w.clone()));
             set_status(tx, run.id, RunStatus::Running, worker.into_iter().collect())?;

@@ -38,9 +38,12 @@ pub struct BridgeSettings {
     pub cancel_grace_ms: f64,
 }
 
+/// What every workflow id the bridge derives starts with.
+const WORKFLOW_PREFIX: &str = "jangar-wo-";
+
 /// The workflow a work order starts: one id per work order, whatever sends it.
 pub fn workflow_id(order: DocumentId) -> String {
-    format!("jangar-wo-{order}")
+    format!("{WORKFLOW_PREFIX}{order}")
 }
 
 fn request_id(kind: RequestKind, order: DocumentId) -> String {
@@ -181,7 +184,7 @@ pub(crate) fn on_submitted(
     order_id: DocumentId,
 ) -> Result<(), FunctionError> {
     let order = load(tx, tables::WORK_ORDERS, order_id, "Work order")?;
-    if text(&order, "workflowType").is_none_or(str::is_empty) {
+    if !bridge_starts(&order) {
         return Ok(());
     }
     if requests_of(tx, order_id)?.iter().any(|r| kind_of(r) == Some(RequestKind::Start)) {
@@ -190,21 +193,46 @@ pub(crate) fn on_submitted(
     let now = tx.now_ms();
     enqueue(tx, order_id, RequestKind::Start, now)?;
     let mut changes = vec![("workflowId".to_owned(), Some(Value::from(workflow_id(order_id))))];
-    if text(&order, "taskQueue").is_none() {
+    if text(&order, "taskQueue").is_none_or(str::is_empty) {
         changes.push(("taskQueue".to_owned(), Some(Value::from(bridge.task_queue.as_str()))));
     }
     tx.patch(tables::WORK_ORDERS, order_id, changes)?;
     set_order_state(tx, order_id, BridgeState::Pending, 0.0, None)
 }
 
+/// Whether the bridge starts this order's workflow: it names a workflow type, and no workflow id
+/// of its own (a client that names one starts that workflow itself, as without the bridge).
+fn bridge_starts(order: &Document) -> bool {
+    let own_id = text(order, "workflowId").is_some_and(|id| id != workflow_id(order.id));
+    text(order, "workflowType").is_some_and(|t| !t.is_empty()) && !own_id
+}
+
+/// Queues the start of every `submitted` order the bridge should have started and has not: orders
+/// restored from an export (the outbox is a system table, not exported), or submitted before the
+/// bridge was configured.
+pub fn adopt_unsent(tx: &mut Transaction<'_>, bridge: &BridgeSettings) -> Result<usize, FunctionError> {
+    let caller = Caller::ADMIN;
+    let tx = &mut Ctx::new(tx, &caller);
+    let range = IndexRange::default().eq(WorkOrderStatus::Submitted.as_str());
+    let submitted =
+        tx.query_unchecked(tables::WORK_ORDERS, "by_status", range, Order::Asc)?.take(ADOPT_AT_ONCE, All)?;
+    let mut adopted = 0;
+    for order in submitted.iter().filter(|o| bridge_starts(o)) {
+        if requests_of(tx, order.id)?.is_empty() {
+            on_submitted(tx, bridge, order.id)?;
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
+}
+
+/// Submitted orders looked at by one start-up's [`adopt_unsent`] (more wait for the next start).
+const ADOPT_AT_ONCE: usize = 1000;
+
 /// A work order was canceled by a person or a program: a start that certainly never reached
-/// Temporal is dropped; otherwise the workflow is asked to cancel, and terminated if it still
-/// runs after the grace period.
-pub(crate) fn on_canceled(
-    tx: &mut Ctx<'_, '_>,
-    bridge: &BridgeSettings,
-    order_id: DocumentId,
-) -> Result<(), FunctionError> {
+/// Temporal is dropped; otherwise the workflow is asked to cancel (and, once that is delivered,
+/// terminated if it still runs after the grace period: see [`record_answer`]).
+pub(crate) fn on_canceled(tx: &mut Ctx<'_, '_>, order_id: DocumentId) -> Result<(), FunctionError> {
     let requests = requests_of(tx, order_id)?;
     let Some(start) = requests.iter().find(|r| kind_of(r) == Some(RequestKind::Start)) else { return Ok(()) };
     let never_sent = state_of(start) == Some(RequestState::Pending)
@@ -223,7 +251,6 @@ pub(crate) fn on_canceled(
         return Ok(());
     }
     enqueue(tx, order_id, RequestKind::Cancel, now)?;
-    enqueue(tx, order_id, RequestKind::Terminate, now + bridge.cancel_grace_ms)?;
     set_order_state(tx, order_id, BridgeState::CancelRequested, 0.0, None)
 }
 
@@ -239,6 +266,11 @@ fn patch_request(
     Ok(())
 }
 
+/// Arguments one claim gathers at most (a claim may read 16 MiB, an order holds up to 1 MiB).
+const CLAIM_ARGS_BYTES: usize = 4 << 20;
+/// How long a cancel waits for its start's answer before looking again (the answer wakes it first).
+const WAIT_FOR_START_MS: f64 = 30_000.0;
+
 /// A request the dispatcher claimed, with what it needs to send it.
 #[derive(Clone, Debug)]
 pub struct Claimed {
@@ -247,6 +279,8 @@ pub struct Claimed {
     pub work_order: DocumentId,
     pub workflow_id: String,
     pub request_id: String,
+    /// The claimant that holds it.
+    pub claimant: String,
     /// The attempt this is, from 1.
     pub attempt: u32,
     /// For a start.
@@ -276,19 +310,33 @@ pub fn claim_due(
     let range = IndexRange::default().eq(RequestState::Pending.as_str()).lte(now);
     let due = tx.query_unchecked(TABLE, "by_state_next", range, Order::Asc)?.take(limit, All)?;
     let mut claimed = Vec::new();
+    // The orders' arguments count against the mutation's read limit: stop well before it.
+    let mut args_bytes = 0;
     for request in due {
+        if args_bytes > CLAIM_ARGS_BYTES {
+            break;
+        }
         let (Some(kind), Some(order_id)) =
             (kind_of(&request), text(&request, "workOrderId").and_then(|t| DocumentId::decode(t).ok()))
         else {
             continue;
         };
-        let order = load(tx, tables::WORK_ORDERS, order_id, "Work order")?;
+        let Some(order) = tx.get_owned(tables::WORK_ORDERS, order_id)? else {
+            // Gone (an import replaced the table, say): nothing to start or stop.
+            let error = ("lastError".to_owned(), Some(Value::from("The work order no longer exists.")));
+            patch_request(tx, request.id, RequestState::Skipped, vec![error])?;
+            continue;
+        };
         let start = match kind {
-            RequestKind::Start => Some(StartSpec {
-                workflow_type: text(&order, "workflowType").unwrap_or_default().to_owned(),
-                task_queue: text(&order, "taskQueue").unwrap_or_default().to_owned(),
-                args: order.fields.get("workflowArgs").cloned(),
-            }),
+            RequestKind::Start => {
+                let args = order.fields.get("workflowArgs").cloned();
+                args_bytes += args.as_ref().map_or(0, Value::size);
+                Some(StartSpec {
+                    workflow_type: text(&order, "workflowType").unwrap_or_default().to_owned(),
+                    task_queue: text(&order, "taskQueue").unwrap_or_default().to_owned(),
+                    args,
+                })
+            }
             RequestKind::Cancel | RequestKind::Terminate => {
                 let requests = requests_of(tx, order_id)?;
                 let start_state = requests.iter().find(|r| kind_of(r) == Some(RequestKind::Start)).and_then(state_of);
@@ -300,8 +348,8 @@ pub fn claim_due(
                     }
                     Some(RequestState::Done) => None,
                     Some(RequestState::Pending) => {
-                        // Its start is in flight: look again in a second.
-                        let later = ("nextAttemptAt".to_owned(), Some(Value::from(now + 1000.0)));
+                        // Its start is not answered yet; the answer makes this due again at once.
+                        let later = ("nextAttemptAt".to_owned(), Some(Value::from(now + WAIT_FOR_START_MS)));
                         patch_request(tx, request.id, RequestState::Pending, vec![later])?;
                         continue;
                     }
@@ -329,6 +377,7 @@ pub fn claim_due(
             work_order: order_id,
             workflow_id: text(&request, "workflowId").unwrap_or_default().to_owned(),
             request_id: text(&request, "requestId").unwrap_or_default().to_owned(),
+            claimant: claimant.to_owned(),
             attempt: attempt as u32,
             start,
         });
@@ -343,7 +392,7 @@ pub fn release_claims(tx: &mut Transaction<'_>) -> Result<usize, FunctionError> 
     let caller = Caller::ADMIN;
     let tx = &mut Ctx::new(tx, &caller);
     let range = IndexRange::default().eq(RequestState::Pending.as_str());
-    let pending = tx.query_unchecked(TABLE, "by_state_next", range, Order::Asc)?.take(usize::MAX, All)?;
+    let pending = tx.query_unchecked(TABLE, "by_state_next", range, Order::Asc)?.take(COUNTED_AT_MOST, All)?;
     let now = tx.now_ms();
     let mut released = 0;
     for request in pending.iter().filter(|r| r.fields.contains_key("claimedBy")) {
@@ -358,10 +407,10 @@ pub fn release_claims(tx: &mut Transaction<'_>) -> Result<usize, FunctionError> 
     Ok(released)
 }
 
-/// How many requests wait to be sent (counted up to 100,000).
+/// How many requests wait to be sent (counted up to [`COUNTED_AT_MOST`]).
 pub fn count_pending(tx: &mut Transaction<'_>) -> Result<usize, EngineError> {
     let range = IndexRange::default().eq(RequestState::Pending.as_str());
-    Ok(tx.query(TABLE, "by_state_next", range, Order::Asc)?.take(100_000, All)?.len())
+    Ok(tx.query(TABLE, "by_state_next", range, Order::Asc)?.take(COUNTED_AT_MOST, All)?.len())
 }
 
 /// When the next pending request falls due (ms since the epoch), if any is pending.
@@ -396,50 +445,60 @@ pub enum Answer {
 }
 
 /// Records Temporal's answer to a claimed request, with what follows from it, in one mutation.
-/// A request no longer pending (another process recorded it) is left alone.
-pub fn record_answer(tx: &mut Transaction<'_>, request_id: DocumentId, answer: &Answer) -> Result<(), FunctionError> {
+/// A request no longer pending (another process recorded it) is left alone, and so is a
+/// "no answer" from a claimant whose claim has passed to another process.
+pub fn record_answer(
+    tx: &mut Transaction<'_>,
+    bridge: &BridgeSettings,
+    claimed: &Claimed,
+    answer: &Answer,
+) -> Result<(), FunctionError> {
     let caller = Caller::ADMIN;
     let tx = &mut Ctx::new(tx, &caller);
+    let (request_id, order_id, kind) = (claimed.request, claimed.work_order, claimed.kind);
     let Some(request) = tx.get_owned(TABLE, request_id)? else { return Ok(()) };
     if state_of(&request) != Some(RequestState::Pending) {
         return Ok(());
     }
-    let (Some(kind), Some(order_id)) =
-        (kind_of(&request), text(&request, "workOrderId").and_then(|t| DocumentId::decode(t).ok()))
-    else {
+    let still_ours = text(&request, "claimedBy") == Some(claimed.claimant.as_str());
+    if !still_ours && matches!(answer, Answer::Retry { .. }) {
         return Ok(());
-    };
+    }
     let attempts = number(&request, "attempts");
     let unclaimed = ("claimedBy".to_owned(), None);
+    let Some(order) = tx.get_owned(tables::WORK_ORDERS, order_id)? else {
+        // Gone while the request was out: record the answer on the request alone.
+        let (state, error) = match answer {
+            Answer::Started { .. } | Answer::Done => (RequestState::Done, None),
+            Answer::Refused { message } | Answer::Retry { error: message, .. } => (RequestState::Dead, Some(message)),
+        };
+        let error = error.map(|e| ("lastError".to_owned(), Some(Value::from(e.as_str()))));
+        return patch_request(tx, request_id, state, [unclaimed].into_iter().chain(error).collect());
+    };
+    let order_status = WorkOrderStatus::of(&order)?;
     match answer {
         Answer::Started { run_id } => {
             let run = ("temporalRunId".to_owned(), Some(Value::from(run_id.as_str())));
             patch_request(tx, request_id, RequestState::Done, vec![unclaimed, run])?;
-            let order = load(tx, tables::WORK_ORDERS, order_id, "Work order")?;
-            if bridge_runs(tx, order_id)?.is_empty() {
-                let mut fields = object([
-                    ("temporalWorkflowId", workflow_id(order_id).into()),
-                    ("temporalRunId", run_id.as_str().into()),
-                ]);
-                for (from, to) in [("taskQueue", "taskQueue"), ("targetRepo", "repo"), ("targetBranch", "branch")] {
-                    if let Some(value) = order.fields.get(from) {
-                        fields.insert(to.into(), value.clone());
-                    }
-                }
-                runs::insert_run(tx, order_id, RunStatus::Queued, fields)?;
-            }
-            if WorkOrderStatus::of(&order)? == WorkOrderStatus::Submitted {
+            record_run(tx, &order, run_id)?;
+            if order_status == WorkOrderStatus::Submitted {
                 work_orders::move_along(tx, order_id, WorkOrderStatus::Accepted, Vec::new())?;
             }
-            if !WorkOrderStatus::of(&order)?.is_terminal() {
+            if !order_status.is_terminal() {
                 set_order_state(tx, order_id, BridgeState::Started, attempts, None)?;
             }
+            wake_waiting(tx, order_id)?;
         }
         Answer::Done => {
             patch_request(tx, request_id, RequestState::Done, vec![unclaimed])?;
             let state =
                 if kind == RequestKind::Terminate { BridgeState::TerminateSent } else { BridgeState::CancelSent };
             set_order_state(tx, order_id, state, attempts, None)?;
+            // Cancellation is cooperative: a workflow still running after the grace is terminated.
+            if kind == RequestKind::Cancel {
+                let at = tx.now_ms() + bridge.cancel_grace_ms;
+                enqueue(tx, order_id, RequestKind::Terminate, at)?;
+            }
         }
         Answer::Refused { message } => {
             let error = ("lastError".to_owned(), Some(Value::from(message.as_str())));
@@ -449,22 +508,71 @@ pub fn record_answer(tx: &mut Transaction<'_>, request_id: DocumentId, answer: &
                 let reason = object([("type", "TemporalRefused".into()), ("message", message.as_str().into())]);
                 let extra = vec![("failureReason".to_owned(), Value::Object(reason))];
                 work_orders::move_along(tx, order_id, WorkOrderStatus::Failed, extra)?;
+                wake_waiting(tx, order_id)?;
             }
         }
         Answer::Retry { error, arrived, retry_in_ms } => {
             let arrived = *arrived || request.fields.get("mayHaveArrived") == Some(&Value::Boolean(true));
+            let error_field = ("lastError".to_owned(), Some(Value::from(error.as_str())));
+            // The order was canceled while this start was out, and it never reached Temporal.
+            if kind == RequestKind::Start && order_status == WorkOrderStatus::Canceled && !arrived {
+                patch_request(tx, request_id, RequestState::Skipped, vec![unclaimed, error_field])?;
+                set_order_state(tx, order_id, BridgeState::Skipped, attempts, None)?;
+                return wake_waiting(tx, order_id);
+            }
             let changes = vec![
                 unclaimed,
                 ("mayHaveArrived".to_owned(), Some(arrived.into())),
-                ("lastError".to_owned(), Some(error.as_str().into())),
+                error_field,
                 ("nextAttemptAt".to_owned(), Some((tx.now_ms() + retry_in_ms).into())),
             ];
             patch_request(tx, request_id, RequestState::Pending, changes)?;
-            let order = load(tx, tables::WORK_ORDERS, order_id, "Work order")?;
             // A canceled order keeps saying so; its start's retries show on the request.
-            if kind == RequestKind::Start && !WorkOrderStatus::of(&order)?.is_terminal() {
+            if kind == RequestKind::Start && !order_status.is_terminal() {
                 set_order_state(tx, order_id, BridgeState::Retrying, attempts, Some(error))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The run of a started workflow: a new one, or the one a worker reported first (`runs:start`),
+/// which gets what the mirror needs to follow it.
+fn record_run(tx: &mut Ctx<'_, '_>, order: &Document, run_id: &str) -> Result<(), FunctionError> {
+    let mut fields = object([("temporalRunId", run_id.into())]);
+    for (from, to) in [("taskQueue", "taskQueue"), ("targetRepo", "repo"), ("targetBranch", "branch")] {
+        if let Some(value) = order.fields.get(from) {
+            fields.insert(to.into(), value.clone());
+        }
+    }
+    match bridge_runs(tx, order.id)?.first() {
+        None => {
+            fields.insert("temporalWorkflowId".into(), workflow_id(order.id).into());
+            runs::insert_run(tx, order.id, RunStatus::Queued, fields)?;
+        }
+        Some(run) => {
+            let missing: Vec<_> = fields
+                .into_iter()
+                .filter(|(field, _)| !run.fields.contains_key(field))
+                .map(|(f, v)| (f, Some(v)))
+                .collect();
+            if !missing.is_empty() {
+                tx.patch(tables::RUNS, run.id, missing)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the order's requests that wait for its start's answer due now.
+fn wake_waiting(tx: &mut Ctx<'_, '_>, order: DocumentId) -> Result<(), FunctionError> {
+    let now = tx.now_ms();
+    for request in requests_of(tx, order)? {
+        if kind_of(&request) != Some(RequestKind::Start)
+            && state_of(&request) == Some(RequestState::Pending)
+            && !request.fields.contains_key("claimedBy")
+        {
+            patch_request(tx, request.id, RequestState::Pending, vec![("nextAttemptAt".into(), Some(now.into()))])?;
         }
     }
     Ok(())
@@ -488,7 +596,7 @@ pub fn open_runs(tx: &mut Transaction<'_>) -> Result<Vec<OpenRun>, EngineError> 
             else {
                 continue;
             };
-            if workflow.starts_with("jangar-wo-") {
+            if workflow.starts_with(WORKFLOW_PREFIX) {
                 open.push(OpenRun {
                     run: run.id,
                     workflow_id: workflow.to_owned(),
@@ -499,6 +607,9 @@ pub fn open_runs(tx: &mut Transaction<'_>) -> Result<Vec<OpenRun>, EngineError> 
     }
     Ok(open)
 }
+
+/// The largest workflow result kept on a run.
+const MAX_RESULT_BYTES: usize = 256 << 10;
 
 /// How a workflow ended, as its close event says.
 #[derive(Clone, Debug)]
@@ -525,7 +636,8 @@ pub enum Closed {
 pub fn mark_running(tx: &mut Transaction<'_>, run: DocumentId, worker: Option<&str>) -> Result<(), FunctionError> {
     let caller = Caller::ADMIN;
     let tx = &mut Ctx::new(tx, &caller);
-    let doc = load(tx, tables::RUNS, run, "Run")?;
+    // A run removed meanwhile (an import) has nothing left to mirror.
+    let Some(doc) = tx.get_owned(tables::RUNS, run)? else { return Ok(()) };
     if RunStatus::of(&doc)? != RunStatus::Queued {
         return Ok(());
     }
@@ -538,8 +650,9 @@ pub fn mark_running(tx: &mut Transaction<'_>, run: DocumentId, worker: Option<&s
 pub fn continue_as(tx: &mut Transaction<'_>, run: DocumentId, new_run_id: &str) -> Result<(), FunctionError> {
     let caller = Caller::ADMIN;
     let tx = &mut Ctx::new(tx, &caller);
-    load(tx, tables::RUNS, run, "Run")?;
-    tx.patch(tables::RUNS, run, [("temporalRunId".to_owned(), Some(Value::from(new_run_id)))])?;
+    if tx.get_owned(tables::RUNS, run)?.is_some() {
+        tx.patch(tables::RUNS, run, [("temporalRunId".to_owned(), Some(Value::from(new_run_id)))])?;
+    }
     Ok(())
 }
 
@@ -547,7 +660,8 @@ pub fn continue_as(tx: &mut Transaction<'_>, run: DocumentId, new_run_id: &str) 
 pub fn mark_closed(tx: &mut Transaction<'_>, run: DocumentId, closed: &Closed) -> Result<(), FunctionError> {
     let caller = Caller::ADMIN;
     let tx = &mut Ctx::new(tx, &caller);
-    let doc = load(tx, tables::RUNS, run, "Run")?;
+    // A run removed meanwhile (an import) has nothing left to mirror.
+    let Some(doc) = tx.get_owned(tables::RUNS, run)? else { return Ok(()) };
     let from = RunStatus::of(&doc)?;
     if from.is_terminal() {
         return Ok(());
@@ -565,7 +679,13 @@ pub fn mark_closed(tx: &mut Transaction<'_>, run: DocumentId, closed: &Closed) -
                 }
             }
             if let Some(result) = result {
-                extra.push(("result".to_owned(), result.clone()));
+                // Temporal's payloads may be larger than a document holds: keep what fits.
+                let kept = if result.size() <= MAX_RESULT_BYTES {
+                    result.clone()
+                } else {
+                    Value::Object(object([("truncated", true.into()), ("bytes", (result.size() as f64).into())]))
+                };
+                extra.push(("result".to_owned(), kept));
             }
             (RunStatus::Succeeded, extra)
         }
@@ -585,9 +705,9 @@ pub fn mark_closed(tx: &mut Transaction<'_>, run: DocumentId, closed: &Closed) -
         }
         Closed::Canceled => (RunStatus::Canceled, Vec::new()),
         Closed::Terminated { reason: why } => {
-            let order = runs::run_order(&doc)?;
-            let order = load(tx, tables::WORK_ORDERS, order, "Work order")?;
-            if WorkOrderStatus::of(&order)? == WorkOrderStatus::Canceled {
+            let order = tx.get_owned(tables::WORK_ORDERS, runs::run_order(&doc)?)?;
+            let asked = order.map(|o| WorkOrderStatus::of(&o)).transpose()? == Some(WorkOrderStatus::Canceled);
+            if asked {
                 (RunStatus::Canceled, Vec::new())
             } else {
                 (RunStatus::Failed, vec![("failureReason".to_owned(), reason("terminated", why.clone()))])
@@ -605,14 +725,18 @@ pub fn mark_closed(tx: &mut Transaction<'_>, run: DocumentId, closed: &Closed) -
     Ok(())
 }
 
-/// Counts of requests by state, and the ones that need a look: pending after failed attempts,
-/// and dead ones.
+/// Requests counted per state at most (a read stays far under its limits however long the
+/// outbox grows).
+const COUNTED_AT_MOST: usize = 5000;
+
+/// Counts of requests by state (up to [`COUNTED_AT_MOST`] each), and the ones that need a look:
+/// pending after failed attempts, and dead ones.
 fn status(tx: &mut Ctx<'_, '_>, _: &Args) -> FunctionResult {
     let mut counts = Object::new();
     let mut stuck = Vec::new();
     for state in RequestState::ALL {
         let range = IndexRange::default().eq(state.as_str());
-        let requests = tx.query_unchecked(TABLE, "by_state_next", range, Order::Asc)?.take(usize::MAX, All)?;
+        let requests = tx.query_unchecked(TABLE, "by_state_next", range, Order::Asc)?.take(COUNTED_AT_MOST, All)?;
         counts.insert(state.as_str().to_owned(), Value::from(requests.len() as f64));
         let needs_a_look = |r: &&Document| match state {
             RequestState::Pending => r.fields.contains_key("lastError"),

@@ -303,7 +303,7 @@ fn update_status(tx: &mut Ctx<'_, '_>, args: &Args, bridge: Option<&BridgeSettin
     let order = set_status(tx, id, from, to, extra.collect())?;
     match (bridge, to) {
         (Some(bridge), WorkOrderStatus::Submitted) => temporal::on_submitted(tx, bridge, id)?,
-        (Some(bridge), WorkOrderStatus::Canceled) => temporal::on_canceled(tx, bridge, id)?,
+        (Some(_), WorkOrderStatus::Canceled) => temporal::on_canceled(tx, id)?,
         _ => return Ok(order.to_value()),
     }
     Ok(load(tx, TABLE, id, "Work order")?.to_value())

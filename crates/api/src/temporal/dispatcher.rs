@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jangar_domain::error::FunctionError;
-use jangar_domain::temporal::{self as outbox, Answer};
+use jangar_domain::temporal::{self as outbox, Answer, BridgeSettings, Claimed};
 use jangar_engine::database::Database;
 use tokio::sync::{Notify, broadcast, watch};
 
@@ -25,8 +25,8 @@ const IDLE_LOOK: Duration = Duration::from_secs(5);
 /// How often the pending gauge is counted.
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 
-/// For crash tests only: `JANGAR_FAILPOINT=temporal-start-answered` aborts the process after
-/// Temporal answered a start and before the answer is recorded.
+/// For crash tests only, and only in debug builds: `JANGAR_FAILPOINT=temporal-start-answered`
+/// aborts the process after Temporal answered a start and before the answer is recorded.
 const FAILPOINT: &str = "temporal-start-answered";
 
 pub(super) async fn run(
@@ -37,12 +37,21 @@ pub(super) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let claimant = claimant();
-    let crash_after_start = std::env::var("JANGAR_FAILPOINT").is_ok_and(|f| f == FAILPOINT);
+    let crash_after_start = cfg!(debug_assertions) && std::env::var("JANGAR_FAILPOINT").is_ok_and(|f| f == FAILPOINT);
     let outbox_table = db.schema().table(outbox::TABLE).map(|t| t.number);
     let mut commits = db.subscribe_commits();
     let mut counted = tokio::time::Instant::now() - COUNT_EVERY;
     tracing::info!(temporal = %temporal.config.url, namespace = %temporal.config.namespace, %claimant,
         "sending work orders' workflows to Temporal");
+    let settings = temporal.config.settings();
+    let adopting = settings.clone();
+    match db.mutate(move |tx| outbox::adopt_unsent(tx, &adopting)).await {
+        Ok(outcome) if outcome.value > 0 => {
+            tracing::info!(orders = outcome.value, "queued the starts of submitted orders that had none");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot look for submitted orders without a start"),
+    }
     // Alone on its database (SQLite), this process knows every claim is a dead one's.
     if !db.follows_commit_feed() {
         match db.mutate(outbox::release_claims).await {
@@ -63,7 +72,7 @@ pub(super) async fn run(
         let wait = match db.query(outbox::next_due).await {
             Ok(outcome) => match outcome.value {
                 Some(at) if at <= now_ms() => {
-                    match dispatch_due(&db, &temporal, &stats, &claimant, crash_after_start).await {
+                    match dispatch_due(&db, &temporal, &settings, &stats, &claimant, crash_after_start).await {
                         Ok(true) => started.notify_one(),
                         Ok(false) => {}
                         Err(e) => {
@@ -85,7 +94,7 @@ pub(super) async fn run(
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
-                _ = stop.changed() => break,
+                _ = stop.wait_for(|stopping| *stopping) => break,
                 commit = commits.recv() => match commit {
                     Ok(commit) if commit.everything
                         || commit.writes.entries.iter().any(|w| Some(w.index.table) == outbox_table) => break,
@@ -98,12 +107,14 @@ pub(super) async fn run(
     }
 }
 
-/// Claims the due requests, sends them at once, and records every answer; true if a workflow
-/// started (for the mirror to follow).
+/// Claims the due requests, sends them at once, and records every answer as it comes; true if
+/// a workflow started (for the mirror to follow). An answer that cannot be recorded is logged:
+/// its request is sent again once its claim's lease runs out, and Temporal dedupes it.
 async fn dispatch_due(
     db: &Arc<Database>,
     temporal: &Arc<Temporal>,
-    stats: &BridgeStats,
+    settings: &BridgeSettings,
+    stats: &Arc<BridgeStats>,
     claimant: &str,
     crash_after_start: bool,
 ) -> Result<bool, FunctionError> {
@@ -111,44 +122,49 @@ async fn dispatch_due(
     let claimed = db.mutate(move |tx| outbox::claim_due(tx, &who, BATCH, LEASE_MS)).await?.value;
     let mut sends = tokio::task::JoinSet::new();
     for request in claimed {
-        let temporal = temporal.clone();
+        let (db, temporal, settings, stats) = (db.clone(), temporal.clone(), settings.clone(), stats.clone());
         sends.spawn(async move {
             let answer = temporal.send(&request).await;
-            (request, answer)
+            let started = note(&request, &answer, &stats, crash_after_start);
+            let workflow = request.workflow_id.clone();
+            let recorded = db.mutate(move |tx| outbox::record_answer(tx, &settings, &request, &answer)).await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, %workflow, "cannot record Temporal's answer; the request will be sent again");
+            }
+            started
         });
     }
-    let mut recorded = Vec::new();
     let mut any_started = false;
-    while let Some(sent) = sends.join_next().await {
-        let Ok((request, answer)) = sent else { continue };
-        match &answer {
-            Answer::Started { run_id } => {
-                if crash_after_start {
-                    tracing::error!("failpoint {FAILPOINT}: aborting before recording the start");
-                    std::process::abort();
-                }
-                tracing::info!(workflow = %request.workflow_id, %run_id, "workflow started");
-                add(&stats.sent, 1);
-                any_started = true;
-            }
-            Answer::Done => add(&stats.sent, 1),
-            Answer::Refused { message } => {
-                tracing::warn!(workflow = %request.workflow_id, kind = %request.kind, %message, "Temporal refused a request");
-                add(&stats.dead, 1);
-            }
-            Answer::Retry { error, retry_in_ms, .. } => {
-                tracing::warn!(workflow = %request.workflow_id, kind = %request.kind, attempt = request.attempt,
-                    retry_in_ms = *retry_in_ms as u64, %error, "no answer from Temporal; the request will be sent again");
-                add(&stats.failed_attempts, 1);
-            }
-        }
-        let id = request.request;
-        recorded.push(db.enqueue(move |tx| outbox::record_answer(tx, id, &answer)).await?);
-    }
-    for pending in recorded {
-        pending.outcome().await?;
+    while let Some(started) = sends.join_next().await {
+        any_started |= started.unwrap_or(false);
     }
     Ok(any_started)
+}
+
+/// Logs and counts an answer; true for a started workflow.
+fn note(request: &Claimed, answer: &Answer, stats: &BridgeStats, crash_after_start: bool) -> bool {
+    match answer {
+        Answer::Started { run_id } => {
+            if crash_after_start {
+                tracing::error!("failpoint {FAILPOINT}: aborting before recording the start");
+                std::process::abort();
+            }
+            tracing::info!(workflow = %request.workflow_id, %run_id, "workflow started");
+            add(&stats.sent, 1);
+            return true;
+        }
+        Answer::Done => add(&stats.sent, 1),
+        Answer::Refused { message } => {
+            tracing::warn!(workflow = %request.workflow_id, kind = %request.kind, %message, "Temporal refused a request");
+            add(&stats.dead, 1);
+        }
+        Answer::Retry { error, retry_in_ms, .. } => {
+            tracing::warn!(workflow = %request.workflow_id, kind = %request.kind, attempt = request.attempt,
+                retry_in_ms = *retry_in_ms as u64, %error, "no answer from Temporal; the request will be sent again");
+            add(&stats.failed_attempts, 1);
+        }
+    }
+    false
 }
 
 /// A name for this process in claims: unique across replicas and restarts.

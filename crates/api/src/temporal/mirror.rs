@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::{BridgeStats, Ending, HistoryError, Temporal, ending};
+use super::{BridgeStats, Ending, HistoryError, HistoryFilter, Temporal, ending};
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// History long polls open at once. Temporal caps a namespace's concurrent polls (1,200 on the
@@ -39,9 +39,17 @@ pub(super) async fn run(
     let mut followers: HashMap<DocumentId, JoinHandle<()>> = HashMap::new();
     let polls = Arc::new(Semaphore::new(POLLS_AT_ONCE));
     while !*stop.borrow() {
-        followers.retain(|_, follower| !follower.is_finished());
         match db.query(bridge::open_runs).await {
             Ok(outcome) => {
+                // A run closed here (a worker reported its end) needs no follower.
+                let open: std::collections::HashSet<DocumentId> = outcome.value.iter().map(|r| r.run).collect();
+                followers.retain(|run, follower| {
+                    let keep = open.contains(run) && !follower.is_finished();
+                    if !keep {
+                        follower.abort();
+                    }
+                    keep
+                });
                 for run in outcome.value {
                     if !followers.contains_key(&run.run) {
                         let id = run.run;
@@ -57,7 +65,7 @@ pub(super) async fn run(
         tokio::select! {
             () = tokio::time::sleep(RECONCILE_EVERY) => {}
             () = started.notified() => {}
-            _ = stop.changed() => {}
+            _ = stop.wait_for(|stopping| *stopping) => {}
         }
     }
     for (_, follower) in followers {
@@ -65,7 +73,8 @@ pub(super) async fn run(
     }
 }
 
-/// Follows one run to its end (or until `stop`).
+/// Follows one run to its end (or until `stop`): every event until a worker takes the first
+/// task, then only the close event, so a long workflow costs one idle long poll.
 async fn follow(
     db: Arc<Database>,
     temporal: Arc<Temporal>,
@@ -75,16 +84,16 @@ async fn follow(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut run_id = run.temporal_run_id.clone();
+    let mut filter = HistoryFilter::All;
     let mut token: Option<String> = None;
-    let mut picked_up = false;
     let mut failures = 0u32;
-    loop {
+    'poll: loop {
         let page = tokio::select! {
             page = async {
                 let _poll = polls.acquire().await;
-                temporal.history(&run.workflow_id, &run_id, token.as_deref()).await
+                temporal.history(&run.workflow_id, &run_id, filter, token.as_deref()).await
             } => page,
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|stopping| *stopping) => return,
         };
         let (events, next) = match page {
             Ok(page) => {
@@ -92,64 +101,83 @@ async fn follow(
                 page
             }
             Err(HistoryError::NotFound) => {
-                apply(&db, &stats, run.run, &Closed::NotFound, None).await;
+                apply(&db, &stats, run.run, &Closed::NotFound, None, &mut stop).await;
                 return;
             }
             Err(HistoryError::Other(error)) => {
+                // A long poll that outlived the client's timeout fails once; more in a row is news.
                 failures += 1;
                 let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(MAX_RETRY);
                 if failures > 1 {
                     tracing::warn!(workflow = %run.workflow_id, %error, retry_in = ?wait, "cannot read the workflow's history");
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(wait) => continue,
-                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(wait) => continue 'poll,
+                    _ = stop.wait_for(|stopping| *stopping) => return,
                 }
             }
         };
+        token = next;
         for event in &events {
-            let kind = event["eventType"].as_str().unwrap_or_default();
-            if !picked_up && kind == "EVENT_TYPE_WORKFLOW_TASK_STARTED" {
-                picked_up = true;
+            if matches!(filter, HistoryFilter::All) && event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_STARTED" {
                 let worker = event["workflowTaskStartedEventAttributes"]["identity"].as_str().map(str::to_owned);
                 let id = run.run;
                 if let Err(e) = db.mutate(move |tx| bridge::mark_running(tx, id, worker.as_deref())).await {
                     tracing::error!(error = %e, run = %id, "cannot record that the workflow runs");
                 }
+                // Nothing but the end matters now.
+                filter = HistoryFilter::Close;
+                token = None;
             }
             match ending(event) {
                 Some(Ending::Closed(closed)) => {
-                    apply(&db, &stats, run.run, &closed, Some(event)).await;
+                    apply(&db, &stats, run.run, &closed, Some(event), &mut stop).await;
                     return;
                 }
-                Some(Ending::ContinuedAs(next_run)) => {
+                Some(Ending::ContinuedAs(next_run)) if !next_run.is_empty() => {
                     let id = run.run;
                     let recorded = next_run.clone();
                     if let Err(e) = db.mutate(move |tx| bridge::continue_as(tx, id, &recorded)).await {
                         tracing::error!(error = %e, run = %id, "cannot record the workflow's new run");
                     }
-                    run_id = next_run;
-                    token = None;
-                    continue;
+                    (run_id, filter, token) = (next_run, HistoryFilter::All, None);
+                    continue 'poll;
                 }
-                None => {}
+                _ => {}
             }
         }
-        if next.is_some() {
-            token = next;
+        if events.is_empty() && token.is_none() {
+            // Nothing, and nothing to wait on: do not ask again at once.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            }
         }
     }
 }
 
 /// Records a workflow's end on its run, retrying while the database cannot take it.
-async fn apply(db: &Arc<Database>, stats: &BridgeStats, run: DocumentId, closed: &Closed, event: Option<&Json>) {
+/// Gives up only when the process stops (the next start applies it then).
+async fn apply(
+    db: &Arc<Database>,
+    stats: &BridgeStats,
+    run: DocumentId,
+    closed: &Closed,
+    event: Option<&Json>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(1);
     loop {
         let outcome = closed.clone();
         match db.mutate(move |tx| bridge::mark_closed(tx, run, &outcome)).await {
             Ok(_) => break,
             Err(e) => {
-                tracing::error!(error = %e, %run, "cannot record the workflow's end; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::error!(error = %e, %run, retry_in = ?wait, "cannot record the workflow's end");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
+                wait = (wait * 2).min(MAX_RETRY);
             }
         }
     }

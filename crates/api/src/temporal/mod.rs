@@ -107,6 +107,13 @@ struct Temporal {
     config: TemporalConfig,
 }
 
+/// Which events a history read returns.
+#[derive(Clone, Copy)]
+enum HistoryFilter {
+    All,
+    Close,
+}
+
 /// Why the mirror could not read a workflow's history.
 enum HistoryError {
     NotFound,
@@ -178,33 +185,37 @@ impl Temporal {
         classify(request, answer)
     }
 
-    /// One page of a run's history from `token` on; with `wait`, blocks until there is news.
+    /// One page of a run's history from `token` on, every event or only the close event, waiting
+    /// (a long poll) until there is news.
     async fn history(
         &self,
         workflow_id: &str,
         run_id: &str,
+        events: HistoryFilter,
         token: Option<&str>,
     ) -> Result<(Vec<Json>, Option<String>), HistoryError> {
+        let filter = match events {
+            HistoryFilter::All => "HISTORY_EVENT_FILTER_TYPE_ALL_EVENT",
+            HistoryFilter::Close => "HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT",
+        };
         let mut url = self.url(
             workflow_id,
             &format!(
                 "/history?execution.runId={run_id}&waitNewEvent=true\
-                 &historyEventFilterType=HISTORY_EVENT_FILTER_TYPE_ALL_EVENT&noPayloadShorthand=true"
+                 &historyEventFilterType={filter}&noPayloadShorthand=true"
             ),
         );
         if let Some(token) = token {
             url.push_str("&nextPageToken=");
             url.push_str(&percent_encode(token));
         }
-        let response = self.call(Method::GET, &url, None, LONG_POLL_TIMEOUT).await.map_err(|e| {
-            // An idle long poll that outlived our timeout is not an error: poll again.
-            HistoryError::Other(e.message)
-        })?;
+        let response =
+            self.call(Method::GET, &url, None, LONG_POLL_TIMEOUT).await.map_err(|e| HistoryError::Other(e.message))?;
         let body = response.json().unwrap_or(Json::Null);
         match response.status {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND if !is_namespace_not_found(&body) => return Err(HistoryError::NotFound),
-            status => return Err(HistoryError::Other(format!("{status}: {}", message_of(&body)))),
+            StatusCode::NOT_FOUND if is_workflow_not_found(&body) => return Err(HistoryError::NotFound),
+            status => return Err(HistoryError::Other(format!("{status}: {}", message_of(&response, &body)))),
         }
         let events = body["history"]["events"].as_array().cloned().unwrap_or_default();
         let token = body["nextPageToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
@@ -237,12 +248,17 @@ fn decode_payload(payload: &Json) -> Option<Value> {
     Some(Value::from_json(&json).unwrap_or_else(|_| Value::from(json.to_string())))
 }
 
-fn message_of(body: &Json) -> String {
-    body["message"].as_str().map_or_else(|| body.to_string(), str::to_owned)
+/// What Temporal said: its status message, else the start of whatever came back (a proxy's page).
+fn message_of(response: &HttpResponse, body: &Json) -> String {
+    match body["message"].as_str() {
+        Some(message) => message.to_owned(),
+        None => String::from_utf8_lossy(&response.body).chars().take(300).collect(),
+    }
 }
 
-fn is_namespace_not_found(body: &Json) -> bool {
-    detail_type(body).is_some_and(|t| t.ends_with("NamespaceNotFoundFailure"))
+/// A 404 about the workflow itself (not the namespace, not a wrong URL answering 404 to all).
+fn is_workflow_not_found(body: &Json) -> bool {
+    detail_type(body).is_some_and(|t| t.ends_with(".NotFoundFailure"))
 }
 
 fn detail_type(body: &Json) -> Option<&str> {
@@ -253,8 +269,9 @@ fn detail_type(body: &Json) -> Option<&str> {
 /// requests that failed together are not sent again together.
 fn backoff_ms(attempt: u32) -> f64 {
     let base = (500.0 * 2f64.powi(attempt.saturating_sub(1).min(20) as i32)).min(60_000.0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    base * (0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0)
+    let mut random = [0u8; 2];
+    let _ = getrandom::fill(&mut random);
+    base * (0.8 + 0.4 * f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX))
 }
 
 /// Turns Temporal's answer (or its absence) into what the outbox records.
@@ -265,7 +282,7 @@ fn classify(request: &Claimed, answer: Result<HttpResponse, SendError>) -> Answe
         Err(e) => return Answer::Retry { error: e.message, arrived: !e.not_sent, retry_in_ms },
     };
     let body = response.json().unwrap_or(Json::Null);
-    let message = message_of(&body);
+    let message = message_of(&response, &body);
     match (request.kind, response.status) {
         (RequestKind::Start, StatusCode::OK) => match body["runId"].as_str() {
             Some(run_id) => Answer::Started { run_id: run_id.to_owned() },
@@ -285,15 +302,23 @@ fn classify(request: &Claimed, answer: Result<HttpResponse, SendError>) -> Answe
             }
             match details["runId"].as_str() {
                 Some(run_id) => Answer::Started { run_id: run_id.to_owned() },
-                None => Answer::Refused { message },
+                None => Answer::Retry {
+                    error: format!("already started, without a runId: {message}"),
+                    arrived: true,
+                    retry_in_ms,
+                },
             }
         }
         (RequestKind::Cancel | RequestKind::Terminate, StatusCode::OK) => Answer::Done,
         // Nothing (left) to stop: the workflow is gone or already closed.
-        (RequestKind::Cancel | RequestKind::Terminate, StatusCode::NOT_FOUND) if !is_namespace_not_found(&body) => {
+        (RequestKind::Cancel | RequestKind::Terminate, StatusCode::NOT_FOUND) if is_workflow_not_found(&body) => {
             Answer::Done
         }
-        (_, StatusCode::BAD_REQUEST) => Answer::Refused { message: format!("Temporal refused the request: {message}") },
+        // Only InvalidArgument (gRPC code 3) is final; the gateway maps other codes, some of them
+        // passing (FailedPrecondition during a failover), to 400 too.
+        (_, StatusCode::BAD_REQUEST) if body["code"] == 3 => {
+            Answer::Refused { message: format!("Temporal refused the request: {message}") }
+        }
         (_, status) => {
             Answer::Retry { error: format!("Temporal answered {status}: {message}"), arrived: true, retry_in_ms }
         }

@@ -18,6 +18,7 @@ fn request(kind: RequestKind) -> Claimed {
         work_order: order,
         workflow_id: format!("jangar-wo-{order}"),
         request_id: format!("jangar-{kind}-{order}"),
+        claimant: "jangar-test".into(),
         attempt: 1,
         start: None,
     }
@@ -54,6 +55,15 @@ fn refusals_are_final_and_everything_else_is_sent_again() {
     let start = request(RequestKind::Start);
     let too_big = answer(400, json!({"code": 3, "message": "Blob data size exceeds limit."}));
     assert!(matches!(classify(&start, too_big), Answer::Refused { message } if message.contains("exceeds limit")));
+    let failing_over = answer(400, json!({"code": 9, "message": "Namespace is not active."}));
+    assert!(matches!(classify(&start, failing_over), Answer::Retry { .. }), "only InvalidArgument is final");
+    let proxy = Ok(HttpResponse {
+        status: StatusCode::NOT_FOUND,
+        headers: Default::default(),
+        body: "<html>no such page</html>".into(),
+    });
+    let wrong_url = classify(&request(RequestKind::Cancel), proxy);
+    assert!(matches!(&wrong_url, Answer::Retry { error, .. } if error.contains("no such page")), "{wrong_url:?}");
     let unavailable = answer(503, json!({"code": 14, "message": "unavailable"}));
     assert!(matches!(classify(&start, unavailable), Answer::Retry { arrived: true, .. }));
     let namespace = answer(
