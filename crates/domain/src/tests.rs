@@ -265,3 +265,83 @@ async fn the_run_counters_equal_the_runs_they_count() {
         }
     }
 }
+
+/// The Temporal outbox's rules without a Temporal: a claim is exclusive, a stale claimant's
+/// no-answer changes nothing, a start that never left is dropped on cancel, and a delivered
+/// cancel queues the termination after the grace period.
+#[tokio::test]
+async fn the_outbox_claims_each_request_once_and_drops_a_start_that_never_left() {
+    use std::sync::Arc;
+
+    use jangar_engine::database::Database;
+    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+    use jangar_engine::value::Value;
+
+    use super::access::Caller;
+    use super::registry::{check_args, run_mutation};
+    use super::temporal::{self, Answer, BridgeSettings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(super::schema::schema());
+    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+    let (db, _committer) = Database::start(schema.clone(), Arc::new(storage), 0).unwrap();
+    let bridge = BridgeSettings { task_queue: "q".into(), cancel_grace_ms: 60_000.0 };
+    let registry = super::registry_serving("http://test".into(), Arc::default(), Some(bridge.clone()));
+    let call = |path: &'static str, args: serde_json::Value| {
+        let (db, schema, function) = (db.clone(), schema.clone(), registry.get(path).unwrap());
+        async move {
+            let args = check_args(&function, Value::from_json(&args).unwrap(), &schema).unwrap();
+            run_mutation(&db, function, Caller::ADMIN, args).await.unwrap().value
+        }
+    };
+    let claim = |who: &'static str| {
+        let db = db.clone();
+        async move { db.mutate(move |tx| temporal::claim_due(tx, who, 10, 30_000.0)).await.unwrap().value }
+    };
+    let record = |claimed: temporal::Claimed, answer: Answer| {
+        let (db, bridge) = (db.clone(), bridge.clone());
+        async move { db.mutate(move |tx| temporal::record_answer(tx, &bridge, &claimed, &answer)).await.unwrap() }
+    };
+    let state = |order: serde_json::Value| {
+        let db = db.clone();
+        async move {
+            let id = jangar_engine::id::DocumentId::decode(order.as_str().unwrap()).unwrap();
+            let doc = db.query(move |tx| tx.get(super::schema::tables::WORK_ORDERS, id)).await.unwrap().value.unwrap();
+            let temporal = doc.fields.get("temporal").and_then(Value::as_object).unwrap();
+            (doc.fields["status"].as_str().unwrap().to_owned(), temporal["state"].as_str().unwrap().to_owned())
+        }
+    };
+    let id = |value: Value| serde_json::Value::from(value.as_str().unwrap());
+    let session = id(call("chatSessions:create", serde_json::json!({"userId": "u", "title": "t"})).await);
+    let order = || serde_json::json!({"sessionId": session, "workflowType": "W"});
+    let (first, second) = (id(call("workOrders:create", order()).await), id(call("workOrders:create", order()).await));
+
+    let claimed = claim("a").await;
+    assert_eq!(claimed.len(), 2);
+    assert!(claim("b").await.is_empty(), "claimed requests are not due for anyone else");
+    let (to_first, to_second) = match claimed[0].work_order.encode() == first.as_str().unwrap() {
+        true => (claimed[0].clone(), claimed[1].clone()),
+        false => (claimed[1].clone(), claimed[0].clone()),
+    };
+    let refused = Answer::Retry { error: "connection refused".into(), arrived: false, retry_in_ms: 0.0 };
+    record(to_first, refused.clone()).await;
+    assert_eq!(state(first.clone()).await, ("submitted".into(), "retrying".into()));
+    call("workOrders:updateStatus", serde_json::json!({"workOrderId": first, "status": "canceled"})).await;
+    assert_eq!(state(first.clone()).await, ("canceled".into(), "skipped".into()), "it never left: nothing to cancel");
+
+    let mut stale = to_second.clone();
+    stale.claimant = "b".into();
+    record(stale, refused).await;
+    assert!(claim("c").await.is_empty(), "a no-answer from a claimant that holds no claim changes nothing");
+    record(to_second, Answer::Started { run_id: "r-1".into() }).await;
+    assert_eq!(state(second.clone()).await, ("accepted".into(), "started".into()));
+    call("workOrders:updateStatus", serde_json::json!({"workOrderId": second, "status": "canceled"})).await;
+    let cancel = claim("a").await;
+    assert_eq!(cancel.len(), 1, "only the second order has something to stop");
+    assert_eq!(cancel[0].kind, temporal::RequestKind::Cancel);
+    record(cancel[0].clone(), Answer::Done).await;
+    assert_eq!(state(second).await, ("canceled".into(), "cancel_sent".into()));
+    let terminate_at = db.query(temporal::next_due).await.unwrap().value.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    assert!(terminate_at > now + 50_000.0, "the termination waits the grace period");
+}
