@@ -12,12 +12,15 @@ Then it creates one chat session, submits N work orders (workOrders:create, work
 workflowArgs {"mode": "succeed", "i": i}) from a pool of threads, noting when each submit was
 acknowledged, and waits until every order is `succeeded`. Temporal's List API gives each execution's
 startTime and the executions per workflow id (`jangar-wo-<workOrderId>`, the id the bridge uses).
+Then, as the reference in the same run, it sends the same N starts straight to Temporal's HTTP API
+from as many threads as Jangar's dispatcher sends at once, and prints both start rates and their ratio.
 It prints figures only: wall time, submit -> workflow started (Temporal's startTime minus the submit
 acknowledgement), submit -> succeeded (the order's updatedAt, set by the bridge's last status change,
 minus the acknowledgement), executions per order, orders/s. Every clock read is on this machine.
 Logs are kept in bench/work/temporal/. `scripts/test` installs the Temporal CLI and SDK into the venv.
 """
 import argparse
+import base64
 import calendar
 import concurrent.futures
 import math
@@ -28,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import json
 import threading
 import time
 import urllib.parse
@@ -44,6 +48,8 @@ WORKER = ROOT / "tests/temporal/worker.py"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 TASK_QUEUE = "jangar"
 WORKFLOW_PREFIX = "jangar-wo-"
+DIRECT_PREFIX = "bench-direct-"
+DISPATCHER_CONCURRENCY = 64  # the requests Jangar's dispatcher claims and sends at once
 
 procs = []  # every process started here, stopped at exit
 
@@ -115,6 +121,45 @@ def start_worker(grpc):
     log_path = OUT / "worker.log"
     wait_until(p, "ready", lambda: "ready" in log_path.read_text().split(), 60)
     return p
+
+
+def direct_starts(http, n, threads):
+    """The reference: n starts of the same workflow sent straight to Temporal's HTTP API from
+    `threads` threads (as many as Jangar's dispatcher sends at once), the same body Jangar sends.
+    Returns (began, per-request latencies)."""
+    def body(i):
+        arg = base64.b64encode(json.dumps({"mode": "succeed", "i": i}).encode()).decode()
+        return {"workflowType": {"name": "JangarEcho"}, "taskQueue": {"name": TASK_QUEUE},
+                "input": {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": arg}]},
+                "requestId": f"direct-start-{i}", "identity": "bench",
+                "workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE",
+                "workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_FAIL"}
+
+    latencies = []
+
+    def start_one(i):
+        sent = time.time()
+        status, out = http.request("POST", f"/namespaces/default/workflows/{DIRECT_PREFIX}{i}", body(i))
+        if status != 200:
+            raise RuntimeError(f"direct start {i} -> {status}: {str(out)[:300]}")
+        latencies.append(time.time() - sent)
+
+    began = time.time()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for f in concurrent.futures.as_completed([pool.submit(start_one, i) for i in range(n)]):
+            f.result()
+    return began, latencies
+
+
+def listed_start_times(http, prefix, expected):
+    """Every execution's startTime under a workflow id prefix, waiting (up to 10 s) for visibility
+    to list `expected` of them."""
+    deadline = time.time() + 10
+    while True:
+        executions = list_executions(http, f"WorkflowId STARTS_WITH '{prefix}'")
+        if len(executions) >= expected or time.time() > deadline:
+            return executions
+        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- Jangar
@@ -239,6 +284,13 @@ def bench(args):
         for e in executions:
             statuses[e.get("status", "?")] = statuses.get(e.get("status", "?"), 0) + 1
 
+        # The reference, in the same invocation: the same starts without Jangar.
+        log(f"reference: {args.orders} starts straight to Temporal from {DISPATCHER_CONCURRENCY} threads")
+        direct_began, direct_latencies = direct_starts(temporal_http, args.orders, DISPATCHER_CONCURRENCY)
+        direct = listed_start_times(temporal_http, DIRECT_PREFIX, args.orders)
+        direct_span = max(parse_time(e["startTime"]) for e in direct) - direct_began
+        bridged_span = max(parse_time(e["startTime"]) for e in executions) - began
+
         wall = finished - began
         print(f"\nmachine: {machine()}")
         print(f"Temporal: {subprocess.run([TEMPORAL, '--version'], capture_output=True, text=True).stdout.strip()}")
@@ -257,6 +309,11 @@ def bench(args):
               f"({len(executions)} listed with {WORKFLOW_PREFIX}*: "
               + ", ".join(f"{n} {s.removeprefix('WORKFLOW_EXECUTION_STATUS_')}" for s, n in sorted(statuses.items()))
               + ")")
+        print(f"starts/s, through Jangar:        {len(executions) / bridged_span:,.1f} (first submit to last "
+              f"workflow started: {bridged_span:.2f} s)")
+        print(f"starts/s, straight to Temporal:  {len(direct) / direct_span:,.1f} ({direct_span:.2f} s; "
+              f"a start's round trip p50 {ms(pct(direct_latencies, 50))}, p99 {ms(pct(direct_latencies, 99))})")
+        print(f"ratio, Jangar / reference:       {(len(executions) / bridged_span) / (len(direct) / direct_span):.2f}")
         if wrong_id:
             print(f"orders whose workflowId is not {WORKFLOW_PREFIX}<id>: {wrong_id}")
     finally:

@@ -319,6 +319,9 @@ pub fn claim_due(
         let (Some(kind), Some(order_id)) =
             (kind_of(&request), text(&request, "workOrderId").and_then(|t| DocumentId::decode(t).ok()))
         else {
+            // The schema rules this out; were it to happen, the request must not stay due forever.
+            let error = ("lastError".to_owned(), Some(Value::from("The request names no kind or work order.")));
+            patch_request(tx, request.id, RequestState::Dead, vec![error])?;
             continue;
         };
         let Some(order) = tx.get_owned(tables::WORK_ORDERS, order_id)? else {

@@ -2,8 +2,9 @@
 //!
 //! A request is claimed (by a mutation, so with PostgreSQL replicas exactly one process holds
 //! it) for [`LEASE_MS`]; if its claimant dies, it falls due again and another process sends the
-//! same request, which Temporal dedupes. The dispatcher wakes when a commit touches the outbox,
-//! when the next request falls due, and every [`IDLE_LOOK`] whatever happens.
+//! same request, which Temporal dedupes. Up to [`IN_FLIGHT`] requests are out at once, each
+//! answer recorded as it comes. The dispatcher wakes when a commit touches the outbox, when an
+//! answer frees room, when the next request falls due, and every [`IDLE_LOOK`] whatever happens.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +17,8 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use super::{BridgeStats, Temporal, add, now_ms};
 
-/// Requests claimed at once.
-const BATCH: usize = 64;
+/// Requests out to Temporal at once (each claim takes what room is left).
+const IN_FLIGHT: usize = 64;
 /// How long a claim holds; far beyond [`super::REQUEST_TIMEOUT`].
 const LEASE_MS: f64 = 30_000.0;
 /// The longest the dispatcher sleeps with nothing to do.
@@ -62,7 +63,18 @@ pub(super) async fn run(
             Err(e) => tracing::error!(error = %e, "cannot release earlier claims; they wait out their lease"),
         }
     }
+    let mut sends = Sends {
+        db: db.clone(),
+        temporal: temporal.clone(),
+        settings,
+        stats: stats.clone(),
+        started,
+        claimant,
+        crash_after_start,
+        in_flight: tokio::task::JoinSet::new(),
+    };
     while !*stop.borrow() {
+        while sends.in_flight.try_join_next().is_some() {}
         if counted.elapsed() >= COUNT_EVERY {
             counted = tokio::time::Instant::now();
             if let Ok(outcome) = db.query(outbox::count_pending).await {
@@ -71,14 +83,15 @@ pub(super) async fn run(
         }
         let wait = match db.query(outbox::next_due).await {
             Ok(outcome) => match outcome.value {
+                // Sending as many as may be out at once: wait for one of them to be answered.
+                Some(at) if at <= now_ms() && sends.in_flight.len() >= IN_FLIGHT => {
+                    sends.in_flight.join_next().await;
+                    continue;
+                }
                 Some(at) if at <= now_ms() => {
-                    match dispatch_due(&db, &temporal, &settings, &stats, &claimant, crash_after_start).await {
-                        Ok(true) => started.notify_one(),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot claim or record Temporal requests");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
+                    if let Err(e) = sends.claim_and_send(IN_FLIGHT - sends.in_flight.len()).await {
+                        tracing::error!(error = %e, "cannot claim Temporal requests");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     continue;
                 }
@@ -95,50 +108,63 @@ pub(super) async fn run(
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 _ = stop.wait_for(|stopping| *stopping) => break,
+                // An answer frees room for the next due request.
+                Some(_) = sends.in_flight.join_next(), if !sends.in_flight.is_empty() => break,
                 commit = commits.recv() => match commit {
                     Ok(commit) if commit.everything
                         || commit.writes.entries.iter().any(|w| Some(w.index.table) == outbox_table) => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    // The database is gone: nothing can be claimed or recorded any more.
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
         }
     }
+    // Requests out now get their answers recorded (a send waits at most REQUEST_TIMEOUT).
+    while sends.in_flight.join_next().await.is_some() {}
 }
 
-/// Claims the due requests, sends them at once, and records every answer as it comes; true if
-/// a workflow started (for the mirror to follow). An answer that cannot be recorded is logged:
-/// its request is sent again once its claim's lease runs out, and Temporal dedupes it.
-async fn dispatch_due(
-    db: &Arc<Database>,
-    temporal: &Arc<Temporal>,
-    settings: &BridgeSettings,
-    stats: &Arc<BridgeStats>,
-    claimant: &str,
+/// What sending a request needs, and the sends under way.
+struct Sends {
+    db: Arc<Database>,
+    temporal: Arc<Temporal>,
+    settings: BridgeSettings,
+    stats: Arc<BridgeStats>,
+    /// Told of every workflow started, so the mirror follows it at once.
+    started: Arc<Notify>,
+    claimant: String,
     crash_after_start: bool,
-) -> Result<bool, FunctionError> {
-    let who = claimant.to_owned();
-    let claimed = db.mutate(move |tx| outbox::claim_due(tx, &who, BATCH, LEASE_MS)).await?.value;
-    let mut sends = tokio::task::JoinSet::new();
-    for request in claimed {
-        let (db, temporal, settings, stats) = (db.clone(), temporal.clone(), settings.clone(), stats.clone());
-        sends.spawn(async move {
-            let answer = temporal.send(&request).await;
-            let started = note(&request, &answer, &stats, crash_after_start);
-            let workflow = request.workflow_id.clone();
-            let recorded = db.mutate(move |tx| outbox::record_answer(tx, &settings, &request, &answer)).await;
-            if let Err(e) = recorded {
-                tracing::error!(error = %e, %workflow, "cannot record Temporal's answer; the request will be sent again");
-            }
-            started
-        });
+    in_flight: tokio::task::JoinSet<()>,
+}
+
+impl Sends {
+    /// Claims up to `room` due requests and sends each on its own task, which records the answer
+    /// as it comes. An answer that cannot be recorded is logged: its request is sent again once
+    /// its claim's lease runs out, and Temporal dedupes it.
+    async fn claim_and_send(&mut self, room: usize) -> Result<(), FunctionError> {
+        let who = self.claimant.clone();
+        let claimed = self.db.mutate(move |tx| outbox::claim_due(tx, &who, room, LEASE_MS)).await?.value;
+        for request in claimed {
+            let (db, temporal, settings) = (self.db.clone(), self.temporal.clone(), self.settings.clone());
+            let (stats, started, crash_after_start) =
+                (self.stats.clone(), self.started.clone(), self.crash_after_start);
+            self.in_flight.spawn(async move {
+                let answer = temporal.send(&request).await;
+                let is_start = note(&request, &answer, &stats, crash_after_start);
+                let workflow = request.workflow_id.clone();
+                let recorded = db.mutate(move |tx| outbox::record_answer(tx, &settings, &request, &answer)).await;
+                match recorded {
+                    Ok(_) if is_start => started.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, %workflow, "cannot record Temporal's answer; the request will be sent again");
+                    }
+                }
+            });
+        }
+        Ok(())
     }
-    let mut any_started = false;
-    while let Some(started) = sends.join_next().await {
-        any_started |= started.unwrap_or(false);
-    }
-    Ok(any_started)
 }
 
 /// Logs and counts an answer; true for a started workflow.
