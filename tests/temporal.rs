@@ -417,6 +417,16 @@ async fn orders_submitted_while_temporal_is_down_start_once_it_is_up_and_one_can
     temporal.one_execution(&workflow_of(&order)).await;
     assert_eq!(temporal.executions(&format!("jangar-wo-{dropped}")).await, 0, "the canceled order sent nothing");
     assert!(jangar.runs(&dropped).await.is_empty());
+    // The failed attempts were counted, not only logged.
+    let metrics = jangar.client.get(&format!("{}/metrics", jangar.url)).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let figure = |name: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(figure("jangar_temporal_attempts_failed_total") >= 2.0, "{text}");
+    assert_eq!(figure("jangar_temporal_requests_sent_total"), 1.0, "{text}");
 }
 
 #[tokio::test]
