@@ -322,7 +322,7 @@ async fn a_submitted_order_starts_one_workflow_that_its_run_follows_to_success()
     let workflow = workflow_of(&order);
     assert_eq!(workflow, format!("jangar-wo-{id}"));
     assert_eq!(order["taskQueue"], "jangar");
-    assert_eq!(order["temporal"]["state"], "started");
+    assert_eq!(order["temporalState"], "started");
     assert_eq!(order["prUrl"], "https://github.com/o/r/pull/7", "the result's PR reached the order");
     assert_eq!(order["commitSha"], "abc123");
     assert_eq!(jangar.order_statuses(&id).await, ["submitted", "accepted", "running", "succeeded"]);
@@ -378,7 +378,7 @@ async fn canceling_an_order_cancels_its_waiting_workflow_and_a_timeout_fails_one
     let sleeping = jangar.submit(&session, json!({"mode": "sleep", "seconds": 60})).await;
     jangar.status_until(&waiting, "running").await;
     jangar.mutation("workOrders:updateStatus", json!({"workOrderId": waiting, "status": "canceled"})).await;
-    let order = jangar.order_until(&waiting, "its cancel sent", |o| o["temporal"]["state"] == "cancel_sent").await;
+    let order = jangar.order_until(&waiting, "its cancel sent", |o| o["temporalState"] == "cancel_sent").await;
     assert_eq!(order["status"], "canceled");
     let workflow = workflow_of(&order);
     wait_for("the run to be canceled", Duration::from_secs(30), || async {
@@ -401,12 +401,12 @@ async fn orders_submitted_while_temporal_is_down_start_once_it_is_up_and_one_can
     let session = jangar.session().await;
     let waiting = jangar.submit(&session, json!({"mode": "succeed", "n": 1})).await;
     let dropped = jangar.submit(&session, json!({"mode": "succeed", "n": 2})).await;
-    let order = jangar.order_until(&waiting, "a failed attempt", |o| o["temporal"]["state"] == "retrying").await;
-    assert!(order["temporal"]["lastError"].as_str().is_some_and(|e| e.contains("cannot reach")), "{order}");
-    jangar.order_until(&dropped, "a failed attempt", |o| o["temporal"]["state"] == "retrying").await;
+    let order = jangar.order_until(&waiting, "a failed attempt", |o| o["temporalState"] == "retrying").await;
+    assert!(order["temporalError"].as_str().is_some_and(|e| e.contains("cannot reach")), "{order}");
+    jangar.order_until(&dropped, "a failed attempt", |o| o["temporalState"] == "retrying").await;
     jangar.mutation("workOrders:updateStatus", json!({"workOrderId": dropped, "status": "canceled"})).await;
     let canceled = jangar.order(&dropped).await;
-    assert_eq!(canceled["temporal"]["state"], "skipped", "a start that never reached Temporal is dropped: {canceled}");
+    assert_eq!(canceled["temporalState"], "skipped", "a start that never reached Temporal is dropped: {canceled}");
     let status = jangar.query("_system/temporal/status", json!({})).await;
     assert_eq!(status["counts"]["skipped"], 1.0, "{status}");
     assert!(status["stuck"].as_array().unwrap().iter().any(|r| r["workOrderId"] == waiting.as_str()), "{status}");
@@ -502,7 +502,7 @@ async fn an_argument_over_temporals_payload_limit_fails_the_order_with_temporals
     assert_eq!(order["failureReason"]["type"], "TemporalRefused", "{order}");
     let message = order["failureReason"]["message"].as_str().unwrap();
     assert!(message.contains("exceeds limit"), "{message}");
-    assert_eq!(order["temporal"]["state"], "refused");
+    assert_eq!(order["temporalState"], "refused");
     assert!(jangar.runs(&id).await.is_empty());
 }
 
@@ -552,7 +552,7 @@ async fn a_canceled_workflow_no_worker_runs_is_terminated_after_the_grace_period
     let workflow = workflow_of(&jangar.status_until(&id, "accepted").await);
     jangar.mutation("workOrders:updateStatus", json!({"workOrderId": id, "status": "canceled"})).await;
     // With no worker, the cancellation is never handled: the workflow runs on until terminated.
-    let order = jangar.order_until(&id, "its termination", |o| o["temporal"]["state"] == "terminate_sent").await;
+    let order = jangar.order_until(&id, "its termination", |o| o["temporalState"] == "terminate_sent").await;
     assert_eq!(order["status"], "canceled");
     assert_eq!(temporal.status(&workflow).await, "WORKFLOW_EXECUTION_STATUS_TERMINATED");
     wait_for("the run to be canceled", Duration::from_secs(30), || async {
@@ -571,7 +571,7 @@ async fn without_the_bridge_nothing_changes_and_orders_submitted_then_start_once
     let session = plain.session().await;
     let id = plain.submit(&session, json!({"mode": "succeed"})).await;
     let order = plain.order(&id).await;
-    assert!(order.get("workflowId").is_none() && order.get("temporal").is_none(), "{order}");
+    assert!(order.get("workflowId").is_none() && order.get("temporalState").is_none(), "{order}");
     let status = plain.call("/api/query", "_system/temporal/status", json!({})).await.unwrap_err();
     assert!(status.to_string().contains("Could not find"), "no bridge, no bridge function: {status}");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -133,8 +133,12 @@ pub fn schema() -> Schema {
                 ("commitSha", v::optional(v::string())),
                 ("prUrl", v::optional(v::string())),
                 ("failureReason", v::optional(v::any())),
-                // What the Temporal bridge last did for the order (absent without the bridge).
-                ("temporal", v::optional(super::temporal::order_state_validator())),
+                // What the Temporal bridge last did for the order, how many attempts its last request
+                // took, and its last error (all absent without the bridge). Flat fields: a nested
+                // object would take validators past the nesting limit in `function-spec`.
+                ("temporalState", v::optional(super::temporal::BridgeState::validator())),
+                ("temporalAttempts", v::optional(v::number())),
+                ("temporalError", v::optional(v::string())),
                 ("lastEventSeq", v::optional(v::number())),
                 ("createdAt", v::number()),
                 ("updatedAt", v::number()),

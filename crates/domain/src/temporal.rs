@@ -14,7 +14,7 @@ use jangar_engine::document::Document;
 use jangar_engine::error::EngineError;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::IndexRange;
-use jangar_engine::schema::{TableDef, Validator, v};
+use jangar_engine::schema::{TableDef, v};
 use jangar_engine::storage::Order;
 use jangar_engine::transaction::{All, Transaction};
 use jangar_engine::value::{Object, Value};
@@ -70,7 +70,7 @@ words! {
 }
 
 words! {
-    /// The bridge's state on a work order (`workOrders.temporal.state`).
+    /// The bridge's state on a work order (`workOrders.temporalState`).
     BridgeState {
         Pending = "pending",
         Retrying = "retrying",
@@ -109,16 +109,8 @@ pub(crate) fn table() -> TableDef {
     .index("by_work_order", &["workOrderId", "createdAt"])
 }
 
-/// `workOrders.temporal`: what the bridge last did for the order, and its last error.
-pub(crate) fn order_state_validator() -> Validator {
-    v::object(vec![
-        ("state", BridgeState::validator()),
-        ("attempts", v::number()),
-        ("lastError", v::optional(v::string())),
-        ("updatedAt", v::number()),
-    ])
-}
-
+/// Records on the order what the bridge last did (`temporalState`, `temporalAttempts`,
+/// `temporalError`: an error is kept until a later state replaces it with none).
 fn set_order_state(
     tx: &mut Ctx<'_, '_>,
     order: DocumentId,
@@ -126,12 +118,12 @@ fn set_order_state(
     attempts: f64,
     error: Option<&str>,
 ) -> Result<(), FunctionError> {
-    let mut fields =
-        object([("state", state.into()), ("attempts", attempts.into()), ("updatedAt", tx.now_ms().into())]);
-    if let Some(error) = error {
-        fields.insert("lastError".into(), error.into());
-    }
-    tx.patch(tables::WORK_ORDERS, order, [("temporal".to_owned(), Some(Value::Object(fields)))])?;
+    let changes = [
+        ("temporalState".to_owned(), Some(Value::from(state))),
+        ("temporalAttempts".to_owned(), Some(Value::from(attempts))),
+        ("temporalError".to_owned(), error.map(Value::from)),
+    ];
+    tx.patch(tables::WORK_ORDERS, order, changes)?;
     Ok(())
 }
 

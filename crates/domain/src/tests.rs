@@ -307,8 +307,8 @@ async fn the_outbox_claims_each_request_once_and_drops_a_start_that_never_left()
         async move {
             let id = jangar_engine::id::DocumentId::decode(order.as_str().unwrap()).unwrap();
             let doc = db.query(move |tx| tx.get(super::schema::tables::WORK_ORDERS, id)).await.unwrap().value.unwrap();
-            let temporal = doc.fields.get("temporal").and_then(Value::as_object).unwrap();
-            (doc.fields["status"].as_str().unwrap().to_owned(), temporal["state"].as_str().unwrap().to_owned())
+            let state = doc.fields["temporalState"].as_str().unwrap().to_owned();
+            (doc.fields["status"].as_str().unwrap().to_owned(), state)
         }
     };
     let id = |value: Value| serde_json::Value::from(value.as_str().unwrap());
@@ -344,4 +344,19 @@ async fn the_outbox_claims_each_request_once_and_drops_a_start_that_never_left()
     let terminate_at = db.query(temporal::next_due).await.unwrap().value.unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
     assert!(terminate_at > now + 50_000.0, "the termination waits the grace period");
+}
+
+/// `npx convex function-spec` answers every validator as a Convex value inside its list
+/// (`[{args, returns}]`): each must fit the value nesting limit (a nested object in a table
+/// once took `runs:getTimeline`'s result past it).
+#[test]
+fn every_validator_fits_the_function_spec() {
+    let schema = super::schema::schema();
+    for function in super::registry().functions() {
+        for validator in [&function.args, &function.returns] {
+            let entry = serde_json::json!([{"returns": validator.to_convex_json(&schema)}]);
+            let fits = jangar_engine::value::Value::from_json(&entry);
+            assert!(fits.is_ok(), "{}: {:?}", function.path, fits.err());
+        }
+    }
 }
