@@ -160,6 +160,27 @@ fn worker(tools: &Tools, temporal: &Temporal, queue: &str) -> Process {
     Process(child)
 }
 
+/// What most tests start: Temporal, a worker on the task queue `jangar`, and a bridged Jangar
+/// (with `extra` flags and `env`) holding one chat session.
+struct Stack {
+    temporal: Temporal,
+    _worker: Process,
+    data: TempDir,
+    jangar: Jangar,
+    session: String,
+}
+
+impl Stack {
+    async fn start(tools: &Tools, extra: &[&str], env: &[(&str, &str)]) -> Stack {
+        let temporal = Temporal::start(tools, TemporalPorts::free()).await;
+        let _worker = worker(tools, &temporal, "jangar");
+        let data = temp_dir();
+        let jangar = Jangar::start(&data, &temporal.http, extra, env);
+        let session = jangar.session().await;
+        Stack { temporal, _worker, data, jangar, session }
+    }
+}
+
 /// A `jangar serve` process.
 struct Jangar {
     process: Process,
@@ -309,11 +330,7 @@ fn base64(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn a_submitted_order_starts_one_workflow_that_its_run_follows_to_success() {
     let Some(tools) = tools() else { return };
-    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
-    let _worker = worker(&tools, &temporal, "jangar");
-    let data = temp_dir();
-    let jangar = Jangar::start(&data, &temporal.http, &[], &[]);
-    let session = jangar.session().await;
+    let Stack { temporal, _worker, data: _data, jangar, session } = Stack::start(&tools, &[], &[]).await;
     let args = json!({"mode": "succeed", "empty": [], "nothing": {}, "text": "héllo ✓ 日本",
         "big": int64_beyond_floats(), "prUrl": "https://github.com/o/r/pull/7", "commitSha": "abc123"});
     let id = jangar.submit(&session, args).await;
@@ -351,11 +368,7 @@ async fn a_submitted_order_starts_one_workflow_that_its_run_follows_to_success()
 #[tokio::test]
 async fn a_failing_workflow_fails_its_order_with_the_failure_and_its_type() {
     let Some(tools) = tools() else { return };
-    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
-    let _worker = worker(&tools, &temporal, "jangar");
-    let data = temp_dir();
-    let jangar = Jangar::start(&data, &temporal.http, &[], &[]);
-    let session = jangar.session().await;
+    let Stack { temporal: _temporal, _worker, data: _data, jangar, session } = Stack::start(&tools, &[], &[]).await;
     let id = jangar.submit(&session, json!({"mode": "fail", "message": "tests red"})).await;
     let order = jangar.status_until(&id, "failed").await;
     assert_eq!(order["failureReason"]["type"], "JangarTestFailure", "{order}");
@@ -369,11 +382,8 @@ async fn a_failing_workflow_fails_its_order_with_the_failure_and_its_type() {
 #[tokio::test]
 async fn canceling_an_order_cancels_its_waiting_workflow_and_a_timeout_fails_one() {
     let Some(tools) = tools() else { return };
-    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
-    let _worker = worker(&tools, &temporal, "jangar");
-    let data = temp_dir();
-    let jangar = Jangar::start(&data, &temporal.http, &["--temporal-execution-timeout", "10s"], &[]);
-    let session = jangar.session().await;
+    let timeout = ["--temporal-execution-timeout", "10s"];
+    let Stack { temporal, _worker, data: _data, jangar, session } = Stack::start(&tools, &timeout, &[]).await;
     let waiting = jangar.submit(&session, json!({"mode": "wait"})).await;
     let sleeping = jangar.submit(&session, json!({"mode": "sleep", "seconds": 60})).await;
     jangar.status_until(&waiting, "running").await;
@@ -432,11 +442,8 @@ async fn orders_submitted_while_temporal_is_down_start_once_it_is_up_and_one_can
 #[tokio::test]
 async fn a_crash_between_temporals_answer_and_its_record_still_makes_one_execution() {
     let Some(tools) = tools() else { return };
-    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
-    let _worker = worker(&tools, &temporal, "jangar");
-    let data = temp_dir();
-    let crashing = Jangar::start(&data, &temporal.http, &[], &[("JANGAR_FAILPOINT", "temporal-start-answered")]);
-    let session = crashing.session().await;
+    let failpoint = [("JANGAR_FAILPOINT", "temporal-start-answered")];
+    let Stack { temporal, _worker, data, jangar: crashing, session } = Stack::start(&tools, &[], &failpoint).await;
     let body = json!({"sessionId": session, "workflowType": "JangarEcho", "workflowArgs": {"mode": "succeed"}});
     let id = crashing.mutation("workOrders:create", body).await.as_str().unwrap().to_owned();
     let mut crashing = crashing;
@@ -469,11 +476,7 @@ async fn a_crash_between_temporals_answer_and_its_record_still_makes_one_executi
 #[tokio::test]
 async fn runs_that_close_while_jangar_is_down_are_reconciled_when_it_is_back() {
     let Some(tools) = tools() else { return };
-    let temporal = Temporal::start(&tools, TemporalPorts::free()).await;
-    let _worker = worker(&tools, &temporal, "jangar");
-    let data = temp_dir();
-    let jangar = Jangar::start(&data, &temporal.http, &[], &[]);
-    let session = jangar.session().await;
+    let Stack { temporal, _worker, data, jangar, session } = Stack::start(&tools, &[], &[]).await;
     let id = jangar.submit(&session, json!({"mode": "wait"})).await;
     let workflow = workflow_of(&jangar.status_until(&id, "running").await);
     jangar.kill();

@@ -573,6 +573,9 @@ fn wake_waiting(tx: &mut Ctx<'_, '_>, order: DocumentId) -> Result<(), FunctionE
     Ok(())
 }
 
+/// Open runs listed per status at most by [`open_runs`].
+const FOLLOWED_AT_MOST: usize = 10_000;
+
 /// A run the bridge started that has not finished yet.
 #[derive(Clone, Debug)]
 pub struct OpenRun {
@@ -581,12 +584,14 @@ pub struct OpenRun {
     pub temporal_run_id: String,
 }
 
-/// Every open run of a workflow the bridge started, for the mirror to follow.
+/// The open runs of workflows the bridge started, for the mirror to follow: the oldest
+/// [`FOLLOWED_AT_MOST`] of each status (a listing must stay under a read's limits; more are
+/// followed as these close).
 pub fn open_runs(tx: &mut Transaction<'_>) -> Result<Vec<OpenRun>, EngineError> {
     let mut open = Vec::new();
     for status in [RunStatus::Queued, RunStatus::Running] {
         let range = IndexRange::default().eq(status.as_str());
-        for run in tx.query(tables::RUNS, "by_status", range, Order::Asc)?.take(usize::MAX, All)? {
+        for run in tx.query(tables::RUNS, "by_status", range, Order::Asc)?.take(FOLLOWED_AT_MOST, All)? {
             let (Some(workflow), Some(temporal_run)) = (text(&run, "temporalWorkflowId"), text(&run, "temporalRunId"))
             else {
                 continue;

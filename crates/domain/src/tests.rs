@@ -208,19 +208,12 @@ async fn checked_reads_hide_what_the_caller_may_not_see_and_unchecked_reads_do_n
 /// changes (refused ones included, which must change nothing).
 #[tokio::test]
 async fn the_run_counters_equal_the_runs_they_count() {
-    use std::sync::Arc;
-
-    use jangar_engine::database::Database;
-    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
     use jangar_engine::value::Value;
 
     use super::access::Caller;
     use super::registry::{check_args, run_mutation, run_query};
 
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(super::schema::schema());
-    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
-    let (db, _committer) = Database::start(schema.clone(), Arc::new(storage), 0).unwrap();
+    let (_dir, db, schema, _committer) = test_database();
     let registry = super::registry();
     let call = |path: &'static str, args: serde_json::Value| {
         let (db, schema, function) = (db.clone(), schema.clone(), registry.get(path).unwrap());
@@ -271,22 +264,15 @@ async fn the_run_counters_equal_the_runs_they_count() {
 /// cancel queues the termination after the grace period.
 #[tokio::test]
 async fn the_outbox_claims_each_request_once_and_drops_a_start_that_never_left() {
-    use std::sync::Arc;
-
-    use jangar_engine::database::Database;
-    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
     use jangar_engine::value::Value;
 
     use super::access::Caller;
     use super::registry::{check_args, run_mutation};
     use super::temporal::{self, Answer, BridgeSettings};
 
-    let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(super::schema::schema());
-    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
-    let (db, _committer) = Database::start(schema.clone(), Arc::new(storage), 0).unwrap();
+    let (_dir, db, schema, _committer) = test_database();
     let bridge = BridgeSettings { task_queue: "q".into(), cancel_grace_ms: 60_000.0 };
-    let registry = super::registry_serving("http://test".into(), Arc::default(), Some(bridge.clone()));
+    let registry = super::registry_serving("http://test".into(), Default::default(), Some(bridge.clone()));
     let call = |path: &'static str, args: serde_json::Value| {
         let (db, schema, function) = (db.clone(), schema.clone(), registry.get(path).unwrap());
         async move {
@@ -359,4 +345,21 @@ fn every_validator_fits_the_function_spec() {
             assert!(fits.is_ok(), "{}: {:?}", function.path, fits.err());
         }
     }
+}
+
+/// A fresh SQLite database with Jangar's schema, for tests that run functions or mutations
+/// without a server (the directory and the committer live as long as the returned values).
+fn test_database() -> (
+    tempfile::TempDir,
+    std::sync::Arc<jangar_engine::database::Database>,
+    std::sync::Arc<jangar_engine::schema::Schema>,
+    jangar_engine::database::CommitterHandle,
+) {
+    use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let schema = std::sync::Arc::new(super::schema::schema());
+    let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+    let (db, committer) =
+        jangar_engine::database::Database::start(schema.clone(), std::sync::Arc::new(storage), 0).unwrap();
+    (dir, db, schema, committer)
 }
