@@ -15,6 +15,12 @@ it seeds 100 sessions x 100 messages, then runs bench/run.py's workloads with wr
 was stored. Then it measures cross-replica update latency with
 target/release/examples/replica_latency: commit on replica A, update seen by a
 WebSocket subscriber on replica B (and on A itself, for reference).
+Each setup's write path is read from /jangar/stats over the append run: mutations,
+storage statements and round trips per group commit, and the commit lock's hold
+(p50/p99 of the last 1,024 groups). Last, the storage bounds: the same rows an
+append writes, committed through Jangar's own storage code with no function, no
+read and no HTTP (target/release/examples/sqlite_bound and postgres_bound), at
+the group size Jangar reached on that storage.
 Everything shares the machine's cores; compare ratios within one run.
 """
 import argparse
@@ -120,13 +126,37 @@ def bench(setup, secs):
         sys.exit(f"{setup.label}: seeding check failed ({seeded})")
     sessions_file = WORK / f"sessions-{setup.name}.txt"
     sessions_file.write_text("\n".join(sids) + "\n")
-    res = {"list": wrk_all(setup, "list", sessions_file, secs), "append": wrk_all(setup, "append", sessions_file, secs)}
+    res = {"list": wrk_all(setup, "list", sessions_file, secs)}
+    before = [base.Client(port).request("GET", "/jangar/stats")[1] for port in setup.ports]
+    res["append"] = wrk_all(setup, "append", sessions_file, secs)
     time.sleep(1)
+    after = [base.Client(port).request("GET", "/jangar/stats")[1] for port in setup.ports]
+    res["write_path"] = write_path(before, after)
     stored = setup.count(sids, 0) - seeded
     a = res["append"]
     res["count_ok"] = a["requests"] <= stored <= a["requests"] + base.CONNS + a["timeout"]
     res["stored"] = stored
     return res
+
+
+def write_path(before, after):
+    """Per group commit over the append run, summed over the replicas; the worst replica's lock hold."""
+    delta = lambda key: sum(a[key] - b[key] for a, b in zip(after, before))
+    groups = delta("commitGroups")
+    per = lambda key: delta(key) / groups if groups else 0.0
+    return {"groups": groups, "mutations": per("mutationsCommitted"), "statements": per("commitStatements"),
+            "round_trips": per("commitRoundTrips"), "hold_p50": max(a["lockHoldMs"]["p50"] for a in after),
+            "hold_p99": max(a["lockHoldMs"]["p99"] for a in after)}
+
+
+def bound(example, args, group, secs):
+    """appends/s, statements and round trips per group of a storage bound, at `group` appends per commit."""
+    exe = base.ROOT / "target/release/examples" / example
+    run = base.sh([str(exe), *args, "--group", str(group), "--seconds", str(secs)], timeout=secs + 120)
+    figures = dict(re.findall(r"^(\w+)=([0-9.]+)$", run.stdout, re.M))
+    if run.returncode or "inserts_per_sec" not in figures:
+        sys.exit(f"{example} failed ({run.returncode}): {run.stdout}{run.stderr}")
+    return {k: float(v) for k, v in figures.items()}
 
 
 def latency(setup, count):
@@ -149,8 +179,8 @@ def main():
     args = ap.parse_args()
     base.ensure_wrk()
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "jangar", "--example", "replica_latency"],
-                       cwd=base.ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--bin", "jangar", "--example", "replica_latency",
+                        "--example", "sqlite_bound", "--example", "postgres_bound"], cwd=base.ROOT, check=True)
     binary = base.ROOT / "target/release/jangar"
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -182,6 +212,12 @@ def main():
                 lat = latency(setup, args.latency_count)
             for proc in setup.procs:
                 base.stop(proc)
+        group = lambda name: max(1, round(results[name]["write_path"]["mutations"]))
+        base.log("== the storage bounds")
+        bounds = {
+            "sqlite": bound("sqlite_bound", ["--dir", str(WORK / "sqlite-bound")], group("sqlite"), args.duration),
+            "pg-1": bound("postgres_bound", ["--url", database()], group("pg-1"), args.duration),
+        }
     finally:
         base.stop_all()
 
@@ -197,6 +233,20 @@ def main():
               f"{l['rps']:>13,.0f}{l['rps'] / ref['list']['rps']:>10.2f}x{l['p99_us'] / 1000:>9.1f}  "
               f"{'OK' if r['count_ok'] else 'MISMATCH'} ({r['stored']} of {a['requests']}; "
               f"non-2xx {a['non2xx'] + l['non2xx']}, errors {a['badbody'] + l['badbody']})")
+    print("\nwrite path over the append run, per group commit (lock hold: p50/p99 of the last 1,024 groups):")
+    print(f"{'setup':<26}{'mutations':>10}{'statements':>11}{'round trips':>12}{'hold p50 ms':>12}{'hold p99 ms':>12}")
+    for name, label in (("sqlite", "SQLite (no query cache)"), ("pg-1", "PostgreSQL, 1 replica"),
+                        ("pg-3", "PostgreSQL, 3 replicas")):
+        w = results[name]["write_path"]
+        print(f"{label:<26}{w['mutations']:>10.1f}{w['statements']:>11.1f}{w['round_trips']:>12.1f}"
+              f"{w['hold_p50']:>12.2f}{w['hold_p99']:>12.2f}")
+    print("\nstorage bounds: an append's rows through Jangar's storage, no function, no read, at Jangar's group size:")
+    print(f"{'storage':<26}{'group':>6}{'appends/s':>11}{'Jangar':>9}{'statements':>11}{'round trips':>12}")
+    for name, label in (("sqlite", "SQLite"), ("pg-1", "PostgreSQL")):
+        b = bounds[name]
+        jangar = results[name]["append"]["rps"] / b["inserts_per_sec"]
+        print(f"{label:<26}{group(name):>6}{b['inserts_per_sec']:>11,.0f}{jangar:>8.2f}x"
+              f"{b['statements_per_group']:>11.1f}{b['round_trips_per_group']:>12.1f}")
     print("\ncross-replica update latency (3 replicas; an append on A, one at a time, seen by a subscriber):")
     for name, text in lat.items():
         for line in text.splitlines():

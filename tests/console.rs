@@ -101,6 +101,9 @@ async fn a_table_pages_through_any_index_with_a_prefix_and_a_range() {
     let mut made = Vec::new();
     for (user, title) in [("ann", "a1"), ("ann", "a2"), ("ann", "a3"), ("ben", "b1")] {
         made.push(server.mutation("chatSessions:create", json!({"userId": user, "title": title})).await);
+        // lastMessageAt is in whole milliseconds: two sessions made in the same one would tie, and a
+        // range from the second session's value would then start at the first.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let of_ann = |extra: Value| {
         let mut extra = extra;

@@ -113,6 +113,15 @@ def test_function_counters_and_histograms_count_the_calls_made(server):
             assert families[histogram].unit == "seconds"
             assert value(families, histogram, f"{histogram}_count") == groups
         assert value(families, "jangar_commit_groups_failed", "jangar_commit_groups_failed_total") == 0
+        # Each group opens, reads its timestamp, writes and commits; only PostgreSQL is over a socket.
+        statements = value(families, "jangar_commit_statements", "jangar_commit_statements_total")
+        trips = value(families, "jangar_commit_round_trips", "jangar_commit_round_trips_total")
+        assert statements >= 4 * groups and (0 < trips <= statements if ON_POSTGRES else trips == 0)
+        with request(f"{url}/jangar/stats") as response:
+            stats = json.load(response)
+        assert stats["commitStatements"] == statements and stats["commitRoundTrips"] == trips
+        assert stats["mutationsPerGroup"] == committed / groups
+        assert 0 < stats["lockHoldMs"]["p50"] <= stats["lockHoldMs"]["p99"] and stats["lockHoldMs"]["groups"] == groups
 
         hits = value(families, "jangar_query_cache_hits", "jangar_query_cache_hits_total")
         misses = value(families, "jangar_query_cache_misses", "jangar_query_cache_misses_total")

@@ -537,9 +537,25 @@ pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> 
     }
     let stats = state.db.stats();
     let sync = &state.sync.stats;
+    let groups = stats.groups.load(Ordering::Relaxed);
+    let per_group = |total: u64| if groups == 0 { 0.0 } else { total as f64 / groups as f64 };
+    let mutations = stats.mutations.load(Ordering::Relaxed);
+    let (statements, round_trips) =
+        (stats.statements.load(Ordering::Relaxed), stats.round_trips.load(Ordering::Relaxed));
+    let (held, recent) = stats.recent_group_seconds.quantiles(&[0.5, 0.99]);
+    let (hits, misses) = state.db.cache().hits_and_misses();
     Ok(Json(json!({
-        "commitGroups": stats.groups.load(Ordering::Relaxed),
-        "mutationsCommitted": stats.mutations.load(Ordering::Relaxed),
+        "commitGroups": groups,
+        "mutationsCommitted": mutations,
+        "mutationsPerGroup": per_group(mutations),
+        "commitStatements": statements,
+        "statementsPerGroup": per_group(statements),
+        "commitRoundTrips": round_trips,
+        "roundTripsPerGroup": per_group(round_trips),
+        // From the batch's start (on PostgreSQL, the commit lock taken) to its durable COMMIT.
+        "lockHoldMs": {"p50": held[0] * 1e3, "p99": held[1] * 1e3, "groups": recent},
+        "queryCacheHits": hits,
+        "queryCacheMisses": misses,
         "syncConnections": sync.connections.load(Ordering::Relaxed),
         "syncSubscriptions": sync.subscriptions.load(Ordering::Relaxed),
         "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),

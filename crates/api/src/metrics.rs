@@ -194,6 +194,18 @@ impl Collector for ServerFigures {
             "Mutations taken by the committer in durable group commits (failed mutations included).",
             read(&commits.mutations),
         )?;
+        counter(
+            e,
+            "jangar_commit_statements",
+            "Storage statements of durable group commits, reads included.",
+            read(&commits.statements),
+        )?;
+        counter(
+            e,
+            "jangar_commit_round_trips",
+            "Round trips to the database server of durable group commits (0 for SQLite, in process).",
+            read(&commits.round_trips),
+        )?;
         histogram(
             e,
             "jangar_commit_group_mutations",

@@ -1,11 +1,12 @@
 //! The engine's front door: queries on pooled snapshots, mutations through a
 //! single committer thread that group-commits.
 //!
-//! The committer takes every mutation waiting in its queue, runs each inside
-//! its own savepoint of one storage batch (so one failing mutation rolls back
-//! alone) and commits the batch once: many mutations, one fsync. Mutations run
-//! one after another, so they are serializable without conflict checks; each
-//! gets its own commit timestamp, unique and increasing.
+//! The committer takes every mutation waiting in its queue, runs each on one
+//! write buffer over one storage batch (a failing mutation's writes are undone
+//! alone) and commits the batch once with the group's net writes: many
+//! mutations, one flush, one fsync. Mutations run one after another, so they
+//! are serializable without conflict checks; each gets its own commit
+//! timestamp, unique and increasing.
 
 use crate::knobs::{
     GROUP_SIZE_BUCKETS, LATENCY_BUCKETS, MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS, OUTCOME_WINDOW_NS,
@@ -27,6 +28,7 @@ use super::schema::Schema;
 use super::sets::{Commit, ReadSet, WriteSet};
 use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
+use super::write_buffer::WriteBuffer;
 
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
 const MIN_TS_STEP: Timestamp = 1_000;
@@ -63,6 +65,41 @@ pub struct CommitStats {
     /// Seconds from a commit's timestamp (the committing replica's clock) to this process taking it
     /// in from the commit feed; only a database shared through a feed (PostgreSQL) has any.
     pub feed_lag_seconds: Histogram,
+    /// Storage statements of the durable groups, reads included.
+    pub statements: AtomicU64,
+    /// Round trips to the database server of the durable groups (none in process).
+    pub round_trips: AtomicU64,
+    /// The last groups' `group_seconds`, for quantiles (a histogram's buckets only bound them).
+    pub recent_group_seconds: RecentSamples,
+}
+
+/// The last `RECENT_SAMPLES` observations, for their quantiles.
+#[derive(Debug, Default)]
+pub struct RecentSamples(std::sync::Mutex<std::collections::VecDeque<f64>>);
+
+const RECENT_SAMPLES: usize = 1_024;
+
+impl RecentSamples {
+    pub fn observe(&self, value: f64) {
+        let mut samples = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() == RECENT_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(value);
+    }
+
+    /// The `q` quantiles (each in 0..=1, nearest rank) of the samples kept, and how many there are.
+    pub fn quantiles(&self, qs: &[f64]) -> (Vec<f64>, usize) {
+        let mut sorted: Vec<f64> =
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[rank - 1]
+        };
+        let values = if sorted.is_empty() { vec![0.0; qs.len()] } else { qs.iter().map(|q| at(*q)).collect() };
+        (values, sorted.len())
+    }
 }
 
 impl Default for CommitStats {
@@ -75,6 +112,9 @@ impl Default for CommitStats {
             group_seconds: Histogram::new(LATENCY_BUCKETS),
             commit_seconds: Histogram::new(LATENCY_BUCKETS),
             feed_lag_seconds: Histogram::new(LATENCY_BUCKETS),
+            statements: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            recent_group_seconds: RecentSamples::default(),
         }
     }
 }
@@ -561,12 +601,13 @@ impl Committer {
         let previous_ts = self.last_ts;
         let mut writes = WriteSet::default();
         let result = (|| -> Result<Timestamp, StorageError> {
-            let mut batch = storage.begin_batch()?;
+            let mut buffer = WriteBuffer::new(storage.begin_batch()?);
+            let batch_ts = buffer.batch().ts();
             // Another process may have committed since (a shared database): continue after it.
-            self.last_ts = self.last_ts.max(batch.ts());
-            self.purge_old_outcomes(&mut *batch)?;
+            self.last_ts = self.last_ts.max(batch_ts);
+            self.purge_old_outcomes(buffer.batch())?;
             for job in group.iter_mut() {
-                writes.extend(self.run_job(&mut *batch, job.as_mut())?);
+                writes.extend(self.run_job(&mut buffer, batch_ts, job.as_mut()));
             }
             // The commit's timestamp also covers the `_creationTime`s it handed out, so that the
             // next commit (perhaps another process's) starts past them.
@@ -574,11 +615,13 @@ impl Committer {
             let ts = if writes.entries.is_empty() { self.last_ts } else { self.last_ts.max(creation_tail) };
             // Invariant: timestamps increase in commit order, across processes sharing the store:
             // a group that writes commits after the last commit the batch saw.
-            debug_assert!(writes.entries.is_empty() || ts > batch.ts(), "commit at {ts} after {}", batch.ts());
+            debug_assert!(writes.entries.is_empty() || ts > batch_ts, "commit at {ts} after {batch_ts}");
             self.last_ts = ts;
             let committing = Instant::now();
-            batch.commit(ts, &writes)?;
+            let counts = buffer.commit(ts, &writes)?;
             self.stats.commit_seconds.observe(committing.elapsed().as_secs_f64());
+            self.stats.statements.fetch_add(counts.statements, Ordering::Relaxed);
+            self.stats.round_trips.fetch_add(counts.round_trips, Ordering::Relaxed);
             Ok(ts)
         })();
         match &result {
@@ -586,7 +629,9 @@ impl Committer {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
                 self.stats.group_sizes.observe(group.len() as f64);
-                self.stats.group_seconds.observe(started.elapsed().as_secs_f64());
+                let held = started.elapsed().as_secs_f64();
+                self.stats.group_seconds.observe(held);
+                self.stats.recent_group_seconds.observe(held);
                 if *ts > previous_ts {
                     let commit = Arc::new(Commit::new(*ts, writes));
                     // Before any mutation is answered, so nobody reads a result older than their write.
@@ -626,14 +671,15 @@ impl Committer {
         Ok(())
     }
 
-    /// Runs one mutation in its own savepoint; returns what it wrote (nothing if it failed).
-    fn run_job(&mut self, batch: &mut dyn Batch, job: &mut dyn Job) -> Result<WriteSet, StorageError> {
+    /// Runs one mutation on the group's buffer; returns what it wrote (nothing if it failed, its
+    /// writes undone).
+    fn run_job(&mut self, buffer: &mut WriteBuffer<'_>, batch_ts: Timestamp, job: &mut dyn Job) -> WriteSet {
         // Each mutation of a group runs at a timestamp past the one before it (its writes are
         // ordered by it), at least `MIN_TS_STEP` apart so `_creationTime`s stay distinct.
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
-        debug_assert!(ts > batch.ts(), "mutation at {ts} not after the last commit {}", batch.ts());
-        batch.savepoint()?;
-        let mut tx = Transaction::writing(&self.schema, batch, ts, self.last_creation_time);
+        debug_assert!(ts > batch_ts, "mutation at {ts} not after the last commit {batch_ts}");
+        buffer.savepoint();
+        let mut tx = Transaction::writing(&self.schema, buffer, ts, self.last_creation_time);
         // A panicking mutation fails alone (as a rolled-back mutation) instead of stopping the committer.
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&mut tx))).unwrap_or_else(|_| {
             tracing::error!("a mutation panicked; it is rolled back");
@@ -641,12 +687,12 @@ impl Committer {
         });
         let (_, writes, last_creation_time) = tx.into_sets();
         if !ok {
-            batch.rollback_savepoint()?;
-            return Ok(WriteSet::default());
+            buffer.rollback();
+            return WriteSet::default();
         }
-        batch.release_savepoint()?;
+        buffer.release();
         self.last_ts = ts;
         self.last_creation_time = last_creation_time;
-        Ok(writes)
+        writes
     }
 }

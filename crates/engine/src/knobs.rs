@@ -27,6 +27,11 @@ pub(crate) const MAX_NESTING: usize = 16;
 
 /// Bytes of one stored document. Bounds: Convex's 1 MiB.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Bytes of one index key (the indexed fields, the creation time and the id, encoded). Bounds:
+/// PostgreSQL's B-tree, whose entries must fit a third of a page (about 2,700 bytes with the
+/// row's other columns); checked before a group is flushed, so the mutation fails alone, and on
+/// every storage alike, so a deployment moves between them unchanged.
+pub(crate) const MAX_INDEX_KEY_BYTES: usize = 2_048;
 /// Documents one function may read. Bounds: Convex's 32,000.
 pub(crate) const MAX_READ_DOCUMENTS: usize = 32_000;
 /// Bytes one function may read. Bounds: Convex's 16 MiB.

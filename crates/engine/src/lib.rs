@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod transaction;
 pub mod value;
+mod write_buffer;
 
 #[cfg(test)]
 mod tests;

@@ -197,6 +197,47 @@ async fn group_commit_keeps_each_mutation_atomic() {
     assert!(groups < 300, "mutations shared commits ({groups} groups for 300)");
 }
 
+/// What PostgreSQL would refuse at the group's flush (an index key past its B-tree's limit, a NUL
+/// in a text column) is refused when the mutation writes it, on every storage: the mutation fails
+/// alone with a clear error and the others of its group commit.
+#[tokio::test]
+async fn what_the_flush_would_refuse_fails_the_mutation_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    let long = "x".repeat(3_000);
+    let mut pending = Vec::new();
+    for case in 0..4 {
+        let long = long.clone();
+        pending.push(
+            db.enqueue(move |tx| {
+                match case {
+                    1 => tx.insert("items", item(&long, 1.0))?,
+                    2 => {
+                        let key = crate::storage::MutationKey { client: "a\0b".into(), request: 1 };
+                        tx.record_outcome(&key, &Value::Null)?;
+                        tx.insert("items", item("g", 2.0))?
+                    }
+                    _ => tx.insert("items", item("g", case as f64))?,
+                };
+                Ok::<_, EngineError>(case)
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let mut answers = Vec::new();
+    for pending in pending {
+        answers.push(pending.outcome().await.map(|o| o.value));
+    }
+    assert!(matches!(&answers[0], Ok(0)) && matches!(&answers[3], Ok(3)), "{answers:?}");
+    match &answers[1] {
+        Err(EngineError::LimitExceeded(message)) => assert!(message.contains("items.by_group"), "{message}"),
+        other => panic!("a 3,000-byte key: {other:?}"),
+    }
+    assert!(matches!(&answers[2], Err(EngineError::Validation(m)) if m.contains("NUL")), "{answers:?}");
+    assert_eq!(ranks(&db, IndexRange::default().eq("g"), Order::Asc, 10), [0.0, 3.0]);
+}
+
 #[tokio::test]
 async fn writes_are_validated_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! A transaction over one snapshot: index-range reads that record their read
 //! set and, for mutations, validated writes that record their write set.
 
+use super::cursor::CursorKey;
 use super::document::Document;
 use super::error::EngineError;
 use super::id::DocumentId;
@@ -8,26 +9,46 @@ use super::keys::{IndexRange, KeyRange, key_successor};
 use super::schema::{IndexId, Schema, TableDef, Validator};
 use super::sets::{IndexWrite, ReadSet, WriteSet};
 use super::storage::StorageError;
-use super::storage::{Batch, MutationKey, Order, Snapshot, Timestamp};
+use super::storage::{MutationKey, Order, Snapshot, Timestamp};
 use super::value::{Object, Value};
+use super::write_buffer::MutationStore;
 use crate::knobs::{
-    MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_READ_BYTES, MAX_READ_DOCUMENTS, MAX_READ_RANGES, MAX_WRITE_BYTES,
-    MAX_WRITE_DOCUMENTS, SCAN_CHUNK,
+    MAX_DOCUMENT_BYTES, MAX_INDEX_KEY_BYTES, MAX_NESTING, MAX_READ_BYTES, MAX_READ_DOCUMENTS, MAX_READ_RANGES,
+    MAX_WRITE_BYTES, MAX_WRITE_DOCUMENTS, SCAN_CHUNK,
 };
 
+/// What a transaction reads from: a snapshot (a query), or the group's write buffer over the
+/// committer's batch (a mutation).
 enum Store<'a> {
     Read(&'a mut dyn Snapshot),
-    Write(&'a mut dyn Batch),
+    Write(&'a mut dyn MutationStore),
 }
 
 impl Store<'_> {
-    fn snapshot(&mut self) -> &mut dyn Snapshot {
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
         match self {
-            Store::Read(s) => *s,
-            Store::Write(b) => {
-                let b: &mut dyn Batch = *b;
-                b
-            }
+            Store::Read(snapshot) => snapshot.get(id),
+            Store::Write(buffer) => buffer.get(id),
+        }
+    }
+
+    fn scan(
+        &mut self,
+        index: IndexId,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
+        match self {
+            Store::Read(snapshot) => snapshot.scan(index, range, order, limit),
+            Store::Write(buffer) => buffer.scan(index, range, order, limit),
+        }
+    }
+
+    fn cursor_key(&mut self) -> CursorKey {
+        match self {
+            Store::Read(snapshot) => snapshot.cursor_key(),
+            Store::Write(buffer) => buffer.cursor_key(),
         }
     }
 }
@@ -101,14 +122,14 @@ impl<'a> Transaction<'a> {
         Transaction::new(schema, Store::Read(snapshot), ts, 0.0)
     }
 
-    /// A mutation committing at `ts`, inside the batch's current savepoint.
+    /// A mutation committing at `ts`, writing into the group's buffer (undone alone if it fails).
     pub(crate) fn writing(
         schema: &'a Schema,
-        batch: &'a mut dyn Batch,
+        buffer: &'a mut dyn MutationStore,
         ts: Timestamp,
         last_creation_time: f64,
     ) -> Transaction<'a> {
-        Transaction::new(schema, Store::Write(batch), ts, last_creation_time)
+        Transaction::new(schema, Store::Write(buffer), ts, last_creation_time)
     }
 
     fn new(schema: &'a Schema, store: Store<'a>, ts: Timestamp, last_creation_time: f64) -> Transaction<'a> {
@@ -186,7 +207,7 @@ impl<'a> Transaction<'a> {
             return Ok(known.clone());
         }
         self.record_read(table.by_id(), KeyRange::point(&Document::id_key(&id)))?;
-        let document = self.store.snapshot().get(&id)?;
+        let document = self.store.get(&id)?;
         if let Some(document) = &document {
             self.count_read(document)?;
         }
@@ -294,16 +315,16 @@ impl<'a> Transaction<'a> {
         Ok(new)
     }
 
-    fn batch(&mut self) -> Result<&mut dyn Batch, EngineError> {
+    fn buffer(&mut self) -> Result<&mut dyn MutationStore, EngineError> {
         match &mut self.store {
-            Store::Write(batch) => Ok(*batch),
+            Store::Write(buffer) => Ok(*buffer),
             Store::Read(_) => Err(EngineError::Schema("a query cannot write".into())),
         }
     }
 
     /// The outcome recorded for `key` by an earlier run of the same mutation: (commit ts, result).
     pub fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, Value)>, EngineError> {
-        let Some((ts, json)) = self.batch()?.find_outcome(key)? else { return Ok(None) };
+        let Some((ts, json)) = self.buffer()?.find_outcome(key)? else { return Ok(None) };
         let parsed = serde_json::from_str(&json)
             .map_err(|e| StorageError::Corrupt(format!("stored outcome is not JSON: {e}")))?;
         let value = Value::from_json(&parsed).map_err(|e| StorageError::Corrupt(format!("stored outcome: {e}")))?;
@@ -314,7 +335,11 @@ impl<'a> Transaction<'a> {
     pub fn record_outcome(&mut self, key: &MutationKey, result: &Value) -> Result<(), EngineError> {
         let ts = self.ts;
         let json = result.to_json(super::value::JsonFormat::Encoded).to_string();
-        self.batch()?.record_outcome(key, ts, &json)?;
+        if key.client.contains('\0') {
+            // PostgreSQL's text cannot hold it; refused here, the mutation fails alone.
+            return Err(EngineError::Validation("A client id cannot contain a NUL character.".into()));
+        }
+        self.buffer()?.record_outcome(key, ts, &json)?;
         Ok(())
     }
 
@@ -344,16 +369,21 @@ impl<'a> Transaction<'a> {
             new: new.as_ref().map(|_| id_key.clone()),
         }];
         for (position, index) in table.indexes.iter().enumerate() {
+            let new_key = new.as_ref().map(|d| d.index_key(&index.fields));
+            if new_key.as_ref().is_some_and(|key| key.len() > MAX_INDEX_KEY_BYTES) {
+                return Err(EngineError::LimitExceeded(format!(
+                    "The document's key in index {}.{} is over {MAX_INDEX_KEY_BYTES} bytes: its indexed fields \
+                     hold too much.",
+                    table.name, index.name
+                )));
+            }
             index_writes.push(IndexWrite {
                 index: IndexId { table: table.number, slot: position as u16 + 1 },
                 old: old.map(|d| d.index_key(&index.fields)),
-                new: new.as_ref().map(|d| d.index_key(&index.fields)),
+                new: new_key,
             });
         }
-        let Store::Write(batch) = &mut self.store else {
-            return Err(EngineError::Schema("a query cannot write".into()));
-        };
-        batch.write(id, new.as_ref(), &index_writes)?;
+        self.buffer()?.write(id, new.clone(), &index_writes);
         self.writes.entries.extend(index_writes);
         self.seen.insert(id, new);
         Ok(())
@@ -403,7 +433,7 @@ impl Query<'_, '_> {
         mut keep: impl Keep,
     ) -> Result<Page, EngineError> {
         let Query { tx, index, mut range, order } = self;
-        let cursors = tx.store.snapshot().cursor_key();
+        let cursors = tx.store.cursor_key();
         let decode = |cursor: &str| cursors.decode(index, cursor);
         if let Some(cursor) = cursor {
             // The cursor is the last key returned: continue strictly past it.
@@ -491,7 +521,7 @@ impl Query<'_, '_> {
         while documents.len() < limit && !exhausted {
             // One row more than needed tells whether the range goes on.
             let want = (limit - documents.len()).min(SCAN_CHUNK) + 1;
-            let chunk = tx.store.snapshot().scan(index, &remaining, order, want)?;
+            let chunk = tx.store.scan(index, &remaining, order, want)?;
             exhausted = chunk.len() < want;
             for (key, document) in chunk {
                 if documents.len() == limit {

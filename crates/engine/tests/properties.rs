@@ -1,22 +1,18 @@
 //! Property tests of the engine's pure parts and of the storages against each
 //! other: read-set overlap against a brute-force check (and the read-set index
-//! against both), value and id round trips, the write-set encoding, and the
-//! memory storage against SQLite on random sequences of writes, savepoints and
-//! scans, and index keys' byte order against Convex's value order. (Index maintenance under the committer is tests/index_properties.rs at
+//! against both), value and id round trips, the write-set encoding, and
+//! index keys' byte order against Convex's value order. (The write buffer against a model is
+//! in crates/engine/src/write_buffer.rs.) (Index maintenance under the committer is tests/index_properties.rs at
 //! the repository root.) `PROPTEST_CASES` sets the number of cases.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use jangar_engine::document::Document;
-use jangar_engine::id::{DocumentId, TableNumber};
-use jangar_engine::keys::{IndexRange, KeyRange, encode_field};
-use jangar_engine::schema::{IndexId, Schema, TableDef, v};
+use jangar_engine::id::DocumentId;
+use jangar_engine::keys::{KeyRange, encode_field};
+use jangar_engine::schema::IndexId;
 use jangar_engine::sets::{IndexWrite, ReadSet, ReadSetIndex, WriteSet};
-use jangar_engine::storage::memory::MemoryStorage;
-use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
-use jangar_engine::storage::{Batch, Order, Storage};
-use jangar_engine::value::{JsonFormat, Object, Value};
+use jangar_engine::value::{JsonFormat, Value};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -213,168 +209,6 @@ proptest! {
             prop_assert_eq!(DocumentId::decode(&changed), Ok(id));
         } else {
             prop_assert!(DocumentId::decode(&changed).is_err(), "{} read as an id, changed from {}", changed, text);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The memory storage against SQLite.
-
-const TABLE: TableNumber = 10_001;
-const GROUPS: [&str; 3] = ["a", "b", "c"];
-
-fn schema() -> Schema {
-    let fields = vec![("group", v::string()), ("rank", v::number())];
-    let table = TableDef::new("items", TABLE, fields).index("by_group", &["group", "rank"]).index("by_rank", &["rank"]);
-    Schema::new(vec![table]).unwrap()
-}
-
-#[derive(Clone, Debug)]
-enum Op {
-    /// Writes document `n` (an insert or a replace).
-    Put {
-        n: u8,
-        group: usize,
-        rank: i8,
-    },
-    Delete {
-        n: u8,
-    },
-    /// Scans `by_group` for one group (`None`: every group), comparing what both storages return.
-    Scan {
-        group: Option<usize>,
-        descending: bool,
-        limit: usize,
-    },
-    /// Ops inside a savepoint, then kept or rolled back.
-    Savepoint {
-        ops: Vec<Op>,
-        keep: bool,
-    },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let leaf = prop_oneof![
-        4 => (0u8..8, 0..GROUPS.len(), -3i8..4).prop_map(|(n, group, rank)| Op::Put { n, group, rank }),
-        2 => (0u8..8).prop_map(|n| Op::Delete { n }),
-        2 => (prop::option::of(0..GROUPS.len()), any::<bool>(), 0usize..6)
-            .prop_map(|(group, descending, limit)| Op::Scan { group, descending, limit }),
-    ];
-    leaf.prop_recursive(2, 24, 6, |inner| {
-        (prop::collection::vec(inner, 0..6), any::<bool>()).prop_map(|(ops, keep)| Op::Savepoint { ops, keep })
-    })
-}
-
-/// Applies `op` to one storage's batch; returns what its scans saw (to compare across storages).
-fn apply(batch: &mut dyn Batch, schema: &Schema, op: &Op, clock: &mut f64, seen: &mut Vec<Vec<DocumentId>>) {
-    let table = schema.table_by_number(TABLE).unwrap();
-    let id = |n: u8| DocumentId { table: TABLE, internal: [n; 16] };
-    let write = |batch: &mut dyn Batch, id: DocumentId, new: Option<Document>| {
-        let old = batch.get(&id).unwrap();
-        if old.is_none() && new.is_none() {
-            return;
-        }
-        let key = |d: &Document, fields: &[&str]| d.index_key(fields);
-        let mut writes = vec![IndexWrite {
-            index: table.by_id(),
-            old: old.as_ref().map(|_| Document::id_key(&id)),
-            new: new.as_ref().map(|_| Document::id_key(&id)),
-        }];
-        for (position, index) in table.indexes.iter().enumerate() {
-            writes.push(IndexWrite {
-                index: IndexId { table: TABLE, slot: position as u16 + 1 },
-                old: old.as_ref().map(|d| key(d, &index.fields)),
-                new: new.as_ref().map(|d| key(d, &index.fields)),
-            });
-        }
-        batch.write(id, new.as_ref(), &writes).unwrap();
-    };
-    match op {
-        Op::Put { n, group, rank } => {
-            let old = batch.get(&id(*n)).unwrap();
-            *clock += 0.25;
-            let creation_time = old.map_or(*clock, |d| d.creation_time);
-            let fields = Object::from([
-                ("group".to_owned(), Value::from(GROUPS[*group])),
-                ("rank".to_owned(), Value::from(f64::from(*rank))),
-            ]);
-            write(batch, id(*n), Some(Document { id: id(*n), creation_time, fields }));
-        }
-        Op::Delete { n } => write(batch, id(*n), None),
-        Op::Scan { group, descending, limit } => {
-            let range = match group {
-                Some(group) => IndexRange::default().eq(GROUPS[*group]).to_key_range(),
-                None => KeyRange { start: Vec::new(), end: None },
-            };
-            let order = if *descending { Order::Desc } else { Order::Asc };
-            let index = table.index_id("by_group").unwrap();
-            seen.push(batch.scan(index, &range, order, *limit).unwrap().into_iter().map(|(_, d)| d.id).collect());
-        }
-        Op::Savepoint { ops, keep } => {
-            batch.savepoint().unwrap();
-            for op in ops {
-                apply(batch, schema, op, clock, seen);
-            }
-            if *keep { batch.release_savepoint() } else { batch.rollback_savepoint() }.unwrap();
-        }
-    }
-}
-
-/// Everything a storage holds, as its reads show it.
-fn contents(storage: &dyn Storage, schema: &Schema) -> Vec<String> {
-    let mut snapshot = storage.snapshot().unwrap();
-    let table = schema.table_by_number(TABLE).unwrap();
-    let everything = KeyRange { start: Vec::new(), end: None };
-    let mut out = vec![format!("ts {}", snapshot.ts())];
-    for document in snapshot.documents(TABLE, None, 1000).unwrap() {
-        out.push(format!("{} {} {}", document.id, document.creation_time, Value::Object(document.fields.clone())));
-    }
-    for name in ["by_group", "by_rank"] {
-        let index = table.index_id(name).unwrap();
-        for order in [Order::Asc, Order::Desc] {
-            let ids: Vec<String> =
-                snapshot.scan(index, &everything, order, 1000).unwrap().iter().map(|(_, d)| d.id.to_string()).collect();
-            out.push(format!("{name} {order:?}: {}", ids.join(" ")));
-        }
-        let entries = snapshot.index_entries(index, None, 1000).unwrap();
-        out.push(format!("{name} entries: {entries:?}"));
-    }
-    out
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    /// Batches of random writes, savepoints (kept or rolled back) and scans, some batches
-    /// abandoned: the memory storage and SQLite read alike inside each batch and after each.
-    #[test]
-    fn the_memory_storage_behaves_as_sqlite_does(
-        batches in prop::collection::vec((prop::collection::vec(op(), 0..8), any::<bool>()), 1..6),
-    ) {
-        let schema = schema();
-        let dir = jangar_test_support::temp_dir();
-        let sqlite = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
-        let memory = MemoryStorage::new(&schema).unwrap();
-        let storages: [&dyn Storage; 2] = [&memory, &sqlite];
-        let mut clock = 1_700_000_000_000.0;
-        for (n, (ops, commit)) in batches.iter().enumerate() {
-            let ts = 1_000 * (n as u64 + 1);
-            let mut seen = [Vec::new(), Vec::new()];
-            let start = clock;
-            for (storage, seen) in storages.iter().zip(&mut seen) {
-                // Both storages hand out the same creation times.
-                let mut batch_clock = start;
-                let mut batch = storage.begin_batch().unwrap();
-                for op in ops {
-                    apply(&mut *batch, &schema, op, &mut batch_clock, seen);
-                }
-                if *commit {
-                    batch.commit(ts, &WriteSet::default()).unwrap();
-                }
-                clock = batch_clock;
-            }
-            prop_assert_eq!(&seen[0], &seen[1], "scans inside batch {}", n);
-            prop_assert_eq!(contents(&memory, &schema), contents(&sqlite, &schema), "after batch {}", n);
         }
     }
 }

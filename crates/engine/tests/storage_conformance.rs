@@ -5,7 +5,7 @@
 //! without them its tests print that they were skipped and pass.
 //!
 //! The tests talk to the `Storage` trait directly, as the committer does:
-//! batches, savepoints, index writes, outcomes, commits, snapshots, the feed.
+//! batches, a group's net writes, outcomes, commits, snapshots, the feed.
 //! The last part runs the group committer on a storage that fails a chosen
 //! commit.
 
@@ -26,7 +26,8 @@ use jangar_engine::storage::memory::MemoryStorage;
 use jangar_engine::storage::postgres::PostgresStorage;
 use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
 use jangar_engine::storage::{
-    Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, StorageErrorKind, Timestamp,
+    Batch, BatchCounts, CommitFeed, GroupWrites, IndexEntry, MutationKey, Order, Snapshot, Storage, StorageError,
+    StorageErrorKind, Timestamp,
 };
 use jangar_engine::transaction::All;
 use jangar_engine::value::{Object, Value};
@@ -132,23 +133,38 @@ fn index_writes(schema: &Schema, old: Option<&Document>, new: Option<&Document>)
     writes
 }
 
-/// Writes `new` over `old` (an insert without `old`, a delete without `new`); returns the write set.
-fn put(batch: &mut dyn Batch, schema: &Schema, old: Option<&Document>, new: Option<&Document>) -> WriteSet {
+/// Adds writing `new` over `old` (an insert without `old`, a delete without `new`) to `group`,
+/// as the engine's write buffer would; returns the write set.
+fn put(group: &mut GroupWrites, schema: &Schema, old: Option<&Document>, new: Option<&Document>) -> WriteSet {
     let writes = index_writes(schema, old, new);
     let id = old.or(new).unwrap().id;
-    batch.write(id, new, &writes).unwrap();
+    group.documents.push((id, new.cloned()));
+    for write in writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
+        if let Some(key) = &write.old {
+            group.removed.push(IndexEntry { index: write.index, key: key.clone(), id });
+        }
+        if let Some(key) = &write.new {
+            group.added.push(IndexEntry { index: write.index, key: key.clone(), id });
+        }
+    }
     WriteSet { entries: writes }
 }
 
 /// Commits `documents` as inserts in one batch at `ts`.
 fn insert_all(storage: &dyn Storage, schema: &Schema, documents: &[Document], ts: Timestamp) -> WriteSet {
-    let mut batch = storage.begin_batch().unwrap();
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
     let mut writes = WriteSet::default();
     for document in documents {
-        writes.extend(put(&mut *batch, schema, None, Some(document)));
+        writes.extend(put(&mut group, schema, None, Some(document)));
     }
-    batch.commit(ts, &writes).unwrap();
+    batch.commit(ts, &group, &writes).unwrap();
     writes
+}
+
+/// Commits nothing but the timestamp.
+fn commit_empty(batch: Box<dyn Batch + '_>, ts: Timestamp) {
+    batch.commit(ts, &GroupWrites::default(), &WriteSet::default()).unwrap();
 }
 
 fn ids(documents: &[Document]) -> Vec<u8> {
@@ -170,7 +186,7 @@ const EVERYTHING: KeyRange = KeyRange { start: Vec::new(), end: None };
 // The behaviours.
 
 /// A snapshot reads the state of one commit: not a batch in progress, not a commit after it,
-/// however long it is held; a batch reads its own writes.
+/// however long it is held.
 fn snapshots_see_one_committed_state(mut store: Store) {
     let schema = schema();
     let storage = store.open(&schema);
@@ -181,13 +197,13 @@ fn snapshots_see_one_committed_state(mut store: Store) {
 
     let b = item(2, "a", 2.0);
     let mut batch = storage.begin_batch().unwrap();
-    let writes = put(&mut *batch, &schema, None, Some(&b));
-    assert_eq!(batch.get(&b.id).unwrap().as_ref(), Some(&b), "a batch reads its own writes");
-    assert_eq!(scanned(&mut *batch, BY_GROUP, &EVERYTHING, Order::Asc, 10), [1, 2]);
+    assert_eq!(batch.get(&a.id).unwrap().as_ref(), Some(&a), "a batch reads the last commit");
+    assert_eq!(scanned(&mut *batch, BY_GROUP, &EVERYTHING, Order::Asc, 10), [1]);
     let mut during = storage.snapshot().unwrap();
-    assert_eq!(during.get(&b.id).unwrap(), None, "an uncommitted write is not visible");
     assert_eq!(during.ts(), 100);
-    batch.commit(200, &writes).unwrap();
+    let mut group = GroupWrites::default();
+    let writes = put(&mut group, &schema, None, Some(&b));
+    batch.commit(200, &group, &writes).unwrap();
 
     for snapshot in [&mut before, &mut during] {
         assert_eq!(snapshot.get(&b.id).unwrap(), None, "a commit after the snapshot is not visible");
@@ -255,54 +271,82 @@ fn ranges_orders_and_limits(mut store: Store) {
     assert_eq!(rest.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), keys[3..].to_vec());
 }
 
-/// Rolling back a savepoint undoes exactly the writes (and outcomes) since it, whatever they
-/// were; released savepoints and the others in the batch stay.
-fn a_rolled_back_savepoint_keeps_the_other_mutations(mut store: Store) {
+/// A group's net writes apply together: a document moved to other keys, one deleted, one
+/// inserted, outcomes recorded; entries and documents agree afterwards.
+fn a_group_applies_its_net_writes(mut store: Store) {
     let schema = schema();
     let storage = store.open(&schema);
     let (a, b, c) = (item(1, "a", 1.0), item(2, "a", 2.0), item(3, "b", 3.0));
-    insert_all(&*storage, &schema, std::slice::from_ref(&a), 10);
+    insert_all(&*storage, &schema, &[a.clone(), b.clone()], 10);
     let outcome = |request| MutationKey { client: "client".into(), request };
 
-    let mut batch = storage.begin_batch().unwrap();
-    batch.savepoint().unwrap();
-    put(&mut *batch, &schema, None, Some(&b));
-    batch.record_outcome(&outcome(1), 11, "\"b\"").unwrap();
-    batch.release_savepoint().unwrap();
-
-    // A mutation that moves `a`, deletes `b`, inserts `c` and records an outcome, then fails.
-    batch.savepoint().unwrap();
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
     let moved = Document { fields: item(1, "z", 9.0).fields, ..a.clone() };
-    put(&mut *batch, &schema, Some(&a), Some(&moved));
-    put(&mut *batch, &schema, Some(&b), None);
-    put(&mut *batch, &schema, None, Some(&c));
-    batch.record_outcome(&outcome(2), 12, "\"failed\"").unwrap();
-    assert_eq!(batch.get(&a.id).unwrap().as_ref(), Some(&moved));
-    batch.rollback_savepoint().unwrap();
-    assert_eq!(batch.get(&a.id).unwrap().as_ref(), Some(&a), "undone inside the batch at once");
-    assert_eq!(batch.get(&c.id).unwrap(), None);
-    assert_eq!(batch.find_outcome(&outcome(2)).unwrap(), None);
-
-    // A failing write (a duplicate outcome is refused) rolled back; the batch goes on.
-    batch.savepoint().unwrap();
-    assert!(batch.record_outcome(&outcome(1), 13, "\"again\"").is_err(), "an outcome is recorded once");
-    batch.rollback_savepoint().unwrap();
-    batch.savepoint().unwrap();
-    let d = item(4, "b", 4.0);
-    put(&mut *batch, &schema, None, Some(&d));
-    batch.release_savepoint().unwrap();
-    batch.commit(20, &WriteSet::default()).unwrap();
+    put(&mut group, &schema, Some(&a), Some(&moved));
+    put(&mut group, &schema, Some(&b), None);
+    put(&mut group, &schema, None, Some(&c));
+    group.outcomes.push((outcome(1), 11, "\"b\"".into()));
+    group.outcomes.push((outcome(2), 12, "{\"c\":3}".into()));
+    batch.commit(20, &group, &WriteSet::default()).unwrap();
 
     let mut snapshot = storage.snapshot().unwrap();
-    assert_eq!(ids(&snapshot.documents(TABLE, None, 100).unwrap()), [1, 2, 4]);
-    assert_eq!(snapshot.get(&a.id).unwrap().as_ref(), Some(&a));
-    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &EVERYTHING, Order::Asc, 100), [1, 2, 4]);
-    assert_eq!(scanned(&mut *snapshot, BY_RANK, &EVERYTHING, Order::Asc, 100), [1, 2, 4]);
+    assert_eq!(ids(&snapshot.documents(TABLE, None, 100).unwrap()), [1, 3]);
+    assert_eq!(snapshot.get(&a.id).unwrap().as_ref(), Some(&moved));
+    assert_eq!(snapshot.get(&b.id).unwrap(), None);
+    assert_eq!(scanned(&mut *snapshot, BY_GROUP, &EVERYTHING, Order::Asc, 100), [3, 1]);
+    assert_eq!(scanned(&mut *snapshot, BY_RANK, &EVERYTHING, Order::Asc, 100), [3, 1]);
     drop(snapshot);
     let mut batch = storage.begin_batch().unwrap();
     assert_eq!(batch.find_outcome(&outcome(1)).unwrap(), Some((11, "\"b\"".to_owned())));
-    assert_eq!(batch.find_outcome(&outcome(2)).unwrap(), None);
+    assert_eq!(batch.find_outcome(&outcome(2)).unwrap(), Some((12, "{\"c\":3}".to_owned())));
+    assert_eq!(batch.find_outcome(&outcome(3)).unwrap(), None);
     drop(batch);
+    assert_clean(&schema, &*storage);
+}
+
+/// Whatever the group's size, its flush costs the same round trips: one statement per kind of
+/// change (and per index an entry leaves), never one per row. In process, none.
+fn the_flush_takes_the_same_round_trips_for_any_group(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    let mut costs = Vec::new();
+    let mut ts = 0;
+    // Ids `base + 1 ..= base + size`, apart for each size. The first round warms the connection
+    // (the first use of each statement on it also prepares it) and is not counted.
+    for (base, size) in [(230u8, 1u8), (0, 1), (10, 8), (20, 64), (90, 128)] {
+        let documents: Vec<Document> = (0..size).map(|n| item(base + n + 1, "a", f64::from(n))).collect();
+        for step in 0..2 {
+            ts += 10;
+            let batch = storage.begin_batch().unwrap();
+            let mut group = GroupWrites::default();
+            for document in &documents {
+                if step == 0 {
+                    put(&mut group, &schema, None, Some(document));
+                } else {
+                    let moved = Document { fields: item(0, "b", 1.0).fields, ..document.clone() };
+                    put(&mut group, &schema, Some(document), Some(&moved));
+                    group.outcomes.push((
+                        MutationKey { client: "c".into(), request: ts * 1_000 + u64::from(document.id.internal[0]) },
+                        ts,
+                        "1".into(),
+                    ));
+                }
+            }
+            let counts = batch.commit(ts, &group, &WriteSet::default()).unwrap();
+            if step == 1 {
+                costs.push((size, counts.round_trips));
+            }
+        }
+    }
+    costs.remove(0);
+    let expected = if store.kind == Kind::Postgres { costs[0].1 } else { 0 };
+    assert!(costs.iter().all(|(_, trips)| *trips == expected), "round trips by group size: {costs:?}");
+    if store.kind == Kind::Postgres {
+        // Begin (with the lock and the timestamp), upsert, 2 index removals, insert entries,
+        // insert outcomes, the commit record, COMMIT.
+        assert_eq!(expected, 8, "{costs:?}");
+    }
     assert_clean(&schema, &*storage);
 }
 
@@ -342,9 +386,10 @@ fn new_indexes_are_built_from_the_documents(mut store: Store) {
     let report = assert_clean(&second, &*storage);
     assert_eq!((report.documents, report.entries), (30, 90));
     // And writing through the new indexes works.
-    let mut batch = storage.begin_batch().unwrap();
-    put(&mut *batch, &second, Some(&documents[0]), None);
-    batch.commit(60, &WriteSet::default()).unwrap();
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
+    put(&mut group, &second, Some(&documents[0]), None);
+    batch.commit(60, &group, &WriteSet::default()).unwrap();
     // One document fewer: its three entries are gone.
     assert_eq!(assert_clean(&second, &*storage).entries, 87);
 }
@@ -354,13 +399,13 @@ fn outcomes_are_kept_until_purged(mut store: Store) {
     let schema = schema();
     let storage = store.open(&schema);
     let key = |client: &str, request| MutationKey { client: client.into(), request };
-    let mut batch = storage.begin_batch().unwrap();
-    batch.record_outcome(&key("one", 1), 100, "1").unwrap();
-    batch.record_outcome(&key("one", 2), 200, "{\"a\":2}").unwrap();
-    batch.record_outcome(&key("two", 1), 300, "null").unwrap();
-    batch.record_outcome(&key("two", u64::from(u32::MAX) + 7), 300, "\"big\"").unwrap();
-    assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), Some((100, "1".to_owned())), "within the batch");
-    batch.commit(300, &WriteSet::default()).unwrap();
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
+    group.outcomes.push((key("one", 1), 100, "1".into()));
+    group.outcomes.push((key("one", 2), 200, "{\"a\":2}".into()));
+    group.outcomes.push((key("two", 1), 300, "null".into()));
+    group.outcomes.push((key("two", u64::from(u32::MAX) + 7), 300, "\"big\"".into()));
+    batch.commit(300, &group, &WriteSet::default()).unwrap();
     let mut batch = storage.begin_batch().unwrap();
     assert_eq!(batch.find_outcome(&key("one", 2)).unwrap(), Some((200, "{\"a\":2}".to_owned())));
     assert_eq!(batch.find_outcome(&key("two", u64::from(u32::MAX) + 7)).unwrap(), Some((300, "\"big\"".to_owned())));
@@ -369,7 +414,7 @@ fn outcomes_are_kept_until_purged(mut store: Store) {
     assert_eq!(batch.purge_outcomes(200).unwrap(), 1, "strictly before");
     assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), None);
     assert!(batch.find_outcome(&key("one", 2)).unwrap().is_some());
-    batch.commit(300, &WriteSet::default()).unwrap();
+    commit_empty(batch, 300);
     let mut batch = storage.begin_batch().unwrap();
     assert_eq!(batch.find_outcome(&key("one", 1)).unwrap(), None, "the purge was committed");
     assert_eq!(batch.purge_outcomes(1_000).unwrap(), 3);
@@ -380,8 +425,8 @@ fn outcomes_are_kept_until_purged(mut store: Store) {
 }
 
 /// The batch starts at the last commit's timestamp; a snapshot names the commit it shows; a
-/// dropped batch leaves nothing behind; an index change whose old entry is missing is refused as
-/// corruption.
+/// dropped batch leaves nothing behind; a group removing an entry that is not stored is refused
+/// as corruption, and none of it applies.
 fn timestamps_and_abandoned_batches(mut store: Store) {
     let schema = schema();
     let storage = store.open(&schema);
@@ -395,22 +440,27 @@ fn timestamps_and_abandoned_batches(mut store: Store) {
         assert_eq!(storage.snapshot().unwrap().ts(), ts);
         last = ts;
     }
-    let mut batch = storage.begin_batch().unwrap();
-    put(&mut *batch, &schema, None, Some(&item(9, "a", 9.0)));
+    let batch = storage.begin_batch().unwrap();
     drop(batch);
     let mut snapshot = storage.snapshot().unwrap();
     assert_eq!(snapshot.ts(), 2_001);
     assert_eq!(snapshot.get(&item(9, "a", 9.0).id).unwrap(), None);
     drop(snapshot);
 
-    // A write whose old key is not stored: the indexes do not match the documents.
-    let mut batch = storage.begin_batch().unwrap();
-    let ghost = item(1, "never", 1.0);
-    let writes = index_writes(&schema, Some(&ghost), None);
-    let refused = batch.write(ghost.id, None, &writes).unwrap_err();
+    // A write whose old key is not stored: the indexes do not match the documents. The group
+    // also deletes a document and inserts one: neither applies.
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
+    put(&mut group, &schema, Some(&item(2, "a", 2.0)), None);
+    put(&mut group, &schema, None, Some(&item(9, "a", 9.0)));
+    put(&mut group, &schema, Some(&item(1, "never", 1.0)), None);
+    let refused = batch.commit(3_000, &group, &WriteSet::default()).unwrap_err();
     assert_eq!(refused.kind(), StorageErrorKind::Corrupt, "{refused}");
-    drop(batch);
-    assert_eq!(storage.snapshot().unwrap().documents(TABLE, None, 10).unwrap().len(), 3, "nothing was deleted");
+    let mut snapshot = storage.snapshot().unwrap();
+    assert_eq!(snapshot.ts(), 2_001, "not committed");
+    assert_eq!(ids(&snapshot.documents(TABLE, None, 10).unwrap()), [1, 2, 3], "nothing was deleted or added");
+    drop(snapshot);
+    assert_clean(&schema, &*storage);
     assert!(storage.snapshot().unwrap().scan(IndexId { table: TABLE, slot: 9 }, &EVERYTHING, Order::Asc, 1).is_err());
 }
 
@@ -432,10 +482,11 @@ fn the_commit_feed_announces_each_commit(mut store: Store) {
         expected.push((ts, writes));
     }
     // Nothing moved the timestamp: nothing to announce.
-    storage.begin_batch().unwrap().commit(30, &WriteSet::default()).unwrap();
-    let mut batch = storage.begin_batch().unwrap();
-    let writes = put(&mut *batch, &schema, Some(&item(1, "a", 1.0)), None);
-    batch.commit(45, &writes).unwrap();
+    commit_empty(storage.begin_batch().unwrap(), 30);
+    let batch = storage.begin_batch().unwrap();
+    let mut group = GroupWrites::default();
+    let writes = put(&mut group, &schema, Some(&item(1, "a", 1.0)), None);
+    batch.commit(45, &group, &writes).unwrap();
     expected.push((45, writes));
     let commits = collect(&mut *feed, expected.len());
     let got: Vec<(Timestamp, WriteSet, bool)> = commits.into_iter().map(|c| (c.ts, c.writes, c.everything)).collect();
@@ -471,14 +522,13 @@ struct FailingStorage {
     inner: Arc<dyn Storage>,
     fail_at: usize,
     commits: AtomicUsize,
-    /// Savepoints (mutations) in the batch whose commit failed.
-    failed_group: Mutex<Option<usize>>,
+    /// Documents and outcomes the failed commit's group held.
+    failed_group: Mutex<Option<(usize, usize)>>,
 }
 
 struct FailingBatch<'a> {
     inner: Box<dyn Batch + 'a>,
     storage: &'a FailingStorage,
-    savepoints: usize,
 }
 
 impl Storage for FailingStorage {
@@ -487,7 +537,7 @@ impl Storage for FailingStorage {
     }
 
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
-        Ok(Box::new(FailingBatch { inner: self.inner.begin_batch()?, storage: self, savepoints: 0 }))
+        Ok(Box::new(FailingBatch { inner: self.inner.begin_batch()?, storage: self }))
     }
 
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
@@ -533,41 +583,25 @@ impl Snapshot for FailingBatch<'_> {
 }
 
 impl Batch for FailingBatch<'_> {
-    fn savepoint(&mut self) -> Result<(), StorageError> {
-        self.savepoints += 1;
-        self.inner.savepoint()
-    }
-    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        self.inner.rollback_savepoint()
-    }
-    fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        self.inner.release_savepoint()
-    }
-    fn write(
-        &mut self,
-        id: DocumentId,
-        document: Option<&Document>,
-        writes: &[IndexWrite],
-    ) -> Result<(), StorageError> {
-        self.inner.write(id, document, writes)
-    }
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
         self.inner.find_outcome(key)
-    }
-    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
-        self.inner.record_outcome(key, ts, result)
     }
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
         self.inner.purge_outcomes(before)
     }
-    fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
+    fn commit(
+        self: Box<Self>,
+        ts: Timestamp,
+        group: &GroupWrites,
+        writes: &WriteSet,
+    ) -> Result<BatchCounts, StorageError> {
         let number = self.storage.commits.fetch_add(1, Ordering::SeqCst) + 1;
         if number == self.storage.fail_at {
-            *self.storage.failed_group.lock().unwrap() = Some(self.savepoints);
+            *self.storage.failed_group.lock().unwrap() = Some((group.documents.len(), group.outcomes.len()));
             // Dropped uncommitted: the storage rolls the batch back.
             return Err(StorageError::Unavailable("the injected commit failure".into()));
         }
-        self.inner.commit(ts, writes)
+        self.inner.commit(ts, group, writes)
     }
 }
 
@@ -634,7 +668,7 @@ fn a_failed_group_commit_fails_every_mutation_in_it(mut store: Store) {
             other => panic!("a mutation of the failed group answered {other:?}"),
         }
     }
-    assert_eq!(*storage.failed_group.lock().unwrap(), Some(GROUP), "the doomed mutations shared one group");
+    assert_eq!(*storage.failed_group.lock().unwrap(), Some((GROUP, 1)), "the doomed mutations shared one group");
 
     let after = runtime.block_on(db.mutate(insert_item("after", 3.0))).unwrap();
     assert!(after.ts > gate_ts);
@@ -706,7 +740,8 @@ macro_rules! on_every_storage {
 on_every_storage!(
     snapshots_see_one_committed_state,
     ranges_orders_and_limits,
-    a_rolled_back_savepoint_keeps_the_other_mutations,
+    a_group_applies_its_net_writes,
+    the_flush_takes_the_same_round_trips_for_any_group,
     new_indexes_are_built_from_the_documents,
     outcomes_are_kept_until_purged,
     timestamps_and_abandoned_batches,

@@ -4,9 +4,8 @@
 //!
 //! The committed state is one immutable [`State`] behind an `Arc`. A snapshot
 //! keeps the `Arc` it found, so it reads exactly that commit however many come
-//! after. The batch works on its own copy of the state; a savepoint pushes a
-//! copy on a stack, a rollback restores it; the commit puts the batch's copy in
-//! place of the shared one. Every read and write is a plain map operation: the
+//! after. The batch reads the state it began on; its commit applies the group's
+//! writes to a copy and puts that in place of the shared one. Every read and write is a plain map operation: the
 //! point is to be obviously right, not fast.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,14 +14,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    Batch, CommitFeed, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp, missing_entry, new_secret,
+    Batch, BatchCounts, CommitFeed, GroupWrites, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
+    missing_entry, new_secret,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
 use crate::id::{DocumentId, TableNumber};
 use crate::keys::KeyRange;
 use crate::schema::{IndexId, Schema};
-use crate::sets::{Commit, IndexWrite, WriteSet};
+use crate::sets::{Commit, WriteSet};
 
 pub struct MemoryStorage {
     shared: Arc<Shared>,
@@ -206,13 +206,12 @@ impl MemorySnapshot<'_> {
     }
 }
 
-/// The writer's working copy, and one copy per open savepoint.
+/// The writer's working copy.
 struct MemoryBatch<'a> {
     storage: &'a MemoryStorage,
     _writer: MutexGuard<'a, ()>,
     ts: Timestamp,
     state: State,
-    savepoints: Vec<State>,
 }
 
 impl MemoryBatch<'_> {
@@ -225,60 +224,8 @@ reads_through!(MemorySnapshot, state);
 reads_through!(MemoryBatch, state);
 
 impl Batch for MemoryBatch<'_> {
-    fn savepoint(&mut self) -> Result<(), StorageError> {
-        self.savepoints.push(self.state.clone());
-        Ok(())
-    }
-
-    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        self.state = self.savepoints.pop().ok_or_else(|| StorageError::Other("no savepoint to roll back".into()))?;
-        Ok(())
-    }
-
-    fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        self.savepoints.pop().map(drop).ok_or_else(|| StorageError::Other("no savepoint to release".into()))
-    }
-
-    fn write(
-        &mut self,
-        id: DocumentId,
-        document: Option<&Document>,
-        index_writes: &[IndexWrite],
-    ) -> Result<(), StorageError> {
-        match document {
-            Some(document) => self.state.documents.insert(id, document.clone()),
-            None => self.state.documents.remove(&id),
-        };
-        // Slot 0 (`by_id`) is the document map itself.
-        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
-            let index = self.storage.index_number(write.index)?;
-            let entries = self.state.entries.entry(index).or_default();
-            if let Some(old) = &write.old
-                && entries.remove(old).is_none()
-            {
-                return Err(missing_entry(write.index, &id));
-            }
-            if let Some(new) = &write.new {
-                if entries.contains_key(new) {
-                    return Err(StorageError::Other(format!("index {index:?} already has an entry at this key")));
-                }
-                entries.insert(new.clone(), id.internal);
-            }
-        }
-        Ok(())
-    }
-
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
         Ok(self.state.outcomes.get(&(key.client.clone(), key.request)).cloned())
-    }
-
-    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
-        let slot = (key.client.clone(), key.request);
-        if self.state.outcomes.contains_key(&slot) {
-            return Err(StorageError::Other(format!("an outcome of {key:?} is recorded already")));
-        }
-        self.state.outcomes.insert(slot, (ts, result.to_owned()));
-        Ok(())
     }
 
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
@@ -288,15 +235,44 @@ impl Batch for MemoryBatch<'_> {
         Ok(count - self.state.outcomes.len())
     }
 
-    fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
-        let MemoryBatch { storage, _writer, ts: previous, mut state, .. } = *self;
+    fn commit(
+        self: Box<Self>,
+        ts: Timestamp,
+        group: &GroupWrites,
+        writes: &WriteSet,
+    ) -> Result<BatchCounts, StorageError> {
+        let MemoryBatch { storage, _writer, ts: previous, mut state } = *self;
+        for (id, document) in &group.documents {
+            match document {
+                Some(document) => state.documents.insert(*id, document.clone()),
+                None => state.documents.remove(id),
+            };
+        }
+        for entry in &group.removed {
+            let index = storage.index_number(entry.index)?;
+            if state.entries.entry(index).or_default().remove(&entry.key).is_none() {
+                return Err(missing_entry(entry.index, &entry.id));
+            }
+        }
+        for entry in &group.added {
+            let index = storage.index_number(entry.index)?;
+            if state.entries.entry(index).or_default().insert(entry.key.clone(), entry.id.internal).is_some() {
+                return Err(StorageError::Other(format!("index {index:?} already has an entry at this key")));
+            }
+        }
+        for (key, ts, result) in &group.outcomes {
+            let slot = (key.client.clone(), key.request);
+            if state.outcomes.insert(slot, (*ts, result.clone())).is_some() {
+                return Err(StorageError::Other(format!("an outcome of {key:?} is recorded already")));
+            }
+        }
         if storage.feed && ts > previous {
             state.log.push((ts, previous, writes.clone()));
         }
         state.ts = ts;
         *storage.shared.state() = Arc::new(state);
         storage.shared.committed.notify_all();
-        Ok(())
+        Ok(BatchCounts::default())
     }
 }
 
@@ -309,7 +285,7 @@ impl Storage for MemoryStorage {
     fn begin_batch(&self) -> Result<Box<dyn Batch + '_>, StorageError> {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let state = State::clone(&self.shared.state());
-        Ok(Box::new(MemoryBatch { storage: self, _writer: writer, ts: state.ts, state, savepoints: Vec::new() }))
+        Ok(Box::new(MemoryBatch { storage: self, _writer: writer, ts: state.ts, state }))
     }
 
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {

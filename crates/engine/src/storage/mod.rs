@@ -1,7 +1,8 @@
 //! The narrow persistence interface the engine needs, one implementation per
 //! database. A snapshot reads one consistent committed state; a batch is the
-//! single writer's transaction, holding many mutations (each inside its own
-//! savepoint) that become durable together in one commit.
+//! single writer's transaction: the committer reads through it while a group's
+//! mutations run (their writes wait in the engine's write buffer), then hands
+//! it the group's net writes, which become durable together in one commit.
 
 /// Implements `Snapshot` for a storage's snapshot or batch type through its
 /// connection accessor (`$handle`) and the module's free functions `get`,
@@ -63,7 +64,7 @@ use super::document::Document;
 use super::id::{DocumentId, TableNumber};
 use super::keys::KeyRange;
 use super::schema::{IndexDef, IndexId, TableDef};
-use super::sets::{IndexWrite, WriteSet};
+use super::sets::WriteSet;
 use super::value::Value;
 
 /// Bumped when a release must rebuild every index from its table's documents
@@ -215,29 +216,48 @@ pub struct MutationKey {
 }
 
 pub trait Batch: Snapshot {
-    fn savepoint(&mut self) -> Result<(), StorageError>;
-    /// Undoes everything since the savepoint and ends it.
-    fn rollback_savepoint(&mut self) -> Result<(), StorageError>;
-    /// Keeps everything since the savepoint and ends it.
-    fn release_savepoint(&mut self) -> Result<(), StorageError>;
-    /// Stores `document` as the new version of `id`, or deletes `id` (`None`), and
-    /// applies its index changes. An old key that is not stored is an error: the
-    /// index no longer matches its documents, and going on would hide that.
-    fn write(
-        &mut self,
-        id: DocumentId,
-        document: Option<&Document>,
-        index_writes: &[IndexWrite],
-    ) -> Result<(), StorageError>;
     /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
-    /// Records a mutation's outcome, in the same savepoint as its writes.
-    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError>;
     /// Forgets outcomes (and any record of commits kept for other processes) from before `before`.
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
-    /// Makes the batch durable, recording `ts` as the last commit timestamp;
-    /// `writes` is what the batch changed, for a commit feed.
-    fn commit(self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError>;
+    /// Writes `group` and makes the batch durable, recording `ts` as the last commit timestamp;
+    /// `writes` is what the group changed, for a commit feed. All or nothing: an entry to remove
+    /// that is not stored, or one to add that is, fails the commit (the indexes no longer match
+    /// their documents, and going on would hide that).
+    fn commit(
+        self: Box<Self>,
+        ts: Timestamp,
+        group: &GroupWrites,
+        writes: &WriteSet,
+    ) -> Result<BatchCounts, StorageError>;
+}
+
+/// One index entry: its key and the document it names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexEntry {
+    pub index: IndexId,
+    pub key: Vec<u8>,
+    pub id: DocumentId,
+}
+
+/// A group's net writes. `documents` holds each written document once, at its final version
+/// (`None`: deleted). The entries are of the declared indexes (slot 1 on; `by_id` is the
+/// documents themselves); `removed` and `added` are disjoint, since keys end with the id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupWrites {
+    pub documents: Vec<(DocumentId, Option<Document>)>,
+    pub removed: Vec<IndexEntry>,
+    pub added: Vec<IndexEntry>,
+    pub outcomes: Vec<(MutationKey, Timestamp, String)>,
+}
+
+/// What a batch cost the database, from its start to its commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Statements executed, reads included.
+    pub statements: u64,
+    /// Messages the writer waited for the database server to answer (0 in process).
+    pub round_trips: u64,
 }
 
 /// How an index is registered: its table and fields are named, so changing an

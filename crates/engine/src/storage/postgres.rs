@@ -27,9 +27,9 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, CommitFeed, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError,
-    StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry,
-    new_secret, not_built, parse_document, row_id, stored_secret,
+    Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot,
+    Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition,
+    log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -37,7 +37,7 @@ use crate::id::{DocumentId, TableNumber};
 use crate::integrity;
 use crate::keys::KeyRange;
 use crate::schema::{IndexId, Schema, TableDef};
-use crate::sets::{Commit, IndexWrite, WriteSet};
+use crate::sets::{Commit, WriteSet};
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> StorageError {
@@ -81,7 +81,6 @@ fn sqlstate_kind(code: &str) -> StorageErrorKind {
 const MIGRATION_LOCK: i64 = 0x6a61_6e67_6172_0001;
 const COMMIT_LOCK: i64 = 0x6a61_6e67_6172_0002;
 const LISTEN: &str = "LISTEN jangar_commits";
-const NOTIFY: &str = "NOTIFY jangar_commits";
 /// Index keys start with a type tag below 0xff, so `[0xff]` bounds every key.
 const KEY_CEILING: &[u8] = &[0xff];
 
@@ -175,16 +174,18 @@ const WRITER_SESSION: &str =
 
 /// A connection that prepares each statement once: a statement prepared for
 /// every call would double the round trips, and round trips bound a commit.
+/// It counts both, for the committer's figures.
 struct Conn {
     client: Client,
     prepared: HashMap<&'static str, Statement>,
+    counts: BatchCounts,
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Conn {
     fn open(url: &str) -> Result<Conn, StorageError> {
-        Ok(Conn { client: connect(url)?, prepared: HashMap::new() })
+        Ok(Conn { client: connect(url)?, prepared: HashMap::new(), counts: BatchCounts::default() })
     }
 
     fn open_writer(url: &str) -> Result<Conn, StorageError> {
@@ -193,10 +194,14 @@ impl Conn {
         Ok(conn)
     }
 
+    /// The prepared statement for `sql`, counted as one statement about to run.
     fn statement(&mut self, sql: &'static str) -> Result<Statement, StorageError> {
+        self.counts.statements += 1;
+        self.counts.round_trips += 1;
         if let Some(statement) = self.prepared.get(sql) {
             return Ok(statement.clone());
         }
+        self.counts.round_trips += 1;
         let statement = self.client.prepare(sql)?;
         self.prepared.insert(sql, statement.clone());
         Ok(statement)
@@ -224,7 +229,30 @@ impl Conn {
 
     /// Statements without parameters (transaction control), in one round trip.
     fn batch_execute(&mut self, sql: &str) -> Result<(), StorageError> {
+        self.counts.statements += sql.split(';').filter(|s| !s.trim().is_empty()).count() as u64;
+        self.counts.round_trips += 1;
         Ok(self.client.batch_execute(sql)?)
+    }
+
+    /// Opens the writer's transaction, takes the commit lock and reads the last commit's
+    /// timestamp, in one round trip: each statement of a simple query takes its own snapshot
+    /// (READ COMMITTED), so the read comes after the lock.
+    fn begin_locked(&mut self) -> Result<Timestamp, StorageError> {
+        let sql = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
+             SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'"
+        );
+        self.counts.statements += 3;
+        self.counts.round_trips += 1;
+        let messages = self.client.simple_query(&sql)?;
+        let value = messages.iter().rev().find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        });
+        value
+            .and_then(|text| text.parse::<i64>().ok())
+            .map(|ts| ts as Timestamp)
+            .ok_or_else(|| StorageError::Corrupt("jangar_meta holds no last commit timestamp".into()))
     }
 
     fn is_closed(&self) -> bool {
@@ -529,6 +557,8 @@ struct PostgresBatch<'a> {
     writer: std::sync::MutexGuard<'a, Option<Conn>>,
     ts: Timestamp,
     open: bool,
+    /// The connection's counts when the batch began.
+    counts_before: BatchCounts,
 }
 
 impl PostgresBatch<'_> {
@@ -537,72 +567,89 @@ impl PostgresBatch<'_> {
     }
 }
 
-impl Batch for PostgresBatch<'_> {
-    fn savepoint(&mut self) -> Result<(), StorageError> {
-        self.client().batch_execute("SAVEPOINT mutation")
-    }
+// A group's flush: each statement takes typed arrays and joins nothing, so whatever plan
+// PostgreSQL caches for it (a generic one after five runs) is a function scan feeding an insert,
+// or primary-key probes; the plan test holds them to that.
+const REMOVE_ENTRIES: &str = "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = ANY($2::bytea[])";
+const UPSERT_DOCUMENTS: &str = "INSERT INTO jangar_documents (table_number, id, json)
+     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[])
+     ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json";
+const DELETE_DOCUMENTS: &str = "DELETE FROM jangar_documents WHERE table_number = $1 AND id = ANY($2::bytea[])";
+const ADD_ENTRIES: &str = "INSERT INTO jangar_index_entries (index_number, key, id)
+     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
+const ADD_OUTCOMES: &str = "INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result)
+     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])";
+/// The timestamp, the log row and the notification (sent at COMMIT) in one statement. `prev_ts`
+/// chains the log, so a follower can tell a gap from a quiet spell.
+const RECORD_COMMIT: &str = "WITH meta AS (UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts')
+     INSERT INTO jangar_commit_log (ts, prev_ts, writes) SELECT $1, $2, $3 FROM pg_notify('jangar_commits', '')";
 
-    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        self.client().batch_execute("ROLLBACK TO SAVEPOINT mutation")?;
-        self.release_savepoint()
-    }
+/// Rows per flush statement: a group of a bulk import can hold a million, and one statement's
+/// arrays must stay a reasonable message.
+const FLUSH_CHUNK: usize = 8_192;
 
-    fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        self.client().batch_execute("RELEASE SAVEPOINT mutation")
-    }
-
-    fn write(
-        &mut self,
-        id: DocumentId,
-        document: Option<&Document>,
-        index_writes: &[IndexWrite],
-    ) -> Result<(), StorageError> {
-        let (table, internal) = (i64::from(id.table), &id.internal[..]);
-        match document {
-            Some(document) => self.client().execute(
-                "INSERT INTO jangar_documents (table_number, id, json) VALUES ($1, $2, $3)
-                 ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json",
-                &[&table, &internal, &document_json(document)],
-            )?,
-            None => self
-                .client()
-                .execute("DELETE FROM jangar_documents WHERE table_number = $1 AND id = $2", &[&table, &internal])?,
-        };
-        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
-            let number = self.storage.index_number(write.index)?;
-            if let Some(old) = &write.old {
-                let deleted = self.client().execute(
-                    "DELETE FROM jangar_index_entries WHERE index_number = $1 AND key = $2",
-                    &[&number, old],
-                )?;
-                if deleted != 1 {
-                    return Err(missing_entry(write.index, &id));
+impl PostgresBatch<'_> {
+    /// Writes a group in a number of statements that does not grow with its size (up to
+    /// `FLUSH_CHUNK` rows each): one per kind of change, one removal per index touched and one
+    /// deletion per table.
+    fn flush(&mut self, group: &GroupWrites) -> Result<(), StorageError> {
+        let mut removed: Vec<(i64, Vec<&crate::storage::IndexEntry>)> = Vec::new();
+        for entry in &group.removed {
+            let number = self.storage.index_number(entry.index)?;
+            match removed.iter_mut().find(|(n, _)| *n == number) {
+                Some((_, entries)) => entries.push(entry),
+                None => removed.push((number, vec![entry])),
+            }
+        }
+        for (number, entries) in &removed {
+            for chunk in entries.chunks(FLUSH_CHUNK) {
+                let keys: Vec<&[u8]> = chunk.iter().map(|e| &e.key[..]).collect();
+                let deleted = self.client().execute(REMOVE_ENTRIES, &[number, &keys])?;
+                if deleted != keys.len() as u64 {
+                    return Err(missing_entry(chunk[0].index, &chunk[0].id));
                 }
             }
-            if let Some(new) = &write.new {
-                self.client().execute(
-                    "INSERT INTO jangar_index_entries (index_number, key, id) VALUES ($1, $2, $3)",
-                    &[&number, new, &internal],
-                )?;
+        }
+        let (kept, deleted): (Vec<_>, Vec<_>) = group.documents.iter().partition(|(_, d)| d.is_some());
+        for chunk in kept.chunks(FLUSH_CHUNK) {
+            let tables: Vec<i64> = chunk.iter().map(|(id, _)| i64::from(id.table)).collect();
+            let ids: Vec<&[u8]> = chunk.iter().map(|(id, _)| &id.internal[..]).collect();
+            let json: Vec<String> = chunk.iter().filter_map(|(_, d)| d.as_ref().map(document_json)).collect();
+            self.client().execute(UPSERT_DOCUMENTS, &[&tables, &ids, &json])?;
+        }
+        let mut tables: Vec<u32> = deleted.iter().map(|(id, _)| id.table).collect();
+        tables.dedup();
+        for table in tables {
+            let ids: Vec<&[u8]> =
+                deleted.iter().filter(|(id, _)| id.table == table).map(|(id, _)| &id.internal[..]).collect();
+            for chunk in ids.chunks(FLUSH_CHUNK) {
+                self.client().execute(DELETE_DOCUMENTS, &[&i64::from(table), &chunk])?;
             }
+        }
+        for chunk in group.added.chunks(FLUSH_CHUNK) {
+            let numbers = chunk.iter().map(|e| self.storage.index_number(e.index)).collect::<Result<Vec<i64>, _>>()?;
+            let keys: Vec<&[u8]> = chunk.iter().map(|e| &e.key[..]).collect();
+            let ids: Vec<&[u8]> = chunk.iter().map(|e| &e.id.internal[..]).collect();
+            self.client().execute(ADD_ENTRIES, &[&numbers, &keys, &ids])?;
+        }
+        for chunk in group.outcomes.chunks(FLUSH_CHUNK) {
+            let clients: Vec<&str> = chunk.iter().map(|(key, _, _)| &key.client[..]).collect();
+            let requests: Vec<i64> = chunk.iter().map(|(key, _, _)| key.request as i64).collect();
+            let stamps: Vec<i64> = chunk.iter().map(|(_, ts, _)| *ts as i64).collect();
+            let results: Vec<&str> = chunk.iter().map(|(_, _, result)| &result[..]).collect();
+            self.client().execute(ADD_OUTCOMES, &[&clients, &requests, &stamps, &results])?;
         }
         Ok(())
     }
+}
 
+impl Batch for PostgresBatch<'_> {
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
         let row = self.client().query_opt(
             "SELECT ts, result FROM jangar_mutation_outcomes WHERE client = $1 AND request_id = $2",
             &[&key.client, &(key.request as i64)],
         )?;
         Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
-    }
-
-    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
-        self.client().execute(
-            "INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result) VALUES ($1, $2, $3, $4)",
-            &[&key.client, &(key.request as i64), &(ts as i64), &result],
-        )?;
-        Ok(())
     }
 
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
@@ -612,28 +659,31 @@ impl Batch for PostgresBatch<'_> {
         Ok(purged as usize)
     }
 
-    fn commit(mut self: Box<Self>, ts: Timestamp, writes: &WriteSet) -> Result<(), StorageError> {
+    fn commit(
+        mut self: Box<Self>,
+        ts: Timestamp,
+        group: &GroupWrites,
+        writes: &WriteSet,
+    ) -> Result<BatchCounts, StorageError> {
+        self.flush(group)?;
         let (ts, previous) = (ts as i64, self.ts as i64);
-        let client = self.client();
-        client.execute("UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts'", &[&ts])?;
         if ts > previous {
-            // `prev_ts` chains the log, so a follower can tell a gap from a quiet spell.
-            client.execute(
-                "INSERT INTO jangar_commit_log (ts, prev_ts, writes) VALUES ($1, $2, $3)",
-                &[&ts, &previous, &writes.encode()],
-            )?;
-            client.batch_execute(NOTIFY)?;
+            self.client().execute(RECORD_COMMIT, &[&ts, &previous, &writes.encode()])?;
         }
         let committed = self.client().batch_execute("COMMIT");
         self.open = false;
+        let counts = self.writer.as_ref().map_or(BatchCounts::default(), |conn| BatchCounts {
+            statements: conn.counts.statements - self.counts_before.statements,
+            round_trips: conn.counts.round_trips - self.counts_before.round_trips,
+        });
         match committed {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(counts),
             Err(e) if ts > previous => {
                 // The connection may have failed after the server committed: find out, rather
                 // than tell callers their (durable) mutations failed and have them applied twice.
                 *self.writer = None;
                 match committed_at(&self.storage.url, ts) {
-                    Ok(true) => Ok(()),
+                    Ok(true) => Ok(counts),
                     Ok(false) => Err(e),
                     Err(check) => {
                         Err(StorageError::Unavailable(format!("{e}; and whether it committed is unknown: {check}")))
@@ -685,13 +735,9 @@ impl Storage for PostgresStorage {
                 *writer = Some(Conn::open_writer(&self.url)?);
             }
             let client = writer.as_mut().expect("connected above");
-            let begun = client.batch_execute("BEGIN").and_then(|()| {
-                client.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK])?;
-                // Read under the lock: no other replica commits until this batch ends.
-                read_ts(client)
-            });
-            match begun {
-                Ok(ts) => return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true })),
+            let counts_before = client.counts;
+            match client.begin_locked() {
+                Ok(ts) => return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true, counts_before })),
                 Err(e) => {
                     // Whatever state the session is in (the lock may be held), it goes.
                     *writer = None;
@@ -812,6 +858,62 @@ mod tests {
         ];
         for (code, kind) in kinds {
             assert_eq!(sqlstate_kind(code), kind, "{code}");
+        }
+    }
+
+    /// Every flush statement's generic plan (the one PostgreSQL caches after five runs, when it
+    /// cannot see the arrays) probes the primary keys or inserts from a function scan: no
+    /// sequential scan of a table that grows (documents, entries, outcomes, the log; the
+    /// few rows of `jangar_meta` are scanned, as they should be), on an empty database or a
+    /// 50,000-row one.
+    #[test]
+    fn the_flush_statements_plans_scan_no_table() {
+        let Some(server) = jangar_test_support::postgres::TestPostgres::shared() else {
+            eprintln!("SKIPPED: no PostgreSQL server binaries on this machine");
+            return;
+        };
+        let url = server.fresh_database();
+        let table = crate::schema::TableDef::new("items", 10_001, vec![("n", crate::schema::v::number())]);
+        drop(PostgresStorage::open(&url, &Schema::new(vec![table]).unwrap()).unwrap());
+        let mut client = connect(&url).unwrap();
+        let args = [
+            (REMOVE_ENTRIES, "1, '{\\x01}'"),
+            (UPSERT_DOCUMENTS, "'{10001}', '{\\x01}', '{\"{}\"}'"),
+            (DELETE_DOCUMENTS, "10001, '{\\x01}'"),
+            (ADD_ENTRIES, "'{1}', '{\\x01}', '{\\x01}'"),
+            (ADD_OUTCOMES, "'{c}', '{1}', '{1}', '{null}'"),
+            (RECORD_COMMIT, "1, 0, '\\x'"),
+        ];
+        for rows in [0, 50_000] {
+            if rows > 0 {
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO jangar_documents SELECT 10001, int8send(n), '{{}}' FROM generate_series(1, {rows}) AS n;
+                         INSERT INTO jangar_index_entries SELECT n % 3, int8send(n), int8send(n) FROM generate_series(1, {rows}) AS n;
+                         ANALYZE"
+                    ))
+                    .unwrap();
+            }
+            for (sql, values) in args {
+                let mut tx = client.transaction().unwrap();
+                tx.batch_execute(&format!("SET LOCAL plan_cache_mode = force_generic_plan; PREPARE flush AS {sql}"))
+                    .unwrap();
+                let plan: Vec<String> = tx
+                    .simple_query(&format!("EXPLAIN EXECUTE flush({values})"))
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|message| match message {
+                        postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                        _ => None,
+                    })
+                    .collect();
+                let plan = plan.join("\n");
+                let growing = ["documents", "index_entries", "mutation_outcomes", "commit_log"];
+                let scanned = growing.iter().find(|table| plan.contains(&format!("Seq Scan on jangar_{table}")));
+                assert!(scanned.is_none(), "{rows} rows, {sql}:\n{plan}");
+                tx.rollback().unwrap();
+                client.batch_execute("DEALLOCATE ALL").unwrap();
+            }
         }
     }
 

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Batch, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
-    check_exact_floats, document_json, index_definition, log_builds, missing_entry, new_secret, not_built,
-    parse_document, row_id, stored_secret,
+    Batch, BatchCounts, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage,
+    StorageError, Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry,
+    new_secret, not_built, parse_document, row_id, stored_secret,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -24,7 +24,7 @@ use crate::id::{DocumentId, TableNumber};
 use crate::integrity;
 use crate::keys::KeyRange;
 use crate::schema::{IndexId, Schema, TableDef};
-use crate::sets::{IndexWrite, WriteSet};
+use crate::sets::WriteSet;
 
 pub mod backup;
 
@@ -494,11 +494,18 @@ fn index_entries(
 }
 
 reads_through!(SqliteSnapshot, conn);
-reads_through!(SqliteBatch, conn);
+reads_through!(SqliteBatch, counted);
 
 impl SqliteBatch<'_> {
-    fn conn(&self) -> &Connection {
+    /// The connection, for one more statement.
+    fn counted(&mut self) -> &Connection {
+        self.statements += 1;
         &self.conn
+    }
+
+    /// Runs a cached statement that changes rows; returns how many.
+    fn change(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StorageError> {
+        Ok(self.counted().prepare_cached(sql)?.execute(params)?)
     }
 }
 
@@ -518,63 +525,13 @@ struct SqliteBatch<'a> {
     conn: std::sync::MutexGuard<'a, Connection>,
     ts: Timestamp,
     open: bool,
+    statements: u64,
 }
 
 impl Batch for SqliteBatch<'_> {
-    fn savepoint(&mut self) -> Result<(), StorageError> {
-        self.conn.prepare_cached("SAVEPOINT mutation")?.execute([])?;
-        Ok(())
-    }
-
-    fn rollback_savepoint(&mut self) -> Result<(), StorageError> {
-        self.conn.prepare_cached("ROLLBACK TO mutation")?.execute([])?;
-        self.release_savepoint()
-    }
-
-    fn release_savepoint(&mut self) -> Result<(), StorageError> {
-        self.conn.prepare_cached("RELEASE mutation")?.execute([])?;
-        Ok(())
-    }
-
-    fn write(
-        &mut self,
-        id: DocumentId,
-        document: Option<&Document>,
-        index_writes: &[IndexWrite],
-    ) -> Result<(), StorageError> {
-        match document {
-            Some(document) => self
-                .conn
-                .prepare_cached("INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)")?
-                .execute(params![id.table, &id.internal[..], document_json(document)])?,
-            None => self
-                .conn
-                .prepare_cached("DELETE FROM documents WHERE table_number = ?1 AND id = ?2")?
-                .execute(params![id.table, &id.internal[..]])?,
-        };
-        for write in index_writes.iter().filter(|w| w.index.slot > 0 && w.old != w.new) {
-            let number = self.storage.index_number(write.index)?;
-            if let Some(old) = &write.old {
-                let deleted = self
-                    .conn
-                    .prepare_cached("DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2")?
-                    .execute(params![number, old])?;
-                if deleted != 1 {
-                    return Err(missing_entry(write.index, &id));
-                }
-            }
-            if let Some(new) = &write.new {
-                self.conn
-                    .prepare_cached("INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)")?
-                    .execute(params![number, new, &id.internal[..]])?;
-            }
-        }
-        Ok(())
-    }
-
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
         let mut statement = self
-            .conn
+            .counted()
             .prepare_cached("SELECT ts, result FROM mutation_outcomes WHERE client = ?1 AND request_id = ?2")?;
         let found = statement
             .query_row(params![key.client, key.request as i64], |r| Ok((r.get::<_, i64>(0)? as Timestamp, r.get(1)?)))
@@ -582,20 +539,52 @@ impl Batch for SqliteBatch<'_> {
         Ok(found)
     }
 
-    fn record_outcome(&mut self, key: &MutationKey, ts: Timestamp, result: &str) -> Result<(), StorageError> {
-        self.conn
-            .prepare_cached("INSERT INTO mutation_outcomes (client, request_id, ts, result) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![key.client, key.request as i64, ts as i64, result])?;
-        Ok(())
-    }
-
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
-        Ok(self.conn.prepare_cached("DELETE FROM mutation_outcomes WHERE ts < ?1")?.execute([before as i64])?)
+        self.change("DELETE FROM mutation_outcomes WHERE ts < ?1", [before as i64])
     }
 
-    fn commit(mut self: Box<Self>, ts: Timestamp, _writes: &WriteSet) -> Result<(), StorageError> {
-        self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'")?.execute([ts as i64])?;
-        self.conn.execute_batch("COMMIT")?;
+    fn commit(
+        mut self: Box<Self>,
+        ts: Timestamp,
+        group: &GroupWrites,
+        _writes: &WriteSet,
+    ) -> Result<BatchCounts, StorageError> {
+        // In process, a statement per row costs no round trip: prepared once, each is a B-tree
+        // probe. Removals first, so an entry's slot is free before any addition.
+        for entry in &group.removed {
+            let number = self.storage.index_number(entry.index)?;
+            let sql = "DELETE FROM index_entries WHERE index_number = ?1 AND key = ?2";
+            if self.change(sql, params![number, entry.key])? != 1 {
+                return Err(missing_entry(entry.index, &entry.id));
+            }
+        }
+        for (id, document) in &group.documents {
+            match document {
+                Some(document) => self.change(
+                    "INSERT OR REPLACE INTO documents (table_number, id, json) VALUES (?1, ?2, ?3)",
+                    params![id.table, &id.internal[..], document_json(document)],
+                )?,
+                None => self.change(
+                    "DELETE FROM documents WHERE table_number = ?1 AND id = ?2",
+                    params![id.table, &id.internal[..]],
+                )?,
+            };
+        }
+        for entry in &group.added {
+            let number = self.storage.index_number(entry.index)?;
+            self.change(
+                "INSERT INTO index_entries (index_number, key, id) VALUES (?1, ?2, ?3)",
+                params![number, entry.key, &entry.id.internal[..]],
+            )?;
+        }
+        for (key, ts, result) in &group.outcomes {
+            self.change(
+                "INSERT INTO mutation_outcomes (client, request_id, ts, result) VALUES (?1, ?2, ?3, ?4)",
+                params![key.client, key.request as i64, *ts as i64, result],
+            )?;
+        }
+        self.change("UPDATE meta SET value = ?1 WHERE name = 'last_commit_ts'", [ts as i64])?;
+        self.counted().execute_batch("COMMIT")?;
         self.open = false;
         if let Some(checkpointer) = &self.storage.checkpointer
             && checkpointer.restart_wanted.swap(false, Ordering::Relaxed)
@@ -609,7 +598,7 @@ impl Batch for SqliteBatch<'_> {
                 checkpointer.restart_wanted.store(true, Ordering::Relaxed);
             }
         }
-        Ok(())
+        Ok(BatchCounts { statements: self.statements, round_trips: 0 })
     }
 }
 
@@ -635,7 +624,8 @@ impl Storage for SqliteStorage {
         let conn = self.writer.lock().map_err(|_| StorageError::Other("writer connection poisoned".into()))?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let ts = read_ts(&conn)?;
-        Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true }))
+        // BEGIN and the timestamp's read.
+        Ok(Box::new(SqliteBatch { storage: self, conn, ts, open: true, statements: 2 }))
     }
 
     /// The database file and its write-ahead log: commits land in the WAL first, and it holds up
