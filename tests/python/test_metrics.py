@@ -122,6 +122,12 @@ def test_function_counters_and_histograms_count_the_calls_made(server):
         assert stats["commitStatements"] == statements and stats["commitRoundTrips"] == trips
         assert stats["mutationsPerGroup"] == committed / groups
         assert 0 < stats["lockHoldMs"]["p50"] <= stats["lockHoldMs"]["p99"] and stats["lockHoldMs"]["groups"] == groups
+        # The work order's session and the work order itself were written by this server, so the
+        # mutations that read them find them in the committer's document cache.
+        doc_hits = value(families, "jangar_document_cache_hits", "jangar_document_cache_hits_total")
+        doc_misses = value(families, "jangar_document_cache_misses", "jangar_document_cache_misses_total")
+        assert doc_hits >= 2 and doc_misses >= 0
+        assert (stats["documentCacheHits"], stats["documentCacheMisses"]) == (doc_hits, doc_misses)
 
         hits = value(families, "jangar_query_cache_hits", "jangar_query_cache_hits_total")
         misses = value(families, "jangar_query_cache_misses", "jangar_query_cache_misses_total")

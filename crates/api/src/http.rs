@@ -556,6 +556,8 @@ pub(crate) async fn stats(State(state): State<AppState>, headers: HeaderMap) -> 
         "lockHoldMs": {"p50": held[0] * 1e3, "p99": held[1] * 1e3, "groups": recent},
         "queryCacheHits": hits,
         "queryCacheMisses": misses,
+        "documentCacheHits": stats.document_cache_hits.load(Ordering::Relaxed),
+        "documentCacheMisses": stats.document_cache_misses.load(Ordering::Relaxed),
         "syncConnections": sync.connections.load(Ordering::Relaxed),
         "syncSubscriptions": sync.subscriptions.load(Ordering::Relaxed),
         "syncQueriesRun": sync.queries_run.load(Ordering::Relaxed),

@@ -206,6 +206,18 @@ impl Collector for ServerFigures {
             "Round trips to the database server of durable group commits (0 for SQLite, in process).",
             read(&commits.round_trips),
         )?;
+        counter(
+            e,
+            "jangar_document_cache_hits",
+            "Mutations' point reads answered by the committer's document cache.",
+            read(&commits.document_cache_hits),
+        )?;
+        counter(
+            e,
+            "jangar_document_cache_misses",
+            "Mutations' point reads the committer's document cache did not hold (read from storage).",
+            read(&commits.document_cache_misses),
+        )?;
         histogram(
             e,
             "jangar_commit_group_mutations",

@@ -9,8 +9,8 @@
 //! timestamp, unique and increasing.
 
 use crate::knobs::{
-    GROUP_SIZE_BUCKETS, LATENCY_BUCKETS, MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS, OUTCOME_WINDOW_NS,
-    PURGE_INTERVAL_NS,
+    DOCUMENT_CACHE_BYTES, GROUP_SIZE_BUCKETS, LATENCY_BUCKETS, MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS,
+    OUTCOME_WINDOW_NS, PURGE_INTERVAL_NS,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
 
 use super::cache::QueryCache;
+use super::document_cache::DocumentCache;
 use super::error::EngineError;
 use super::history::{AsOf, CommitHistory};
 use super::schema::Schema;
@@ -69,6 +70,9 @@ pub struct CommitStats {
     pub statements: AtomicU64,
     /// Round trips to the database server of the durable groups (none in process).
     pub round_trips: AtomicU64,
+    /// Mutations' point reads answered by the committer's document cache, and not.
+    pub document_cache_hits: AtomicU64,
+    pub document_cache_misses: AtomicU64,
     /// The last groups' `group_seconds`, for quantiles (a histogram's buckets only bound them).
     pub recent_group_seconds: RecentSamples,
 }
@@ -115,6 +119,8 @@ impl Default for CommitStats {
             statements: AtomicU64::new(0),
             round_trips: AtomicU64::new(0),
             recent_group_seconds: RecentSamples::default(),
+            document_cache_hits: AtomicU64::new(0),
+            document_cache_misses: AtomicU64::new(0),
         }
     }
 }
@@ -249,6 +255,7 @@ impl Database {
         let following = feed.is_some();
         let committer = Committer {
             cache: cache.clone(),
+            documents: DocumentCache::new(DOCUMENT_CACHE_BYTES),
             schema: schema.clone(),
             storage: storage.clone(),
             commits: (!following).then(|| (commits.clone(), history.clone())),
@@ -563,6 +570,8 @@ impl HeldSnapshot {
 
 struct Committer {
     cache: Arc<QueryCache>,
+    /// The documents mutations read, exact at the last commit (this process's or caught up).
+    documents: DocumentCache,
     schema: Arc<Schema>,
     storage: Arc<dyn Storage>,
     /// Where the committer announces (and records) its commits; `None` when a commit feed does.
@@ -600,8 +609,16 @@ impl Committer {
         let storage = self.storage.clone();
         let previous_ts = self.last_ts;
         let mut writes = WriteSet::default();
+        // Lent to the group's buffer while the committer's other fields stay usable.
+        let mut documents = std::mem::replace(&mut self.documents, DocumentCache::new(0));
         let result = (|| -> Result<Timestamp, StorageError> {
-            let mut buffer = WriteBuffer::new(storage.begin_batch()?);
+            let mut batch = storage.begin_batch()?;
+            let caught_up = documents.catch_up(&mut *batch);
+            if caught_up.is_err() {
+                documents.forget();
+            }
+            caught_up?;
+            let mut buffer = WriteBuffer::new(batch, &mut documents);
             let batch_ts = buffer.batch().ts();
             // Another process may have committed since (a shared database): continue after it.
             self.last_ts = self.last_ts.max(batch_ts);
@@ -624,6 +641,9 @@ impl Committer {
             self.stats.round_trips.fetch_add(counts.round_trips, Ordering::Relaxed);
             Ok(ts)
         })();
+        self.stats.document_cache_hits.store(documents.hits, Ordering::Relaxed);
+        self.stats.document_cache_misses.store(documents.misses, Ordering::Relaxed);
+        self.documents = documents;
         match &result {
             Ok(ts) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);

@@ -27,6 +27,9 @@ pub(crate) const MAX_NESTING: usize = 16;
 
 /// Bytes of one stored document. Bounds: Convex's 1 MiB.
 pub(crate) const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Bytes of documents the committer keeps for mutations' point reads. Bounds: memory; the hot set
+/// (sessions, runs, counters being written) is small, and a miss costs one read.
+pub(crate) const DOCUMENT_CACHE_BYTES: usize = 64 << 20;
 /// Bytes of one index key (the indexed fields, the creation time and the id, encoded). Bounds:
 /// PostgreSQL's B-tree, whose entries must fit a third of a page (about 2,700 bytes with the
 /// row's other columns); checked before a group is flushed, so the mutation fails alone, and on

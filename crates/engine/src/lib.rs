@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cursor;
 pub mod database;
 pub mod document;
+mod document_cache;
 pub mod error;
 pub mod history;
 pub mod id;

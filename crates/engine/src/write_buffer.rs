@@ -18,6 +18,7 @@ use std::ops::Bound;
 
 use super::cursor::CursorKey;
 use super::document::Document;
+use super::document_cache::DocumentCache;
 use super::id::DocumentId;
 use super::keys::KeyRange;
 use super::schema::IndexId;
@@ -60,6 +61,8 @@ enum Undo {
 
 pub(crate) struct WriteBuffer<'b> {
     batch: Box<dyn Batch + 'b>,
+    /// The committer's documents, exact at the batch's state (caught up before the group).
+    cache: &'b mut DocumentCache,
     documents: HashMap<DocumentId, Pending>,
     entries: HashMap<IndexId, BTreeMap<Vec<u8>, Entry>>,
     /// Outcomes recorded by the group, and the batch's answers already fetched.
@@ -69,8 +72,15 @@ pub(crate) struct WriteBuffer<'b> {
 }
 
 impl<'b> WriteBuffer<'b> {
-    pub(crate) fn new(batch: Box<dyn Batch + 'b>) -> WriteBuffer<'b> {
-        WriteBuffer { batch, documents: HashMap::new(), entries: HashMap::new(), outcomes: HashMap::new(), undo: None }
+    pub(crate) fn new(batch: Box<dyn Batch + 'b>, cache: &'b mut DocumentCache) -> WriteBuffer<'b> {
+        WriteBuffer {
+            batch,
+            cache,
+            documents: HashMap::new(),
+            entries: HashMap::new(),
+            outcomes: HashMap::new(),
+            undo: None,
+        }
     }
 
     /// The batch underneath, for what the buffer does not hold (its timestamp, purges).
@@ -140,10 +150,15 @@ impl MutationStore for WriteBuffer<'_> {
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        match self.documents.get(id) {
-            Some(pending) => Ok(pending.after.clone()),
-            None => self.batch.get(id),
+        if let Some(pending) = self.documents.get(id) {
+            return Ok(pending.after.clone());
         }
+        if let Some(cached) = self.cache.get(id) {
+            return Ok(cached);
+        }
+        let stored = self.batch.get(id)?;
+        self.cache.fill(*id, stored.clone());
+        Ok(stored)
     }
 
     /// The batch's entries of `index` in `range` with the group's laid over them: removed keys
@@ -266,7 +281,13 @@ impl WriteBuffer<'_> {
     pub(crate) fn commit(mut self, ts: Timestamp, writes: &WriteSet) -> Result<BatchCounts, StorageError> {
         debug_assert!(self.undo.is_none(), "a group commits between mutations");
         let group = self.net_writes();
-        self.batch.commit(ts, &group, writes)
+        let WriteBuffer { batch, cache, .. } = self;
+        let committed = batch.commit(ts, &group, writes);
+        match &committed {
+            Ok(_) => cache.committed(ts, &group),
+            Err(_) => cache.forget(),
+        }
+        committed
     }
 
     fn net_writes(&mut self) -> GroupWrites {
@@ -307,8 +328,10 @@ fn dangling(index: IndexId, id: &DocumentId) -> StorageError {
 mod tests {
     //! The buffer against a model that keeps a whole copy of the state per mutation: random
     //! mutations of puts, deletes and scans, each kept or undone, in groups committed or
-    //! abandoned, over the memory storage and SQLite. Reads inside a group and the stored state
-    //! after it must be the model's.
+    //! abandoned, over the memory storage (with and without a commit log) and SQLite. Each group
+    //! runs on one of two committers, each with its own document cache, as two replicas would:
+    //! the other's commits are foreign. Reads inside a group and the stored state after it must
+    //! be the model's.
 
     use std::collections::BTreeMap;
 
@@ -316,6 +339,7 @@ mod tests {
 
     use super::{MutationStore, WriteBuffer};
     use crate::document::Document;
+    use crate::document_cache::DocumentCache;
     use crate::id::{DocumentId, TableNumber};
     use crate::integrity;
     use crate::keys::{IndexRange, KeyRange};
@@ -410,8 +434,9 @@ mod tests {
         keys.into_iter().take(limit).map(|(_, id)| id).collect()
     }
 
-    /// Writes `new` as document `id` through the buffer, as a transaction would.
-    fn write(buffer: &mut WriteBuffer<'_>, id: DocumentId, new: Option<Document>) {
+    /// Writes `new` as document `id` through the buffer, as a transaction would, adding its index
+    /// writes to the mutation's write set.
+    fn write(buffer: &mut WriteBuffer<'_>, id: DocumentId, new: Option<Document>, written: &mut WriteSet) {
         let old = buffer.get(&id).unwrap();
         if old.is_none() && new.is_none() {
             return;
@@ -431,6 +456,7 @@ mod tests {
             });
         }
         buffer.write(id, new, &writes);
+        written.entries.extend(writes);
     }
 
     /// Applies one op to the buffer and the model; a scan's answers must agree.
@@ -439,6 +465,7 @@ mod tests {
         model: &mut BTreeMap<DocumentId, Document>,
         op: &Op,
         clock: &mut f64,
+        written: &mut WriteSet,
     ) -> Result<(), TestCaseError> {
         match op {
             Op::Put { n, group, rank } => {
@@ -450,11 +477,11 @@ mod tests {
                 ]);
                 let document = Document { id: id(*n), creation_time, fields };
                 model.insert(id(*n), document.clone());
-                write(buffer, id(*n), Some(document));
+                write(buffer, id(*n), Some(document), written);
             }
             Op::Delete { n } => {
                 model.remove(&id(*n));
-                write(buffer, id(*n), None);
+                write(buffer, id(*n), None, written);
             }
             Op::Scan { group, by_rank, descending, limit } => {
                 let (index, range) = scan_of(*group, *by_rank);
@@ -498,26 +525,40 @@ mod tests {
 
         #[test]
         fn the_buffer_reads_and_commits_as_the_model_does(
-            groups in prop::collection::vec((prop::collection::vec(mutation(), 0..6), any::<bool>()), 1..5),
+            groups in prop::collection::vec(
+                (prop::collection::vec(mutation(), 0..6), any::<bool>(), 0..2usize),
+                1..6,
+            ),
+            cache_bytes in prop_oneof![Just(1 << 20), Just(600)],
         ) {
             let schema = schema();
             let dir = jangar_test_support::temp_dir();
             let sqlite = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
             let memory = MemoryStorage::new(&schema).unwrap();
-            for storage in [&memory as &dyn Storage, &sqlite] {
+            let logged = MemoryStorage::with_feed(&schema).unwrap();
+            for storage in [&memory as &dyn Storage, &logged, &sqlite] {
                 let mut model = BTreeMap::new();
                 let mut clock = 1_700_000_000_000.0;
-                for (n, (mutations, commit)) in groups.iter().enumerate() {
-                    let mut buffer = WriteBuffer::new(storage.begin_batch().unwrap());
+                // A small capacity evicts as the groups go.
+                let mut caches = [DocumentCache::new(cache_bytes), DocumentCache::new(cache_bytes)];
+                for (n, (mutations, commit, committer)) in groups.iter().enumerate() {
+                    let cache = &mut caches[*committer];
+                    let mut batch = storage.begin_batch().unwrap();
+                    cache.catch_up(&mut *batch).unwrap();
+                    let mut buffer = WriteBuffer::new(batch, cache);
                     let mut group_model = model.clone();
+                    // The kept mutations' writes, for the commit log (as the committer keeps them).
+                    let mut group_writes = WriteSet::default();
                     for (ops, keep) in mutations {
                         buffer.savepoint();
                         let before = group_model.clone();
+                        let mut written = WriteSet::default();
                         for op in ops {
-                            apply(&mut buffer, &mut group_model, op, &mut clock)?;
+                            apply(&mut buffer, &mut group_model, op, &mut clock, &mut written)?;
                         }
                         if *keep {
                             buffer.release();
+                            group_writes.extend(written);
                         } else {
                             buffer.rollback();
                             group_model = before;
@@ -527,7 +568,7 @@ mod tests {
                         }
                     }
                     if *commit {
-                        buffer.commit(1_000 * (n as u64 + 1), &WriteSet::default()).unwrap();
+                        buffer.commit(1_000 * (n as u64 + 1), &group_writes).unwrap();
                         model = group_model;
                     }
                     check_stored(storage, &schema, &model)?;

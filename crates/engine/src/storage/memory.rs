@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{
     Batch, BatchCounts, CommitFeed, GroupWrites, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
-    missing_entry, new_secret,
+    missing_entry, new_secret, written_documents,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -233,6 +233,23 @@ impl Batch for MemoryBatch<'_> {
         self.state.outcomes.retain(|_, (ts, _)| *ts >= before);
         self.state.log.retain(|(ts, _, _)| *ts >= before);
         Ok(count - self.state.outcomes.len())
+    }
+
+    fn written_since(&mut self, after: Timestamp) -> Result<Option<Vec<DocumentId>>, StorageError> {
+        if !self.storage.feed {
+            return Ok(None);
+        }
+        // The log is complete from `after` on only if a commit there (or nothing before) is in it.
+        let mut previous = after;
+        let mut ids = Vec::new();
+        for (ts, prev, writes) in self.state.log.iter().filter(|(ts, _, _)| *ts > after) {
+            if *prev != previous {
+                return Ok(None);
+            }
+            ids.extend(written_documents(writes));
+            previous = *ts;
+        }
+        Ok((previous == self.ts).then_some(ids))
     }
 
     fn commit(

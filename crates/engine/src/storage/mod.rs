@@ -220,6 +220,12 @@ pub trait Batch: Snapshot {
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
     /// Forgets outcomes (and any record of commits kept for other processes) from before `before`.
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
+    /// The documents written by the commits after `after`, up to the state this batch reads, as
+    /// the storage's record of commits tells them; `None` when it keeps no such record, or the
+    /// record cannot vouch for every commit since (a gap, too many to read).
+    fn written_since(&mut self, _after: Timestamp) -> Result<Option<Vec<DocumentId>>, StorageError> {
+        Ok(None)
+    }
     /// Writes `group` and makes the batch durable, recording `ts` as the last commit timestamp;
     /// `writes` is what the group changed, for a commit feed. All or nothing: an entry to remove
     /// that is not stored, or one to add that is, fails the commit (the indexes no longer match
@@ -230,6 +236,14 @@ pub trait Batch: Snapshot {
         group: &GroupWrites,
         writes: &WriteSet,
     ) -> Result<BatchCounts, StorageError>;
+}
+
+/// The documents a write set names: its `by_id` writes.
+fn written_documents(writes: &WriteSet) -> impl Iterator<Item = DocumentId> + '_ {
+    writes.entries.iter().filter(|w| w.index.slot == 0).filter_map(|w| {
+        let key = w.new.as_ref().or(w.old.as_ref())?;
+        Some(DocumentId { table: w.index.table, internal: key.as_slice().try_into().ok()? })
+    })
 }
 
 /// One index entry: its key and the document it names.

@@ -29,7 +29,7 @@ use postgres::{Client, NoTls, Row, Statement};
 use super::{
     Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot,
     Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition,
-    log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret,
+    log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret, written_documents,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -584,6 +584,10 @@ const ADD_OUTCOMES: &str = "INSERT INTO jangar_mutation_outcomes (client, reques
 const RECORD_COMMIT: &str = "WITH meta AS (UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts')
      INSERT INTO jangar_commit_log (ts, prev_ts, writes) SELECT $1, $2, $3 FROM pg_notify('jangar_commits', '')";
 
+/// Past this many commits of other replicas since its last group, a replica clears its document
+/// cache rather than read them all under the commit lock.
+const WRITTEN_SINCE_ROWS: i64 = 1_000;
+
 /// Rows per flush statement: a group of a bulk import can hold a million, and one statement's
 /// arrays must stay a reasonable message.
 const FLUSH_CHUNK: usize = 8_192;
@@ -657,6 +661,28 @@ impl Batch for PostgresBatch<'_> {
         let purged = self.client().execute("DELETE FROM jangar_mutation_outcomes WHERE ts < $1", &[&before])?;
         self.client().execute("DELETE FROM jangar_commit_log WHERE ts < $1", &[&before])?;
         Ok(purged as usize)
+    }
+
+    fn written_since(&mut self, after: Timestamp) -> Result<Option<Vec<DocumentId>>, StorageError> {
+        let rows = self.client().query(
+            "SELECT ts, prev_ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
+            &[&(after as i64), &(WRITTEN_SINCE_ROWS + 1)],
+        )?;
+        if rows.len() as i64 > WRITTEN_SINCE_ROWS {
+            return Ok(None);
+        }
+        let mut previous = after;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (ts, prev) = (row.get::<_, i64>(0) as Timestamp, row.get::<_, i64>(1) as Timestamp);
+            let Some(writes) = WriteSet::decode(row.get(2)).filter(|_| prev == previous) else {
+                return Ok(None);
+            };
+            ids.extend(written_documents(&writes));
+            previous = ts;
+        }
+        // Under the commit lock the log is complete up to the batch's timestamp.
+        Ok((previous == self.ts).then_some(ids))
     }
 
     fn commit(
