@@ -289,9 +289,7 @@ pub async fn serve(
             let _ = connected.send(());
             // A client lingering on the not-ready server must not hold this one up.
             let _ = tokio::time::timeout(Duration::from_secs(5), not_ready).await;
-            // Another replica's commit reaches this one a moment after it is acknowledged; a cached
-            // result could hide it for that moment, so queries read the database itself.
-            (Arc::new(storage), 0)
+            (Arc::new(storage), config.query_cache_entries)
         }
     };
     // Storage calls block: off the async runtime (PostgreSQL's client insists on it).

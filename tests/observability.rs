@@ -81,9 +81,7 @@ async fn every_kind_of_call_reaches_the_function_log_which_pages_and_long_polls(
     let udf_types: Vec<_> = entries.iter().map(|e| e["udfType"].as_str().unwrap()).collect();
     assert_eq!(udf_types, ["Mutation", "Query", "Query", "Mutation", "Query", "Query", "Query"]);
     let cached: Vec<_> = entries.iter().map(|e| e["cachedResult"].as_bool().unwrap()).collect();
-    // PostgreSQL deployments run without the query cache.
-    let from_cache = !jangar_test_support::postgres::selected();
-    assert_eq!(cached, [false, false, from_cache, false, false, false, false]);
+    assert_eq!(cached, [false, false, true, false, false, false, false]);
     let callers: Vec<_> = entries.iter().map(|e| e["caller"].as_str().unwrap()).collect();
     assert_eq!(callers, ["admin", "admin", "admin", "admin", "admin", "admin", "user"]);
     for (i, entry) in entries.iter().enumerate() {

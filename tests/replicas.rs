@@ -122,6 +122,34 @@ async fn three_replicas_serve_writes_and_subscriptions_and_agree() {
     }
 }
 
+/// A query cached on one replica never hides a write acknowledged by another: right after each
+/// append on A, B answers the same (cached) list with the new message in it.
+#[tokio::test]
+async fn a_cached_query_on_one_replica_shows_a_write_acknowledged_by_another() {
+    let Some(url) = database() else { return };
+    let dirs = [temp_dir(), temp_dir()];
+    let servers = replicas(&url, &dirs).await;
+    let session = servers[0].mutation("chatSessions:create", json!({"userId": "u", "title": "cached"})).await;
+    let list = json!({"sessionId": session, "limit": 1000});
+    for n in 1..=40 {
+        // Asked twice, so B holds the result in its cache before the write.
+        for _ in 0..2 {
+            servers[1].query("chatMessages:listBySession", list.clone()).await;
+        }
+        servers[0]
+            .mutation("chatMessages:append", json!({"sessionId": session, "role": "user", "content": format!("#{n}")}))
+            .await;
+        let seen = ids(&servers[1].query("chatMessages:listBySession", list.clone()).await);
+        assert_eq!(seen.len(), n, "append {n}, acknowledged by A, is in B's answer");
+    }
+    let stats: Value =
+        servers[1].client.get(&format!("{}/jangar/stats", servers[1].url)).await.unwrap().json().unwrap();
+    assert!(stats["queryCacheHits"].as_u64().unwrap() >= 20, "B answered from its cache: {stats}");
+    for server in servers {
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_replayed_mutation_is_applied_once_whichever_replica_it_reaches() {
     let Some(url) = database() else { return };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use jangar_engine::cache::CachedResult;
 use jangar_engine::database::{Database, MutationOutcome};
+use jangar_engine::error::EngineError;
 use jangar_engine::history::AsOf;
 use jangar_engine::schema::{Schema, Validator};
 use jangar_engine::storage::{MutationKey, Timestamp};
@@ -164,7 +165,10 @@ pub async fn run_query(
     function.audience.admits(&caller, function.path)?;
     let key = (!function.time_dependent)
         .then(|| format!("{}\u{0}{}\u{0}{}", caller.viewer.key(), function.path, Value::Object(args.0.clone())));
-    if let Some(hit) = key.as_deref().and_then(|key| db.cache().get(key)) {
+    if let Some(key) = &key
+        && let Some(hit) =
+            db.cached(key).await.map_err(|e| FunctionError::from(EngineError::Storage(e)).into_client_facing())?
+    {
         return Ok(QueryAnswer { result: hit, cached: true });
     }
     let outcome =

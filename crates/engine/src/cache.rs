@@ -6,6 +6,10 @@
 //! a client never reads a result older than its own write. A result computed
 //! at snapshot `ts` is admitted only if every commit after `ts` is still in the
 //! recent-commit log and none of them touched its read set.
+//!
+//! On a database other processes write too, their commits arrive through the
+//! commit feed a moment after they were acknowledged; a lookup then names the
+//! database's latest commit, and the cache answers only once it has applied it.
 
 use crate::knobs::RECENT_COMMITS;
 use std::collections::{HashMap, VecDeque};
@@ -49,6 +53,8 @@ struct State {
     recent: VecDeque<Arc<Commit>>,
     /// Every commit newer than this is in `recent`.
     horizon: Timestamp,
+    /// The last commit applied: every cached result is the answer as of it.
+    applied: Timestamp,
 }
 
 pub struct QueryCache {
@@ -62,7 +68,7 @@ pub struct QueryCache {
 impl QueryCache {
     pub(crate) fn new(capacity: usize) -> QueryCache {
         QueryCache {
-            state: Mutex::new(State { entries: HashMap::new(), recent: VecDeque::new(), horizon: 0 }),
+            state: Mutex::new(State { entries: HashMap::new(), recent: VecDeque::new(), horizon: 0, applied: 0 }),
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -73,12 +79,22 @@ impl QueryCache {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A result that is valid at the latest applied commit.
-    pub fn get(&self, key: &str) -> Option<Arc<CachedResult>> {
-        let found = self.state().entries.get(key).map(|e| e.result.clone());
+    /// A result that is valid at the latest applied commit, if that is at least `latest` (the
+    /// database's last commit when asked; `None` when this process makes every commit and applies
+    /// each before answering it).
+    pub fn get(&self, key: &str, latest: Option<Timestamp>) -> Option<Arc<CachedResult>> {
+        let state = self.state();
+        let current = latest.is_none_or(|latest| state.applied >= latest);
+        let found = if current { state.entries.get(key).map(|e| e.result.clone()) } else { None };
+        drop(state);
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// Whether a result for `key` is held (not counted as a lookup).
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.state().entries.contains_key(key)
     }
 
     /// Lookups answered from the cache so far, and lookups that missed.
@@ -111,6 +127,7 @@ impl QueryCache {
     pub(crate) fn apply(&self, commit: &Arc<Commit>) {
         let mut state = self.state();
         state.entries.retain(|_, entry| !commit.touches(&entry.reads));
+        state.applied = state.applied.max(commit.ts);
         state.recent.push_back(commit.clone());
         while state.recent.len() > RECENT_COMMITS {
             let dropped = state.recent.pop_front().expect("non-empty");
@@ -152,8 +169,8 @@ mod tests {
         cache.insert("a".into(), result(), reads(0, 10), 5);
         cache.insert("b".into(), result(), reads(20, 30), 5);
         cache.apply(&commit(6, 25));
-        assert!(cache.get("a").is_some());
-        assert!(cache.get("b").is_none());
+        assert!(cache.get("a", None).is_some());
+        assert!(cache.get("b", None).is_none());
         assert_eq!(cache.hits_and_misses(), (1, 1));
     }
 
@@ -163,11 +180,11 @@ mod tests {
         cache.insert("a".into(), result(), reads(0, 10), 5);
         cache.insert("b".into(), result(), reads(50, 60), 5);
         cache.apply(&Arc::new(Commit { ts: 10, writes: WriteSet::default(), everything: true }));
-        assert!(cache.get("a").is_none() && cache.get("b").is_none());
+        assert!(cache.get("a", None).is_none() && cache.get("b", None).is_none());
         cache.insert("c".into(), result(), reads(200, 201), 8);
-        assert!(cache.get("c").is_none(), "computed before the unknown writes");
+        assert!(cache.get("c", None).is_none(), "computed before the unknown writes");
         cache.insert("d".into(), result(), reads(200, 201), 10);
-        assert!(cache.get("d").is_some());
+        assert!(cache.get("d", None).is_some());
     }
 
     #[test]
@@ -175,11 +192,11 @@ mod tests {
         let cache = QueryCache::new(10);
         cache.apply(&commit(10, 5));
         cache.insert("stale".into(), result(), reads(0, 10), 9);
-        assert!(cache.get("stale").is_none(), "computed before a commit that changed it");
+        assert!(cache.get("stale", None).is_none(), "computed before a commit that changed it");
         cache.insert("fresh".into(), result(), reads(0, 10), 10);
         cache.insert("untouched".into(), result(), reads(50, 60), 9);
-        assert!(cache.get("fresh").is_some());
-        assert!(cache.get("untouched").is_some());
+        assert!(cache.get("fresh", None).is_some());
+        assert!(cache.get("untouched", None).is_some());
     }
 
     #[test]
@@ -189,7 +206,19 @@ mod tests {
             cache.apply(&commit(ts, 200));
         }
         cache.insert("old".into(), result(), reads(0, 10), 2);
-        assert!(cache.get("old").is_none());
+        assert!(cache.get("old", None).is_none());
+    }
+
+    #[test]
+    fn a_result_is_served_only_once_the_databases_latest_commit_is_applied() {
+        let cache = QueryCache::new(10);
+        cache.apply(&commit(10, 200));
+        cache.insert("a".into(), result(), reads(0, 10), 10);
+        assert!(cache.get("a", Some(10)).is_some());
+        assert!(cache.get("a", Some(12)).is_none(), "another process committed at 12, not applied here yet");
+        cache.apply(&commit(12, 201));
+        assert!(cache.get("a", Some(12)).is_some(), "12 did not touch it");
+        assert_eq!(cache.hits_and_misses(), (2, 1));
     }
 
     #[test]

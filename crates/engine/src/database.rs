@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
 
-use super::cache::QueryCache;
+use super::cache::{CachedResult, QueryCache};
 use super::document_cache::DocumentCache;
 use super::error::EngineError;
 use super::history::{AsOf, CommitHistory};
@@ -436,7 +436,18 @@ impl Database {
 
     /// The timestamp of the latest commit (blocking: off the async runtime, use `current_ts`).
     pub(crate) fn latest_ts(&self) -> Result<Timestamp, StorageError> {
-        Ok(self.storage.snapshot()?.ts())
+        self.storage.latest_ts()
+    }
+
+    /// The cached result for `key` if it is the answer now. On a database other processes write
+    /// too, that takes reading the database's last commit (one round trip on PostgreSQL, only
+    /// when the key is cached): a commit acknowledged elsewhere must not be hidden.
+    pub async fn cached(self: &Arc<Self>, key: &str) -> Result<Option<Arc<CachedResult>>, StorageError> {
+        if !self.follows_feed || !self.cache.contains(key) {
+            return Ok(self.cache.get(key, None));
+        }
+        let latest = self.current_ts().await?;
+        Ok(self.cache.get(key, Some(latest)))
     }
 
     /// The timestamp of the latest commit, read off the async runtime.

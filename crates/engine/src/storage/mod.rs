@@ -160,6 +160,10 @@ pub trait Storage: Send + Sync {
     fn commit_feed(&self, _after: Timestamp) -> Option<Box<dyn CommitFeed>> {
         None
     }
+    /// The timestamp of the last commit, as cheaply as the storage can tell it.
+    fn latest_ts(&self) -> Result<Timestamp, StorageError> {
+        Ok(self.snapshot()?.ts())
+    }
     /// The bytes the stored data takes (files on disk, or the database's size); `None` when the
     /// storage has no such measure (in memory).
     fn size_bytes(&self) -> Result<Option<u64>, StorageError> {

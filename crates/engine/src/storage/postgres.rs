@@ -780,6 +780,18 @@ impl Storage for PostgresStorage {
         Some(Box::new(PostgresFeed { url: self.url.clone(), client: None, last: after }))
     }
 
+    /// One statement on a pooled connection, outside any transaction: one round trip.
+    fn latest_ts(&self) -> Result<Timestamp, StorageError> {
+        let mut client = self.reader()?;
+        let ts = read_ts(&mut client)?;
+        if let Ok(mut readers) = self.readers.lock()
+            && readers.len() < POOLED_READERS
+        {
+            readers.push(client);
+        }
+        Ok(ts)
+    }
+
     /// The whole database's size as PostgreSQL counts it (tables, indexes, the commit log), shared
     /// by every replica.
     fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
