@@ -6,9 +6,12 @@
 It builds Jangar in release mode and starts a PostgreSQL of its own (Debian's
 server binaries, initdb into bench/work/replicas/pg, fsync and synchronous
 commit on, as shipped) on a free loopback port. For each setup:
-  - sqlite:   one Jangar on SQLite, query cache off (PostgreSQL runs without one);
+  - sqlite:   one Jangar on SQLite;
   - pg-1:     one Jangar on PostgreSQL;
   - pg-3:     three Jangar replicas on the same database;
+  (these three with the query cache off, --query-cache-entries 0, so lists measure the storage path
+  on both storages)
+  - pg-1c:    one Jangar on PostgreSQL with the query cache as shipped;
 it seeds 100 sessions x 100 messages, then runs bench/run.py's workloads with wrk:
 (b) list the 50 newest messages of a random session, then (a) append a message,
 64 connections in all (spread over the replicas), and checks that every append
@@ -171,6 +174,10 @@ def latency(setup, count):
     return out
 
 
+LABELS = (("sqlite", "SQLite (no query cache)"), ("pg-1", "PostgreSQL, 1 replica"),
+          ("pg-3", "PostgreSQL, 3 replicas"), ("pg-1c", "PostgreSQL, 1, query cache"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=base.parse_duration, default=10, help="per wrk run (default 10s)")
@@ -197,15 +204,16 @@ def main():
 
         setups = [
             Setup(binary, "sqlite", "SQLite (no query cache)", lambda: [["--query-cache-entries", "0"]]),
-            Setup(binary, "pg-1", "PostgreSQL, 1 replica", lambda: [["--db", database()]]),
+            Setup(binary, "pg-1", "PostgreSQL, 1 replica", lambda: [["--db", database(), "--query-cache-entries", "0"]]),
         ]
         db3 = None
 
         def three():
             nonlocal db3
             db3 = database()
-            return [["--db", db3]] * 3
+            return [["--db", db3, "--query-cache-entries", "0"]] * 3
         setups.append(Setup(binary, "pg-3", "PostgreSQL, 3 replicas", three))
+        setups.append(Setup(binary, "pg-1c", "PostgreSQL, 1, query cache", lambda: [["--db", database()]]))
         for setup in setups:
             results[setup.name] = bench(setup, args.duration)
             if setup.name == "pg-3":
@@ -225,8 +233,7 @@ def main():
     print(f"wrk: 64 connections in all, {args.duration}s per run; 100 sessions x 100 seeded messages\n")
     ref = results["sqlite"]
     print(f"{'setup':<26}{'append req/s':>14}{'vs SQLite':>11}{'p99 ms':>9}{'list req/s':>13}{'vs SQLite':>11}{'p99 ms':>9}  stored")
-    for name, label in (("sqlite", "SQLite (no query cache)"), ("pg-1", "PostgreSQL, 1 replica"),
-                        ("pg-3", "PostgreSQL, 3 replicas")):
+    for name, label in LABELS:
         r = results[name]
         a, l = r["append"], r["list"]
         print(f"{label:<26}{a['rps']:>14,.0f}{a['rps'] / ref['append']['rps']:>10.2f}x{a['p99_us'] / 1000:>9.1f}"
@@ -235,8 +242,7 @@ def main():
               f"non-2xx {a['non2xx'] + l['non2xx']}, errors {a['badbody'] + l['badbody']})")
     print("\nwrite path over the append run, per group commit (lock hold: p50/p99 of the last 1,024 groups):")
     print(f"{'setup':<26}{'mutations':>10}{'statements':>11}{'round trips':>12}{'hold p50 ms':>12}{'hold p99 ms':>12}")
-    for name, label in (("sqlite", "SQLite (no query cache)"), ("pg-1", "PostgreSQL, 1 replica"),
-                        ("pg-3", "PostgreSQL, 3 replicas")):
+    for name, label in LABELS:
         w = results[name]["write_path"]
         print(f"{label:<26}{w['mutations']:>10.1f}{w['statements']:>11.1f}{w['round_trips']:>12.1f}"
               f"{w['hold_p50']:>12.2f}{w['hold_p99']:>12.2f}")
