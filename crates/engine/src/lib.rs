@@ -18,6 +18,7 @@ pub mod schema;
 pub mod sets;
 pub mod snapshot;
 pub mod storage;
+pub mod stored_json;
 pub mod transaction;
 pub mod value;
 mod write_buffer;

@@ -8,10 +8,12 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
+use jangar_engine::document::Document;
 use jangar_engine::id::DocumentId;
 use jangar_engine::keys::{KeyRange, encode_field};
 use jangar_engine::schema::IndexId;
 use jangar_engine::sets::{IndexWrite, ReadSet, ReadSetIndex, WriteSet};
+use jangar_engine::stored_json;
 use jangar_engine::value::{JsonFormat, Value};
 use proptest::prelude::*;
 
@@ -180,6 +182,23 @@ proptest! {
         let text = json.to_string();
         let reparsed = Value::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         prop_assert!(same(&reparsed, &value), "{:?} came back from {} as {:?}", value, text, reparsed);
+    }
+
+    /// A document's stored text, written and read without a JSON tree, is exactly the text of
+    /// `to_json` and reads back as `from_json` reads it.
+    #[test]
+    fn documents_are_stored_as_their_encoded_json(
+        fields in prop::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_ .-]{0,10}", value(), 0..6),
+        table in 1..=u32::MAX,
+        internal in any::<[u8; 16]>(),
+        creation_time in float(),
+    ) {
+        let document = Document { id: DocumentId { table, internal }, creation_time, fields };
+        let text = stored_json::write_document(&document);
+        let through_a_tree = document.to_value().to_json(JsonFormat::Encoded);
+        prop_assert_eq!(&text, &through_a_tree.to_string());
+        let back = stored_json::read_value(&text).unwrap();
+        prop_assert!(same(&back, &Value::from_json(&through_a_tree).unwrap()), "{} read as {:?}", text, back);
     }
 
     #[test]

@@ -65,7 +65,6 @@ use super::id::{DocumentId, TableNumber};
 use super::keys::KeyRange;
 use super::schema::{IndexDef, IndexId, TableDef};
 use super::sets::WriteSet;
-use super::value::Value;
 
 /// Bumped when a release must rebuild every index from its table's documents
 /// once, at start-up, because a defect left wrong entries behind. 1: entries
@@ -361,14 +360,13 @@ fn check_exact_floats() -> Result<(), StorageError> {
 
 /// What a document is stored as: its encoded JSON, system fields included.
 fn document_json(document: &Document) -> String {
-    document.to_value().to_json(super::value::JsonFormat::Encoded).to_string()
+    super::stored_json::write_document(document)
 }
 
 /// A stored document: its encoded JSON.
 fn parse_document(id: DocumentId, json: &str) -> Result<Document, StorageError> {
-    let parsed: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| StorageError::Corrupt(format!("stored document {id} is not JSON: {e}")))?;
-    let value = Value::from_json(&parsed).map_err(|e| StorageError::Corrupt(format!("stored document {id}: {e}")))?;
+    let value = super::stored_json::read_value(json)
+        .map_err(|e| StorageError::Corrupt(format!("stored document {id} is not a stored value: {e}")))?;
     Document::from_value(id, value)
         .ok_or_else(|| StorageError::Corrupt(format!("stored document {id} lacks _creationTime")))
 }
