@@ -126,7 +126,7 @@ def test_function_counters_and_histograms_count_the_calls_made(server):
         # mutations that read them find them in the committer's document cache.
         doc_hits = value(families, "jangar_document_cache_hits", "jangar_document_cache_hits_total")
         doc_misses = value(families, "jangar_document_cache_misses", "jangar_document_cache_misses_total")
-        assert doc_hits >= 2 and doc_misses >= 0
+        assert doc_hits >= 2
         assert (stats["documentCacheHits"], stats["documentCacheMisses"]) == (doc_hits, doc_misses)
 
         hits = value(families, "jangar_query_cache_hits", "jangar_query_cache_hits_total")
