@@ -46,6 +46,8 @@ impl CachedResult {
 struct Entry {
     result: Arc<CachedResult>,
     reads: ReadSet,
+    /// The snapshot it was computed at: commits up to it are already in the result.
+    ts: Timestamp,
 }
 
 struct State {
@@ -120,13 +122,15 @@ impl QueryCache {
                 state.entries.remove(&victim);
             }
         }
-        state.entries.insert(key, Entry { result, reads });
+        state.entries.insert(key, Entry { result, reads, ts });
     }
 
-    /// Drops every result whose read set the commit touched.
+    /// Drops every result computed before the commit whose read set it touched. A result computed
+    /// at the commit or later stays: a query can read a commit before the cache is told of it (a
+    /// replica's follower hears of its own commits after answering them).
     pub(crate) fn apply(&self, commit: &Arc<Commit>) {
         let mut state = self.state();
-        state.entries.retain(|_, entry| !commit.touches(&entry.reads));
+        state.entries.retain(|_, entry| entry.ts >= commit.ts || !commit.touches(&entry.reads));
         state.applied = state.applied.max(commit.ts);
         state.recent.push_back(commit.clone());
         while state.recent.len() > RECENT_COMMITS {
@@ -197,6 +201,18 @@ mod tests {
         cache.insert("untouched".into(), result(), reads(50, 60), 9);
         assert!(cache.get("fresh", None).is_some());
         assert!(cache.get("untouched", None).is_some());
+    }
+
+    #[test]
+    fn a_commit_heard_of_after_a_result_computed_at_it_keeps_the_result() {
+        let cache = QueryCache::new(10);
+        cache.insert("read-the-commit".into(), result(), reads(0, 10), 10);
+        cache.insert("older".into(), result(), reads(0, 10), 9);
+        cache.apply(&commit(10, 5));
+        assert!(cache.get("read-the-commit", None).is_some(), "its snapshot already had the commit");
+        assert!(cache.get("older", None).is_none());
+        cache.apply(&Arc::new(Commit { ts: 10, writes: WriteSet::default(), everything: true }));
+        assert!(cache.get("read-the-commit", None).is_some(), "the same commit heard of again");
     }
 
     #[test]
