@@ -91,6 +91,18 @@ pub(crate) const WAL_RESTART_FRAMES: i64 = 4096;
 pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL: commits one read of the commit feed returns at most. Bounds: >= 1.
 pub(crate) const FEED_BATCH: i64 = 1000;
+/// PostgreSQL: how long the commit log keeps a commit (by the database's clock, its last commit).
+/// Replicas read it within milliseconds; a replica that falls further behind (stopped, cut off)
+/// sees a gap and drops its caches, which is correct, only slower. Bounds: well above a
+/// replica's worst lag; each minute at full speed is about 20,000 rows.
+pub(crate) const COMMIT_LOG_RETENTION_NS: Timestamp = 10 * 60 * SECOND_NS;
+/// PostgreSQL: the commit log's stored write sets at most, whatever their age, so a burst of
+/// large groups cannot grow it (and every replica's reads of it) without bound. Bounds: enough
+/// for a replica's worst lag.
+pub(crate) const COMMIT_LOG_MAX_BYTES: i64 = 64 << 20;
+/// PostgreSQL: how often each replica purges the commit log, on its feed's connection (not
+/// under the commit lock). Bounds: well under the retention.
+pub(crate) const COMMIT_LOG_PURGE_INTERVAL: Duration = Duration::from_secs(30);
 /// PostgreSQL: reader connections kept for reuse; more are closed when done. Bounds: >= 1,
 /// and the server's `max_connections` shared by every replica.
 pub(crate) const POOLED_READERS: usize = 8;

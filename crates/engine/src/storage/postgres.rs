@@ -13,11 +13,14 @@
 //!   write set to `jangar_commit_log` and sends `NOTIFY jangar_commits` in the
 //!   same transaction. Every replica's [`PostgresFeed`] listens, and reads the
 //!   log after the last commit it has seen, so a missed notification or a
-//!   reconnect loses nothing (the log keeps an hour, as replay records do).
+//!   reconnect loses nothing. The log keeps ten minutes, and 64 MiB at most: each
+//!   replica's feed purges it now and then on its own connection, off the lock.
 //! - **Migrations are versioned** (`jangar_migrations`) and run under a session
 //!   advisory lock, so replicas that start together migrate once.
 
-use crate::knobs::{BUILD_CHUNK, FEED_BATCH, POOLED_READERS};
+use crate::knobs::{
+    BUILD_CHUNK, COMMIT_LOG_MAX_BYTES, COMMIT_LOG_PURGE_INTERVAL, COMMIT_LOG_RETENTION_NS, FEED_BATCH, POOLED_READERS,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -659,7 +662,6 @@ impl Batch for PostgresBatch<'_> {
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
         let before = before as i64;
         let purged = self.client().execute("DELETE FROM jangar_mutation_outcomes WHERE ts < $1", &[&before])?;
-        self.client().execute("DELETE FROM jangar_commit_log WHERE ts < $1", &[&before])?;
         Ok(purged as usize)
     }
 
@@ -777,7 +779,12 @@ impl Storage for PostgresStorage {
     }
 
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
-        Some(Box::new(PostgresFeed { url: self.url.clone(), client: None, last: after }))
+        Some(Box::new(PostgresFeed {
+            url: self.url.clone(),
+            client: None,
+            last: after,
+            next_purge: std::time::Instant::now(),
+        }))
     }
 
     /// One statement on a pooled connection, outside any transaction: one round trip.
@@ -806,11 +813,28 @@ impl Storage for PostgresStorage {
     }
 }
 
+/// Deletes the commit log's rows older than `retention_ns` before the last commit, and then the
+/// oldest while the rest hold more than `max_bytes` (as stored). Takes no commit lock: it touches
+/// only rows committed long ago, which no batch writes, so a group never waits for it.
+/// Returns the rows deleted.
+const PURGE_COMMIT_LOG: &str = "
+DELETE FROM jangar_commit_log WHERE ts < GREATEST(
+    (SELECT value FROM jangar_meta WHERE name = 'last_commit_ts') - $1,
+    (SELECT COALESCE(MAX(ts) + 1, 0) FROM (
+        SELECT ts, SUM(pg_column_size(writes)) OVER (ORDER BY ts DESC) AS newer FROM jangar_commit_log
+    ) AS sized WHERE newer > $2))";
+
+fn purge_commit_log(client: &mut Client, retention_ns: Timestamp, max_bytes: i64) -> Result<u64, StorageError> {
+    Ok(client.execute(PURGE_COMMIT_LOG, &[&(retention_ns as i64), &max_bytes])?)
+}
+
 /// Follows `jangar_commit_log`, woken by `NOTIFY jangar_commits`.
 pub(crate) struct PostgresFeed {
     url: String,
     client: Option<Client>,
     last: Timestamp,
+    /// When this replica next purges the log (every replica does: the purge is idempotent).
+    next_purge: std::time::Instant,
 }
 
 impl PostgresFeed {
@@ -849,6 +873,16 @@ impl CommitFeed for PostgresFeed {
             let mut client = connect(&self.url)?;
             client.batch_execute(LISTEN)?;
             self.client = Some(client);
+        }
+        if self.next_purge <= std::time::Instant::now() {
+            self.next_purge = std::time::Instant::now() + COMMIT_LOG_PURGE_INTERVAL;
+            let client = self.client.as_mut().expect("connected");
+            match purge_commit_log(client, COMMIT_LOG_RETENTION_NS, COMMIT_LOG_MAX_BYTES) {
+                Ok(purged) if purged > 0 => tracing::debug!(purged, "purged the commit log"),
+                Ok(_) => {}
+                // Kept for the next turn: a log purged late is only larger.
+                Err(e) => tracing::warn!(error = %e, "cannot purge the commit log"),
+            }
         }
         let result = (|| {
             let commits = self.read_log()?;
@@ -953,6 +987,49 @@ mod tests {
                 client.batch_execute("DEALLOCATE ALL").unwrap();
             }
         }
+    }
+
+    /// The log keeps the commits younger than the retention and, of those, the newest within the
+    /// byte bound; the purge goes ahead while a group holds the commit lock (it takes none).
+    #[test]
+    fn the_commit_log_keeps_minutes_and_bytes_and_is_purged_off_the_lock() {
+        let Some(server) = jangar_test_support::postgres::TestPostgres::shared() else {
+            eprintln!("SKIPPED: no PostgreSQL server binaries on this machine");
+            return;
+        };
+        let url = server.fresh_database();
+        let table = crate::schema::TableDef::new("items", 10_001, vec![("n", crate::schema::v::number())]);
+        let storage = PostgresStorage::open(&url, &Schema::new(vec![table]).unwrap()).unwrap();
+        let mut client = connect(&url).unwrap();
+        // A hundred commits a second apart, each with a write set stored as 1,004 bytes (below
+        // the size PostgreSQL compresses at), the last at 100 s.
+        let second = 1_000_000_000i64;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO jangar_commit_log SELECT n::bigint * {second}, (n::bigint - 1) * {second}, \
+                     convert_to(repeat('x', 1000), 'UTF8') FROM generate_series(1, 100) AS n;
+                 UPDATE jangar_meta SET value = 100::bigint * {second} WHERE name = 'last_commit_ts'"
+            ))
+            .unwrap();
+        let kept = |client: &mut Client| {
+            let row = client.query_one("SELECT MIN(ts) / $1, COUNT(*) FROM jangar_commit_log", &[&second]).unwrap();
+            (row.get::<_, i64>(0), row.get::<_, i64>(1))
+        };
+        assert_eq!(purge_commit_log(&mut client, 60 * second as Timestamp, i64::MAX).unwrap(), 39);
+        assert_eq!(kept(&mut client), (40, 61), "from 100 s - 60 s on");
+
+        let batch = storage.begin_batch().unwrap();
+        // Were the purge to wait for the lock, it would fail here instead of hanging the test.
+        client.batch_execute("SET statement_timeout = '5s'").unwrap();
+        assert_eq!(purge_commit_log(&mut client, 60 * second as Timestamp, 10 * 1_004 + 500).unwrap(), 51);
+        assert_eq!(kept(&mut client), (91, 10), "the newest ten fit in the bytes");
+        commit_empty_batch(batch);
+        assert_eq!(purge_commit_log(&mut client, 60 * second as Timestamp, 10 * 1_004).unwrap(), 0, "exactly full");
+    }
+
+    fn commit_empty_batch(batch: Box<dyn Batch + '_>) {
+        let ts = batch.ts();
+        batch.commit(ts, &GroupWrites::default(), &WriteSet::default()).unwrap();
     }
 
     #[test]
