@@ -39,7 +39,8 @@ def holdings(url):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=base.parse_duration, default=1800, help="the long run (default 30m)")
+    ap.add_argument("--duration", type=lambda text: base.parse_duration(text, longest=4 * 3600), default=1800,
+                    help="the long run (default 30m)")
     ap.add_argument("--window", type=base.parse_duration, default=180, help="one figure per window (default 3m)")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
