@@ -149,11 +149,11 @@ impl From<Json_> for UdfBody {
 
 /// A success response around an already-serialized value.
 fn success_body(value_json: &str) -> UdfBody {
-    UdfBody(format!(r#"{{"status":"success","value":{value_json},"logLines":[]}}"#))
-}
-
-fn success(value: &Value, format: JsonFormat) -> Json_ {
-    json!({"status": "success", "value": value.to_json(format), "logLines": []})
+    const OPEN: &str = r#"{"status":"success","value":"#;
+    const CLOSE: &str = r#","logLines":[]}"#;
+    let mut body = String::with_capacity(OPEN.len() + value_json.len() + CLOSE.len());
+    body.extend([OPEN, value_json, CLOSE]);
+    UdfBody(body)
 }
 
 /// A function's failure as a UdfResponse, or an infrastructure error.
@@ -171,7 +171,7 @@ fn failure(error: FunctionError, format: JsonFormat) -> Result<Json_, ApiError> 
 
 fn udf_response(result: Result<Value, FunctionError>, format: JsonFormat) -> Result<Json_, ApiError> {
     match result {
-        Ok(value) => Ok(success(&value, format)),
+        Ok(value) => Ok(json!({"status": "success", "value": value.to_json(format), "logLines": []})),
         Err(error) => failure(error, format),
     }
 }
@@ -243,7 +243,7 @@ async fn run(
     state.executions.record(invocation, started.elapsed(), outcome);
     match answered {
         Ok(Answered::Query(query)) => Ok(success_body(&query.result.json(call.format))),
-        Ok(Answered::Value(value)) => Ok(UdfBody::from(success(&value, call.format))),
+        Ok(Answered::Value(value)) => Ok(success_body(&value.to_json_text(call.format))),
         Err(e) => failure(e, call.format).map(UdfBody::from),
     }
 }
@@ -428,15 +428,15 @@ pub(crate) async fn query_at_ts(
         Err(e) => Err(e),
     };
     let (outcome, answer) = match ran {
-        Ok(Ok(value)) => (Outcome::Success { cached: false }, Ok(success(&value, call.format))),
+        Ok(Ok(value)) => (Outcome::Success { cached: false }, Ok(success_body(&value.to_json_text(call.format)))),
         Ok(Err(as_of)) => {
             let refusal = as_of_refusal(function.path, as_of);
             (Outcome::of_api(&refusal), Err(refusal))
         }
-        Err(e) => (Outcome::of_error(&e), failure(e, call.format)),
+        Err(e) => (Outcome::of_error(&e), failure(e, call.format).map(UdfBody::from)),
     };
     state.executions.record(invocation, started.elapsed(), outcome);
-    answer.map(UdfBody::from)
+    answer
 }
 
 /// Why a query cannot be answered as of the timestamp asked for.

@@ -88,7 +88,7 @@ pub(crate) fn list_messages(tx: &mut Ctx<'_, '_>, session_id: DocumentId, args: 
             let mut newest =
                 tx.query_unchecked(TABLE, "by_session", range, Order::Desc)?.take(limit, visible(deleted))?;
             newest.reverse();
-            Ok(documents(&newest))
+            Ok(documents(newest))
         }
         (request, _) => {
             request.run(tx.query_unchecked(TABLE, "by_session", range, list_order(args, Order::Asc))?, visible(deleted))

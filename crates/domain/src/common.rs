@@ -219,11 +219,11 @@ impl ListRequest {
     /// Runs the request on `query`: an array for `limit`, Convex's page object for `paginationOpts`.
     pub(crate) fn run(self, query: Query<'_, '_>, keep: impl Keep) -> Result<Value, FunctionError> {
         match self {
-            ListRequest::Limit(limit) => Ok(documents(&query.take(limit, keep)?)),
+            ListRequest::Limit(limit) => Ok(documents(query.take(limit, keep)?)),
             ListRequest::Page { num_items, cursor, end_cursor } => {
                 let page = query.paginate(num_items, cursor.as_deref(), end_cursor.as_deref(), keep)?;
                 Ok(Value::Object(object([
-                    ("page", documents(&page.page)),
+                    ("page", documents(page.page)),
                     ("isDone", page.is_done.into()),
                     ("continueCursor", page.continue_cursor.into()),
                 ])))
@@ -232,8 +232,8 @@ impl ListRequest {
     }
 }
 
-pub(crate) fn documents(documents: &[Document]) -> Value {
-    Value::Array(documents.iter().map(Document::to_value).collect())
+pub(crate) fn documents(documents: Vec<Document>) -> Value {
+    Value::Array(documents.into_iter().map(Document::into_value).collect())
 }
 
 /// An empty list in the shape the request asked for (for a hidden parent).

@@ -336,7 +336,7 @@ fn dashboard_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(Value::Object(object([
         ("counts", Value::Object(counts)),
         ("active", Value::Array(active)),
-        ("recent", documents(&recent)),
+        ("recent", documents(recent)),
     ])))
 }
 
@@ -356,8 +356,8 @@ fn timeline_fn(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
     Ok(Value::Object(object([
         ("run", run.to_value()),
         ("workOrder", order.map_or(Value::Null, |d| d.to_value())),
-        ("steps", documents(&steps)),
-        ("artifacts", documents(&artifacts)),
-        ("events", documents(&events)),
+        ("steps", documents(steps)),
+        ("artifacts", documents(artifacts)),
+        ("events", documents(events)),
     ])))
 }

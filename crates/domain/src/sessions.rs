@@ -76,8 +76,8 @@ fn get_with_threads(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         .take(MAX_LIST_LIMIT, visible(Deleted::Hidden))?;
     Ok(Value::Object(object([
         ("session", session.to_value()),
-        ("messages", documents(&messages)),
-        ("workOrders", documents(&orders)),
+        ("messages", documents(messages)),
+        ("workOrders", documents(orders)),
     ])))
 }
 

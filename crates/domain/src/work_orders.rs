@@ -233,13 +233,13 @@ fn list_by_status(tx: &mut Ctx<'_, '_>, args: &Args) -> FunctionResult {
         cursor = Some(page.continue_cursor);
         if matches!(request, ListRequest::Page { .. }) {
             return Ok(Value::Object(object([
-                ("page", documents(&kept)),
+                ("page", documents(kept)),
                 ("isDone", done.into()),
                 ("continueCursor", cursor.unwrap_or_default().into()),
             ])));
         }
         if done || kept.len() >= wanted {
-            return Ok(documents(&kept));
+            return Ok(documents(kept));
         }
     }
 }

@@ -39,7 +39,7 @@ impl CachedResult {
             JsonFormat::Encoded => &self.encoded,
             JsonFormat::Clean => &self.clean,
         };
-        cell.get_or_init(|| self.value.to_json(format).to_string().into()).clone()
+        cell.get_or_init(|| self.value.to_json_text(format).into()).clone()
     }
 }
 

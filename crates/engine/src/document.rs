@@ -15,7 +15,12 @@ pub struct Document {
 impl Document {
     /// The document as clients see it: user fields plus `_id` and `_creationTime`.
     pub fn to_value(&self) -> Value {
-        let mut object = self.fields.clone();
+        self.clone().into_value()
+    }
+
+    /// `to_value` for a document no longer needed: its fields move instead of being copied.
+    pub fn into_value(self) -> Value {
+        let mut object = self.fields;
         object.insert("_id".into(), Value::String(self.id.encode()));
         object.insert("_creationTime".into(), Value::Float64(self.creation_time));
         Value::Object(object)

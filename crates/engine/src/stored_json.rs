@@ -11,11 +11,11 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::base64;
 use super::document::Document;
-use super::value::{Object, Value};
+use super::value::{JsonFormat, JsonText, Object, Value};
 use crate::knobs::MAX_NESTING;
 
 /// A document's stored text.
@@ -59,7 +59,7 @@ impl Serialize for StoredDocument<'_> {
     }
 }
 
-/// A value in `convex_encoded_json`, serialised as `Value::to_json(JsonFormat::Encoded)` is.
+/// One of a stored document's fields: a value, or the id's text.
 enum Encoded<'a> {
     Borrowed(&'a Value),
     Str(&'a str),
@@ -67,37 +67,9 @@ enum Encoded<'a> {
 
 impl Serialize for Encoded<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let value = match self {
-            Encoded::Str(text) => return serializer.serialize_str(text),
-            Encoded::Borrowed(value) => *value,
-        };
-        let special = |serializer: S, key: &str, bytes: &[u8]| {
-            let mut map = serializer.serialize_map(Some(1))?;
-            map.serialize_entry(key, &base64::encode(bytes))?;
-            map.end()
-        };
-        match value {
-            Value::Null => serializer.serialize_unit(),
-            Value::Boolean(b) => serializer.serialize_bool(*b),
-            Value::String(s) => serializer.serialize_str(s),
-            Value::Int64(i) => special(serializer, "$integer", &i.to_le_bytes()),
-            Value::Float64(f) if f.is_finite() && !(*f == 0.0 && f.is_sign_negative()) => serializer.serialize_f64(*f),
-            Value::Float64(f) => special(serializer, "$float", &f.to_le_bytes()),
-            Value::Bytes(b) => special(serializer, "$bytes", b),
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&Encoded::Borrowed(item))?;
-                }
-                seq.end()
-            }
-            Value::Object(object) => {
-                let mut map = serializer.serialize_map(Some(object.len()))?;
-                for (key, value) in object {
-                    map.serialize_entry(key, &Encoded::Borrowed(value))?;
-                }
-                map.end()
-            }
+        match self {
+            Encoded::Str(text) => serializer.serialize_str(text),
+            Encoded::Borrowed(value) => JsonText(value, JsonFormat::Encoded).serialize(serializer),
         }
     }
 }
@@ -163,8 +135,7 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Object::new();
-        let Some(first) = map.next_key::<String>()? else { return Ok(Value::Object(object)) };
+        let Some(first) = map.next_key::<String>()? else { return Ok(Value::Object(Object::new())) };
         if let Some(kind) = Special::of(&first) {
             let text: String = map.next_value()?;
             if map.next_key::<String>()?.is_some() {
@@ -172,12 +143,14 @@ impl<'de> Visitor<'de> for ValueSeed {
             }
             return kind.decode(&text).map_err(de::Error::custom);
         }
-        object.insert(first, map.next_value_seed(ValueSeed { depth: self.depth + 1 })?);
+        // Stored fields are in key order, which the map builds from in one pass where inserting
+        // them one by one would search it for each.
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        fields.push((first, map.next_value_seed(ValueSeed { depth: self.depth + 1 })?));
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ValueSeed { depth: self.depth + 1 })?;
-            object.insert(key, value);
+            fields.push((key, map.next_value_seed(ValueSeed { depth: self.depth + 1 })?));
         }
-        Ok(Value::Object(object))
+        Ok(Value::Object(Object::from_iter(fields)))
     }
 }
 

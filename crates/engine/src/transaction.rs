@@ -334,7 +334,7 @@ impl<'a> Transaction<'a> {
     /// Records this mutation's result under `key`, atomically with its writes.
     pub fn record_outcome(&mut self, key: &MutationKey, result: &Value) -> Result<(), EngineError> {
         let ts = self.ts;
-        let json = result.to_json(super::value::JsonFormat::Encoded).to_string();
+        let json = result.to_json_text(super::value::JsonFormat::Encoded);
         if key.client.contains('\0') {
             // PostgreSQL's text cannot hold it; refused here, the mutation fails alone.
             return Err(EngineError::Validation("A client id cannot contain a NUL character.".into()));

@@ -184,6 +184,14 @@ proptest! {
         prop_assert!(same(&reparsed, &value), "{:?} came back from {} as {:?}", value, text, reparsed);
     }
 
+    /// The text written straight from a value is the text of its `serde_json` tree, in both formats.
+    #[test]
+    fn values_write_the_text_of_their_json_tree(value in value()) {
+        for format in [JsonFormat::Encoded, JsonFormat::Clean] {
+            prop_assert_eq!(value.to_json_text(format), value.to_json(format).to_string());
+        }
+    }
+
     /// A document's stored text, written and read without a JSON tree, is exactly the text of
     /// `to_json` and reads back as `from_json` reads it.
     #[test]

@@ -513,7 +513,7 @@ impl Drop for SqliteSnapshot<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             // A connection that cannot end its transaction is not reused.
-            if conn.execute_batch("COMMIT").is_ok() {
+            if conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])).is_ok() {
                 self.storage.readers.lock().expect("reader pool lock").push(conn);
             }
         }
@@ -613,7 +613,8 @@ impl Drop for SqliteBatch<'_> {
 impl Storage for SqliteStorage {
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
         let conn = self.reader()?;
-        conn.execute_batch("BEGIN")?;
+        // Cached, as every statement of a read is: a query is short enough that parsing its SQL shows.
+        conn.prepare_cached("BEGIN")?.execute([])?;
         // The first read fixes the snapshot; reading the commit timestamp inside
         // it names exactly the state the rest of the reads will see.
         let ts = read_ts(&conn)?;
