@@ -308,8 +308,13 @@ fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageErr
     };
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
-    // Savepoint journals (one per mutation) stay in memory.
+    // Temporary b-trees (sorts, an import's staging) stay in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Plans that do not depend on the values bound: this SQLite estimates ranges from the values
+    // (STAT4), so without it rebinding a range's bounds expires the cached statement and every
+    // scan parses and plans its SQL again. Every statement here is an index probe or range on a
+    // primary key, whichever values come.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // Memory-mapped reads share the OS page cache between connections instead
     // of copying pages into each connection's own cache.
     conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
@@ -425,6 +430,13 @@ fn get(conn: &Connection, id: &DocumentId) -> Result<Option<Document>, StorageEr
     json.map(|json| parse_document(*id, &json)).transpose()
 }
 
+const SCAN_ASC: &str =
+    "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
+    WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key ASC LIMIT ?5";
+const SCAN_DESC: &str =
+    "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
+    WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key DESC LIMIT ?5";
+
 fn scan(
     conn: &Connection,
     index_number: i64,
@@ -434,14 +446,8 @@ fn scan(
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
     let sql = match order {
-        Order::Asc => {
-            "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
-             WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key ASC LIMIT ?5"
-        }
-        Order::Desc => {
-            "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
-             WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key DESC LIMIT ?5"
-        }
+        Order::Asc => SCAN_ASC,
+        Order::Desc => SCAN_DESC,
     };
     let mut statement = conn.prepare_cached(sql)?;
     let end = range.end.as_deref().unwrap_or(KEY_CEILING);
@@ -666,6 +672,27 @@ mod tests {
         assert!(e.is_transient() && e.to_string().starts_with("storage error: "), "{e}");
         let text: StorageError = rusqlite::types::FromSqlError::InvalidType.into();
         assert_eq!(text.kind(), Kind::Corrupt);
+    }
+
+    /// Issue 16: a cached scan was parsed and planned again each time its range was rebound (a
+    /// tenth of a cold list's time), because range estimates from bound values expire it.
+    #[test]
+    fn a_scan_rebound_to_other_keys_is_not_planned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::new(Vec::new()).unwrap();
+        let storage = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
+        for conn in
+            [storage.reader().unwrap(), open_connection(&storage.path, Access::ReadWrite(Durability::Full)).unwrap()]
+        {
+            for (start, order) in (0u8..4).zip([Order::Asc, Order::Desc].into_iter().cycle()) {
+                let range = KeyRange { start: vec![start], end: Some(vec![start + 1]) };
+                scan(&conn, 1, 1, &range, order, 10 + start as usize).unwrap();
+            }
+            for sql in [SCAN_ASC, SCAN_DESC] {
+                let statement = conn.prepare_cached(sql).unwrap();
+                assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+            }
+        }
     }
 
     #[test]
