@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-use serde_json::{Map, Number, Value as Json};
+use serde_json::Value as Json;
 
 use super::base64;
 
@@ -158,40 +158,13 @@ impl Value {
         }))
     }
 
+    /// The value as a `serde_json` tree in `format` (for answers built around it).
     pub fn to_json(&self, format: JsonFormat) -> Json {
-        match self {
-            Value::Null => Json::Null,
-            Value::Boolean(b) => Json::Bool(*b),
-            Value::String(s) => Json::String(s.clone()),
-            Value::Int64(i) => match format {
-                JsonFormat::Encoded => special("$integer", base64::encode(&i.to_le_bytes())),
-                JsonFormat::Clean => Json::String(i.to_string()),
-            },
-            Value::Float64(f) => {
-                let plain = f.is_finite() && !(*f == 0.0 && f.is_sign_negative());
-                match (plain, format) {
-                    (true, _) => Json::Number(Number::from_f64(*f).expect("finite")),
-                    (false, JsonFormat::Encoded) => special("$float", base64::encode(&f.to_le_bytes())),
-                    (false, JsonFormat::Clean) if f.is_nan() => Json::String("NaN".into()),
-                    (false, JsonFormat::Clean) if f.is_infinite() => {
-                        Json::String(if *f > 0.0 { "Infinity" } else { "-Infinity" }.into())
-                    }
-                    (false, JsonFormat::Clean) => Json::Number(Number::from_f64(*f).expect("-0 is finite")),
-                }
-            }
-            Value::Bytes(b) => match format {
-                JsonFormat::Encoded => special("$bytes", base64::encode(b)),
-                JsonFormat::Clean => Json::String(base64::encode(b)),
-            },
-            Value::Array(items) => Json::Array(items.iter().map(|v| v.to_json(format)).collect()),
-            Value::Object(object) => {
-                Json::Object(object.iter().map(|(k, v)| (k.clone(), v.to_json(format))).collect::<Map<_, _>>())
-            }
-        }
+        serde_json::to_value(JsonText(self, format)).expect("a value always serialises")
     }
 
     /// The text of `to_json(format)`, written straight from the value: an answer of fifty
-    /// documents would otherwise be built once more as a `serde_json` tree only to be printed.
+    /// documents would otherwise be built once more as a tree only to be printed.
     pub fn to_json_text(&self, format: JsonFormat) -> String {
         serde_json::to_string(&JsonText(self, format)).expect("a value always serialises")
     }
@@ -218,13 +191,7 @@ impl Value {
     }
 }
 
-fn special(key: &str, text: String) -> Json {
-    let mut map = Map::new();
-    map.insert(key.into(), Json::String(text));
-    Json::Object(map)
-}
-
-/// A value serialised in `format`, as `Value::to_json(format)` is.
+/// A value serialised in `format`: the one definition of both encodings, for text and for trees.
 pub struct JsonText<'a>(pub &'a Value, pub JsonFormat);
 
 impl Serialize for JsonText<'_> {

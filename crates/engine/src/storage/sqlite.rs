@@ -312,8 +312,8 @@ fn open_connection(path: &Path, access: Access) -> Result<Connection, StorageErr
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Plans that do not depend on the values bound: this SQLite estimates ranges from the values
     // (STAT4), so without it rebinding a range's bounds expires the cached statement and every
-    // scan parses and plans its SQL again. Every statement here is an index probe or range on a
-    // primary key, whichever values come.
+    // scan parses and plans its SQL again. Every statement here is an index probe or range,
+    // whichever values come.
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // Memory-mapped reads share the OS page cache between connections instead
     // of copying pages into each connection's own cache.
