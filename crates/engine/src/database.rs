@@ -2,17 +2,11 @@
 //! single committer thread that group-commits.
 //!
 //! The committer takes every mutation waiting in its queue, runs each on one
-//! write buffer (a failing mutation's writes are undone alone) and commits the
-//! group once with its net writes: many mutations, one flush, one fsync.
-//! Mutations run one after another, so they are serializable without conflict
-//! checks; each gets its own commit timestamp, unique and increasing.
-//!
-//! Where this process is the only writer (SQLite, memory) commits are
-//! pipelined: a flusher thread writes a group and waits for its fsync while the
-//! committer runs the next group on a snapshot with the flushing group's writes
-//! laid under it. A group is answered only once its own commit is durable. Where
-//! other processes write too (PostgreSQL), a group runs inside its write batch,
-//! under the commit lock, so it reads every commit before it.
+//! write buffer over one storage batch (a failing mutation's writes are undone
+//! alone) and commits the batch once with the group's net writes: many
+//! mutations, one flush, one fsync. Mutations run one after another, so they
+//! are serializable without conflict checks; each gets its own commit
+//! timestamp, unique and increasing.
 
 use crate::knobs::{
     DOCUMENT_CACHE_BYTES, GROUP_SIZE_BUCKETS, LATENCY_BUCKETS, MAX_GROUP, MAX_QUEUED_MUTATIONS, MAX_READERS,
@@ -33,9 +27,9 @@ use super::error::EngineError;
 use super::history::{AsOf, CommitHistory};
 use super::schema::Schema;
 use super::sets::{Commit, ReadSet, WriteSet};
-use super::storage::{Batch, BatchCounts, GroupWrites, Snapshot, Storage, StorageError, Timestamp};
+use super::storage::{Batch, Snapshot, Storage, StorageError, Timestamp};
 use super::transaction::Transaction;
-use super::write_buffer::{Layer, WriteBuffer};
+use super::write_buffer::WriteBuffer;
 
 /// Timestamps step by at least this much, so `_creationTime` (float ms) stays distinct.
 const MIN_TS_STEP: Timestamp = 1_000;
@@ -64,17 +58,15 @@ pub struct CommitStats {
     pub failed_groups: AtomicU64,
     /// Mutations per durable group commit.
     pub group_sizes: Histogram,
-    /// Seconds from the start of a group (taken from the queue; on PostgreSQL its batch opened,
-    /// after the commit lock) to its durable COMMIT, running its mutations included (and, when
-    /// commits are pipelined, waiting for the flush before it): what a mutation waits once taken.
+    /// Seconds from the start of a group (its batch opened, on PostgreSQL after the commit lock) to
+    /// its durable COMMIT, running its mutations included: what a mutation waits once it is taken.
     pub group_seconds: Histogram,
     /// Seconds of a group's storage COMMIT alone: writing it durably, the fsync included.
     pub commit_seconds: Histogram,
     /// Seconds from a commit's timestamp (the committing replica's clock) to this process taking it
     /// in from the commit feed; only a database shared through a feed (PostgreSQL) has any.
     pub feed_lag_seconds: Histogram,
-    /// Storage statements of the durable groups, reads included except a pipelined group's
-    /// (they run on a snapshot, outside the batch).
+    /// Storage statements of the durable groups, reads included.
     pub statements: AtomicU64,
     /// Round trips to the database server of the durable groups (none in process).
     pub round_trips: AtomicU64,
@@ -262,17 +254,15 @@ impl Database {
         let feed = storage.commit_feed(last_ts);
         let following = feed.is_some();
         let committer = Committer {
+            cache: cache.clone(),
             documents: DocumentCache::new(DOCUMENT_CACHE_BYTES),
             schema: schema.clone(),
             storage: storage.clone(),
-            announcer: Announcer {
-                cache: cache.clone(),
-                commits: (!following).then(|| (commits.clone(), history.clone())),
-                stats: stats.clone(),
-            },
+            commits: (!following).then(|| (commits.clone(), history.clone())),
+            stats: stats.clone(),
             last_ts,
             last_creation_time: 0.0,
-            purge: OutcomePurge { next: 0 },
+            next_purge: 0,
         };
         let thread = std::thread::Builder::new()
             .name("jangar-committer".into())
@@ -552,11 +542,7 @@ impl<T, E: From<EngineError>> PendingMutation<T, E> {
 }
 
 fn stopped() -> EngineError {
-    EngineError::Storage(stopped_storage())
-}
-
-fn stopped_storage() -> StorageError {
-    StorageError::Unavailable("the database has stopped".into())
+    EngineError::Storage(StorageError::Unavailable("the database has stopped".into()))
 }
 
 type SnapshotJob = Box<dyn FnOnce(&Schema, &mut dyn Snapshot) + Send>;
@@ -594,60 +580,91 @@ impl HeldSnapshot {
 }
 
 struct Committer {
-    /// The documents mutations read, exact at the state the next group runs on.
+    cache: Arc<QueryCache>,
+    /// The documents mutations read, exact at the last commit (this process's or caught up).
     documents: DocumentCache,
     schema: Arc<Schema>,
     storage: Arc<dyn Storage>,
-    announcer: Announcer,
+    /// Where the committer announces (and records) its commits; `None` when a commit feed does.
+    commits: Option<(broadcast::Sender<Arc<Commit>>, Arc<CommitHistory>)>,
+    stats: Arc<CommitStats>,
     last_ts: Timestamp,
     last_creation_time: f64,
-    purge: OutcomePurge,
+    next_purge: Timestamp,
 }
 
 fn now_ns() -> Timestamp {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as Timestamp).unwrap_or(0)
 }
 
-/// A group whose mutations have run: what to flush, and whom to answer once it is durable.
-struct RanGroup {
-    jobs: Vec<Box<dyn Job>>,
-    /// The union of the kept mutations' write sets, for the commit feed.
-    writes: WriteSet,
-    net: GroupWrites,
-    /// Its commit timestamp (the last commit's, if no mutation of it was kept).
-    ts: Timestamp,
-    /// The last commit before the group: it announces a commit only past that.
-    previous_ts: Timestamp,
-    started: Instant,
-}
+impl Committer {
+    fn run(mut self, mut queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
+        // Ends when every sender is gone, after the queue is drained.
+        while let Some(first) = queue.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
 
-/// Announces durable commits and answers their mutations (on whichever thread flushed them).
-#[derive(Clone)]
-struct Announcer {
-    cache: Arc<QueryCache>,
-    /// Where commits are announced (and recorded); `None` when the storage's commit feed does.
-    commits: Option<(broadcast::Sender<Arc<Commit>>, Arc<CommitHistory>)>,
-    stats: Arc<CommitStats>,
-}
-
-impl Announcer {
-    /// Answers a group's mutations with its commit's result. Readers see a group whole or not at
-    /// all, so it is announced as one commit: its timestamp and the union of its write sets.
-    fn settle(&self, group: RanGroup, result: Result<BatchCounts, StorageError>) {
-        let RanGroup { jobs, writes, ts, previous_ts, started, .. } = group;
-        let stats = &self.stats;
+    /// Runs a group in one storage batch. Readers see a group whole or not at
+    /// all, so it is announced as one commit: the group's last timestamp and
+    /// the union of its mutations' write sets.
+    fn commit_group(&mut self, mut group: Vec<Box<dyn Job>>) {
+        let started = Instant::now();
+        let storage = self.storage.clone();
+        let previous_ts = self.last_ts;
+        let mut writes = WriteSet::default();
+        // Lent to the group's buffer while the committer's other fields stay usable.
+        let mut documents = std::mem::replace(&mut self.documents, DocumentCache::new(0));
+        let result = (|| -> Result<Timestamp, StorageError> {
+            let mut batch = storage.begin_batch()?;
+            let caught_up = documents.catch_up(&mut *batch);
+            if caught_up.is_err() {
+                documents.forget();
+            }
+            caught_up?;
+            let mut buffer = WriteBuffer::new(batch, &mut documents);
+            let batch_ts = buffer.batch().ts();
+            // Another process may have committed since (a shared database): continue after it.
+            self.last_ts = self.last_ts.max(batch_ts);
+            self.purge_old_outcomes(buffer.batch())?;
+            for job in group.iter_mut() {
+                writes.extend(self.run_job(&mut buffer, batch_ts, job.as_mut()));
+            }
+            // The commit's timestamp also covers the `_creationTime`s it handed out, so that the
+            // next commit (perhaps another process's) starts past them.
+            let creation_tail = (self.last_creation_time * 1e6) as Timestamp + MIN_TS_STEP;
+            let ts = if writes.entries.is_empty() { self.last_ts } else { self.last_ts.max(creation_tail) };
+            // Invariant: timestamps increase in commit order, across processes sharing the store:
+            // a group that writes commits after the last commit the batch saw.
+            debug_assert!(writes.entries.is_empty() || ts > batch_ts, "commit at {ts} after {batch_ts}");
+            self.last_ts = ts;
+            let committing = Instant::now();
+            let counts = buffer.commit(ts, &writes)?;
+            self.stats.commit_seconds.observe(committing.elapsed().as_secs_f64());
+            self.stats.statements.fetch_add(counts.statements, Ordering::Relaxed);
+            self.stats.round_trips.fetch_add(counts.round_trips, Ordering::Relaxed);
+            Ok(ts)
+        })();
+        self.stats.document_cache_hits.store(documents.hits, Ordering::Relaxed);
+        self.stats.document_cache_misses.store(documents.misses, Ordering::Relaxed);
+        self.documents = documents;
         match &result {
-            Ok(counts) => {
-                stats.statements.fetch_add(counts.statements, Ordering::Relaxed);
-                stats.round_trips.fetch_add(counts.round_trips, Ordering::Relaxed);
-                stats.groups.fetch_add(1, Ordering::Relaxed);
-                stats.mutations.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                stats.group_sizes.observe(jobs.len() as f64);
+            Ok(ts) => {
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.stats.mutations.fetch_add(group.len() as u64, Ordering::Relaxed);
+                self.stats.group_sizes.observe(group.len() as f64);
                 let held = started.elapsed().as_secs_f64();
-                stats.group_seconds.observe(held);
-                stats.recent_group_seconds.observe(held);
-                if ts > previous_ts {
-                    let commit = Arc::new(Commit::new(ts, writes));
+                self.stats.group_seconds.observe(held);
+                self.stats.recent_group_seconds.observe(held);
+                if *ts > previous_ts {
+                    let commit = Arc::new(Commit::new(*ts, writes));
                     // Before any mutation is answered, so nobody reads a result older than their write.
                     self.cache.apply(&commit);
                     // No receivers is fine: nobody is subscribed.
@@ -658,37 +675,24 @@ impl Announcer {
                 }
             }
             Err(e) => {
-                stats.failed_groups.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, mutations = jobs.len(), "group commit failed; every mutation in it fails");
+                self.stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, mutations = group.len(), "group commit failed; every mutation in it fails");
+                // Continue from the durable timestamp.
+                self.last_ts = previous_ts;
             }
         }
-        let answer = result.map(|_| ts);
-        for job in jobs {
-            job.finish(answer.clone());
+        for job in group {
+            job.finish(result.clone());
         }
     }
-}
 
-/// Writes a ran group in `batch` and makes it durable.
-fn flush(batch: Box<dyn Batch + '_>, group: &RanGroup, stats: &CommitStats) -> Result<BatchCounts, StorageError> {
-    let committing = Instant::now();
-    let counts = batch.commit(group.ts, &group.net, &group.writes)?;
-    stats.commit_seconds.observe(committing.elapsed().as_secs_f64());
-    Ok(counts)
-}
-
-/// About once a minute, forgets mutation outcomes older than the replay window.
-struct OutcomePurge {
-    next: Timestamp,
-}
-
-impl OutcomePurge {
-    fn run(&mut self, batch: &mut dyn Batch) -> Result<(), StorageError> {
+    /// About once a minute, forgets mutation outcomes older than the replay window.
+    fn purge_old_outcomes(&mut self, batch: &mut dyn Batch) -> Result<(), StorageError> {
         let now = now_ns();
-        if now < self.next {
+        if now < self.next_purge {
             return Ok(());
         }
-        self.next = now + PURGE_INTERVAL_NS;
+        self.next_purge = now + PURGE_INTERVAL_NS;
         // By the database's clock (its last commit), not this process's: a replica whose clock
         // runs ahead must not purge what others still need.
         let purged = batch.purge_outcomes(batch.ts().saturating_sub(OUTCOME_WINDOW_NS))?;
@@ -697,212 +701,14 @@ impl OutcomePurge {
         }
         Ok(())
     }
-}
-
-/// Takes what is queued, up to `MAX_GROUP` mutations; `None` once every sender is gone and the
-/// queue is drained.
-fn next_group(queue: &mut tokio::sync::mpsc::Receiver<Box<dyn Job>>) -> Option<Vec<Box<dyn Job>>> {
-    let mut group = vec![queue.blocking_recv()?];
-    while group.len() < MAX_GROUP {
-        match queue.try_recv() {
-            Ok(job) => group.push(job),
-            Err(_) => break,
-        }
-    }
-    Some(group)
-}
-
-/// A group handed to the flusher, whose writes the next group runs over until they are durable.
-struct InFlight {
-    ts: Timestamp,
-    layer: Layer,
-}
-
-impl Committer {
-    fn run(self, queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
-        if self.announcer.commits.is_some() { self.run_pipelined(queue) } else { self.run_locked(queue) }
-    }
-
-    /// For a database other processes write too: each group runs inside its write batch (on
-    /// PostgreSQL, under the commit lock), so it reads every commit before it, theirs included.
-    fn run_locked(mut self, mut queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
-        while let Some(mut jobs) = next_group(&mut queue) {
-            let started = Instant::now();
-            let previous_ts = self.last_ts;
-            let storage = self.storage.clone();
-            let mut documents = std::mem::replace(&mut self.documents, DocumentCache::new(0));
-            let result = (|| {
-                let mut batch = storage.begin_batch()?;
-                let caught_up = documents.catch_up(&mut *batch);
-                if caught_up.is_err() {
-                    documents.forget();
-                }
-                caught_up?;
-                self.purge.run(&mut *batch)?;
-                let (writes, net, _) = self.run_group(&mut *batch, None, &mut documents, &mut jobs);
-                Ok((batch, writes, net))
-            })();
-            let (group, result) = match result {
-                Ok((batch, writes, net)) => {
-                    let group = RanGroup { jobs, writes, net, ts: self.last_ts, previous_ts, started };
-                    let flushed = flush(batch, &group, &self.announcer.stats);
-                    match &flushed {
-                        Ok(_) => documents.committed(group.ts, &group.net),
-                        Err(_) => documents.forget(),
-                    }
-                    (group, flushed)
-                }
-                Err(e) => (
-                    RanGroup {
-                        jobs,
-                        writes: WriteSet::default(),
-                        net: GroupWrites::default(),
-                        ts: previous_ts,
-                        previous_ts,
-                        started,
-                    },
-                    Err(e),
-                ),
-            };
-            self.documents = documents;
-            self.announcer.settle(group, result);
-        }
-    }
-
-    /// For a database only this process writes: the next group runs on a snapshot, over the
-    /// writes of the group being flushed, while the flusher thread writes that group and waits for
-    /// its fsync. A group is flushed only once the one it ran over is durable; if that one
-    /// failed, so does it (it read writes that never happened).
-    fn run_pipelined(mut self, mut queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
-        // Capacity 1: the flusher takes a group as soon as the one before is durable.
-        let (to_flusher, flushes) = mpsc::sync_channel::<RanGroup>(1);
-        let (durable_tx, durable) = mpsc::channel::<Result<(), StorageError>>();
-        let flusher = {
-            let storage = self.storage.clone();
-            let announcer = self.announcer.clone();
-            let mut purge = OutcomePurge { next: self.purge.next };
-            std::thread::Builder::new().name("jangar-flusher".into()).spawn(move || {
-                for group in flushes {
-                    let result = storage.begin_batch().and_then(|mut batch| {
-                        purge.run(&mut *batch)?;
-                        flush(batch, &group, &announcer.stats)
-                    });
-                    // First, so the committer can hand over the next group while this one is answered.
-                    let _ = durable_tx.send(result.as_ref().map(drop).map_err(Clone::clone));
-                    announcer.settle(group, result);
-                }
-            })
-        };
-        let flusher = match flusher {
-            Ok(flusher) => flusher,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the flusher thread; mutations fail");
-                return;
-            }
-        };
-        let mut in_flight: Option<InFlight> = None;
-        while let Some(mut jobs) = next_group(&mut queue) {
-            let started = Instant::now();
-            let previous_ts = self.last_ts;
-            let storage = self.storage.clone();
-            let mut documents = std::mem::replace(&mut self.documents, DocumentCache::new(0));
-            // A flush that ended already is known before the group runs: durable, the snapshot
-            // holds it; failed, the group must not run over it.
-            if in_flight.is_some()
-                && let Ok(flushed) = durable.try_recv()
-            {
-                in_flight = None;
-                if flushed.is_err() {
-                    documents.forget();
-                }
-            }
-            let ran = storage.snapshot().map(|mut view| {
-                // The snapshot may already hold the group in flight (its flush just ended).
-                let below = in_flight.as_ref().filter(|f| view.ts() < f.ts).map(|f| &f.layer);
-                self.run_group(&mut *view, below, &mut documents, &mut jobs)
-            });
-            let mut group = RanGroup {
-                jobs,
-                writes: WriteSet::default(),
-                net: GroupWrites::default(),
-                ts: self.last_ts,
-                previous_ts,
-                started,
-            };
-            // The group ran over the one in flight: that one must be durable first.
-            let below_durable = match in_flight.take() {
-                Some(_) => durable.recv().unwrap_or_else(|_| Err(stopped_storage())),
-                None => Ok(()),
-            };
-            let layer = match (ran, below_durable) {
-                (Ok((writes, net, layer)), Ok(())) => {
-                    group.writes = writes;
-                    group.net = net;
-                    layer
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    documents.forget();
-                    self.documents = documents;
-                    group.ts = previous_ts;
-                    self.announcer.settle(group, Err(e));
-                    continue;
-                }
-            };
-            // Exact once the flush is durable; forgotten above if it is not.
-            documents.committed(group.ts, &group.net);
-            self.documents = documents;
-            in_flight = Some(InFlight { ts: group.ts, layer });
-            if to_flusher.send(group).is_err() {
-                tracing::error!("the flusher thread has stopped; mutations fail");
-                return;
-            }
-        }
-        drop(to_flusher);
-        let _ = flusher.join();
-    }
-
-    /// Runs a group's mutations in order on `view` (with `below` laid over it); returns their
-    /// write sets' union, the group's net writes and its layer, and leaves `last_ts` at the
-    /// group's commit timestamp.
-    fn run_group(
-        &mut self,
-        view: &mut dyn Snapshot,
-        below: Option<&Layer>,
-        documents: &mut DocumentCache,
-        jobs: &mut [Box<dyn Job>],
-    ) -> (WriteSet, GroupWrites, Layer) {
-        let view_ts = view.ts();
-        // Another process may have committed since (a shared database): continue after it.
-        self.last_ts = self.last_ts.max(view_ts);
-        let mut buffer = WriteBuffer::new(view, below, documents);
-        let mut writes = WriteSet::default();
-        for job in jobs.iter_mut() {
-            writes.extend(self.run_job(&mut buffer, view_ts, job.as_mut()));
-        }
-        // The commit's timestamp also covers the `_creationTime`s it handed out, so that the
-        // next commit (perhaps another process's) starts past them.
-        let creation_tail = (self.last_creation_time * 1e6) as Timestamp + MIN_TS_STEP;
-        if !writes.entries.is_empty() {
-            self.last_ts = self.last_ts.max(creation_tail);
-        }
-        // Invariant: timestamps increase in commit order, across processes sharing the store:
-        // a group that writes commits after the last commit it read.
-        debug_assert!(
-            writes.entries.is_empty() || self.last_ts > view_ts,
-            "commit at {} after {view_ts}",
-            self.last_ts
-        );
-        let (net, layer) = buffer.finish();
-        (writes, net, layer)
-    }
 
     /// Runs one mutation on the group's buffer; returns what it wrote (nothing if it failed, its
     /// writes undone).
-    fn run_job(&mut self, buffer: &mut WriteBuffer<'_>, view_ts: Timestamp, job: &mut dyn Job) -> WriteSet {
+    fn run_job(&mut self, buffer: &mut WriteBuffer<'_>, batch_ts: Timestamp, job: &mut dyn Job) -> WriteSet {
         // Each mutation of a group runs at a timestamp past the one before it (its writes are
         // ordered by it), at least `MIN_TS_STEP` apart so `_creationTime`s stay distinct.
         let ts = now_ns().max(self.last_ts + MIN_TS_STEP);
-        debug_assert!(ts > view_ts, "mutation at {ts} not after the last commit {view_ts}");
+        debug_assert!(ts > batch_ts, "mutation at {ts} not after the last commit {batch_ts}");
         buffer.savepoint();
         let mut tx = Transaction::writing(&self.schema, buffer, ts, self.last_creation_time);
         // A panicking mutation fails alone (as a rolled-back mutation) instead of stopping the committer.

@@ -1,20 +1,17 @@
 //! A group commit's writes, held in memory until the group is flushed.
 //!
 //! The committer runs a group's mutations one after another on this buffer
-//! over a read view of the stored state: the write batch itself, or (where this
-//! process is the only writer) a snapshot with the previous group's writes laid
-//! under the group's while that group is still being flushed. Reads see the
-//! view with the group's earlier writes laid over it; a failing mutation's
-//! writes are undone alone (an undo log takes the place of a storage
-//! savepoint). At the end the group is flushed as its net change: each touched
-//! document's final version, and per index the entries its pre-group version
-//! had and its final version lacks, and the other way round. A document written
-//! by thirty mutations of a group is written once, and the storage sees one
-//! write call per group.
+//! over the storage's write batch. Reads see the batch's state with the
+//! group's earlier writes laid over it; a failing mutation's writes are undone
+//! alone (an undo log takes the place of a storage savepoint). At the end the
+//! group is flushed as its net change: each touched document's final version,
+//! and per index the entries its pre-group version had and its final version
+//! lacks, and the other way round. A document written by thirty mutations of a
+//! group is written once, and the storage sees one write call per group.
 //!
 //! Index keys end with the document's id, so a key belongs to one document:
-//! whether the view holds a key follows from that document's pre-group
-//! version alone, which is what keeps a layer's entries exact.
+//! whether the batch holds a key follows from that document's pre-group
+//! version alone, which is what keeps the overlay's entries exact.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -25,15 +22,15 @@ use super::document_cache::DocumentCache;
 use super::id::DocumentId;
 use super::keys::KeyRange;
 use super::schema::IndexId;
-use super::sets::IndexWrite;
-use super::storage::{GroupWrites, IndexEntry, MutationKey, Order, Snapshot, StorageError, Timestamp};
+use super::sets::{IndexWrite, WriteSet};
+use super::storage::{Batch, BatchCounts, GroupWrites, IndexEntry, MutationKey, Order, StorageError, Timestamp};
 
-/// An index entry as the group leaves it, against the view's.
+/// An index entry as the group leaves it, against the batch's.
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
-    /// The group adds this key (the view does not have it) for this document.
+    /// The group adds this key (the batch does not have it) for this document.
     Added(DocumentId),
-    /// The group removes this key of this document (the view has it).
+    /// The group removes this key of this document (the batch has it).
     Removed(DocumentId),
 }
 
@@ -49,7 +46,7 @@ struct Pending {
 /// A mutation outcome the group knows of.
 #[derive(Clone, Debug)]
 enum Outcome {
-    /// What the view holds (`None`: nothing), as fetched once.
+    /// What the batch holds (`None`: nothing), as fetched once.
     Stored(Option<(Timestamp, String)>),
     /// Recorded by this group, to flush.
     Recorded(Timestamp, String),
@@ -62,122 +59,33 @@ enum Undo {
     Outcome(MutationKey, Option<Outcome>),
 }
 
-/// One group's writes, net against the state it ran on. Once the group is done it can be laid
-/// under the next group's (see [`WriteBuffer::new`]) until its flush is durable.
-#[derive(Default)]
-pub(crate) struct Layer {
+pub(crate) struct WriteBuffer<'b> {
+    batch: Box<dyn Batch + 'b>,
+    /// The committer's documents, exact at the batch's state (caught up before the group).
+    cache: &'b mut DocumentCache,
     documents: HashMap<DocumentId, Pending>,
     entries: HashMap<IndexId, BTreeMap<Vec<u8>, Entry>>,
-    /// Outcomes recorded by the group, and the view's answers already fetched.
+    /// Outcomes recorded by the group, and the batch's answers already fetched.
     outcomes: HashMap<MutationKey, Outcome>,
-}
-
-impl Layer {
-    /// `read` (the state under this layer) with the layer laid over it: removed keys dropped,
-    /// added ones merged in order, and every document the layer wrote at its latest version.
-    /// Asks `read` for as many more rows as the layer removed in the range, so `limit` rows come
-    /// back whenever the merged range has that many.
-    fn scan(
-        &self,
-        index: IndexId,
-        range: &KeyRange,
-        order: Order,
-        limit: usize,
-        read: impl FnOnce(usize) -> Result<Vec<(Vec<u8>, Document)>, StorageError>,
-    ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        let upper = range.end.as_ref().map_or(Bound::Unbounded, |end| Bound::Excluded(end.clone()));
-        let bounds = (Bound::Included(range.start.clone()), upper);
-        let entries = self.entries.get(&index);
-        let overlaid: Vec<(&Vec<u8>, &Entry)> = entries.map(|e| e.range(bounds).collect()).unwrap_or_default();
-        if overlaid.is_empty() && self.documents.is_empty() {
-            return read(limit);
-        }
-        let removed = overlaid.iter().filter(|(_, entry)| matches!(entry, Entry::Removed(_))).count();
-        let mut rows: Vec<(Vec<u8>, Document)> = Vec::new();
-        for (key, document) in read(limit.saturating_add(removed))? {
-            if matches!(entries.and_then(|e| e.get(&key)), Some(Entry::Removed(_))) {
-                continue;
-            }
-            let latest = match self.documents.get(&document.id) {
-                Some(pending) => pending.after.clone().ok_or_else(|| dangling(index, &document.id))?,
-                None => document,
-            };
-            rows.push((key, latest));
-        }
-        for (key, entry) in overlaid {
-            if let Entry::Added(id) = entry {
-                let document = self.documents.get(id).and_then(|p| p.after.clone());
-                rows.push((key.clone(), document.ok_or_else(|| dangling(index, id))?));
-            }
-        }
-        match order {
-            Order::Asc => rows.sort_by(|a, b| a.0.cmp(&b.0)),
-            Order::Desc => rows.sort_by(|a, b| b.0.cmp(&a.0)),
-        }
-        rows.truncate(limit);
-        Ok(rows)
-    }
-
-    /// The outcome this layer recorded for `key`, if it did.
-    fn recorded(&self, key: &MutationKey) -> Option<(Timestamp, String)> {
-        match self.outcomes.get(key) {
-            Some(Outcome::Recorded(ts, result)) => Some((*ts, result.clone())),
-            _ => None,
-        }
-    }
-
-    /// The layer's net writes, as the storage takes them.
-    fn net_writes(&self) -> GroupWrites {
-        let mut group = GroupWrites::default();
-        // Sorted, so the storage writes rows in key order (and tests see one order).
-        let mut documents: Vec<(&DocumentId, &Pending)> = self.documents.iter().collect();
-        documents.sort_by_key(|(id, _)| (id.table, id.internal));
-        for (id, pending) in documents {
-            // Inserted and deleted inside the group: the view never had it.
-            if pending.before.is_some() || pending.after.is_some() {
-                group.documents.push((*id, pending.after.clone()));
-            }
-        }
-        let mut entries: Vec<(&IndexId, &BTreeMap<Vec<u8>, Entry>)> = self.entries.iter().collect();
-        entries.sort_by_key(|(index, _)| (index.table, index.slot));
-        for (index, keys) in entries {
-            for (key, entry) in keys {
-                let (list, id) = match entry {
-                    Entry::Added(id) => (&mut group.added, id),
-                    Entry::Removed(id) => (&mut group.removed, id),
-                };
-                list.push(IndexEntry { index: *index, key: key.clone(), id: *id });
-            }
-        }
-        for (key, outcome) in &self.outcomes {
-            if let Outcome::Recorded(ts, result) = outcome {
-                group.outcomes.push((key.clone(), *ts, result.clone()));
-            }
-        }
-        group
-    }
-}
-
-pub(crate) struct WriteBuffer<'b> {
-    view: &'b mut dyn Snapshot,
-    /// The previous group's writes, when `view` does not hold them yet (their flush is in flight).
-    below: Option<&'b Layer>,
-    /// The committer's documents, exact at the state the group runs on (`view` and `below`).
-    cache: &'b mut DocumentCache,
-    layer: Layer,
     /// `Some` while a mutation runs: how to undo what it wrote so far.
     undo: Option<Vec<Undo>>,
 }
 
 impl<'b> WriteBuffer<'b> {
-    /// A buffer for a group running on `view`, with `below` (a previous group's writes, net
-    /// against `view`) laid over it.
-    pub(crate) fn new(
-        view: &'b mut dyn Snapshot,
-        below: Option<&'b Layer>,
-        cache: &'b mut DocumentCache,
-    ) -> WriteBuffer<'b> {
-        WriteBuffer { view, below, cache, layer: Layer::default(), undo: None }
+    pub(crate) fn new(batch: Box<dyn Batch + 'b>, cache: &'b mut DocumentCache) -> WriteBuffer<'b> {
+        WriteBuffer {
+            batch,
+            cache,
+            documents: HashMap::new(),
+            entries: HashMap::new(),
+            outcomes: HashMap::new(),
+            undo: None,
+        }
+    }
+
+    /// The batch underneath, for what the buffer does not hold (its timestamp, purges).
+    pub(crate) fn batch(&mut self) -> &mut dyn Batch {
+        &mut *self.batch
     }
 
     /// Starts a mutation: its writes can be undone until `release`.
@@ -193,36 +101,28 @@ impl<'b> WriteBuffer<'b> {
 
     /// Undoes the running mutation's writes, newest first.
     pub(crate) fn rollback(&mut self) {
-        let layer = &mut self.layer;
         for undo in self.undo.take().unwrap_or_default().into_iter().rev() {
             match undo {
                 Undo::Document(id, Some(pending)) => {
-                    layer.documents.insert(id, pending);
+                    self.documents.insert(id, pending);
                 }
                 Undo::Document(id, None) => {
-                    layer.documents.remove(&id);
+                    self.documents.remove(&id);
                 }
                 Undo::Entry(index, key, Some(entry)) => {
-                    layer.entries.entry(index).or_default().insert(key, entry);
+                    self.entries.entry(index).or_default().insert(key, entry);
                 }
                 Undo::Entry(index, key, None) => {
-                    layer.entries.entry(index).or_default().remove(&key);
+                    self.entries.entry(index).or_default().remove(&key);
                 }
                 Undo::Outcome(key, Some(outcome)) => {
-                    layer.outcomes.insert(key, outcome);
+                    self.outcomes.insert(key, outcome);
                 }
                 Undo::Outcome(key, None) => {
-                    layer.outcomes.remove(&key);
+                    self.outcomes.remove(&key);
                 }
             }
         }
-    }
-
-    /// Ends the group: its net writes, to flush, and its layer, to lay under the next group
-    /// until they are durable.
-    pub(crate) fn finish(self) -> (GroupWrites, Layer) {
-        debug_assert!(self.undo.is_none(), "a group ends between mutations");
-        (self.layer.net_writes(), self.layer)
     }
 }
 
@@ -246,25 +146,25 @@ pub(crate) trait MutationStore {
 
 impl MutationStore for WriteBuffer<'_> {
     fn cursor_key(&mut self) -> CursorKey {
-        self.view.cursor_key()
+        self.batch.cursor_key()
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
-        let written = |layer: &Layer| layer.documents.get(id).map(|pending| pending.after.clone());
-        if let Some(document) = written(&self.layer).or_else(|| self.below.and_then(written)) {
-            return Ok(document);
+        if let Some(pending) = self.documents.get(id) {
+            return Ok(pending.after.clone());
         }
         if let Some(cached) = self.cache.get(id) {
             return Ok(cached);
         }
-        // Not written by the layer below either, so the view's version is the current one.
-        let stored = self.view.get(id)?;
+        let stored = self.batch.get(id)?;
         self.cache.fill(*id, stored.clone());
         Ok(stored)
     }
 
-    /// The view's entries of `index` in `range` with the layer below and then the group's laid
-    /// over them.
+    /// The batch's entries of `index` in `range` with the group's laid over them: removed keys
+    /// dropped, added ones merged in order, and every document the group wrote at its latest
+    /// version. Asks the batch for as many more rows as the group removed in the range, so
+    /// `limit` rows come back whenever the merged range has that many.
     fn scan(
         &mut self,
         index: IndexId,
@@ -272,22 +172,47 @@ impl MutationStore for WriteBuffer<'_> {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>, StorageError> {
-        let view = &mut *self.view;
-        let below = self.below;
-        self.layer.scan(index, range, order, limit, |limit| match below {
-            Some(below) => below.scan(index, range, order, limit, |limit| view.scan(index, range, order, limit)),
-            None => view.scan(index, range, order, limit),
-        })
+        let upper = range.end.as_ref().map_or(Bound::Unbounded, |end| Bound::Excluded(end.clone()));
+        let bounds = (Bound::Included(range.start.clone()), upper);
+        let overlaid: Vec<(&Vec<u8>, &Entry)> =
+            self.entries.get(&index).map(|entries| entries.range(bounds).collect()).unwrap_or_default();
+        if overlaid.is_empty() && self.documents.is_empty() {
+            return self.batch.scan(index, range, order, limit);
+        }
+        let removed = overlaid.iter().filter(|(_, entry)| matches!(entry, Entry::Removed(_))).count();
+        let mut rows: Vec<(Vec<u8>, Document)> = Vec::new();
+        for (key, document) in self.batch.scan(index, range, order, limit.saturating_add(removed))? {
+            if matches!(self.entries.get(&index).and_then(|e| e.get(&key)), Some(Entry::Removed(_))) {
+                continue;
+            }
+            let latest = match self.documents.get(&document.id) {
+                Some(pending) => pending.after.clone().ok_or_else(|| dangling(index, &document.id))?,
+                None => document,
+            };
+            rows.push((key, latest));
+        }
+        for (key, entry) in overlaid {
+            if let Entry::Added(id) = entry {
+                let document = self.documents.get(id).and_then(|p| p.after.clone());
+                rows.push((key.clone(), document.ok_or_else(|| dangling(index, id))?));
+            }
+        }
+        match order {
+            Order::Asc => rows.sort_by(|a, b| a.0.cmp(&b.0)),
+            Order::Desc => rows.sort_by(|a, b| b.0.cmp(&a.0)),
+        }
+        rows.truncate(limit);
+        Ok(rows)
     }
 
     /// Stores `document` as the new version of `id` (`None`: deletes it); `index_writes` are its
     /// key changes, one per index slot in slot order, `by_id` first, as the transaction computed
     /// them from the version it read through this buffer.
     fn write(&mut self, id: DocumentId, document: Option<Document>, index_writes: &[IndexWrite]) {
-        let previous = self.layer.documents.get(&id).cloned();
+        let previous = self.documents.get(&id).cloned();
         let before = match &previous {
             Some(pending) => pending.before.clone(),
-            // The first write of this document in the group: its old keys are the view's.
+            // The first write of this document in the group: its old keys are the batch's.
             None => index_writes.iter().map(|w| w.old.clone()).collect::<Option<Vec<_>>>(),
         };
         for (slot, write) in index_writes.iter().enumerate().skip(1) {
@@ -309,22 +234,19 @@ impl MutationStore for WriteBuffer<'_> {
         if let Some(undo) = &mut self.undo {
             undo.push(Undo::Document(id, previous));
         }
-        self.layer.documents.insert(id, Pending { before, after: document });
+        self.documents.insert(id, Pending { before, after: document });
     }
 
-    /// The outcome recorded for `key`, by this group, the one below or an earlier commit.
+    /// The outcome recorded for `key`, by this group or an earlier commit.
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
-        match self.layer.outcomes.get(key) {
+        match self.outcomes.get(key) {
             Some(Outcome::Stored(stored)) => return Ok(stored.clone()),
             Some(Outcome::Recorded(ts, result)) => return Ok(Some((*ts, result.clone()))),
             None => {}
         }
-        let stored = match self.below.and_then(|below| below.recorded(key)) {
-            Some(recorded) => Some(recorded),
-            None => self.view.find_outcome(key)?,
-        };
-        // The view's answer stands whatever the mutation does, so it is not in the undo log.
-        self.layer.outcomes.insert(key.clone(), Outcome::Stored(stored.clone()));
+        let stored = self.batch.find_outcome(key)?;
+        // The batch's answer stands whatever the mutation does, so it is not in the undo log.
+        self.outcomes.insert(key.clone(), Outcome::Stored(stored.clone()));
         Ok(stored)
     }
 
@@ -334,7 +256,7 @@ impl MutationStore for WriteBuffer<'_> {
         if self.find_outcome(key)?.is_some() {
             return Err(StorageError::Other(format!("an outcome of {key:?} is recorded already")));
         }
-        let previous = self.layer.outcomes.insert(key.clone(), Outcome::Recorded(ts, result.to_owned()));
+        let previous = self.outcomes.insert(key.clone(), Outcome::Recorded(ts, result.to_owned()));
         if let Some(undo) = &mut self.undo {
             undo.push(Undo::Outcome(key.clone(), previous));
         }
@@ -344,7 +266,7 @@ impl MutationStore for WriteBuffer<'_> {
 
 impl WriteBuffer<'_> {
     fn set_entry(&mut self, index: IndexId, key: &[u8], entry: Option<Entry>) {
-        let entries = self.layer.entries.entry(index).or_default();
+        let entries = self.entries.entry(index).or_default();
         let previous = match entry {
             Some(entry) => entries.insert(key.to_vec(), entry),
             None => entries.remove(key),
@@ -352,6 +274,49 @@ impl WriteBuffer<'_> {
         if let Some(undo) = &mut self.undo {
             undo.push(Undo::Entry(index, key.to_vec(), previous));
         }
+    }
+
+    /// Flushes the group's net writes and commits the batch at `ts`; `writes` is the union of the
+    /// mutations' write sets, for the commit feed.
+    pub(crate) fn commit(mut self, ts: Timestamp, writes: &WriteSet) -> Result<BatchCounts, StorageError> {
+        debug_assert!(self.undo.is_none(), "a group commits between mutations");
+        let group = self.net_writes();
+        let WriteBuffer { batch, cache, .. } = self;
+        let committed = batch.commit(ts, &group, writes);
+        match &committed {
+            Ok(_) => cache.committed(ts, &group),
+            Err(_) => cache.forget(),
+        }
+        committed
+    }
+
+    fn net_writes(&mut self) -> GroupWrites {
+        let mut group = GroupWrites::default();
+        // Sorted, so the storage writes rows in key order (and tests see one order).
+        let mut documents: Vec<(DocumentId, Pending)> = self.documents.drain().collect();
+        documents.sort_by_key(|(id, _)| (id.table, id.internal));
+        for (id, pending) in documents {
+            // Inserted and deleted inside the group: the batch never had it.
+            if pending.before.is_some() || pending.after.is_some() {
+                group.documents.push((id, pending.after));
+            }
+        }
+        let mut entries: Vec<(IndexId, BTreeMap<Vec<u8>, Entry>)> = self.entries.drain().collect();
+        entries.sort_by_key(|(index, _)| (index.table, index.slot));
+        for (index, keys) in entries {
+            for (key, entry) in keys {
+                match entry {
+                    Entry::Added(id) => group.added.push(IndexEntry { index, key, id }),
+                    Entry::Removed(id) => group.removed.push(IndexEntry { index, key, id }),
+                }
+            }
+        }
+        for (key, outcome) in self.outcomes.drain() {
+            if let Outcome::Recorded(ts, result) = outcome {
+                group.outcomes.push((key, ts, result));
+            }
+        }
+        group
     }
 }
 
@@ -372,7 +337,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::{Layer, MutationStore, WriteBuffer};
+    use super::{MutationStore, WriteBuffer};
     use crate::document::Document;
     use crate::document_cache::DocumentCache;
     use crate::id::{DocumentId, TableNumber};
@@ -382,7 +347,7 @@ mod tests {
     use crate::sets::{IndexWrite, WriteSet};
     use crate::storage::memory::MemoryStorage;
     use crate::storage::sqlite::{Durability, SqliteStorage};
-    use crate::storage::{GroupWrites, Order, Storage};
+    use crate::storage::{Order, Storage};
     use crate::value::{Object, Value};
 
     const TABLE: TableNumber = 10_001;
@@ -555,61 +520,6 @@ mod tests {
         Ok(())
     }
 
-    /// A model of the state a group runs on, and of each document and scan inside it.
-    type Model = BTreeMap<DocumentId, Document>;
-
-    /// Runs a group's mutations on the buffer and on `model`, each kept or undone; returns the
-    /// kept mutations' writes (for the commit log, as the committer keeps them).
-    fn run_mutations(
-        buffer: &mut WriteBuffer<'_>,
-        model: &mut Model,
-        mutations: &[(Vec<Op>, bool)],
-        clock: &mut f64,
-    ) -> Result<WriteSet, TestCaseError> {
-        let mut group_writes = WriteSet::default();
-        for (ops, keep) in mutations {
-            buffer.savepoint();
-            let before = model.clone();
-            let mut written = WriteSet::default();
-            for op in ops {
-                apply(buffer, model, op, clock, &mut written)?;
-            }
-            if *keep {
-                buffer.release();
-                group_writes.extend(written);
-            } else {
-                buffer.rollback();
-                *model = before;
-                for n in 0..8 {
-                    prop_assert_eq!(buffer.get(&id(n)).unwrap(), model.get(&id(n)).cloned(), "undone");
-                }
-            }
-        }
-        Ok(group_writes)
-    }
-
-    /// A ran group whose flush is still to come, as the pipelined committer holds it.
-    struct InFlight {
-        ts: u64,
-        net: GroupWrites,
-        writes: WriteSet,
-        layer: Layer,
-        model: Model,
-        flush_fails: bool,
-    }
-
-    /// Flushes `group` (or, when its flush is to fail, abandons it); the stored state is then
-    /// `durable`. Returns whether it is durable.
-    fn flush(storage: &dyn Storage, group: &InFlight, durable: &mut Model) -> bool {
-        let batch = storage.begin_batch().unwrap();
-        if group.flush_fails {
-            return false;
-        }
-        batch.commit(group.ts, &group.net, &group.writes).unwrap();
-        *durable = group.model.clone();
-        true
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -635,72 +545,34 @@ mod tests {
                     let cache = &mut caches[*committer];
                     let mut batch = storage.begin_batch().unwrap();
                     cache.catch_up(&mut *batch).unwrap();
-                    let mut buffer = WriteBuffer::new(&mut *batch, None, cache);
+                    let mut buffer = WriteBuffer::new(batch, cache);
                     let mut group_model = model.clone();
-                    let group_writes = run_mutations(&mut buffer, &mut group_model, mutations, &mut clock)?;
-                    let (net, _) = buffer.finish();
+                    // The kept mutations' writes, for the commit log (as the committer keeps them).
+                    let mut group_writes = WriteSet::default();
+                    for (ops, keep) in mutations {
+                        buffer.savepoint();
+                        let before = group_model.clone();
+                        let mut written = WriteSet::default();
+                        for op in ops {
+                            apply(&mut buffer, &mut group_model, op, &mut clock, &mut written)?;
+                        }
+                        if *keep {
+                            buffer.release();
+                            group_writes.extend(written);
+                        } else {
+                            buffer.rollback();
+                            group_model = before;
+                            for n in 0..8 {
+                                prop_assert_eq!(buffer.get(&id(n)).unwrap(), group_model.get(&id(n)).cloned(), "undone");
+                            }
+                        }
+                    }
                     if *commit {
-                        let ts = 1_000 * (n as u64 + 1);
-                        batch.commit(ts, &net, &group_writes).unwrap();
-                        cache.committed(ts, &net);
+                        buffer.commit(1_000 * (n as u64 + 1), &group_writes).unwrap();
                         model = group_model;
                     }
                     check_stored(storage, &schema, &model)?;
                 }
-            }
-        }
-
-        /// As the pipelined committer runs groups: each on a snapshot with the previous group's
-        /// layer under it while that group's flush is still to come (or without it, when the
-        /// flush came first and the snapshot holds it). A group that ran over a flush that
-        /// failed is abandoned with it.
-        #[test]
-        fn a_group_run_over_the_unflushed_one_before_reads_and_commits_as_the_model_does(
-            groups in prop::collection::vec(
-                (prop::collection::vec(mutation(), 0..6), any::<bool>(), any::<bool>()),
-                1..7,
-            ),
-            cache_bytes in prop_oneof![Just(1 << 20), Just(600)],
-        ) {
-            let schema = schema();
-            let dir = jangar_test_support::temp_dir();
-            let sqlite = SqliteStorage::open(dir.path(), &schema, Durability::Normal).unwrap();
-            let memory = MemoryStorage::new(&schema).unwrap();
-            for storage in [&memory as &dyn Storage, &sqlite] {
-                let mut durable = BTreeMap::new();
-                let mut clock = 1_700_000_000_000.0;
-                let mut cache = DocumentCache::new(cache_bytes);
-                let mut in_flight: Option<InFlight> = None;
-                let mut flushed_early = None;
-                for (n, (mutations, flush_fails, flush_first)) in groups.iter().enumerate() {
-                    if *flush_first && let Some(group) = &in_flight {
-                        flushed_early = Some(flush(storage, group, &mut durable));
-                    }
-                    let mut view = storage.snapshot().unwrap();
-                    let below = in_flight.as_ref().filter(|group| view.ts() < group.ts);
-                    prop_assert_eq!(below.is_none(), flushed_early == Some(true) || in_flight.is_none());
-                    let mut model = in_flight.as_ref().map_or_else(|| durable.clone(), |group| group.model.clone());
-                    let mut buffer = WriteBuffer::new(&mut *view, below.map(|group| &group.layer), &mut cache);
-                    let writes = run_mutations(&mut buffer, &mut model, mutations, &mut clock)?;
-                    let (net, layer) = buffer.finish();
-                    drop(view);
-                    let below_durable = match in_flight.take() {
-                        Some(group) => flushed_early.take().unwrap_or_else(|| flush(storage, &group, &mut durable)),
-                        None => true,
-                    };
-                    let ts = 1_000 * (n as u64 + 1);
-                    if below_durable {
-                        cache.committed(ts, &net);
-                        in_flight = Some(InFlight { ts, net, writes, layer, model, flush_fails: *flush_fails });
-                    } else {
-                        cache.forget();
-                    }
-                    check_stored(storage, &schema, &durable)?;
-                }
-                if let Some(group) = in_flight.take() {
-                    flush(storage, &group, &mut durable);
-                }
-                check_stored(storage, &schema, &durable)?;
             }
         }
     }

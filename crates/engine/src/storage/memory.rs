@@ -134,10 +134,6 @@ fn get(state: &State, id: &DocumentId) -> Result<Option<Document>, StorageError>
     Ok(state.documents.get(id).cloned())
 }
 
-fn find_outcome(state: &State, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
-    Ok(state.outcomes.get(&(key.client.clone(), key.request)).cloned())
-}
-
 fn scan(
     state: &State,
     index: IndexId,
@@ -228,6 +224,10 @@ reads_through!(MemorySnapshot, state);
 reads_through!(MemoryBatch, state);
 
 impl Batch for MemoryBatch<'_> {
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        Ok(self.state.outcomes.get(&(key.client.clone(), key.request)).cloned())
+    }
+
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
         let count = self.state.outcomes.len();
         self.state.outcomes.retain(|_, (ts, _)| *ts >= before);

@@ -6,7 +6,7 @@
 
 /// Implements `Snapshot` for a storage's snapshot or batch type through its
 /// connection accessor (`$handle`) and the module's free functions `get`,
-/// `find_outcome`, `scan`, `documents` and `index_entries`: a snapshot and the write batch read alike.
+/// `scan`, `documents` and `index_entries`: a snapshot and the write batch read alike.
 macro_rules! reads_through {
     ($type:ident, $handle:ident) => {
         impl Snapshot for $type<'_> {
@@ -20,10 +20,6 @@ macro_rules! reads_through {
 
             fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError> {
                 get(self.$handle(), id)
-            }
-
-            fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
-                find_outcome(self.$handle(), key)
             }
 
             fn scan(
@@ -188,8 +184,6 @@ pub trait Snapshot {
     /// The deployment's secret for pagination cursors, kept in the database.
     fn cursor_key(&self) -> CursorKey;
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>, StorageError>;
-    /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
-    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
     /// Up to `limit` entries of `index` inside `range`, in key order, with their documents.
     fn scan(
         &mut self,
@@ -225,6 +219,8 @@ pub struct MutationKey {
 }
 
 pub trait Batch: Snapshot {
+    /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
     /// Forgets outcomes (and any record of commits kept for other processes) from before `before`.
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
     /// The documents written by the commits after `after`, up to the state this batch reads, as

@@ -469,14 +469,6 @@ fn get(client: &mut Conn, id: &DocumentId) -> Result<Option<Document>, StorageEr
     row.map(|row| parse_document(*id, row.get(0))).transpose()
 }
 
-fn find_outcome(client: &mut Conn, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
-    let row = client.query_opt(
-        "SELECT ts, result FROM jangar_mutation_outcomes WHERE client = $1 AND request_id = $2",
-        &[&key.client, &(key.request as i64)],
-    )?;
-    Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
-}
-
 fn scan(
     client: &mut Conn,
     index_number: i64,
@@ -658,6 +650,14 @@ impl PostgresBatch<'_> {
 }
 
 impl Batch for PostgresBatch<'_> {
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        let row = self.client().query_opt(
+            "SELECT ts, result FROM jangar_mutation_outcomes WHERE client = $1 AND request_id = $2",
+            &[&key.client, &(key.request as i64)],
+        )?;
+        Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
+    }
+
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
         let before = before as i64;
         let purged = self.client().execute("DELETE FROM jangar_mutation_outcomes WHERE ts < $1", &[&before])?;

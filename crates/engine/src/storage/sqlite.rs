@@ -430,15 +430,6 @@ fn get(conn: &Connection, id: &DocumentId) -> Result<Option<Document>, StorageEr
     json.map(|json| parse_document(*id, &json)).transpose()
 }
 
-fn find_outcome(conn: &Connection, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
-    let mut statement =
-        conn.prepare_cached("SELECT ts, result FROM mutation_outcomes WHERE client = ?1 AND request_id = ?2")?;
-    let found = statement
-        .query_row(params![key.client, key.request as i64], |r| Ok((r.get::<_, i64>(0)? as Timestamp, r.get(1)?)))
-        .optional()?;
-    Ok(found)
-}
-
 const SCAN_ASC: &str =
     "SELECT i.key, i.id, d.json FROM index_entries i JOIN documents d ON d.table_number = ?2 AND d.id = i.id
     WHERE i.index_number = ?1 AND i.key >= ?3 AND i.key < ?4 ORDER BY i.key ASC LIMIT ?5";
@@ -544,6 +535,16 @@ struct SqliteBatch<'a> {
 }
 
 impl Batch for SqliteBatch<'_> {
+    fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError> {
+        let mut statement = self
+            .counted()
+            .prepare_cached("SELECT ts, result FROM mutation_outcomes WHERE client = ?1 AND request_id = ?2")?;
+        let found = statement
+            .query_row(params![key.client, key.request as i64], |r| Ok((r.get::<_, i64>(0)? as Timestamp, r.get(1)?)))
+            .optional()?;
+        Ok(found)
+    }
+
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
         self.change("DELETE FROM mutation_outcomes WHERE ts < ?1", [before as i64])
     }
