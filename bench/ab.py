@@ -10,7 +10,8 @@ messages, seeded once by BEFORE, then copied for every run), with the query cach
 defaults. The rounds interleave the binaries, alternating which goes first, so a slow spell of
 this shared machine falls on both. Each run lists (wrk, 64 connections, the 50 newest messages
 of a random session) and then appends, as bench/run.py does. Prints each run, then the median
-of each binary and AFTER's ratio to BEFORE.
+of each binary and AFTER's ratio to BEFORE; each run's line also has the mutations per group
+commit and the p50 of a group's time from its start to its durable commit (`/jangar/stats`).
 """
 import argparse
 import concurrent.futures
@@ -71,13 +72,15 @@ def main():
                 system = Binary(getattr(args, which), which, data)
                 system.start()
                 ran = {op: base.wrk(system, op, sessions_file, args.duration) for op in ("list", "append")}
+                stats = system.stats() or {}
                 base.stop(system.proc)
                 shutil.rmtree(data)
                 for op, r in ran.items():
                     figures[which][op].append(r["rps"])
                 print(f"round {round_ + 1} {which:>6}: list {ran['list']['rps']:8,.0f}/s "
                       f"(p99 {ran['list']['p99_us'] / 1000:.1f} ms)  append {ran['append']['rps']:8,.0f}/s "
-                      f"(p99 {ran['append']['p99_us'] / 1000:.1f} ms)", flush=True)
+                      f"(p99 {ran['append']['p99_us'] / 1000:.1f} ms, {stats.get('mutationsPerGroup', 0):.1f} "
+                      f"per group, held p50 {stats.get('lockHoldMs', {}).get('p50', 0):.2f} ms)", flush=True)
     finally:
         base.stop_all()
     for op in ("list", "append"):
