@@ -5,8 +5,9 @@
 //! cache answers them from memory, and stays exact because every change reaches it:
 //! - the committer's own groups: after each durable commit it takes the group's final documents;
 //! - other replicas' commits: when a group begins, under the commit lock, it asks the storage for
-//!   the documents written since the commit it is exact at (the commit log's write sets); a
-//!   storage that cannot tell (no log, a gap in it) has the cache cleared instead;
+//!   the documents written since the commit it is exact at (the commit log's write sets) and reads
+//!   the cached ones among them again, all in one read; a storage that cannot tell (no log, a gap
+//!   in it) has the cache cleared instead;
 //! - a group whose commit failed, or may have: the cache is cleared.
 //!
 //! Absent documents are cached too: an insert always writes its id, so it is seen like any write.
@@ -39,17 +40,35 @@ impl DocumentCache {
         match self.exact_at {
             Some(at) if at == now => {}
             Some(at) if at < now => match batch.written_since(at)? {
-                Some(ids) => {
-                    for id in ids {
-                        self.remove(&id);
-                    }
-                }
+                Some(ids) => self.refresh(batch, ids)?,
                 None => self.clear(),
             },
             // The first group, or the database went back (a restore): nothing cached is known good.
             _ => self.clear(),
         }
         self.exact_at = Some(now);
+        Ok(())
+    }
+
+    /// Reads again, in one read, the cached documents among `written` (by other replicas): the
+    /// documents a replica keeps reading (a session, a run) are the ones the others write, and
+    /// dropping them would cost the next group a miss, a round trip under the lock, for each.
+    fn refresh(&mut self, batch: &mut dyn Batch, written: Vec<DocumentId>) -> Result<(), StorageError> {
+        let mut stale: Vec<DocumentId> = written.into_iter().filter(|id| self.documents.contains_key(id)).collect();
+        stale.sort_unstable();
+        stale.dedup();
+        // Dropped first: if the read fails the cache is still exact (the committer clears it then too).
+        for id in &stale {
+            self.remove(id);
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let fresh = batch.get_many(&stale)?;
+        for (id, document) in stale.into_iter().zip(fresh) {
+            self.put(id, document);
+        }
+        self.evict();
         Ok(())
     }
 

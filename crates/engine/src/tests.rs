@@ -1,6 +1,7 @@
 //! Engine tests on a real SQLite file: read sets, write sets, group commit.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::database::Database;
 use super::error::EngineError;
@@ -417,4 +418,37 @@ async fn cursors_reveal_nothing_outside_what_the_query_may_see() {
         query.paginate(5, Some(&unsigned), None, All).map(|_| ())
     });
     assert!(matches!(refused, Err(EngineError::InvalidCursor(_))), "{refused:?}");
+}
+
+/// Issue 16: a document one replica keeps reading and another writes (a session both append to)
+/// is read again, with the other documents the other replica wrote, when the next group catches
+/// up under the commit lock: the group then finds it in its cache at its new version instead of
+/// missing on it (one round trip each on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_another_replica_wrote_is_read_again_before_the_next_group() {
+    let schema = Arc::new(schema());
+    let storage = Arc::new(super::storage::memory::MemoryStorage::with_feed(&schema).unwrap());
+    let (one, _) = Database::start(schema.clone(), storage.clone(), 0).unwrap();
+    let (other, _) = Database::start(schema, storage, 0).unwrap();
+    let id = insert(&one, "a", 1.0).await;
+    let rank_seen_by = |db: &Arc<Database>| {
+        let db = db.clone();
+        async move {
+            let counts = |db: &Database| {
+                let stats = db.stats();
+                (stats.document_cache_hits.load(Relaxed), stats.document_cache_misses.load(Relaxed))
+            };
+            let (hits, misses) = counts(&db);
+            let rank = db
+                .mutate(move |tx| Ok::<_, EngineError>(tx.get("items", id)?.unwrap().fields["rank"].as_f64().unwrap()))
+                .await
+                .unwrap()
+                .value;
+            let (hits_after, misses_after) = counts(&db);
+            (rank, hits_after - hits, misses_after - misses)
+        }
+    };
+    assert_eq!(rank_seen_by(&one).await, (1.0, 1, 0), "cached by its own insert");
+    other.mutate(move |tx| tx.patch("items", id, [("rank".to_owned(), Some(Value::from(2.0)))])).await.unwrap();
+    assert_eq!(rank_seen_by(&one).await, (2.0, 1, 0), "read again at the new version before the group");
 }

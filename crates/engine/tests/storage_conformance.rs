@@ -350,6 +350,34 @@ fn the_flush_takes_the_same_round_trips_for_any_group(mut store: Store) {
     assert_clean(&schema, &*storage);
 }
 
+/// Issue 16: a batch reads many documents by id at once (a replica refreshing what others
+/// changed, under the commit lock): each at its version, absent ones as `None`, in the order
+/// asked, and on PostgreSQL in the same round trips for one id as for a hundred.
+fn many_documents_are_read_at_once(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    let documents: Vec<Document> = (1..=100).map(|n| item(n, "a", f64::from(n))).collect();
+    let mut group = GroupWrites::default();
+    for document in &documents {
+        put(&mut group, &schema, None, Some(document));
+    }
+    storage.begin_batch().unwrap().commit(10, &group, &WriteSet::default()).unwrap();
+    let mut costs = Vec::new();
+    // The first read warms the connection (and prepares the statement) and is not counted.
+    for size in [1, 1, 10, 100] {
+        let mut batch = storage.begin_batch().unwrap();
+        // Asked newest first, with an absent id in the middle.
+        let mut ids: Vec<DocumentId> = documents[..size].iter().rev().map(|d| d.id).collect();
+        ids.insert(ids.len() / 2, item(200, "a", 0.0).id);
+        let expected: Vec<Option<Document>> =
+            ids.iter().map(|id| documents.iter().find(|d| d.id == *id).cloned()).collect();
+        assert_eq!(batch.get_many(&ids).unwrap(), expected, "{size} ids");
+        costs.push((size, batch.commit(10, &GroupWrites::default(), &WriteSet::default()).unwrap().round_trips));
+    }
+    costs.remove(0);
+    assert!(costs.iter().all(|(_, trips)| *trips == costs[0].1), "round trips by ids read: {costs:?}");
+}
+
 fn assert_clean(schema: &Schema, storage: &dyn Storage) -> integrity::Report {
     let report = integrity::check(schema, &mut *storage.snapshot().unwrap()).unwrap();
     assert!(report.is_clean(), "{:#?}", report.problems);
@@ -742,6 +770,7 @@ on_every_storage!(
     ranges_orders_and_limits,
     a_group_applies_its_net_writes,
     the_flush_takes_the_same_round_trips_for_any_group,
+    many_documents_are_read_at_once,
     new_indexes_are_built_from_the_documents,
     outcomes_are_kept_until_purged,
     timestamps_and_abandoned_batches,

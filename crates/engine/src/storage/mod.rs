@@ -221,6 +221,12 @@ pub struct MutationKey {
 pub trait Batch: Snapshot {
     /// The recorded outcome of a mutation: its commit timestamp and result (encoded JSON).
     fn find_outcome(&mut self, key: &MutationKey) -> Result<Option<(Timestamp, String)>, StorageError>;
+    /// The versions of `ids` (distinct) in the state the batch reads, in their order (`None`:
+    /// absent): one read where the storage can make it one (a single round trip on PostgreSQL),
+    /// since the committer asks under the commit lock.
+    fn get_many(&mut self, ids: &[DocumentId]) -> Result<Vec<Option<Document>>, StorageError> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// Forgets outcomes (and any record of commits kept for other processes) from before `before`.
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError>;
     /// The documents written by the commits after `after`, up to the state this batch reads, as

@@ -599,6 +599,11 @@ const ADD_OUTCOMES: &str = "INSERT INTO jangar_mutation_outcomes (client, reques
 const RECORD_COMMIT: &str = "WITH meta AS (UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts')
      INSERT INTO jangar_commit_log (ts, prev_ts, writes) SELECT $1, $2, $3 FROM pg_notify('jangar_commits', '')";
 
+/// Documents by id, for a batch's reads of many at once: primary-key probes driven by the arrays.
+const GET_DOCUMENTS: &str = "SELECT d.table_number, d.id, d.json
+     FROM unnest($1::int8[], $2::bytea[]) AS r (table_number, id)
+     JOIN jangar_documents d ON d.table_number = r.table_number AND d.id = r.id";
+
 /// Past this many commits of other replicas since its last group, a replica clears its document
 /// cache rather than read them all under the commit lock.
 const WRITTEN_SINCE_ROWS: i64 = 1_000;
@@ -656,6 +661,21 @@ impl Batch for PostgresBatch<'_> {
             &[&key.client, &(key.request as i64)],
         )?;
         Ok(row.map(|row| (row.get::<_, i64>(0) as Timestamp, row.get(1))))
+    }
+
+    fn get_many(&mut self, ids: &[DocumentId]) -> Result<Vec<Option<Document>>, StorageError> {
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(FLUSH_CHUNK) {
+            let tables: Vec<i64> = chunk.iter().map(|id| i64::from(id.table)).collect();
+            let internals: Vec<&[u8]> = chunk.iter().map(|id| &id.internal[..]).collect();
+            for row in self.client().query(GET_DOCUMENTS, &[&tables, &internals])? {
+                let table = u32::try_from(row.get::<_, i64>(0))
+                    .map_err(|_| StorageError::Corrupt("a document's table number is out of range".into()))?;
+                let id = row_id(table, row.get(1))?;
+                found.insert(id, parse_document(id, row.get(2))?);
+            }
+        }
+        Ok(ids.iter().map(|id| found.remove(id)).collect())
     }
 
     fn purge_outcomes(&mut self, before: Timestamp) -> Result<usize, StorageError> {
@@ -958,6 +978,7 @@ mod tests {
             (ADD_ENTRIES, "'{1}', '{\\x01}', '{\\x01}'"),
             (ADD_OUTCOMES, "'{c}', '{1}', '{1}', '{null}'"),
             (RECORD_COMMIT, "1, 0, '\\x'"),
+            (GET_DOCUMENTS, "'{10001}', '{\\x01}'"),
         ];
         // Never analyzed (PostgreSQL then guesses from the pages), then analyzed at each size:
         // a plan made at a few hundred rows is the one a new deployment caches.
