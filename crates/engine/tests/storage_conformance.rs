@@ -378,6 +378,42 @@ fn many_documents_are_read_at_once(mut store: Store) {
     assert!(costs.iter().all(|(_, trips)| *trips == costs[0].1), "round trips by ids read: {costs:?}");
 }
 
+/// Issue 16: on a shared database, what other replicas wrote since this writer's last commit
+/// (a committer's catch-up) is known from the commit log with no round trip of its own: it is
+/// read with the batch's first one.
+fn the_catch_up_after_another_replicas_commit_takes_no_round_trip(mut store: Store) {
+    if !store.has_feed() {
+        return;
+    }
+    let schema = schema();
+    let this = store.open(&schema);
+    // Another process on the same database; the memory storage is its own only writer.
+    let other = if store.kind == Kind::Postgres { store.open(&schema) } else { this.clone() };
+    let (a, b) = (item(1, "a", 1.0), item(2, "a", 2.0));
+    let mut group = GroupWrites::default();
+    let writes = put(&mut group, &schema, None, Some(&a));
+    this.begin_batch().unwrap().commit(10, &group, &writes).unwrap();
+    let cost = |storage: &Arc<dyn Storage>, after: Timestamp| {
+        let mut batch = storage.begin_batch().unwrap();
+        let written = batch.written_since(after).unwrap();
+        let ts = batch.ts();
+        (written, batch.commit(ts, &GroupWrites::default(), &WriteSet::default()).unwrap().round_trips)
+    };
+    // Nothing since: the catch-up reads no more than the batch does anyway.
+    let (nothing, quiet) = cost(&this, 10);
+    assert_eq!(nothing, Some(Vec::new()));
+    let mut group = GroupWrites::default();
+    let writes = put(&mut group, &schema, None, Some(&b));
+    other.begin_batch().unwrap().commit(20, &group, &writes).unwrap();
+    let (written, after_another) = cost(&this, 10);
+    assert_eq!(written, Some(vec![b.id]));
+    assert_eq!(after_another, quiet, "the log was read in the batch's first round trip");
+    if store.kind == Kind::Postgres {
+        // The begin (lock, timestamp and log) and COMMIT.
+        assert_eq!(quiet, 2);
+    }
+}
+
 fn assert_clean(schema: &Schema, storage: &dyn Storage) -> integrity::Report {
     let report = integrity::check(schema, &mut *storage.snapshot().unwrap()).unwrap();
     assert!(report.is_clean(), "{:#?}", report.problems);
@@ -771,6 +807,7 @@ on_every_storage!(
     a_group_applies_its_net_writes,
     the_flush_takes_the_same_round_trips_for_any_group,
     many_documents_are_read_at_once,
+    the_catch_up_after_another_replicas_commit_takes_no_round_trip,
     new_indexes_are_built_from_the_documents,
     outcomes_are_kept_until_purged,
     timestamps_and_abandoned_batches,

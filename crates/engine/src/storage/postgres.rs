@@ -188,13 +188,23 @@ struct Conn {
     client: Client,
     prepared: HashMap<&'static str, Statement>,
     counts: BatchCounts,
+    /// The writer's last durable commit: the next batch reads the commit log after it in the
+    /// round trip that takes the lock, which is what a committer's catch-up asks next.
+    committed_at: Option<Timestamp>,
+}
+
+/// The commit log's rows after a timestamp (as `ts`, `prev_ts` and the write set), read with a
+/// batch's first round trip.
+struct LogSince {
+    after: Timestamp,
+    rows: Vec<(Timestamp, Timestamp, Option<WriteSet>)>,
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Conn {
     fn open(url: &str) -> Result<Conn, StorageError> {
-        Ok(Conn { client: connect(url)?, prepared: HashMap::new(), counts: BatchCounts::default() })
+        Ok(Conn { client: connect(url)?, prepared: HashMap::new(), counts: BatchCounts::default(), committed_at: None })
     }
 
     fn open_writer(url: &str) -> Result<Conn, StorageError> {
@@ -246,22 +256,49 @@ impl Conn {
     /// Opens the writer's transaction, takes the commit lock and reads the last commit's
     /// timestamp, in one round trip: each statement of a simple query takes its own snapshot
     /// (READ COMMITTED), so the read comes after the lock.
-    fn begin_locked(&mut self) -> Result<Timestamp, StorageError> {
-        let sql = format!(
+    /// Opens the write transaction, takes the commit lock and reads the last commit timestamp,
+    /// and the commit log after this writer's last commit: one round trip.
+    fn begin_locked(&mut self) -> Result<(Timestamp, Option<LogSince>), StorageError> {
+        let mut sql = format!(
             "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
              SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'"
         );
         self.counts.statements += 3;
+        if let Some(after) = self.committed_at {
+            // Base64 without PostgreSQL's line breaks, as the simple protocol answers in text.
+            sql.push_str(&format!(
+                "; SELECT ts, prev_ts, translate(encode(writes, 'base64'), E'\\n', '') FROM jangar_commit_log \
+                 WHERE ts > {after} ORDER BY ts LIMIT {}",
+                WRITTEN_SINCE_ROWS + 1
+            ));
+            self.counts.statements += 1;
+        }
         self.counts.round_trips += 1;
-        let messages = self.client.simple_query(&sql)?;
-        let value = messages.iter().rev().find_map(|message| match message {
-            postgres::SimpleQueryMessage::Row(row) => row.get(0),
-            _ => None,
-        });
-        value
+        // Each statement's rows, ended by its CommandComplete.
+        let mut results: Vec<Vec<postgres::SimpleQueryRow>> = vec![Vec::new()];
+        for message in self.client.simple_query(&sql)? {
+            match message {
+                postgres::SimpleQueryMessage::Row(row) => results.last_mut().expect("never empty").push(row),
+                postgres::SimpleQueryMessage::CommandComplete(_) => results.push(Vec::new()),
+                _ => {}
+            }
+        }
+        let ts = results
+            .get(2)
+            .and_then(|rows| rows.first())
+            .and_then(|row| row.get(0))
             .and_then(|text| text.parse::<i64>().ok())
             .map(|ts| ts as Timestamp)
-            .ok_or_else(|| StorageError::Corrupt("jangar_meta holds no last commit timestamp".into()))
+            .ok_or_else(|| StorageError::Corrupt("jangar_meta holds no last commit timestamp".into()))?;
+        let log = self.committed_at.map(|after| {
+            let stamp = |text: Option<&str>| text.and_then(|t| t.parse::<i64>().ok()).map(|ts| ts as Timestamp);
+            let rows = results.get(3).map(Vec::as_slice).unwrap_or_default().iter().filter_map(|row| {
+                let writes = row.get(2).and_then(super::super::base64::decode);
+                Some((stamp(row.get(0))?, stamp(row.get(1))?, writes.as_deref().and_then(WriteSet::decode)))
+            });
+            LogSince { after, rows: rows.collect() }
+        });
+        Ok((ts, log))
     }
 
     fn is_closed(&self) -> bool {
@@ -568,6 +605,8 @@ struct PostgresBatch<'a> {
     open: bool,
     /// The connection's counts when the batch began.
     counts_before: BatchCounts,
+    /// The commit log after the writer's last commit, read as the batch began.
+    log: Option<LogSince>,
 }
 
 impl PostgresBatch<'_> {
@@ -685,18 +724,28 @@ impl Batch for PostgresBatch<'_> {
     }
 
     fn written_since(&mut self, after: Timestamp) -> Result<Option<Vec<DocumentId>>, StorageError> {
-        let rows = self.client().query(
-            "SELECT ts, prev_ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
-            &[&(after as i64), &(WRITTEN_SINCE_ROWS + 1)],
-        )?;
-        if rows.len() as i64 > WRITTEN_SINCE_ROWS {
+        let log = match self.log.take() {
+            // The usual case: the cache is exact at this writer's last commit, read already.
+            Some(log) if log.after == after => log,
+            _ => {
+                let rows = self.client().query(
+                    "SELECT ts, prev_ts, writes FROM jangar_commit_log WHERE ts > $1 ORDER BY ts LIMIT $2",
+                    &[&(after as i64), &(WRITTEN_SINCE_ROWS + 1)],
+                )?;
+                let rows = rows.iter().map(|row| {
+                    let stamp = |i| row.get::<_, i64>(i) as Timestamp;
+                    (stamp(0), stamp(1), WriteSet::decode(row.get(2)))
+                });
+                LogSince { after, rows: rows.collect() }
+            }
+        };
+        if log.rows.len() as i64 > WRITTEN_SINCE_ROWS {
             return Ok(None);
         }
         let mut previous = after;
         let mut ids = Vec::new();
-        for row in rows {
-            let (ts, prev) = (row.get::<_, i64>(0) as Timestamp, row.get::<_, i64>(1) as Timestamp);
-            let Some(writes) = WriteSet::decode(row.get(2)).filter(|_| prev == previous) else {
+        for (ts, prev, writes) in log.rows {
+            let Some(writes) = writes.filter(|_| prev == previous) else {
                 return Ok(None);
             };
             ids.extend(written_documents(&writes));
@@ -723,6 +772,11 @@ impl Batch for PostgresBatch<'_> {
             statements: conn.counts.statements - self.counts_before.statements,
             round_trips: conn.counts.round_trips - self.counts_before.round_trips,
         });
+        if committed.is_ok()
+            && let Some(conn) = self.writer.as_mut()
+        {
+            conn.committed_at = Some(ts as Timestamp);
+        }
         match committed {
             Ok(()) => Ok(counts),
             Err(e) if ts > previous => {
@@ -784,7 +838,9 @@ impl Storage for PostgresStorage {
             let client = writer.as_mut().expect("connected above");
             let counts_before = client.counts;
             match client.begin_locked() {
-                Ok(ts) => return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true, counts_before })),
+                Ok((ts, log)) => {
+                    return Ok(Box::new(PostgresBatch { storage: self, writer, ts, open: true, counts_before, log }));
+                }
                 Err(e) => {
                     // Whatever state the session is in (the lock may be held), it goes.
                     *writer = None;
