@@ -189,8 +189,11 @@ struct Conn {
     prepared: HashMap<&'static str, Statement>,
     counts: BatchCounts,
     /// The writer's last durable commit: the next batch reads the commit log after it in the
-    /// round trip that takes the lock, which is what a committer's catch-up asks next.
+    /// round trip that takes the lock, which is what a committer's catch-up asks next...
     committed_at: Option<Timestamp>,
+    /// ...if other replicas committed before the writer's last batch too (where this replica is
+    /// the only writer, the read would find nothing, every group).
+    others_commit: bool,
 }
 
 /// The commit log's rows after a timestamp (as `ts`, `prev_ts` and the write set), read with a
@@ -204,7 +207,13 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Conn {
     fn open(url: &str) -> Result<Conn, StorageError> {
-        Ok(Conn { client: connect(url)?, prepared: HashMap::new(), counts: BatchCounts::default(), committed_at: None })
+        Ok(Conn {
+            client: connect(url)?,
+            prepared: HashMap::new(),
+            counts: BatchCounts::default(),
+            committed_at: None,
+            others_commit: false,
+        })
     }
 
     fn open_writer(url: &str) -> Result<Conn, StorageError> {
@@ -257,14 +266,14 @@ impl Conn {
     /// timestamp, in one round trip: each statement of a simple query takes its own snapshot
     /// (READ COMMITTED), so the read comes after the lock.
     /// Opens the write transaction, takes the commit lock and reads the last commit timestamp,
-    /// and the commit log after this writer's last commit: one round trip.
+    /// and (where others write too) the commit log after this writer's last commit: one round trip.
     fn begin_locked(&mut self) -> Result<(Timestamp, Option<LogSince>), StorageError> {
         let mut sql = format!(
             "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
              SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'"
         );
         self.counts.statements += 3;
-        if let Some(after) = self.committed_at {
+        if let Some(after) = self.committed_at.filter(|_| self.others_commit) {
             // Base64 without PostgreSQL's line breaks, as the simple protocol answers in text.
             sql.push_str(&format!(
                 "; SELECT ts, prev_ts, translate(encode(writes, 'base64'), E'\\n', '') FROM jangar_commit_log \
@@ -290,7 +299,7 @@ impl Conn {
             .and_then(|text| text.parse::<i64>().ok())
             .map(|ts| ts as Timestamp)
             .ok_or_else(|| StorageError::Corrupt("jangar_meta holds no last commit timestamp".into()))?;
-        let log = self.committed_at.map(|after| {
+        let log = self.committed_at.filter(|_| self.others_commit).map(|after| {
             let stamp = |text: Option<&str>| text.and_then(|t| t.parse::<i64>().ok()).map(|ts| ts as Timestamp);
             let rows = results.get(3).map(Vec::as_slice).unwrap_or_default().iter().filter_map(|row| {
                 let writes = row.get(2).and_then(super::super::base64::decode);
@@ -298,6 +307,7 @@ impl Conn {
             });
             LogSince { after, rows: rows.collect() }
         });
+        self.others_commit = self.committed_at.is_some_and(|at| at != ts);
         Ok((ts, log))
     }
 
