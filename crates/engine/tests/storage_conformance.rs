@@ -392,7 +392,7 @@ fn the_catch_up_after_another_replicas_commit_takes_no_round_trip(mut store: Sto
     let insert = |storage: &Arc<dyn Storage>, document: &Document| {
         let mut group = GroupWrites::default();
         let writes = put(&mut group, &schema, None, Some(document));
-        let mut batch = storage.begin_batch().unwrap();
+        let batch = storage.begin_batch().unwrap();
         let ts = batch.ts() + 10;
         batch.commit(ts, &group, &writes).unwrap();
         ts
