@@ -263,10 +263,9 @@ impl Conn {
     }
 
     /// Opens the writer's transaction, takes the commit lock and reads the last commit's
-    /// timestamp, in one round trip: each statement of a simple query takes its own snapshot
-    /// (READ COMMITTED), so the read comes after the lock.
-    /// Opens the write transaction, takes the commit lock and reads the last commit timestamp,
-    /// and (where others write too) the commit log after this writer's last commit: one round trip.
+    /// timestamp and (where others write too) the commit log after this writer's last commit, in
+    /// one round trip: each statement of a simple query takes its own snapshot (READ COMMITTED),
+    /// so the reads come after the lock.
     fn begin_locked(&mut self) -> Result<(Timestamp, Option<LogSince>), StorageError> {
         let mut sql = format!(
             "BEGIN; SELECT pg_advisory_xact_lock({COMMIT_LOCK}); \
