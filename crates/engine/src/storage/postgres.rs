@@ -272,7 +272,8 @@ impl Conn {
              SELECT value FROM jangar_meta WHERE name = 'last_commit_ts'"
         );
         self.counts.statements += 3;
-        if let Some(after) = self.committed_at.filter(|_| self.others_commit) {
+        let log_after = self.committed_at.filter(|_| self.others_commit);
+        if let Some(after) = log_after {
             // Base64 without PostgreSQL's line breaks, as the simple protocol answers in text.
             sql.push_str(&format!(
                 "; SELECT ts, prev_ts, translate(encode(writes, 'base64'), E'\\n', '') FROM jangar_commit_log \
@@ -298,7 +299,7 @@ impl Conn {
             .and_then(|text| text.parse::<i64>().ok())
             .map(|ts| ts as Timestamp)
             .ok_or_else(|| StorageError::Corrupt("jangar_meta holds no last commit timestamp".into()))?;
-        let log = self.committed_at.filter(|_| self.others_commit).map(|after| {
+        let log = log_after.map(|after| {
             let stamp = |text: Option<&str>| text.and_then(|t| t.parse::<i64>().ok()).map(|ts| ts as Timestamp);
             let rows = results.get(3).map(Vec::as_slice).unwrap_or_default().iter().filter_map(|row| {
                 let writes = row.get(2).and_then(super::super::base64::decode);
