@@ -26,13 +26,17 @@ pub enum IdError {
 }
 
 impl DocumentId {
-    /// A new id: the millisecond it is made (six bytes, big-endian), then ten random bytes.
-    /// Stored documents are keyed by id, so a table's new documents land at the end of its
-    /// B-tree: a group's inserts dirty a page or two, not a page each as random ids did.
+    /// A new id: the millisecond it is made (six bytes, big-endian), eight random bytes, then
+    /// the day number, where Convex's ids carry it (tests/js/e2e.test.mjs reads it as a client
+    /// could). Stored documents are keyed by id, so a table's new documents land at the
+    /// end of its B-tree, a group's inserts on a page or two instead of one page each (with fully
+    /// random ids each insert dirtied, and wrote to the log, a page of its own).
     pub fn generate(table: TableNumber, unix_ms: u64) -> DocumentId {
         let mut internal = [0u8; 16];
         internal[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
-        getrandom::fill(&mut internal[6..]).expect("the OS random source works");
+        getrandom::fill(&mut internal[6..14]).expect("the OS random source works");
+        let days = (unix_ms / 86_400_000) as u16;
+        internal[14..].copy_from_slice(&days.to_be_bytes());
         DocumentId { table, internal }
     }
 
