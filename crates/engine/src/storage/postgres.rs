@@ -30,8 +30,8 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot,
-    Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition,
+    Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, IndexEntry, MutationKey, Order,
+    Snapshot, Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition,
     log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret, written_documents,
 };
 use crate::cursor::CursorKey;
@@ -625,28 +625,46 @@ impl PostgresBatch<'_> {
     }
 }
 
-// A group's flush: each statement takes typed arrays and joins nothing, so whatever plan
-// PostgreSQL caches for it (a generic one after five runs) is a function scan feeding an insert,
-// or primary-key probes; the plan test holds them to that.
-// The deletes join on every key column: with `key = ANY($2)` beside `index_number = $1`, a
-// generic plan may find the rows by the index number alone and filter the keys.
-const REMOVE_ENTRIES: &str = "DELETE FROM jangar_index_entries e
-     USING unnest($1::int8[], $2::bytea[]) AS r (index_number, key)
-     WHERE e.index_number = r.index_number AND e.key = r.key";
-const UPSERT_DOCUMENTS: &str = "INSERT INTO jangar_documents (table_number, id, json)
-     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::text[])
-     ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json";
-const DELETE_DOCUMENTS: &str = "DELETE FROM jangar_documents d
-     USING unnest($1::int8[], $2::bytea[]) AS r (table_number, id)
-     WHERE d.table_number = r.table_number AND d.id = r.id";
-const ADD_ENTRIES: &str = "INSERT INTO jangar_index_entries (index_number, key, id)
-     SELECT * FROM unnest($1::int8[], $2::bytea[], $3::bytea[])";
-const ADD_OUTCOMES: &str = "INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result)
-     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])";
-/// The timestamp, the log row and the notification (sent at COMMIT) in one statement. `prev_ts`
-/// chains the log, so a follower can tell a gap from a quiet spell.
-const RECORD_COMMIT: &str = "WITH meta AS (UPDATE jangar_meta SET value = $1 WHERE name = 'last_commit_ts')
-     INSERT INTO jangar_commit_log (ts, prev_ts, writes) SELECT $1, $2, $3 FROM pg_notify('jangar_commits', '')";
+/// A group's flush, in one statement (one round trip) that does not grow with the group: each
+/// data-modifying part takes typed arrays and joins nothing, so whatever plan PostgreSQL caches
+/// for it (a generic one after five runs) is function scans feeding inserts, or primary-key
+/// probes; the plan test holds it to that. The parts run on one snapshot and cannot see each
+/// other's rows, which is sound because they touch disjoint rows: a group writes each document
+/// once, and its removed and added index keys are disjoint (keys end with the id).
+///
+/// - `$1, $2`: index entries removed, by index number and key. The deletion joins on every key
+///   column: with `key = ANY($2)` beside `index_number = $1`, a generic plan may find the rows by
+///   the index number alone and filter the keys. Their count is returned, to be checked.
+/// - `$3..$5`: documents written (table number, id, JSON); `$6, $7`: documents deleted.
+/// - `$8..$10`: index entries added; `$11..$14`: mutation outcomes.
+/// - `$15` (`true` on a chunk that records the commit): the commit timestamp `$16`, the log row
+///   chained to the previous commit `$17` with the write set `$18`, and the notification (sent
+///   at COMMIT). `prev_ts` lets a follower tell a gap from a quiet spell.
+const FLUSH_GROUP: &str = "WITH removed AS (
+        DELETE FROM jangar_index_entries e
+        USING unnest($1::int8[], $2::bytea[]) AS r (index_number, key)
+        WHERE e.index_number = r.index_number AND e.key = r.key
+        RETURNING 1),
+    kept AS (
+        INSERT INTO jangar_documents (table_number, id, json)
+        SELECT * FROM unnest($3::int8[], $4::bytea[], $5::text[])
+        ON CONFLICT (table_number, id) DO UPDATE SET json = EXCLUDED.json),
+    deleted AS (
+        DELETE FROM jangar_documents d
+        USING unnest($6::int8[], $7::bytea[]) AS r (table_number, id)
+        WHERE d.table_number = r.table_number AND d.id = r.id),
+    added AS (
+        INSERT INTO jangar_index_entries (index_number, key, id)
+        SELECT * FROM unnest($8::int8[], $9::bytea[], $10::bytea[])),
+    outcomes AS (
+        INSERT INTO jangar_mutation_outcomes (client, request_id, ts, result)
+        SELECT * FROM unnest($11::text[], $12::int8[], $13::int8[], $14::text[])),
+    meta AS (
+        UPDATE jangar_meta SET value = $16::int8 WHERE name = 'last_commit_ts' AND $15::bool),
+    logged AS (
+        INSERT INTO jangar_commit_log (ts, prev_ts, writes) SELECT $16::int8, $17::int8, $18::bytea WHERE $15::bool),
+    notified AS (SELECT pg_notify('jangar_commits', '') WHERE $15::bool)
+    SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM notified)";
 
 /// Documents by id, for a batch's reads of many at once: primary-key probes driven by the arrays.
 const GET_DOCUMENTS: &str = "SELECT d.table_number, d.id, d.json
@@ -662,45 +680,76 @@ const WRITTEN_SINCE_ROWS: i64 = 1_000;
 const FLUSH_CHUNK: usize = 8_192;
 
 impl PostgresBatch<'_> {
-    /// Writes a group in a number of statements that does not grow with its size (up to
-    /// `FLUSH_CHUNK` rows each): one per kind of change, one removal per index touched and one
-    /// deletion per table.
-    fn flush(&mut self, group: &GroupWrites) -> Result<(), StorageError> {
-        for chunk in group.removed.chunks(FLUSH_CHUNK) {
-            let numbers = chunk.iter().map(|e| self.storage.index_number(e.index)).collect::<Result<Vec<i64>, _>>()?;
-            let keys: Vec<&[u8]> = chunk.iter().map(|e| &e.key[..]).collect();
-            let deleted = self.client().execute(REMOVE_ENTRIES, &[&numbers, &keys])?;
-            if deleted != keys.len() as u64 {
-                return Err(missing_entry(chunk[0].index, &chunk[0].id));
-            }
-        }
+    /// Writes a group, and records its commit at `ts` where that moves the database on, in one
+    /// statement per `FLUSH_CHUNK` rows of its largest kind of change: one, but for bulk imports.
+    fn flush(&mut self, ts: Timestamp, group: &GroupWrites, writes: &WriteSet) -> Result<(), StorageError> {
+        let record = ts > self.ts;
         let (kept, deleted): (Vec<_>, Vec<_>) = group.documents.iter().partition(|(_, d)| d.is_some());
-        for chunk in kept.chunks(FLUSH_CHUNK) {
-            let tables: Vec<i64> = chunk.iter().map(|(id, _)| i64::from(id.table)).collect();
-            let ids: Vec<&[u8]> = chunk.iter().map(|(id, _)| &id.internal[..]).collect();
-            let json: Vec<String> = chunk.iter().filter_map(|(_, d)| d.as_ref().map(document_json)).collect();
-            self.client().execute(UPSERT_DOCUMENTS, &[&tables, &ids, &json])?;
-        }
-        for chunk in deleted.chunks(FLUSH_CHUNK) {
-            let tables: Vec<i64> = chunk.iter().map(|(id, _)| i64::from(id.table)).collect();
-            let ids: Vec<&[u8]> = chunk.iter().map(|(id, _)| &id.internal[..]).collect();
-            self.client().execute(DELETE_DOCUMENTS, &[&tables, &ids])?;
-        }
-        for chunk in group.added.chunks(FLUSH_CHUNK) {
-            let numbers = chunk.iter().map(|e| self.storage.index_number(e.index)).collect::<Result<Vec<i64>, _>>()?;
-            let keys: Vec<&[u8]> = chunk.iter().map(|e| &e.key[..]).collect();
-            let ids: Vec<&[u8]> = chunk.iter().map(|e| &e.id.internal[..]).collect();
-            self.client().execute(ADD_ENTRIES, &[&numbers, &keys, &ids])?;
-        }
-        for chunk in group.outcomes.chunks(FLUSH_CHUNK) {
-            let clients: Vec<&str> = chunk.iter().map(|(key, _, _)| &key.client[..]).collect();
-            let requests: Vec<i64> = chunk.iter().map(|(key, _, _)| key.request as i64).collect();
-            let stamps: Vec<i64> = chunk.iter().map(|(_, ts, _)| *ts as i64).collect();
-            let results: Vec<&str> = chunk.iter().map(|(_, _, result)| &result[..]).collect();
-            self.client().execute(ADD_OUTCOMES, &[&clients, &requests, &stamps, &results])?;
+        let longest = [group.removed.len(), kept.len(), deleted.len(), group.added.len(), group.outcomes.len()];
+        let statements = longest.into_iter().max().unwrap_or(0).div_ceil(FLUSH_CHUNK).max(usize::from(record));
+        let (ts, previous) = (ts as i64, self.ts as i64);
+        let encoded = if record { writes.encode() } else { Vec::new() };
+        for n in 0..statements {
+            let removed = chunk(&group.removed, n);
+            let removed_numbers = self.index_numbers(removed)?;
+            let removed_keys: Vec<&[u8]> = removed.iter().map(|e| &e.key[..]).collect();
+            let kept = chunk(&kept, n);
+            let kept_tables: Vec<i64> = kept.iter().map(|(id, _)| i64::from(id.table)).collect();
+            let kept_ids: Vec<&[u8]> = kept.iter().map(|(id, _)| &id.internal[..]).collect();
+            let json: Vec<String> = kept.iter().filter_map(|(_, d)| d.as_ref().map(document_json)).collect();
+            let deleted = chunk(&deleted, n);
+            let deleted_tables: Vec<i64> = deleted.iter().map(|(id, _)| i64::from(id.table)).collect();
+            let deleted_ids: Vec<&[u8]> = deleted.iter().map(|(id, _)| &id.internal[..]).collect();
+            let added = chunk(&group.added, n);
+            let added_numbers = self.index_numbers(added)?;
+            let added_keys: Vec<&[u8]> = added.iter().map(|e| &e.key[..]).collect();
+            let added_ids: Vec<&[u8]> = added.iter().map(|e| &e.id.internal[..]).collect();
+            let outcomes = chunk(&group.outcomes, n);
+            let clients: Vec<&str> = outcomes.iter().map(|(key, _, _)| &key.client[..]).collect();
+            let requests: Vec<i64> = outcomes.iter().map(|(key, _, _)| key.request as i64).collect();
+            let stamps: Vec<i64> = outcomes.iter().map(|(_, ts, _)| *ts as i64).collect();
+            let results: Vec<&str> = outcomes.iter().map(|(_, _, result)| &result[..]).collect();
+            let records = record && n + 1 == statements;
+            let row = self.client().query_one(
+                FLUSH_GROUP,
+                &[
+                    &removed_numbers,
+                    &removed_keys,
+                    &kept_tables,
+                    &kept_ids,
+                    &json,
+                    &deleted_tables,
+                    &deleted_ids,
+                    &added_numbers,
+                    &added_keys,
+                    &added_ids,
+                    &clients,
+                    &requests,
+                    &stamps,
+                    &results,
+                    &records,
+                    &ts,
+                    &previous,
+                    &encoded,
+                ],
+            )?;
+            if let Some(entry) = removed.first()
+                && row.get::<_, i64>(0) != removed.len() as i64
+            {
+                return Err(missing_entry(entry.index, &entry.id));
+            }
         }
         Ok(())
     }
+
+    fn index_numbers(&self, entries: &[IndexEntry]) -> Result<Vec<i64>, StorageError> {
+        entries.iter().map(|e| self.storage.index_number(e.index)).collect()
+    }
+}
+
+/// The `n`th `FLUSH_CHUNK` of `items`: empty past the end.
+fn chunk<T>(items: &[T], n: usize) -> &[T] {
+    items.chunks(FLUSH_CHUNK).nth(n).unwrap_or_default()
 }
 
 impl Batch for PostgresBatch<'_> {
@@ -771,11 +820,8 @@ impl Batch for PostgresBatch<'_> {
         group: &GroupWrites,
         writes: &WriteSet,
     ) -> Result<BatchCounts, StorageError> {
-        self.flush(group)?;
-        let (ts, previous) = (ts as i64, self.ts as i64);
-        if ts > previous {
-            self.client().execute(RECORD_COMMIT, &[&ts, &previous, &writes.encode()])?;
-        }
+        self.flush(ts, group, writes)?;
+        let recorded = ts > self.ts;
         let committed = self.client().batch_execute("COMMIT");
         self.open = false;
         let counts = self.writer.as_ref().map_or(BatchCounts::default(), |conn| BatchCounts {
@@ -785,15 +831,15 @@ impl Batch for PostgresBatch<'_> {
         if committed.is_ok()
             && let Some(conn) = self.writer.as_mut()
         {
-            conn.committed_at = Some(ts as Timestamp);
+            conn.committed_at = Some(ts);
         }
         match committed {
             Ok(()) => Ok(counts),
-            Err(e) if ts > previous => {
+            Err(e) if recorded => {
                 // The connection may have failed after the server committed: find out, rather
                 // than tell callers their (durable) mutations failed and have them applied twice.
                 *self.writer = None;
-                match committed_at(&self.storage.url, ts) {
+                match committed_at(&self.storage.url, ts as i64) {
                     Ok(true) => Ok(counts),
                     Ok(false) => Err(e),
                     Err(check) => {
@@ -1037,15 +1083,9 @@ mod tests {
         drop(PostgresStorage::open(&url, &Schema::new(vec![table]).unwrap()).unwrap());
         let mut client = connect(&url).unwrap();
         client.batch_execute(WRITER_SESSION).unwrap();
-        let args = [
-            (REMOVE_ENTRIES, "'{1}', '{\\x01}'"),
-            (UPSERT_DOCUMENTS, "'{10001}', '{\\x01}', '{\"{}\"}'"),
-            (DELETE_DOCUMENTS, "'{10001}', '{\\x01}'"),
-            (ADD_ENTRIES, "'{1}', '{\\x01}', '{\\x01}'"),
-            (ADD_OUTCOMES, "'{c}', '{1}', '{1}', '{null}'"),
-            (RECORD_COMMIT, "1, 0, '\\x'"),
-            (GET_DOCUMENTS, "'{10001}', '{\\x01}'"),
-        ];
+        let flush = "'{1}', '{\\x01}', '{10001}', '{\\x01}', '{\"{}\"}', '{10001}', '{\\x02}', \
+                     '{1}', '{\\x02}', '{\\x02}', '{c}', '{1}', '{1}', '{null}', true, 1, 0, '\\x'";
+        let args = [(FLUSH_GROUP, flush), (GET_DOCUMENTS, "'{10001}', '{\\x01}'")];
         // Never analyzed (PostgreSQL then guesses from the pages), then analyzed at each size:
         // a plan made at a few hundred rows is the one a new deployment caches.
         let mut stored = 0;
