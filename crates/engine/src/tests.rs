@@ -452,3 +452,47 @@ async fn a_document_another_replica_wrote_is_read_again_before_the_next_group() 
     other.mutate(move |tx| tx.patch("items", id, [("rank".to_owned(), Some(Value::from(2.0)))])).await.unwrap();
     assert_eq!(rank_seen_by(&one).await, (2.0, 1, 0), "read again at the new version before the group");
 }
+
+/// Asks its store for batches, and tells each time it does (before the batch may wait for the
+/// commit lock).
+struct AnnouncingStorage {
+    inner: Arc<super::storage::memory::MemoryStorage>,
+    asked: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+}
+
+impl super::storage::Storage for AnnouncingStorage {
+    fn snapshot(&self) -> Result<Box<dyn super::storage::Snapshot + '_>, StorageError> {
+        self.inner.snapshot()
+    }
+
+    fn begin_batch(&self) -> Result<Box<dyn super::storage::Batch + '_>, StorageError> {
+        let _ = self.asked.lock().unwrap().send(());
+        self.inner.begin_batch()
+    }
+}
+
+/// Issue 16: mutations queued while a group waits for the commit lock (another replica's group
+/// holds it) join that group, rather than wait for it and then take the lock again as a group of
+/// their own: each group pays the lock's round trips and an fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_queued_while_a_group_waits_for_the_lock_join_it() {
+    use super::storage::Storage;
+    let schema = Arc::new(schema());
+    let inner = Arc::new(super::storage::memory::MemoryStorage::new(&schema).unwrap());
+    let (asked, batch_asked) = std::sync::mpsc::channel();
+    let storage = AnnouncingStorage { inner: inner.clone(), asked: std::sync::Mutex::new(asked) };
+    let (db, _) = Database::start(schema, Arc::new(storage), 0).unwrap();
+    let insert = |rank: f64| db.enqueue(move |tx| tx.insert("items", item("a", rank)));
+    // As another replica's group would, this holds the lock until it is dropped.
+    let other_group = inner.begin_batch().unwrap();
+    let first = insert(1.0).await.unwrap();
+    batch_asked.recv_timeout(std::time::Duration::from_secs(10)).expect("the committer asks for a batch");
+    let later = [insert(2.0).await.unwrap(), insert(3.0).await.unwrap()];
+    drop(other_group);
+    first.outcome().await.unwrap();
+    for pending in later {
+        pending.outcome().await.unwrap();
+    }
+    let stats = db.stats();
+    assert_eq!((stats.groups.load(Relaxed), stats.mutations.load(Relaxed)), (1, 3), "one group of three");
+}
