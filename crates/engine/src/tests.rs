@@ -469,6 +469,10 @@ impl super::storage::Storage for AnnouncingStorage {
         let _ = self.asked.lock().unwrap().send(());
         self.inner.begin_batch()
     }
+
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        self.inner.keep_secret(name, proposed)
+    }
 }
 
 /// Issue 16: mutations queued while a group waits for the commit lock (another replica's group

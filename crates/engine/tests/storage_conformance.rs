@@ -617,6 +617,10 @@ impl Storage for FailingStorage {
     fn commit_feed(&self, after: Timestamp) -> Option<Box<dyn CommitFeed>> {
         self.inner.commit_feed(after)
     }
+
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        self.inner.keep_secret(name, proposed)
+    }
 }
 
 impl Snapshot for FailingBatch<'_> {
@@ -811,7 +815,25 @@ macro_rules! on_every_storage {
     };
 }
 
+/// A secret is the first one proposed for its name, after a restart too and, on a shared database,
+/// in every process: replicas sign alike.
+fn secrets_are_kept_as_first_proposed(mut store: Store) {
+    let schema = schema();
+    let storage = store.open(&schema);
+    assert_eq!(storage.keep_secret("signing", b"first").unwrap(), b"first");
+    assert_eq!(storage.keep_secret("signing", b"second").unwrap(), b"first");
+    assert_eq!(storage.keep_secret("other", b"second").unwrap(), b"second");
+    if store.kind == Kind::Postgres {
+        let replica = store.open(&schema);
+        assert_eq!(replica.keep_secret("signing", b"third").unwrap(), b"first", "another replica");
+    }
+    drop(storage);
+    let restarted = store.open(&schema);
+    assert_eq!(restarted.keep_secret("signing", b"third").unwrap(), b"first", "after a restart");
+}
+
 on_every_storage!(
+    secrets_are_kept_as_first_proposed,
     snapshots_see_one_committed_state,
     ranges_orders_and_limits,
     a_group_applies_its_net_writes,

@@ -60,6 +60,8 @@ struct State {
     outcomes: BTreeMap<(String, u64), (Timestamp, String)>,
     /// With a feed: every commit as (its timestamp, the previous commit's, its writes).
     log: Vec<(Timestamp, Timestamp, WriteSet)>,
+    /// `Storage::keep_secret`'s, by name.
+    secrets: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStorage {
@@ -294,6 +296,17 @@ impl Batch for MemoryBatch<'_> {
 }
 
 impl Storage for MemoryStorage {
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let mut state = self.shared.state();
+        if let Some(secret) = state.secrets.get(name) {
+            return Ok(secret.clone());
+        }
+        let mut next = State::clone(&state);
+        next.secrets.insert(name.to_owned(), proposed.to_vec());
+        *state = Arc::new(next);
+        Ok(proposed.to_vec())
+    }
+
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
         let state = self.shared.state().clone();
         Ok(Box::new(MemorySnapshot { storage: self, ts: state.ts, state }))

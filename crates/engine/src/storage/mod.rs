@@ -168,6 +168,9 @@ pub trait Storage: Send + Sync {
     fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
         Ok(None)
     }
+    /// The secret stored under `name`: the first one ever proposed for it, which `proposed` is
+    /// when none was stored (it is then stored). Every process sharing the data gets the same.
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError>;
 }
 
 /// The commits of a shared database, as they happen.

@@ -327,11 +327,7 @@ impl PostgresStorage {
         let index_numbers = migrated?;
         unlocked?;
         // The first replica's secret wins; every replica then signs and reads cursors alike.
-        client.execute(
-            "INSERT INTO jangar_secrets (name, value) VALUES ('cursor', $1) ON CONFLICT (name) DO NOTHING",
-            &[&&new_secret()?[..]],
-        )?;
-        let secret: Vec<u8> = client.query_one("SELECT value FROM jangar_secrets WHERE name = 'cursor'", &[])?.get(0);
+        let secret = keep_secret_in(&mut client, "cursor", &new_secret()?)?;
         drop(client);
         Ok(PostgresStorage {
             url: url.to_owned(),
@@ -382,6 +378,15 @@ impl PostgresStorage {
             _ => Conn::open(&self.url),
         }
     }
+}
+
+/// The first replica's secret wins; every replica then uses the same.
+fn keep_secret_in(client: &mut Client, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+    client.execute(
+        "INSERT INTO jangar_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        &[&name, &proposed],
+    )?;
+    Ok(client.query_one("SELECT value FROM jangar_secrets WHERE name = $1", &[&name])?.get(0))
 }
 
 fn migrate(client: &mut Client) -> Result<(), StorageError> {
@@ -876,6 +881,10 @@ impl Drop for PostgresBatch<'_> {
 }
 
 impl Storage for PostgresStorage {
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        keep_secret_in(&mut self.reader()?.client, name, proposed)
+    }
+
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
         let mut client = self.reader()?;
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;

@@ -188,8 +188,7 @@ impl SqliteStorage {
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
-        writer.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES ('cursor', ?1)", [&new_secret()?[..]])?;
-        let secret: Vec<u8> = writer.query_row("SELECT value FROM secrets WHERE name = 'cursor'", [], |r| r.get(0))?;
+        let secret = keep_secret_in(&writer, "cursor", &new_secret()?)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(&path, durability)?;
         Ok(SqliteStorage {
@@ -254,6 +253,11 @@ impl SqliteStorage {
             None => open_connection(&self.path, self.access),
         }
     }
+}
+
+fn keep_secret_in(conn: &Connection, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+    conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", rusqlite::params![name, proposed])?;
+    Ok(conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
 }
 
 /// The database file of a data directory, which must exist.
@@ -617,6 +621,14 @@ impl Drop for SqliteBatch<'_> {
 }
 
 impl Storage for SqliteStorage {
+    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        if matches!(self.access, Access::ReadOnly) {
+            return Err(StorageError::Other("a read-only store keeps no new secrets".into()));
+        }
+        let writer = self.writer.lock().map_err(|_| StorageError::Other("writer connection poisoned".into()))?;
+        keep_secret_in(&writer, name, proposed)
+    }
+
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
         let conn = self.reader()?;
         // Cached, as every statement of a read is: a query is short enough that parsing its SQL shows.
