@@ -122,6 +122,15 @@ enum Command {
         backup_keep: u32,
         #[command(flatten)]
         temporal: TemporalArgs,
+        /// The URL users reach this deployment at (behind a proxy, the proxy's): the issuer of
+        /// the tokens of the users it signs in. Replicas must share it. Default: `http://` and
+        /// the listening address.
+        #[arg(long, env = "JANGAR_SITE_URL")]
+        site_url: Option<String>,
+        /// The RS256 key (PKCS#8 PEM) those tokens are signed with, as Convex Auth's
+        /// JWT_PRIVATE_KEY; without it, one is made on first use and kept with the data.
+        #[arg(long, env = "JWT_PRIVATE_KEY", hide_env_values = true)]
+        jwt_private_key: Option<String>,
     },
     /// Write a consistent copy of the SQLite database to a file, while a server uses it or not
     /// (writers do not wait for it). Admin keys and auth.json are not in it.
@@ -329,6 +338,8 @@ fn main() -> ExitCode {
             backup_every,
             backup_keep,
             temporal,
+            site_url,
+            jwt_private_key,
         } => {
             let config = ServerConfig {
                 listen,
@@ -344,6 +355,8 @@ fn main() -> ExitCode {
                 function_log_wait: jangar_engine::knobs::FUNCTION_LOG_WAIT,
                 backup: backup_dir.map(|dir| BackupSchedule { dir, every: backup_every, keep: backup_keep as usize }),
                 temporal: temporal.config(),
+                site_url,
+                jwt_private_key,
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }

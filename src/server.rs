@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 
 use jangar_api::auth::Auth;
+use jangar_api::auth::issuer::Issuer;
 use jangar_api::auth::WatchedProviders;
 use jangar_api::auth::keys::AdminKeys;
 use jangar_api::executions::ExecutionLog;
@@ -99,6 +100,11 @@ pub struct ServerConfig {
     pub function_log_wait: Duration,
     /// The Temporal bridge, if work orders start workflows.
     pub temporal: Option<TemporalConfig>,
+    /// The URL users reach this deployment at: the issuer of the tokens it signs users in with.
+    /// `None`: `http://` and the listening address.
+    pub site_url: Option<String>,
+    /// The PKCS#8 PEM the tokens are signed with; `None`: a key made once and kept with the data.
+    pub jwt_private_key: Option<String>,
 }
 
 impl ServerConfig {
@@ -117,6 +123,8 @@ impl ServerConfig {
             backup: None,
             metrics_listen: None,
             function_log_wait: FUNCTION_LOG_WAIT,
+            site_url: None,
+            jwt_private_key: None,
             temporal: None,
         }
     }
@@ -248,14 +256,6 @@ pub async fn serve(
     if let Some(providers) = providers.current() {
         tracing::info!(issuers = ?providers.issuers().collect::<Vec<_>>(), "accepting user tokens");
     }
-    let auth = Auth::new(keys, providers, loopback, config.limits.calls_per_second);
-    auth.watch();
-    if auth.is_open() {
-        tracing::warn!(
-            "no admin key or identity provider is configured: open development mode, \
-             anyone who can reach this port may call anything"
-        );
-    }
     let mut listener = listen(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     // Bound at once, so a taken port stops the start here; it serves once the database does.
@@ -292,6 +292,17 @@ pub async fn serve(
             (Arc::new(storage), config.query_cache_entries)
         }
     };
+    // The users this deployment signs in carry its tokens; their key is kept with the data.
+    let site_url = config.site_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let issuer = Issuer::new(&site_url, config.jwt_private_key.clone(), storage.clone());
+    let auth = Auth::new(keys, providers, issuer, loopback, config.limits.calls_per_second);
+    auth.watch();
+    if auth.is_open() {
+        tracing::warn!(
+            "no admin key or identity provider is configured: open development mode, \
+             anyone who can reach this port may call anything"
+        );
+    }
     // Storage calls block: off the async runtime (PostgreSQL's client insists on it).
     let started = tokio::task::spawn_blocking(move || Database::start(schema, storage, cache_entries));
     let (db, committer) = started.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;

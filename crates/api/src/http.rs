@@ -16,7 +16,7 @@ use serde_json::{Value as Json_, json};
 
 use super::error::{ApiCode, ApiError};
 use super::{AppState, decode_args};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, actions};
 use crate::executions::{CallerKind, Invocation, Outcome, RequestId};
 use jangar_domain::access::Caller;
 use jangar_domain::error::{AppError, ErrorCode, FunctionError};
@@ -224,14 +224,7 @@ async fn run(
 ) -> Result<UdfBody, ApiError> {
     let function = find_function(state, &call.path)?;
     if let Some(expected) = expected.filter(|k| *k != function.kind) {
-        return Ok(UdfBody::from(json!({
-            "status": "error",
-            "errorMessage": format!(
-                "Trying to execute {} as {}, but it is defined as {}.",
-                function.path, expected.name(), function.kind.name()
-            ),
-            "logLines": [],
-        })));
+        return Ok(UdfBody::from(wrong_kind(function.path, expected, function.kind)));
     }
     let invocation = Invocation::new(&function, caller_kind, RequestId::next());
     let started = Instant::now();
@@ -311,10 +304,50 @@ async fn call_route(
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
+    let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
+    let path = jangar_domain::registry::canonical_path(&call.path);
+    if actions::is_auth_action(&path) {
+        return auth_action(&state, &headers, &path, call, expected).await;
+    }
     let (identity, caller) = identify(&state, &headers).await?;
     let retry = Retry::from_headers(&headers, &identity)?;
-    let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
     run(&state, (caller, CallerKind::of(&identity)), call, expected, retry).await
+}
+
+/// `auth:signIn` and `auth:signOut`. They need no credentials (signing in is how a user gets
+/// some; a refresh is sent without any), but credentials that are sent must be valid.
+async fn auth_action(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    call: Call,
+    expected: Option<Kind>,
+) -> Result<UdfBody, ApiError> {
+    if let Some(expected) = expected.filter(|k| *k != Kind::Action) {
+        return Ok(UdfBody::from(wrong_kind(path, expected, Kind::Action)));
+    }
+    let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
+    let identity = match state.auth.identify_header(header).await {
+        Err(AuthError::Missing) => crate::auth::Identity::Anonymous,
+        identity => identity.map_err(auth_error)?,
+    };
+    state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
+    let result = match decode_args(&call.args) {
+        Ok(args) => actions::run(state, &identity, path, args).await,
+        Err(e) => Err(e),
+    };
+    udf_response(result, call.format).map(UdfBody::from)
+}
+
+/// The answer to a call of a function as another kind than it is.
+fn wrong_kind(path: &str, expected: Kind, actual: Kind) -> Json_ {
+    json!({
+        "status": "error",
+        "errorMessage": format!(
+            "Trying to execute {path} as {}, but it is defined as {}.", expected.name(), actual.name()
+        ),
+        "logLines": [],
+    })
 }
 
 pub(crate) async fn query(
@@ -524,6 +557,21 @@ pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Js
 
 pub(crate) async fn version() -> &'static str {
     concat!("jangar ", env!("CARGO_PKG_VERSION"))
+}
+
+/// What verifiers of this deployment's tokens read, cached briefly (as Convex Auth serves it).
+const WELL_KNOWN_CACHE: &str = "public, max-age=15, stale-while-revalidate=15, stale-if-error=86400";
+
+/// `/.well-known/openid-configuration`: where the keys of this deployment's tokens are.
+pub(crate) async fn openid_configuration(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.auth.issuer().openid_configuration();
+    ([(axum::http::header::CACHE_CONTROL, WELL_KNOWN_CACHE)], axum::Json(body))
+}
+
+/// `/.well-known/jwks.json`: the public key of this deployment's tokens.
+pub(crate) async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let body = state.auth.issuer().jwks().await.map_err(|e| ApiError::new(ApiCode::InternalServerError, e))?;
+    Ok(([(axum::http::header::CACHE_CONTROL, WELL_KNOWN_CACHE)], axum::Json(body)))
 }
 
 pub(crate) async fn root() -> &'static str {

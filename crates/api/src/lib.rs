@@ -96,6 +96,8 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     Router::new()
         .route("/", get(http::root))
         .route("/version", get(http::version))
+        .route("/.well-known/openid-configuration", get(http::openid_configuration))
+        .route("/.well-known/jwks.json", get(http::jwks))
         .route("/ready", get(http::ready))
         .route("/readyz", get(http::ready))
         .route("/livez", get(http::live))

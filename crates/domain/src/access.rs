@@ -114,8 +114,13 @@ pub struct Ctx<'c, 'a> {
 }
 
 impl<'c, 'a> Ctx<'c, 'a> {
-    pub(crate) fn new(tx: &'c mut Transaction<'a>, caller: &'c Caller) -> Ctx<'c, 'a> {
+    pub fn new(tx: &'c mut Transaction<'a>, caller: &'c Caller) -> Ctx<'c, 'a> {
         Ctx { tx, caller }
+    }
+
+    /// Whom the function runs for.
+    pub(crate) fn viewer(&self) -> &Viewer {
+        &self.caller.viewer
     }
 
     /// The deployment's tables.
@@ -226,6 +231,8 @@ fn may_see(tx: &mut Transaction<'_>, viewer: &Viewer, table: &str, document: &Do
                 return Ok(document.fields.get("userId").and_then(Value::as_str).is_some_and(|u| viewer.is(u)));
             }
             tables::TEAMS | tables::REPOS => return Ok(true),
+            // A user sees their own user document (`users:viewer`), and no one else's.
+            tables::USERS => return Ok(viewer.is(&document.id.encode())),
             _ => {}
         }
         let link = OWNER_LINKS.iter().find_map(|(field, parent)| {

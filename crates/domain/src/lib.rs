@@ -6,6 +6,7 @@ pub mod access;
 pub(crate) mod agent_sessions;
 pub(crate) mod approval_requests;
 pub(crate) mod artifacts;
+pub mod auth;
 pub mod chat_messages;
 pub mod chat_sessions;
 pub mod common;
@@ -26,6 +27,7 @@ pub(crate) mod teams;
 pub mod temporal;
 pub(crate) mod threads;
 pub(crate) mod tool_calls;
+pub(crate) mod users;
 pub(crate) mod work_orders;
 
 use std::sync::Arc;
@@ -73,6 +75,7 @@ fn catalogue(bridge: Option<Arc<temporal::BridgeSettings>>) -> Vec<registry::Fun
     functions.extend(teams::functions());
     functions.extend(repos::functions());
     functions.extend(projects::functions());
+    functions.extend(users::functions());
     functions
 }
 

@@ -226,3 +226,8 @@ pub const MAX_KEYS_BYTES: usize = 1 << 20;
 /// one signature check (a token whose key the provider drops stays valid until it expires,
 /// as with any stateless token).
 pub const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// How long an access token this deployment issues lasts (Convex Auth's default: an hour). The
+/// client refreshes it ten seconds before it ends; sign-out and `jangar users disable` end the
+/// session, so no new one is issued, and one already issued lasts until then.
+pub const ISSUED_TOKEN_SECONDS: u64 = 3_600;

@@ -470,8 +470,8 @@ impl super::storage::Storage for AnnouncingStorage {
         self.inner.begin_batch()
     }
 
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
-        self.inner.keep_secret(name, proposed)
+    fn keep_secret(&self, name: &str, make: super::storage::Make<'_>) -> Result<Vec<u8>, StorageError> {
+        self.inner.keep_secret(name, make)
     }
 }
 

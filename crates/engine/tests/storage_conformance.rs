@@ -618,8 +618,8 @@ impl Storage for FailingStorage {
         self.inner.commit_feed(after)
     }
 
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
-        self.inner.keep_secret(name, proposed)
+    fn keep_secret(&self, name: &str, make: jangar_engine::storage::Make<'_>) -> Result<Vec<u8>, StorageError> {
+        self.inner.keep_secret(name, make)
     }
 }
 
@@ -820,16 +820,26 @@ macro_rules! on_every_storage {
 fn secrets_are_kept_as_first_proposed(mut store: Store) {
     let schema = schema();
     let storage = store.open(&schema);
-    assert_eq!(storage.keep_secret("signing", b"first").unwrap(), b"first");
-    assert_eq!(storage.keep_secret("signing", b"second").unwrap(), b"first");
-    assert_eq!(storage.keep_secret("other", b"second").unwrap(), b"second");
+    let mut made = 0;
+    let mut keep = |storage: &Arc<dyn Storage>, name: &str, secret: &[u8]| {
+        storage
+            .keep_secret(name, &mut || {
+                made += 1;
+                Ok(secret.to_vec())
+            })
+            .unwrap()
+    };
+    assert_eq!(keep(&storage, "signing", b"first"), b"first");
+    assert_eq!(keep(&storage, "signing", b"second"), b"first");
+    assert_eq!(keep(&storage, "other", b"second"), b"second");
     if store.kind == Kind::Postgres {
         let replica = store.open(&schema);
-        assert_eq!(replica.keep_secret("signing", b"third").unwrap(), b"first", "another replica");
+        assert_eq!(keep(&replica, "signing", b"third"), b"first", "another replica");
     }
     drop(storage);
     let restarted = store.open(&schema);
-    assert_eq!(restarted.keep_secret("signing", b"third").unwrap(), b"first", "after a restart");
+    assert_eq!(keep(&restarted, "signing", b"third"), b"first", "after a restart");
+    assert_eq!(made, 2, "a secret is made only where none is stored");
 }
 
 on_every_storage!(

@@ -130,6 +130,22 @@ impl Providers {
         })
     }
 
+    /// The one provider of the tokens this deployment issues (`super::issuer`).
+    pub(crate) fn issued_here(issuer: &str, audience: &str, keys: JwkSet) -> Providers {
+        let provider = Provider {
+            issuer: issuer.to_owned(),
+            application_id: Some(audience.to_owned()),
+            algorithms: vec![Algorithm::RS256],
+            keys: KeySource::Inline(keys),
+        };
+        Providers {
+            providers: vec![provider],
+            clock_skew: default_skew(),
+            http: HttpClient::default(),
+            verified: std::sync::Mutex::default(),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.providers.len()
     }
@@ -261,8 +277,14 @@ impl Claims {
         }
         let expires = UNIX_EPOCH.checked_add(Duration::from_secs(self.exp)).ok_or(AuthError::BadToken)?;
         let token_identifier = format!("{}|{}", self.iss, self.sub);
-        let identity =
-            UserIdentity { subject: self.sub, issuer: self.iss, token_identifier, name: self.name, email: self.email };
+        let identity = UserIdentity {
+            subject: self.sub,
+            issuer: self.iss,
+            token_identifier,
+            name: self.name,
+            email: self.email,
+            signed_in_here: None,
+        };
         Ok((identity, expires))
     }
 }

@@ -11,6 +11,8 @@
 //! restart. Every change is announced ([`Auth::changes`]) so open sockets check
 //! their credentials again.
 
+pub(crate) mod actions;
+pub mod issuer;
 pub(crate) mod jwt;
 pub mod keys;
 pub(crate) mod rate_limit;
@@ -38,12 +40,23 @@ pub struct UserIdentity {
     pub(crate) token_identifier: String,
     pub(crate) name: Option<String>,
     pub(crate) email: Option<String>,
+    /// For a token this deployment issued: the `users` document id (the subject's first part,
+    /// what `getAuthUserId` returns), which owns the user's data.
+    pub(crate) signed_in_here: Option<String>,
 }
 
 impl UserIdentity {
     /// `bare_subject`: whether the subject alone names the user (one provider).
     fn as_user(&self, bare_subject: bool) -> User {
+        if let Some(user_id) = &self.signed_in_here {
+            return User { token_identifier: format!("{}|{user_id}", self.issuer), subject: Some(user_id.clone()) };
+        }
         User { token_identifier: self.token_identifier.clone(), subject: bare_subject.then(|| self.subject.clone()) }
+    }
+
+    /// For a user this deployment signed in, the session of their token.
+    pub(crate) fn session_here(&self) -> Option<&str> {
+        self.signed_in_here.as_ref().and_then(|_| self.subject.split_once('|')).map(|(_, session)| session)
     }
 }
 
@@ -126,6 +139,8 @@ pub(crate) enum Credentials {
 pub struct Auth {
     keys: AdminKeys,
     providers: WatchedProviders,
+    /// The tokens of the users this deployment signs in itself, always trusted.
+    issuer: Arc<issuer::Issuer>,
     /// Open development mode: no credentials needed. It ends for good once a key or a provider
     /// appears (revoking every key later does not open the server again).
     open: AtomicBool,
@@ -174,13 +189,20 @@ impl WatchedProviders {
 impl Auth {
     /// `may_be_open`: the listener is on loopback, so no credentials at all means open development
     /// mode. `rate`: calls per user per second (0: no limit).
-    pub fn new(keys: AdminKeys, providers: WatchedProviders, may_be_open: bool, rate: u32) -> Arc<Auth> {
+    pub fn new(
+        keys: AdminKeys,
+        providers: WatchedProviders,
+        issuer: Arc<issuer::Issuer>,
+        may_be_open: bool,
+        rate: u32,
+    ) -> Arc<Auth> {
         let open = may_be_open && keys.is_empty() && providers.current().is_none();
         let (changes, _) = watch::channel(0);
         let limiter = RateLimiter::new(rate);
         Arc::new(Auth {
             keys,
             providers,
+            issuer,
             open: AtomicBool::new(open),
             changes,
             limiter,
@@ -290,11 +312,19 @@ impl Auth {
         Ok(Identity::Admin { acting_as: acting_as.map(|identity| acting_user(&identity)).transpose()? })
     }
 
-    /// A user token, checked against the configured providers.
+    /// A user token: one this deployment issued, or else one of a configured provider.
     pub(crate) async fn user(&self, token: &str) -> Result<Identity, AuthError> {
-        let providers = self.providers.current().ok_or(AuthError::NoProviders)?;
-        let (user, expires) = providers.verify(token).await?;
+        let (user, expires) = if self.issuer.claims_to_have_issued(token) {
+            self.issuer.verify(token).await?
+        } else {
+            self.providers.current().ok_or(AuthError::NoProviders)?.verify(token).await?
+        };
         Ok(Identity::User { user, expires })
+    }
+
+    /// Issues this deployment's tokens.
+    pub(crate) fn issuer(&self) -> &issuer::Issuer {
+        &self.issuer
     }
 
     /// Whom a call by this identity runs as; `None` when it needs credentials it lacks.
@@ -325,7 +355,14 @@ fn acting_user(identity: &serde_json::Value) -> Result<UserIdentity, AuthError> 
     let subject = text("subject").filter(|s| !s.is_empty()).ok_or(AuthError::BadActingAs)?;
     let issuer = text("issuer").unwrap_or_default();
     let token_identifier = format!("{issuer}|{subject}");
-    Ok(UserIdentity { subject, issuer, token_identifier, name: text("name"), email: text("email") })
+    Ok(UserIdentity {
+        subject,
+        issuer,
+        token_identifier,
+        name: text("name"),
+        email: text("email"),
+        signed_in_here: None,
+    })
 }
 
 #[cfg(test)]
@@ -336,7 +373,9 @@ mod tests {
         let dir = std::env::temp_dir().join("jangar-auth-unit-none");
         // Open development mode is no credentials on a loopback listener.
         let keys: &[String] = if open { &[] } else { &["secret".to_owned()] };
-        Auth::new(AdminKeys::load(&dir, keys), WatchedProviders::load(None).unwrap(), true, 0)
+        let storage = jangar_engine::storage::memory::MemoryStorage::new(&jangar_domain::schema::schema()).unwrap();
+        let issuer = issuer::Issuer::new("http://127.0.0.1:3210", None, Arc::new(storage));
+        Auth::new(AdminKeys::load(&dir, keys), WatchedProviders::load(None).unwrap(), issuer, true, 0)
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use self::outbox::{Outbound, Outbox};
 use self::protocol::{ClientMessage, TokenType, encode_ts};
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{AuthError, Credentials, Identity};
+use crate::auth::{AuthError, Credentials, Identity, actions};
 use crate::decode_args;
 use crate::executions::{CallerKind, Invocation, Outcome, RequestId};
 use jangar_domain::access::Caller;
@@ -420,15 +420,29 @@ async fn handle_client_message(
                 Err(mpsc::error::TrySendError::Closed(_)) => Flow::Stop,
             }
         }
-        ClientMessage::Action { request_id, udf_path, .. } => {
-            let response = json!({
-                "type": "ActionResponse",
-                "requestId": request_id,
-                "success": false,
-                "result": format!("Could not find public function for '{udf_path}': this deployment has no actions."),
-                "logLines": [],
+        ClientMessage::Action { request_id, udf_path, args } => {
+            let path = jangar_domain::registry::canonical_path(&udf_path);
+            if !actions::is_auth_action(&path) {
+                let message = format!(
+                    "Could not find public function for '{udf_path}': this deployment's only actions are {} and {}.",
+                    actions::SIGN_IN,
+                    actions::SIGN_OUT
+                );
+                let _ = out.try_push(Outbound::Text(action_response(
+                    request_id,
+                    Err(AppError::new(ErrorCode::NotFound, message).into()),
+                )));
+                return Flow::Continue;
+            }
+            // As the connection's identity is now: a sign-in replaces its session, a sign-out ends it.
+            let (state, identity, out) = (state.clone(), caller.clone(), out.clone());
+            tokio::spawn(async move {
+                let result = match decode_args(&Json::Array(args)) {
+                    Ok(args) => actions::run(&state, &identity, &path, args).await,
+                    Err(e) => Err(e),
+                };
+                let _ = out.try_push(Outbound::Text(action_response(request_id, result)));
             });
-            let _ = out.try_push(Outbound::Text(response.to_string()));
             Flow::Continue
         }
         ClientMessage::Event {} => Flow::Continue,
@@ -525,6 +539,26 @@ async fn enqueue(
         executions.record(invocation, started.elapsed(), Outcome::of(&outcome));
         outcome
     })
+}
+
+/// An action's ActionResponse.
+fn action_response(request_id: u32, result: Result<Value, FunctionError>) -> String {
+    let mut response = json!({"type": "ActionResponse", "requestId": request_id, "logLines": []});
+    match result {
+        Ok(value) => {
+            response["success"] = json!(true);
+            response["result"] = value.to_json(JsonFormat::Encoded);
+        }
+        Err(error) => {
+            let (message, data) = manager::describe(&error);
+            response["success"] = json!(false);
+            response["result"] = json!(message);
+            if let Some(data) = data {
+                response["errorData"] = data;
+            }
+        }
+    }
+    response.to_string()
 }
 
 /// A mutation's MutationResponse.

@@ -25,13 +25,7 @@ pub(crate) enum ClientMessage {
     #[serde(rename_all = "camelCase")]
     Mutation { request_id: u32, udf_path: String, args: Vec<Json> },
     #[serde(rename_all = "camelCase")]
-    Action {
-        request_id: u32,
-        udf_path: String,
-        /// Required, as in a Mutation, though no action runs here.
-        #[serde(rename = "args")]
-        _args: Vec<serde::de::IgnoredAny>,
-    },
+    Action { request_id: u32, udf_path: String, args: Vec<Json> },
     #[serde(rename_all = "camelCase")]
     Authenticate {
         base_version: u32,

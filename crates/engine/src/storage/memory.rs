@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    Batch, BatchCounts, CommitFeed, GroupWrites, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
+    Batch, BatchCounts, CommitFeed, GroupWrites, Make, MutationKey, Order, Snapshot, Storage, StorageError, Timestamp,
     missing_entry, new_secret, written_documents,
 };
 use crate::cursor::CursorKey;
@@ -296,15 +296,16 @@ impl Batch for MemoryBatch<'_> {
 }
 
 impl Storage for MemoryStorage {
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+    fn keep_secret(&self, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError> {
         let mut state = self.shared.state();
         if let Some(secret) = state.secrets.get(name) {
             return Ok(secret.clone());
         }
+        let secret = make()?;
         let mut next = State::clone(&state);
-        next.secrets.insert(name.to_owned(), proposed.to_vec());
+        next.secrets.insert(name.to_owned(), secret.clone());
         *state = Arc::new(next);
-        Ok(proposed.to_vec())
+        Ok(secret)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {

@@ -148,6 +148,9 @@ impl StorageError {
     }
 }
 
+/// Makes a secret for [`Storage::keep_secret`] (only called when none is stored: making one may be slow).
+pub type Make<'m> = &'m mut dyn FnMut() -> Result<Vec<u8>, StorageError>;
+
 pub trait Storage: Send + Sync {
     /// A read-only view of the latest committed state.
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError>;
@@ -168,9 +171,10 @@ pub trait Storage: Send + Sync {
     fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
         Ok(None)
     }
-    /// The secret stored under `name`: the first one ever proposed for it, which `proposed` is
-    /// when none was stored (it is then stored). Every process sharing the data gets the same.
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError>;
+    /// The secret stored under `name`, made by `make` and stored when there is none (if two
+    /// processes make one at once, the first stored wins). Every process sharing the data gets
+    /// the same one, and a restart gets it again.
+    fn keep_secret(&self, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError>;
 }
 
 /// The commits of a shared database, as they happen.

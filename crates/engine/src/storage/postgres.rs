@@ -30,9 +30,10 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, IndexEntry, MutationKey, Order,
-    Snapshot, Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json, index_definition,
-    log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret, written_documents,
+    Batch, BatchCounts, CommitFeed, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, IndexEntry, Make, MutationKey,
+    Order, Snapshot, Storage, StorageError, StorageErrorKind, Timestamp, check_exact_floats, document_json,
+    index_definition, log_builds, missing_entry, new_secret, not_built, parse_document, row_id, stored_secret,
+    written_documents,
 };
 use crate::cursor::CursorKey;
 use crate::document::Document;
@@ -327,7 +328,7 @@ impl PostgresStorage {
         let index_numbers = migrated?;
         unlocked?;
         // The first replica's secret wins; every replica then signs and reads cursors alike.
-        let secret = keep_secret_in(&mut client, "cursor", &new_secret()?)?;
+        let secret = keep_secret_in(&mut client, "cursor", &mut || Ok(new_secret()?.to_vec()))?;
         drop(client);
         Ok(PostgresStorage {
             url: url.to_owned(),
@@ -381,12 +382,16 @@ impl PostgresStorage {
 }
 
 /// The first replica's secret wins; every replica then uses the same.
-fn keep_secret_in(client: &mut Client, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+fn keep_secret_in(client: &mut Client, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError> {
+    const STORED: &str = "SELECT value FROM jangar_secrets WHERE name = $1";
+    if let Some(row) = client.query_opt(STORED, &[&name])? {
+        return Ok(row.get(0));
+    }
     client.execute(
         "INSERT INTO jangar_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        &[&name, &proposed],
+        &[&name, &make()?],
     )?;
-    Ok(client.query_one("SELECT value FROM jangar_secrets WHERE name = $1", &[&name])?.get(0))
+    Ok(client.query_one(STORED, &[&name])?.get(0))
 }
 
 fn migrate(client: &mut Client) -> Result<(), StorageError> {
@@ -881,8 +886,8 @@ impl Drop for PostgresBatch<'_> {
 }
 
 impl Storage for PostgresStorage {
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
-        keep_secret_in(&mut self.reader()?.client, name, proposed)
+    fn keep_secret(&self, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError> {
+        keep_secret_in(&mut self.reader()?.client, name, make)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {

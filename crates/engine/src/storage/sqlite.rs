@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Batch, BatchCounts, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, MutationKey, Order, Snapshot, Storage,
+    Batch, BatchCounts, GroupWrites, INDEX_REBUILD_VERSION, IndexBuild, Make, MutationKey, Order, Snapshot, Storage,
     StorageError, Timestamp, check_exact_floats, document_json, index_definition, log_builds, missing_entry,
     new_secret, not_built, parse_document, row_id, stored_secret,
 };
@@ -188,7 +188,7 @@ impl SqliteStorage {
         let mut writer = open_connection(&path, Access::ReadWrite(durability))?;
         writer.execute_batch(SCHEMA_SQL)?;
         let index_numbers = register_indexes(&mut writer, schema)?;
-        let secret = keep_secret_in(&writer, "cursor", &new_secret()?)?;
+        let secret = keep_secret_in(&writer, "cursor", &mut || Ok(new_secret()?.to_vec()))?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::start(&path, durability)?;
         Ok(SqliteStorage {
@@ -255,9 +255,13 @@ impl SqliteStorage {
     }
 }
 
-fn keep_secret_in(conn: &Connection, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
-    conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", rusqlite::params![name, proposed])?;
-    Ok(conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))?)
+fn keep_secret_in(conn: &Connection, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError> {
+    let stored = |conn: &Connection| conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0));
+    if let Some(secret) = stored(conn).optional()? {
+        return Ok(secret);
+    }
+    conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?1, ?2)", rusqlite::params![name, make()?])?;
+    Ok(stored(conn)?)
 }
 
 /// The database file of a data directory, which must exist.
@@ -621,12 +625,12 @@ impl Drop for SqliteBatch<'_> {
 }
 
 impl Storage for SqliteStorage {
-    fn keep_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, StorageError> {
+    fn keep_secret(&self, name: &str, make: Make<'_>) -> Result<Vec<u8>, StorageError> {
         if matches!(self.access, Access::ReadOnly) {
             return Err(StorageError::Other("a read-only store keeps no new secrets".into()));
         }
         let writer = self.writer.lock().map_err(|_| StorageError::Other("writer connection poisoned".into()))?;
-        keep_secret_in(&writer, name, proposed)
+        keep_secret_in(&writer, name, make)
     }
 
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
