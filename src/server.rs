@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 
 use jangar_api::auth::Auth;
-use jangar_api::auth::issuer::Issuer;
 use jangar_api::auth::WatchedProviders;
+use jangar_api::auth::issuer::Issuer;
 use jangar_api::auth::keys::AdminKeys;
 use jangar_api::executions::ExecutionLog;
 use jangar_api::metrics::{LastBackup, Metrics};
@@ -294,7 +294,7 @@ pub async fn serve(
     };
     // The users this deployment signs in carry its tokens; their key is kept with the data.
     let site_url = config.site_url.clone().unwrap_or_else(|| format!("http://{address}"));
-    let issuer = Issuer::new(&site_url, config.jwt_private_key.clone(), storage.clone());
+    let issuer = Issuer::new(&site_url, config.jwt_private_key.clone(), &storage);
     let auth = Auth::new(keys, providers, issuer, loopback, config.limits.calls_per_second);
     auth.watch();
     if auth.is_open() {

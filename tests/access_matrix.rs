@@ -79,6 +79,8 @@ enum Rule {
     Owner(Hidden),
     /// Anyone signed in (teams and repos are shared).
     SignedIn,
+    /// The signed-in user's own user document: only a user this deployment signed in has one.
+    Viewer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,20 +108,25 @@ enum Outcome {
 enum Caller {
     Anonymous,
     OtherUser,
+    /// A user this deployment signed in (`auth:signIn`), with its own token: not the owner.
+    SignedInHere,
     Owner,
     AdminAsOwner,
     Admin,
 }
 
-const CALLERS: [Caller; 5] = [Caller::Anonymous, Caller::OtherUser, Caller::Owner, Caller::AdminAsOwner, Caller::Admin];
+const CALLERS: [Caller; 6] =
+    [Caller::Anonymous, Caller::OtherUser, Caller::SignedInHere, Caller::Owner, Caller::AdminAsOwner, Caller::Admin];
 
 fn expected(rule: Rule, caller: Caller) -> Outcome {
     match (caller, rule) {
         (Caller::Anonymous, _) => Outcome::Unauthenticated,
+        (Caller::SignedInHere, Rule::Viewer) => Outcome::Allowed,
+        (_, Rule::Viewer) => Outcome::Null,
         (Caller::Admin | Caller::AdminAsOwner, _) => Outcome::Allowed,
         (_, Rule::Workers) => Outcome::Error("Forbidden"),
         (Caller::Owner, _) | (_, Rule::SignedIn) => Outcome::Allowed,
-        (Caller::OtherUser, Rule::Owner(hidden)) => match hidden {
+        (Caller::OtherUser | Caller::SignedInHere, Rule::Owner(hidden)) => match hidden {
             Hidden::Null => Outcome::Null,
             Hidden::Empty => Outcome::Empty,
             Hidden::NotFound => Outcome::Error("NotFound"),
@@ -217,6 +224,10 @@ fn catalogue(f: &Fixture) -> Vec<(&'static str, Value, Rule)> {
         ("repos:create", json!({"teamId": f.team, "githubOwner": "acme", "githubRepo": "web"}), Workers),
         ("projects:get", json!({"repoId": f.repo}), SignedIn),
         ("projects:listByTeam", json!({"teamId": f.team}), SignedIn),
+        ("users:viewer", json!({}), Viewer),
+        ("users:list", json!({}), Workers),
+        ("users:disable", json!({"email": "target@example.com"}), Workers),
+        ("users:setPassword", json!({"email": "target@example.com", "passwordHash": "$argon2id$v=19$x"}), Workers),
     ]
 }
 
@@ -244,9 +255,19 @@ async fn every_function_for_every_kind_of_caller() {
     let key = SigningKey::rsa("matrix");
     let server = keyed_server(&dir, &key, |c| c.limits.calls_per_second = 0).await;
     let acting = jangar_engine::base64::encode(json!({"subject": OWNER, "issuer": ISSUER}).to_string().as_bytes());
+    // Users this deployment signs in: one calls, the other is what the operators' tools change.
+    let sign_up = |email: &str| {
+        let args =
+            json!({"provider": "password", "params": {"email": email, "password": "matrix pass", "flow": "signUp"}});
+        server.call_as(None, "/api/action", "auth:signIn", args)
+    };
+    let signed_in: Value = sign_up("matrix@example.com").await.json().unwrap();
+    let signed_in_here = signed_in["value"]["tokens"]["token"].as_str().expect("signed up").to_owned();
+    sign_up("target@example.com").await;
     let authorization = |caller: Caller| match caller {
         Caller::Anonymous => None,
         Caller::OtherUser => Some(format!("Bearer {}", key.token(OTHER, 600))),
+        Caller::SignedInHere => Some(format!("Bearer {signed_in_here}")),
         Caller::Owner => Some(format!("Bearer {}", key.token(OWNER, 600))),
         Caller::AdminAsOwner => Some(format!("Convex {ADMIN_KEY}:{acting}")),
         Caller::Admin => Some(format!("Convex {ADMIN_KEY}")),
@@ -280,7 +301,7 @@ async fn every_function_for_every_kind_of_caller() {
         mismatches.is_empty(),
         "{} of {} cells differ:\n{}",
         mismatches.len(),
-        paths.len() * 5,
+        paths.len() * CALLERS.len(),
         mismatches.join("\n")
     );
     server.stop().await;

@@ -65,9 +65,14 @@ async fn a_user_signs_up_and_owns_what_they_create() {
     let alice_id = me["_id"].as_str().unwrap().to_owned();
 
     // What `getAuthUserId` returns owns the sessions, with the access rules of any user.
-    let (_, created) =
-        call_with(&server, &alice, "/api/mutation", "chatSessions:create", json!({"userId": alice_id, "title": "mine"}))
-            .await;
+    let (_, created) = call_with(
+        &server,
+        &alice,
+        "/api/mutation",
+        "chatSessions:create",
+        json!({"userId": alice_id, "title": "mine"}),
+    )
+    .await;
     let session = created["value"].as_str().expect("created").to_owned();
     let (_, listed) = call_with(&server, &alice, "/api/query", "chatSessions:list", json!({"userId": alice_id})).await;
     assert_eq!(listed["value"].as_array().map(Vec::len), Some(1), "{listed}");
@@ -99,7 +104,11 @@ async fn password_mistakes_get_the_librarys_errors() {
         (password("signUp", "dave@example.com", "short"), "Invalid password", "InvalidArgument"),
         (password("signIn", "carol@example.com", "wrong password"), "InvalidSecret", "Unauthenticated"),
         (password("signIn", "nobody@example.com", "long enough"), "InvalidAccountId", "Unauthenticated"),
-        (password("signUp", "carol@example.com", "another one"), "Account carol@example.com already exists", "Conflict"),
+        (
+            password("signUp", "carol@example.com", "another one"),
+            "Account carol@example.com already exists",
+            "Conflict",
+        ),
         (json!({"provider": "github"}), "Provider `github` is not supported by this deployment", "InvalidArgument"),
         (json!({"provider": "password", "params": {"email": "a@b.c"}}), "Missing `flow` param", "InvalidArgument"),
         (json!({}), "Cannot sign in: Missing `provider`", "InvalidArgument"),

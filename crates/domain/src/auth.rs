@@ -170,7 +170,7 @@ fn number(document: &Document, field: &str) -> Option<f64> {
 pub(crate) fn password_user(tx: &mut Ctx<'_, '_>, email: &str) -> Result<Option<Document>, EngineError> {
     let Some(account) = password_account(tx, email)? else { return Ok(None) };
     let user = field_id(&account, "userId")?;
-    tx.get_owned(tables::USERS, user)
+    tx.get_unchecked(tables::USERS, user)
 }
 
 /// Sets the password of the account `email` (`hash`, of [`hash_password`]) and lifts its rate limit.
@@ -296,7 +296,7 @@ pub fn sign_in_anonymously(
 }
 
 fn refuse_disabled(tx: &mut Ctx<'_, '_>, user: DocumentId) -> Result<(), FunctionError> {
-    match tx.get_owned(tables::USERS, user)? {
+    match tx.get_unchecked(tables::USERS, user)? {
         Some(found) if number(&found, "disabledTime").is_none() => Ok(()),
         Some(_) => Err(failure(ErrorCode::Forbidden, "This account is disabled.")),
         None => Err(failure(ErrorCode::Unauthenticated, "InvalidAccountId")),
@@ -337,7 +337,7 @@ fn session_tokens(tx: &mut Ctx<'_, '_>, session: DocumentId) -> Result<Vec<Docum
 
 /// Ends a session: it and its refresh tokens are deleted (nothing happens if it is gone).
 pub fn end_session(tx: &mut Ctx<'_, '_>, session: DocumentId) -> Result<(), EngineError> {
-    if tx.get_owned(tables::AUTH_SESSIONS, session)?.is_none() {
+    if tx.get_unchecked(tables::AUTH_SESSIONS, session)?.is_none() {
         return Ok(());
     }
     for token in session_tokens(tx, session)? {
@@ -363,15 +363,15 @@ pub fn refresh(tx: &mut Ctx<'_, '_>, refresh_token: &str) -> Result<Option<Signe
     let now = tx.now_ms();
     let live = |document: &Document| number(document, "expirationTime").is_some_and(|at| at > now);
     let token = tx
-        .get_owned(tables::AUTH_REFRESH_TOKENS, token_id)?
+        .get_unchecked(tables::AUTH_REFRESH_TOKENS, token_id)?
         .filter(|token| live(token) && field_id(token, "sessionId").is_ok_and(|s| s == session));
-    let found = tx.get_owned(tables::AUTH_SESSIONS, session)?.filter(live);
+    let found = tx.get_unchecked(tables::AUTH_SESSIONS, session)?.filter(live);
     let (Some(token), Some(found)) = (token, found) else {
         end_session(tx, session)?;
         return Ok(None);
     };
     let user = field_id(&found, "userId")?;
-    if !tx.get_owned(tables::USERS, user)?.is_some_and(|u| number(&u, "disabledTime").is_none()) {
+    if tx.get_unchecked(tables::USERS, user)?.is_none_or(|u| number(&u, "disabledTime").is_some()) {
         end_session(tx, session)?;
         return Ok(None);
     }

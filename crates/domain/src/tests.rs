@@ -126,7 +126,7 @@ fn the_table_names_are_the_schemas_tables() {
     let declared: Vec<&str> = schema.tables().iter().filter(|t| !t.is_system()).map(|t| t.name).collect();
     assert_eq!(declared, super::schema::tables::ALL);
     let numbers: Vec<u32> = schema.tables().iter().filter(|t| !t.is_system()).map(|t| t.number).collect();
-    assert_eq!(numbers, (10_001..=10_013).collect::<Vec<u32>>(), "ALL is in the order of the table numbers");
+    assert_eq!(numbers, (10_001..=10_018).collect::<Vec<u32>>(), "ALL is in the order of the table numbers");
 }
 
 /// Checked and unchecked reads of a `Ctx`, on a real database: Alice's work
@@ -362,4 +362,44 @@ fn test_database() -> (
     let (db, committer) =
         jangar_engine::database::Database::start(schema.clone(), std::sync::Arc::new(storage), 0).unwrap();
     (dir, db, schema, committer)
+}
+
+/// A refresh token used again within the reuse window (another tab refreshing at once) gets the
+/// session's current token; used again past it, it is taken for a stolen token's and ends the
+/// session (its current token stops working too).
+#[tokio::test]
+async fn a_refresh_token_reused_past_its_window_ends_the_session() {
+    use std::sync::Arc;
+
+    use jangar_engine::database::Database;
+    use jangar_engine::storage::memory::MemoryStorage;
+
+    use super::access::{Caller, Ctx};
+    use super::auth::{self, SignedIn};
+    use super::schema::tables;
+
+    let schema = Arc::new(super::schema::schema());
+    let (db, _committer) = Database::start(schema.clone(), Arc::new(MemoryStorage::new(&schema).unwrap()), 0).unwrap();
+    type Change = Box<dyn FnOnce(&mut Ctx<'_, '_>) -> Result<Option<SignedIn>, FunctionError> + Send>;
+    let change = |f: Change| {
+        let db = db.clone();
+        async move { db.mutate(move |tx| f(&mut Ctx::new(tx, &Caller::ADMIN))).await.unwrap().value }
+    };
+    let first = change(Box::new(|tx| Ok(Some(auth::sign_in_anonymously(tx, "a", None)?)))).await.unwrap();
+    let refresh = |token: String| change(Box::new(move |tx| Ok(auth::refresh(tx, &token)?)));
+    let second = refresh(first.refresh_token_text()).await.expect("the first use rotates it");
+    assert_ne!(second.refresh_token, first.refresh_token);
+    let within = refresh(first.refresh_token_text()).await.expect("within the window");
+    assert_eq!(within.refresh_token, second.refresh_token, "the session's current token");
+
+    // The first use was a minute ago: the window has passed.
+    let used = first.refresh_token;
+    change(Box::new(move |tx| {
+        let minute_ago = tx.now_ms() - 60_000.0;
+        tx.patch(tables::AUTH_REFRESH_TOKENS, used, [("firstUsedTime".to_owned(), Some(minute_ago.into()))])?;
+        Ok(None)
+    }))
+    .await;
+    assert_eq!(refresh(first.refresh_token_text()).await, None, "a stolen token's use");
+    assert_eq!(refresh(second.refresh_token_text()).await, None, "the session is over");
 }

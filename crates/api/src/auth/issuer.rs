@@ -8,7 +8,7 @@
 //! of a shared database signs and verifies alike, and a restart signs nobody out.
 
 use jangar_engine::knobs::ISSUED_TOKEN_SECONDS;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jangar_domain::auth::SignedIn;
@@ -38,7 +38,9 @@ pub struct Issuer {
 enum KeySource {
     /// `JWT_PRIVATE_KEY`'s PEM.
     Given(String),
-    Stored(Arc<dyn Storage>),
+    /// Weak: the database owns its storage, and closes it off the async runtime (PostgreSQL's
+    /// client blocks as it closes).
+    Stored(Weak<dyn Storage>),
 }
 
 struct SigningKey {
@@ -51,10 +53,10 @@ struct SigningKey {
 impl Issuer {
     /// `private_key`: a PKCS#8 PEM (newlines may be spaces, as Convex Auth's CLI writes it);
     /// without one, the key kept in `storage`.
-    pub fn new(site_url: &str, private_key: Option<String>, storage: Arc<dyn Storage>) -> Arc<Issuer> {
+    pub fn new(site_url: &str, private_key: Option<String>, storage: &Arc<dyn Storage>) -> Arc<Issuer> {
         let source = match private_key {
             Some(pem) => KeySource::Given(pem),
-            None => KeySource::Stored(storage),
+            None => KeySource::Stored(Arc::downgrade(storage)),
         };
         Arc::new(Issuer { issuer: site_url.trim_end_matches('/').to_owned(), source, key: OnceCell::new() })
     }
@@ -72,6 +74,9 @@ impl Issuer {
                     KeySource::Stored(storage) => {
                         let storage = storage.clone();
                         let stored = tokio::task::spawn_blocking(move || {
+                            let storage = storage.upgrade().ok_or_else(|| {
+                                jangar_engine::storage::StorageError::Unavailable("the server is stopping".into())
+                            })?;
                             storage.keep_secret(SIGNING_KEY_SECRET, &mut || new_private_key().map(String::into_bytes))
                         });
                         let bytes = stored.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;

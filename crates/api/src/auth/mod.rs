@@ -374,7 +374,8 @@ mod tests {
         // Open development mode is no credentials on a loopback listener.
         let keys: &[String] = if open { &[] } else { &["secret".to_owned()] };
         let storage = jangar_engine::storage::memory::MemoryStorage::new(&jangar_domain::schema::schema()).unwrap();
-        let issuer = issuer::Issuer::new("http://127.0.0.1:3210", None, Arc::new(storage));
+        let storage: Arc<dyn jangar_engine::storage::Storage> = Arc::new(storage);
+        let issuer = issuer::Issuer::new("http://127.0.0.1:3210", None, &storage);
         Auth::new(AdminKeys::load(&dir, keys), WatchedProviders::load(None).unwrap(), issuer, true, 0)
     }
 
