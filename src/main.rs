@@ -131,6 +131,10 @@ enum Command {
         /// JWT_PRIVATE_KEY; without it, one is made on first use and kept with the data.
         #[arg(long, env = "JWT_PRIVATE_KEY", hide_env_values = true)]
         jwt_private_key: Option<String>,
+        /// How long the access tokens of those users last (`15s` at least); the client
+        /// refreshes them ten seconds before they end.
+        #[arg(long, env = "JANGAR_AUTH_TOKEN_LIFETIME", default_value = "1h", value_parser = parse_token_lifetime)]
+        auth_token_lifetime: Duration,
     },
     /// Write a consistent copy of the SQLite database to a file, while a server uses it or not
     /// (writers do not wait for it). Admin keys and auth.json are not in it.
@@ -340,6 +344,7 @@ fn main() -> ExitCode {
             temporal,
             site_url,
             jwt_private_key,
+            auth_token_lifetime,
         } => {
             let config = ServerConfig {
                 listen,
@@ -357,6 +362,7 @@ fn main() -> ExitCode {
                 temporal: temporal.config(),
                 site_url,
                 jwt_private_key,
+                token_lifetime: auth_token_lifetime,
             };
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
@@ -621,6 +627,15 @@ fn parse_every(text: &str) -> Result<Duration, String> {
         Some(seconds) => Ok(Duration::from_secs(seconds)),
         None => Err(wrong()),
     }
+}
+
+fn parse_token_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = parse_every(text)?;
+    let least = jangar_engine::knobs::MIN_ISSUED_TOKEN_LIFETIME;
+    if lifetime < least {
+        return Err(format!("{text:?}: a token must last at least {}s", least.as_secs()));
+    }
+    Ok(lifetime)
 }
 
 /// `--listen`: an address, or (on loopback) `localhost:PORT`, `:PORT` or a bare port.

@@ -105,6 +105,8 @@ pub struct ServerConfig {
     pub site_url: Option<String>,
     /// The PKCS#8 PEM the tokens are signed with; `None`: a key made once and kept with the data.
     pub jwt_private_key: Option<String>,
+    /// How long the access tokens it issues last.
+    pub token_lifetime: Duration,
 }
 
 impl ServerConfig {
@@ -125,6 +127,7 @@ impl ServerConfig {
             function_log_wait: FUNCTION_LOG_WAIT,
             site_url: None,
             jwt_private_key: None,
+            token_lifetime: jangar_engine::knobs::ISSUED_TOKEN_LIFETIME,
             temporal: None,
         }
     }
@@ -294,7 +297,7 @@ pub async fn serve(
     };
     // The users this deployment signs in carry its tokens; their key is kept with the data.
     let site_url = config.site_url.clone().unwrap_or_else(|| format!("http://{address}"));
-    let issuer = Issuer::new(&site_url, config.jwt_private_key.clone(), &storage);
+    let issuer = Issuer::new(&site_url, config.token_lifetime, config.jwt_private_key.clone(), &storage);
     let auth = Auth::new(keys, providers, issuer, loopback, config.limits.calls_per_second);
     auth.watch();
     if auth.is_open() {

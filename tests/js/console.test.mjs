@@ -5,36 +5,18 @@
 // The steps share one server and one page and run in order.
 
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { ConvexHttpClient } from "convex/browser";
-import puppeteer from "puppeteer-core";
 
+import { launchBrowser } from "./browser.mjs";
 import { REPO_ROOT, startServer } from "./server.mjs";
 
 const ADMIN_KEY = "console-test-admin-key";
 const SCREENSHOTS = path.join(REPO_ROOT, "target", "console-screenshots");
 const WAIT_MS = 15_000;
-
-/** Debian's chromium (CHROMIUM names another); the test never downloads a browser. */
-function chromiumPath() {
-  const candidates = [process.env.CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"].filter(Boolean);
-  const found = candidates.find((candidate) => existsSync(candidate));
-  if (!found) throw new Error(`No Chromium at ${candidates.join(", ")}: apt-get install chromium (or set CHROMIUM).`);
-  return found;
-}
-
-async function launchBrowser() {
-  return puppeteer.launch({
-    executablePath: chromiumPath(),
-    headless: true,
-    // Root in CI containers cannot use Chromium's sandbox.
-    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-  });
-}
 
 const MINUTE = 60_000;
 

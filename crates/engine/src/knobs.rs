@@ -227,7 +227,10 @@ pub const MAX_KEYS_BYTES: usize = 1 << 20;
 /// as with any stateless token).
 pub const MAX_VERIFIED_TOKENS: usize = 10_000;
 
-/// How long an access token this deployment issues lasts (Convex Auth's default: an hour). The
-/// client refreshes it ten seconds before it ends; sign-out and `jangar users disable` end the
-/// session, so no new one is issued, and one already issued lasts until then.
-pub const ISSUED_TOKEN_SECONDS: u64 = 3_600;
+/// How long an access token this deployment issues lasts by default (Convex Auth's default: an
+/// hour; `--auth-token-lifetime`). The client refreshes it ten seconds before it ends; sign-out
+/// and `jangar users disable` end the session, so no new one is issued, and one already issued
+/// lasts until then.
+pub const ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
+/// The shortest lifetime allowed: the client refreshes ten seconds before the end.
+pub const MIN_ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(15);

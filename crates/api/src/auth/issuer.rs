@@ -7,9 +7,8 @@
 //! the first time it is needed and kept with the data (`Storage::keep_secret`), so every replica
 //! of a shared database signs and verifies alike, and a restart signs nobody out.
 
-use jangar_engine::knobs::ISSUED_TOKEN_SECONDS;
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jangar_domain::auth::SignedIn;
 use jangar_engine::storage::Storage;
@@ -31,6 +30,8 @@ pub(crate) const AUDIENCE: &str = "convex";
 pub struct Issuer {
     /// The site URL: the tokens' `iss`.
     issuer: String,
+    /// How long an access token lasts.
+    lifetime: Duration,
     source: KeySource,
     key: OnceCell<SigningKey>,
 }
@@ -53,12 +54,17 @@ struct SigningKey {
 impl Issuer {
     /// `private_key`: a PKCS#8 PEM (newlines may be spaces, as Convex Auth's CLI writes it);
     /// without one, the key kept in `storage`.
-    pub fn new(site_url: &str, private_key: Option<String>, storage: &Arc<dyn Storage>) -> Arc<Issuer> {
+    pub fn new(
+        site_url: &str,
+        lifetime: Duration,
+        private_key: Option<String>,
+        storage: &Arc<dyn Storage>,
+    ) -> Arc<Issuer> {
         let source = match private_key {
             Some(pem) => KeySource::Given(pem),
             None => KeySource::Stored(Arc::downgrade(storage)),
         };
-        Arc::new(Issuer { issuer: site_url.trim_end_matches('/').to_owned(), source, key: OnceCell::new() })
+        Arc::new(Issuer { issuer: site_url.trim_end_matches('/').to_owned(), lifetime, source, key: OnceCell::new() })
     }
 
     pub fn issuer(&self) -> &str {
@@ -97,7 +103,7 @@ impl Issuer {
             "iss": self.issuer,
             "aud": AUDIENCE,
             "iat": now,
-            "exp": now + ISSUED_TOKEN_SECONDS,
+            "exp": now + self.lifetime.as_secs(),
         });
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key.encoding).map_err(|e| e.to_string())
     }
