@@ -4,5 +4,7 @@
 //! (Jangar's tables and functions) and `jangar-api` (HTTP, sync, auth).
 
 pub mod codegen;
+pub mod remote;
 pub mod server;
 pub mod snapshots;
+pub mod users;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use jangar::remote::Remote;
 use jangar::server::{Limits, ServerConfig, serve};
 use jangar::snapshots::{self, LocalStore, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
@@ -16,7 +17,6 @@ use jangar_engine::snapshot::{ImportFormat, ImportMode};
 use jangar_engine::storage::postgres::PostgresStorage;
 use jangar_engine::storage::sqlite::backup::{self, BackupSchedule};
 use jangar_engine::storage::sqlite::{Durability, SqliteStorage};
-use serde_json::json;
 
 // glibc's malloc took about a third of the CPU of a cold list (most of it consolidating freed
 // chunks after each response's buffers); mimalloc's per-thread free lists take a fraction of it.
@@ -160,6 +160,17 @@ enum Command {
         force: bool,
     },
     /// The Temporal bridge of a running server (as `jangar run` reaches it).
+    /// The users this deployment signs in itself (`auth:signIn`), on a running server.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+        /// The server (else CONVEX_URL, CONVEX_SELF_HOSTED_URL, http://127.0.0.1:3210).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// An admin key (else JANGAR_ADMIN_KEY or one of Convex's variables).
+        #[arg(long, global = true)]
+        admin_key: Option<String>,
+    },
     Temporal {
         #[command(subcommand)]
         action: TemporalAction,
@@ -294,6 +305,21 @@ fn parse_import_format(text: &str) -> Result<ImportFormat, String> {
 }
 
 #[derive(Subcommand)]
+enum UsersAction {
+    /// Every user, oldest first: id, email, when they signed up, whether they are disabled.
+    List,
+    /// Stop a user signing in, and end every session they have.
+    Disable { email: String },
+    /// Give a user a new password and end their sessions: one made and printed, or the line
+    /// read from standard input with --password-stdin.
+    ResetPassword {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TemporalAction {
     /// Requests to Temporal by state, and the ones that need a look: pending after failed
     /// attempts (with their last error) and refused ones.
@@ -367,6 +393,19 @@ fn main() -> ExitCode {
             runtime.block_on(serve(config, shutdown_signal(), |_| {}))
         }
         Command::Run { path, args, url, admin_key } => runtime.block_on(run(&path, &args, url, admin_key)),
+        Command::Users { action, url, admin_key } => {
+            let remote = Remote::new(url, admin_key);
+            let done = match action {
+                UsersAction::List => runtime.block_on(jangar::users::list(&remote)),
+                UsersAction::Disable { email } => runtime.block_on(jangar::users::disable(&remote, &email)),
+                UsersAction::ResetPassword { email, password_stdin } => {
+                    let password = password_stdin.then(read_password).transpose();
+                    password
+                        .and_then(|password| runtime.block_on(jangar::users::reset_password(&remote, &email, password)))
+                }
+            };
+            done.map(|text| print_out(&text))
+        }
         Command::Temporal { action: TemporalAction::Status, url, admin_key } => {
             runtime.block_on(run("_system/temporal/status", "{}", url, admin_key))
         }
@@ -545,44 +584,18 @@ fn print_out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn server_url() -> String {
-    ["CONVEX_URL", "CONVEX_SELF_HOSTED_URL"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "http://127.0.0.1:3210".into())
+/// A line of standard input, without its line break.
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 async fn run(path: &str, args: &str, url: Option<String>, admin_key: Option<String>) -> Result<(), String> {
     let args: serde_json::Value = serde_json::from_str(args).map_err(|e| format!("arguments are not JSON: {e}"))?;
-    let server = url.unwrap_or_else(server_url);
-    let url = format!("{}/api/function", server.trim_end_matches('/'));
-    let body = json!({"path": path, "args": args, "format": "json"}).to_string();
-    let key = admin_key.or_else(|| AdminKeys::from_environment().into_iter().next());
-    let authorization = key.map(|key| format!("Convex {}", key.trim()));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(authorization) = &authorization {
-        headers.push(("authorization", authorization.as_str()));
-    }
-    let response = HttpClient::default()
-        .send(hyper::Method::POST, &url, &headers, body)
-        .await
-        .map_err(|e| format!("{e}\nis `jangar serve` running at {server}?"))?;
-    let body = response.json()?;
-    if !response.status.is_success() {
-        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
-    }
-    match body["status"].as_str() {
-        Some("success") => {
-            let value = whole_numbers(body["value"].clone());
-            print_out(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
-            Ok(())
-        }
-        _ => {
-            let data =
-                body.get("errorData").map(|d| format!("\n{}", serde_json::to_string_pretty(d).unwrap_or_default()));
-            Err(format!("{}{}", body["errorMessage"].as_str().unwrap_or("function failed"), data.unwrap_or_default()))
-        }
-    }
+    let value = whole_numbers(Remote::new(url, admin_key).call(path, args).await?);
+    print_out(&format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default()));
+    Ok(())
 }
 
 /// Every number that is a whole number, as one (`3`, not `3.0`): the values are float64s, as in

@@ -233,3 +233,71 @@ async fn tokens_verify_with_the_published_key_and_outlive_a_restart() {
 fn base64url(bytes: &[u8]) -> String {
     jangar_engine::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
+
+/// `jangar users` against a running server, as an operator runs it.
+async fn users_command(server: &TestServer, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jangar"));
+    command.arg("users").args(args).args(["--url", &server.url, "--admin-key", ADMIN_KEY]);
+    let stdin = stdin.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn operators_list_disable_and_reset_users() {
+    let dir = temp_dir();
+    let server = server(&dir).await;
+    let (_, judy_refresh) = tokens(&sign_in(&server, password("signUp", "judy@example.com", "judy's secret")).await);
+    let (_, kim_refresh) = tokens(&sign_in(&server, password("signUp", "kim@example.com", "kim's secret")).await);
+    tokens(&sign_in(&server, json!({"provider": "anonymous"})).await);
+
+    let (ok, listed) = users_command(&server, &["list"], "").await;
+    assert!(ok, "{listed}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(lines[0].contains("judy@example.com") && lines[1].contains("kim@example.com"), "{listed}");
+    assert!(lines[2].contains("(anonymous)"), "{listed}");
+
+    let (ok, out) = users_command(&server, &["disable", "judy@example.com"], "").await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        failure(&sign_in(&server, password("signIn", "judy@example.com", "judy's secret")).await).1,
+        "Forbidden"
+    );
+    let body = sign_in(&server, json!({"refreshToken": judy_refresh})).await;
+    assert_eq!(body["value"], json!({"tokens": null}), "a disabled user's sessions are over: {body}");
+    let (_, listed) = users_command(&server, &["list"], "").await;
+    assert!(listed.lines().next().unwrap().contains("disabled"), "{listed}");
+
+    let (ok, out) =
+        users_command(&server, &["reset-password", "kim@example.com", "--password-stdin"], "kim's new one\n").await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        failure(&sign_in(&server, password("signIn", "kim@example.com", "kim's secret")).await).0,
+        "InvalidSecret"
+    );
+    tokens(&sign_in(&server, password("signIn", "kim@example.com", "kim's new one")).await);
+    let body = sign_in(&server, json!({"refreshToken": kim_refresh})).await;
+    assert_eq!(body["value"], json!({"tokens": null}), "the old sessions are over: {body}");
+    // Without --password-stdin a password is made and printed.
+    let (ok, out) = users_command(&server, &["reset-password", "kim@example.com"], "").await;
+    assert!(ok, "{out}");
+    let made = out.lines().next().unwrap().rsplit(": ").next().unwrap();
+    tokens(&sign_in(&server, password("signIn", "kim@example.com", made)).await);
+
+    let (ok, out) = users_command(&server, &["disable", "nobody@example.com"], "").await;
+    assert!(!ok && out.contains("No user signs in as nobody@example.com"), "{out}");
+}

@@ -349,7 +349,12 @@ mod tests {
         let schema = Arc::new(jangar_domain::schema::schema());
         let storage = Arc::new(MemoryStorage::new(&schema).unwrap());
         let shared: Arc<dyn jangar_engine::storage::Storage> = storage.clone();
-        let issuer = crate::auth::issuer::Issuer::new("http://127.0.0.1:3210", jangar_engine::knobs::ISSUED_TOKEN_LIFETIME, None, &shared);
+        let issuer = crate::auth::issuer::Issuer::new(
+            "http://127.0.0.1:3210",
+            jangar_engine::knobs::ISSUED_TOKEN_LIFETIME,
+            None,
+            &shared,
+        );
         let (db, _committer) = Database::start(schema, storage, 10).unwrap();
         let dir = std::env::temp_dir().join("jangar-metrics-unit-none");
         let auth = Auth::new(AdminKeys::load(&dir, &[]), WatchedProviders::load(None).unwrap(), issuer, true, 0);

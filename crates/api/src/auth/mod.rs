@@ -375,7 +375,8 @@ mod tests {
         let keys: &[String] = if open { &[] } else { &["secret".to_owned()] };
         let storage = jangar_engine::storage::memory::MemoryStorage::new(&jangar_domain::schema::schema()).unwrap();
         let storage: Arc<dyn jangar_engine::storage::Storage> = Arc::new(storage);
-        let issuer = issuer::Issuer::new("http://127.0.0.1:3210", jangar_engine::knobs::ISSUED_TOKEN_LIFETIME, None, &storage);
+        let issuer =
+            issuer::Issuer::new("http://127.0.0.1:3210", jangar_engine::knobs::ISSUED_TOKEN_LIFETIME, None, &storage);
         Auth::new(AdminKeys::load(&dir, keys), WatchedProviders::load(None).unwrap(), issuer, true, 0)
     }
 
