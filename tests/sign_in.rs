@@ -92,6 +92,15 @@ async fn a_user_signs_up_and_owns_what_they_create() {
     // Signed out (no token), nothing is readable.
     let response = server.call_as(None, "/api/query", "users:viewer", json!({})).await;
     assert_eq!(response.status, 401);
+
+    // The sign-ins are in the function log, as actions of callers without credentials.
+    let admin = format!("Convex {ADMIN_KEY}");
+    let url = format!("{}/api/stream_function_logs?cursor=0", server.url);
+    let log = server.client.send(hyper::Method::GET, &url, &[("authorization", &admin)], String::new()).await.unwrap();
+    let entries = log.json().unwrap()["entries"].as_array().cloned().unwrap_or_default();
+    let sign_ins: Vec<&Value> = entries.iter().filter(|e| e["identifier"] == "auth.js:signIn").collect();
+    assert_eq!(sign_ins.len(), 2, "{entries:?}");
+    assert!(sign_ins.iter().all(|e| e["udfType"] == "Action" && e["caller"] == "anonymous"), "{sign_ins:?}");
 }
 
 #[tokio::test]

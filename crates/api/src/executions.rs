@@ -141,6 +141,11 @@ impl Invocation {
     pub(crate) fn new(function: &Function, caller: CallerKind, request: RequestId) -> Invocation {
         Invocation { path: function.path, kind: function.kind, caller, request }
     }
+
+    /// A call of an action the protocol layer serves itself (`auth:signIn`, `auth:signOut`).
+    pub(crate) fn action(path: &'static str, caller: CallerKind, request: RequestId) -> Invocation {
+        Invocation { path, kind: Kind::Action, caller, request }
+    }
 }
 
 /// One finished call.

@@ -305,9 +305,8 @@ async fn call_route(
 ) -> Result<UdfBody, ApiError> {
     check_client_header(&headers)?;
     let call = parse_call(&json_body(&body)?, None, JsonFormat::Clean)?;
-    let path = jangar_domain::registry::canonical_path(&call.path);
-    if actions::is_auth_action(&path) {
-        return auth_action(&state, &headers, &path, call, expected).await;
+    if let Some(action) = actions::named(&jangar_domain::registry::canonical_path(&call.path)) {
+        return auth_action(&state, &headers, action, call, expected).await;
     }
     let (identity, caller) = identify(&state, &headers).await?;
     let retry = Retry::from_headers(&headers, &identity)?;
@@ -319,12 +318,12 @@ async fn call_route(
 async fn auth_action(
     state: &AppState,
     headers: &HeaderMap,
-    path: &str,
+    action: &'static str,
     call: Call,
     expected: Option<Kind>,
 ) -> Result<UdfBody, ApiError> {
     if let Some(expected) = expected.filter(|k| *k != Kind::Action) {
-        return Ok(UdfBody::from(wrong_kind(path, expected, Kind::Action)));
+        return Ok(UdfBody::from(wrong_kind(action, expected, Kind::Action)));
     }
     let header = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("?"));
     let identity = match state.auth.identify_header(header).await {
@@ -332,10 +331,7 @@ async fn auth_action(
         identity => identity.map_err(auth_error)?,
     };
     state.auth.admit(&identity).map_err(ApiError::rate_limited)?;
-    let result = match decode_args(&call.args) {
-        Ok(args) => actions::run(state, &identity, path, args).await,
-        Err(e) => Err(e),
-    };
+    let result = actions::run(state, &identity, action, &call.args).await;
     udf_response(result, call.format).map(UdfBody::from)
 }
 

@@ -13,7 +13,8 @@ use jangar_engine::transaction::Transaction;
 use jangar_engine::value::{Object, Value};
 
 use super::Identity;
-use crate::AppState;
+use crate::executions::{CallerKind, Invocation, Outcome, RequestId};
+use crate::{AppState, decode_args};
 
 pub(crate) const SIGN_IN: &str = "auth:signIn";
 pub(crate) const SIGN_OUT: &str = "auth:signOut";
@@ -21,19 +22,31 @@ pub(crate) const SIGN_OUT: &str = "auth:signOut";
 /// The fields `auth:signIn`'s validator allows (anything goes inside `params`).
 const SIGN_IN_FIELDS: &[&str] = &["provider", "params", "verifier", "refreshToken", "calledBy"];
 
-/// Whether `path` (canonical) names one of these actions.
-pub(crate) fn is_auth_action(path: &str) -> bool {
-    path == SIGN_IN || path == SIGN_OUT
+/// The action a path (canonical) names, if it is one of these.
+pub(crate) fn named(path: &str) -> Option<&'static str> {
+    [SIGN_IN, SIGN_OUT].into_iter().find(|action| *action == path)
 }
 
-/// Runs `auth:signIn` or `auth:signOut` for the caller `identity` (a sign-in replaces the
-/// session of the token it was called with; a sign-out ends it).
+/// Runs `auth:signIn` or `auth:signOut` (`action`, from [`named`]) with its arguments as sent, for
+/// the caller `identity` (a sign-in replaces the session of the token it was called with; a
+/// sign-out ends it), and records the call in the function log.
 pub(crate) async fn run(
     state: &AppState,
     identity: &Identity,
-    path: &str,
-    args: Value,
+    action: &'static str,
+    args: &serde_json::Value,
 ) -> Result<Value, FunctionError> {
+    let invocation = Invocation::action(action, CallerKind::of(identity), RequestId::next());
+    let started = std::time::Instant::now();
+    let result = match decode_args(args) {
+        Ok(args) => run_decoded(state, identity, action, args).await,
+        Err(e) => Err(e),
+    };
+    state.executions.record(invocation, started.elapsed(), Outcome::of(&result));
+    result
+}
+
+async fn run_decoded(state: &AppState, identity: &Identity, path: &str, args: Value) -> Result<Value, FunctionError> {
     let Value::Object(args) = args else {
         return Err(invalid(format!("Arguments of {path} must be an object.")));
     };

@@ -421,26 +421,20 @@ async fn handle_client_message(
             }
         }
         ClientMessage::Action { request_id, udf_path, args } => {
-            let path = jangar_domain::registry::canonical_path(&udf_path);
-            if !actions::is_auth_action(&path) {
+            let Some(action) = actions::named(&jangar_domain::registry::canonical_path(&udf_path)) else {
                 let message = format!(
                     "Could not find public function for '{udf_path}': this deployment's only actions are {} and {}.",
                     actions::SIGN_IN,
                     actions::SIGN_OUT
                 );
-                let _ = out.try_push(Outbound::Text(action_response(
-                    request_id,
-                    Err(AppError::new(ErrorCode::NotFound, message).into()),
-                )));
+                let refused = Err(AppError::new(ErrorCode::NotFound, message).into());
+                let _ = out.try_push(Outbound::Text(action_response(request_id, refused)));
                 return Flow::Continue;
-            }
+            };
             // As the connection's identity is now: a sign-in replaces its session, a sign-out ends it.
             let (state, identity, out) = (state.clone(), caller.clone(), out.clone());
             tokio::spawn(async move {
-                let result = match decode_args(&Json::Array(args)) {
-                    Ok(args) => actions::run(&state, &identity, &path, args).await,
-                    Err(e) => Err(e),
-                };
+                let result = actions::run(&state, &identity, action, &Json::Array(args)).await;
                 let _ = out.try_push(Outbound::Text(action_response(request_id, result)));
             });
             Flow::Continue
