@@ -75,229 +75,225 @@ pub(crate) fn changes_validator() -> Validator {
 
 pub fn schema() -> Schema {
     let deleted_at = || ("deletedAt", v::nullable(v::number()));
-    Schema::new(
-        vec![
-            TableDef::new(tables::TEAMS, 10_001, vec![("name", v::string()), ("createdAt", v::number())]),
-            TableDef::new(
-                tables::REPOS,
-                10_002,
-                vec![
-                    ("teamId", v::id(tables::TEAMS)),
-                    ("githubOwner", v::string()),
-                    ("githubRepo", v::string()),
-                    ("defaultBranch", v::optional(v::string())),
-                    ("pushStrategy", v::optional(v::one_of(&["direct", "pr"]))),
-                    ("createdAt", v::number()),
-                ],
-            )
-            .index("by_team", &["teamId"]),
-            TableDef::new(
-                tables::CHAT_SESSIONS,
-                10_003,
-                vec![
-                    ("userId", v::string()),
-                    ("title", v::string()),
-                    ("repoId", v::optional(v::id(tables::REPOS))),
-                    ("firstMessage", v::optional(v::string())),
-                    ("lastMessageAt", v::number()),
-                    ("lastActiveAt", v::number()),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                    deleted_at(),
-                ],
-            )
-            .index("by_user_recent", &["userId", "lastMessageAt"])
-            .index("by_repo_recent", &["repoId", "lastActiveAt"]),
-            TableDef::new(
-                tables::CHAT_MESSAGES,
-                10_004,
-                vec![
-                    ("sessionId", v::id(tables::CHAT_SESSIONS)),
-                    ("role", v::one_of(MESSAGE_ROLES)),
-                    ("content", v::string()),
-                    ("metadata", v::optional(v::any())),
-                    ("streaming", v::optional(v::boolean())),
-                    ("changes", v::optional(changes_validator())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                    deleted_at(),
-                ],
-            )
-            .index("by_session", &["sessionId", "createdAt"]),
-            TableDef::new(
-                tables::WORK_ORDERS,
-                10_005,
-                vec![
-                    ("sessionId", v::id(tables::CHAT_SESSIONS)),
-                    ("triggerMessageId", v::optional(v::id(tables::CHAT_MESSAGES))),
-                    ("title", v::optional(v::string())),
-                    ("summary", v::optional(v::string())),
-                    ("prompt", v::optional(v::string())),
-                    ("workflowId", v::optional(v::string())),
-                    ("workflowType", v::optional(v::string())),
-                    ("workflowArgs", v::optional(v::any())),
-                    ("githubIssueUrl", v::optional(v::string())),
-                    ("requestedBy", v::optional(v::string())),
-                    ("targetRepo", v::optional(v::string())),
-                    ("targetBranch", v::optional(v::string())),
-                    ("taskQueue", v::optional(v::string())),
-                    ("status", WorkOrderStatus::validator()),
-                    ("commitSha", v::optional(v::string())),
-                    ("prUrl", v::optional(v::string())),
-                    ("failureReason", v::optional(v::any())),
-                    // What the Temporal bridge last did for the order, how many attempts its last request
-                    // took, and its last error (all absent without the bridge). Flat fields: a nested
-                    // object would take validators past the nesting limit in `function-spec`.
-                    ("temporalState", v::optional(super::temporal::BridgeState::validator())),
-                    ("temporalAttempts", v::optional(v::number())),
-                    ("temporalError", v::optional(v::string())),
-                    ("lastEventSeq", v::optional(v::number())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                    deleted_at(),
-                ],
-            )
-            .index("by_session", &["sessionId", "createdAt"])
-            .index("by_status", &["status", "updatedAt"]),
-            TableDef::new(
-                tables::RUNS,
-                10_006,
-                vec![
-                    ("workOrderId", v::id(tables::WORK_ORDERS)),
-                    ("temporalWorkflowId", v::string()),
-                    ("temporalRunId", v::optional(v::string())),
-                    ("taskQueue", v::optional(v::string())),
-                    ("workerId", v::optional(v::string())),
-                    ("repo", v::optional(v::string())),
-                    ("branch", v::optional(v::string())),
-                    ("status", RunStatus::validator()),
-                    ("prUrl", v::optional(v::string())),
-                    ("commitSha", v::optional(v::string())),
-                    ("startedAt", v::optional(v::number())),
-                    ("endedAt", v::optional(v::number())),
-                    ("failureReason", v::optional(v::any())),
-                    // The workflow's result, when the bridge mirrored its completion.
-                    ("result", v::optional(v::any())),
-                    ("lastEventSeq", v::optional(v::number())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_work_order", &["workOrderId", "createdAt"])
-            .index("by_status", &["status", "updatedAt"])
-            .index("by_workflow", &["temporalWorkflowId"]),
-            TableDef::new(
-                tables::STEPS,
-                10_007,
-                vec![
-                    ("runId", v::id(tables::RUNS)),
-                    ("name", v::string()),
-                    ("kind", v::one_of(STEP_KINDS)),
-                    ("status", StepStatus::validator()),
-                    ("attempt", v::number()),
-                    ("startedAt", v::optional(v::number())),
-                    ("endedAt", v::optional(v::number())),
-                    ("payload", v::optional(v::any())),
-                    ("logUrl", v::optional(v::string())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_run", &["runId", "name"]),
-            TableDef::new(
-                tables::ARTIFACTS,
-                10_008,
-                vec![
-                    ("runId", v::optional(v::id(tables::RUNS))),
-                    ("sessionId", v::optional(v::id(tables::CHAT_SESSIONS))),
-                    ("type", v::one_of(ARTIFACT_TYPES)),
-                    ("url", v::optional(v::string())),
-                    ("label", v::optional(v::string())),
-                    ("content", v::optional(v::string())),
-                    ("status", v::optional(v::string())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_run", &["runId", "createdAt"])
-            .index("by_session", &["sessionId", "createdAt"]),
-            TableDef::new(
-                tables::EVENTS,
-                10_009,
-                vec![
-                    ("runId", v::optional(v::id(tables::RUNS))),
-                    ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
-                    ("type", v::one_of(EVENT_TYPES)),
-                    ("data", v::optional(v::any())),
-                    ("seq", v::number()),
-                    ("createdAt", v::number()),
-                ],
-            )
-            .index("by_run", &["runId", "seq"])
-            .index("by_work_order", &["workOrderId", "createdAt"]),
-            TableDef::new(
-                tables::TOOL_CALLS,
-                10_010,
-                vec![
-                    ("sessionId", v::id(tables::CHAT_SESSIONS)),
-                    ("runId", v::optional(v::id(tables::RUNS))),
-                    ("toolName", v::string()),
-                    ("input", v::any()),
-                    ("output", v::optional(v::any())),
-                    ("status", ToolCallStatus::validator()),
-                    ("durationMs", v::optional(v::number())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_session", &["sessionId", "createdAt"]),
-            TableDef::new(
-                tables::APPROVAL_REQUESTS,
-                10_011,
-                vec![
-                    ("sessionId", v::id(tables::CHAT_SESSIONS)),
-                    ("runId", v::optional(v::id(tables::RUNS))),
-                    ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
-                    ("planContent", v::string()),
-                    ("status", ApprovalStatus::validator()),
-                    ("decidedBy", v::optional(v::string())),
-                    ("decidedAt", v::optional(v::number())),
-                    ("reason", v::optional(v::string())),
-                    ("expiresAt", v::optional(v::number())),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_session", &["sessionId", "createdAt"])
-            .index("by_status", &["status", "createdAt"]),
-            TableDef::new(
-                tables::AGENT_SESSIONS,
-                10_012,
-                vec![
-                    ("sessionId", v::id(tables::CHAT_SESSIONS)),
-                    ("sdkSessionId", v::string()),
-                    ("phase", v::one_of(AGENT_PHASES)),
-                    ("plan", v::optional(v::any())),
-                    ("mode", v::optional(v::one_of(&["local", "sandbox"]))),
-                    ("createdAt", v::number()),
-                    ("updatedAt", v::number()),
-                ],
-            )
-            .index("by_session", &["sessionId"]),
-            // Aggregates kept in the same transactions as the changes they count (runs:getDashboard).
-            TableDef::new(
-                tables::COUNTERS,
-                10_013,
-                vec![("name", v::string()), ("counts", v::record(v::string(), v::number()))],
-            )
+    let mut table_defs = vec![
+        TableDef::new(tables::TEAMS, 10_001, vec![("name", v::string()), ("createdAt", v::number())]),
+        TableDef::new(
+            tables::REPOS,
+            10_002,
+            vec![
+                ("teamId", v::id(tables::TEAMS)),
+                ("githubOwner", v::string()),
+                ("githubRepo", v::string()),
+                ("defaultBranch", v::optional(v::string())),
+                ("pushStrategy", v::optional(v::one_of(&["direct", "pr"]))),
+                ("createdAt", v::number()),
+            ],
+        )
+        .index("by_team", &["teamId"]),
+        TableDef::new(
+            tables::CHAT_SESSIONS,
+            10_003,
+            vec![
+                ("userId", v::string()),
+                ("title", v::string()),
+                ("repoId", v::optional(v::id(tables::REPOS))),
+                ("firstMessage", v::optional(v::string())),
+                ("lastMessageAt", v::number()),
+                ("lastActiveAt", v::number()),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+                deleted_at(),
+            ],
+        )
+        .index("by_user_recent", &["userId", "lastMessageAt"])
+        .index("by_repo_recent", &["repoId", "lastActiveAt"]),
+        TableDef::new(
+            tables::CHAT_MESSAGES,
+            10_004,
+            vec![
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("role", v::one_of(MESSAGE_ROLES)),
+                ("content", v::string()),
+                ("metadata", v::optional(v::any())),
+                ("streaming", v::optional(v::boolean())),
+                ("changes", v::optional(changes_validator())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+                deleted_at(),
+            ],
+        )
+        .index("by_session", &["sessionId", "createdAt"]),
+        TableDef::new(
+            tables::WORK_ORDERS,
+            10_005,
+            vec![
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("triggerMessageId", v::optional(v::id(tables::CHAT_MESSAGES))),
+                ("title", v::optional(v::string())),
+                ("summary", v::optional(v::string())),
+                ("prompt", v::optional(v::string())),
+                ("workflowId", v::optional(v::string())),
+                ("workflowType", v::optional(v::string())),
+                ("workflowArgs", v::optional(v::any())),
+                ("githubIssueUrl", v::optional(v::string())),
+                ("requestedBy", v::optional(v::string())),
+                ("targetRepo", v::optional(v::string())),
+                ("targetBranch", v::optional(v::string())),
+                ("taskQueue", v::optional(v::string())),
+                ("status", WorkOrderStatus::validator()),
+                ("commitSha", v::optional(v::string())),
+                ("prUrl", v::optional(v::string())),
+                ("failureReason", v::optional(v::any())),
+                // What the Temporal bridge last did for the order, how many attempts its last request
+                // took, and its last error (all absent without the bridge). Flat fields: a nested
+                // object would take validators past the nesting limit in `function-spec`.
+                ("temporalState", v::optional(super::temporal::BridgeState::validator())),
+                ("temporalAttempts", v::optional(v::number())),
+                ("temporalError", v::optional(v::string())),
+                ("lastEventSeq", v::optional(v::number())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+                deleted_at(),
+            ],
+        )
+        .index("by_session", &["sessionId", "createdAt"])
+        .index("by_status", &["status", "updatedAt"]),
+        TableDef::new(
+            tables::RUNS,
+            10_006,
+            vec![
+                ("workOrderId", v::id(tables::WORK_ORDERS)),
+                ("temporalWorkflowId", v::string()),
+                ("temporalRunId", v::optional(v::string())),
+                ("taskQueue", v::optional(v::string())),
+                ("workerId", v::optional(v::string())),
+                ("repo", v::optional(v::string())),
+                ("branch", v::optional(v::string())),
+                ("status", RunStatus::validator()),
+                ("prUrl", v::optional(v::string())),
+                ("commitSha", v::optional(v::string())),
+                ("startedAt", v::optional(v::number())),
+                ("endedAt", v::optional(v::number())),
+                ("failureReason", v::optional(v::any())),
+                // The workflow's result, when the bridge mirrored its completion.
+                ("result", v::optional(v::any())),
+                ("lastEventSeq", v::optional(v::number())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_work_order", &["workOrderId", "createdAt"])
+        .index("by_status", &["status", "updatedAt"])
+        .index("by_workflow", &["temporalWorkflowId"]),
+        TableDef::new(
+            tables::STEPS,
+            10_007,
+            vec![
+                ("runId", v::id(tables::RUNS)),
+                ("name", v::string()),
+                ("kind", v::one_of(STEP_KINDS)),
+                ("status", StepStatus::validator()),
+                ("attempt", v::number()),
+                ("startedAt", v::optional(v::number())),
+                ("endedAt", v::optional(v::number())),
+                ("payload", v::optional(v::any())),
+                ("logUrl", v::optional(v::string())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_run", &["runId", "name"]),
+        TableDef::new(
+            tables::ARTIFACTS,
+            10_008,
+            vec![
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("sessionId", v::optional(v::id(tables::CHAT_SESSIONS))),
+                ("type", v::one_of(ARTIFACT_TYPES)),
+                ("url", v::optional(v::string())),
+                ("label", v::optional(v::string())),
+                ("content", v::optional(v::string())),
+                ("status", v::optional(v::string())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_run", &["runId", "createdAt"])
+        .index("by_session", &["sessionId", "createdAt"]),
+        TableDef::new(
+            tables::EVENTS,
+            10_009,
+            vec![
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
+                ("type", v::one_of(EVENT_TYPES)),
+                ("data", v::optional(v::any())),
+                ("seq", v::number()),
+                ("createdAt", v::number()),
+            ],
+        )
+        .index("by_run", &["runId", "seq"])
+        .index("by_work_order", &["workOrderId", "createdAt"]),
+        TableDef::new(
+            tables::TOOL_CALLS,
+            10_010,
+            vec![
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("toolName", v::string()),
+                ("input", v::any()),
+                ("output", v::optional(v::any())),
+                ("status", ToolCallStatus::validator()),
+                ("durationMs", v::optional(v::number())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_session", &["sessionId", "createdAt"]),
+        TableDef::new(
+            tables::APPROVAL_REQUESTS,
+            10_011,
+            vec![
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("runId", v::optional(v::id(tables::RUNS))),
+                ("workOrderId", v::optional(v::id(tables::WORK_ORDERS))),
+                ("planContent", v::string()),
+                ("status", ApprovalStatus::validator()),
+                ("decidedBy", v::optional(v::string())),
+                ("decidedAt", v::optional(v::number())),
+                ("reason", v::optional(v::string())),
+                ("expiresAt", v::optional(v::number())),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_session", &["sessionId", "createdAt"])
+        .index("by_status", &["status", "createdAt"]),
+        TableDef::new(
+            tables::AGENT_SESSIONS,
+            10_012,
+            vec![
+                ("sessionId", v::id(tables::CHAT_SESSIONS)),
+                ("sdkSessionId", v::string()),
+                ("phase", v::one_of(AGENT_PHASES)),
+                ("plan", v::optional(v::any())),
+                ("mode", v::optional(v::one_of(&["local", "sandbox"]))),
+                ("createdAt", v::number()),
+                ("updatedAt", v::number()),
+            ],
+        )
+        .index("by_session", &["sessionId"]),
+        // Aggregates kept in the same transactions as the changes they count (runs:getDashboard).
+        TableDef::new(
+            tables::COUNTERS,
+            10_013,
+            vec![("name", v::string()), ("counts", v::record(v::string(), v::number()))],
+        )
+        .index("by_name", &["name"]),
+        TableDef::new(tables::ENVIRONMENT_VARIABLES, 101, vec![("name", v::string()), ("value", v::string())])
             .index("by_name", &["name"]),
-            TableDef::new(tables::ENVIRONMENT_VARIABLES, 101, vec![("name", v::string()), ("value", v::string())])
-                .index("by_name", &["name"]),
-            super::temporal::table(),
-        ]
-        .into_iter()
-        .chain(super::auth::tables())
-        .collect(),
-    )
-    .expect("Jangar's schema is valid")
+        super::temporal::table(),
+    ];
+    table_defs.extend(super::auth::tables());
+    Schema::new(table_defs).expect("Jangar's schema is valid")
 }
