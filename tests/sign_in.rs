@@ -185,6 +185,12 @@ async fn refresh_tokens_rotate_and_sign_out_ends_the_session() {
     assert_eq!(out.json().unwrap()["status"], "success");
     let body = sign_in(&server, json!({"refreshToken": rotated})).await;
     assert_eq!(body["value"], json!({"tokens": null}), "{body}");
+    // Nor do the session's access tokens, though they have not expired.
+    for token in [&first, &second] {
+        let (status, body) = call_with(&server, token, "/api/query", "users:viewer", json!({})).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("Unauthenticated")), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("session has ended"), "{body}");
+    }
 }
 
 #[tokio::test]
@@ -197,6 +203,8 @@ async fn a_new_sign_in_replaces_the_callers_session() {
     tokens(&sign_in_as(&server, Some(&anonymous), password("signUp", "hana@example.com", "hana's secret")).await);
     let body = sign_in(&server, json!({"refreshToken": anonymous_refresh})).await;
     assert_eq!(body["value"], json!({"tokens": null}), "{body}");
+    let (status, _) = call_with(&server, &anonymous, "/api/query", "users:viewer", json!({})).await;
+    assert_eq!(status, 401, "the replaced session's token is refused");
 }
 
 #[tokio::test]
@@ -269,7 +277,7 @@ async fn users_command(server: &TestServer, args: &[&str], stdin: &str) -> (bool
 async fn operators_list_disable_and_reset_users() {
     let dir = temp_dir();
     let server = server(&dir).await;
-    let (_, judy_refresh) = tokens(&sign_in(&server, password("signUp", "judy@example.com", "judy's secret")).await);
+    let (judy, judy_refresh) = tokens(&sign_in(&server, password("signUp", "judy@example.com", "judy's secret")).await);
     let (_, kim_refresh) = tokens(&sign_in(&server, password("signUp", "kim@example.com", "kim's secret")).await);
     tokens(&sign_in(&server, json!({"provider": "anonymous"})).await);
 
@@ -288,6 +296,9 @@ async fn operators_list_disable_and_reset_users() {
     );
     let body = sign_in(&server, json!({"refreshToken": judy_refresh})).await;
     assert_eq!(body["value"], json!({"tokens": null}), "a disabled user's sessions are over: {body}");
+    // Their access token too (within SESSION_RECHECK of its last use; this one was never used).
+    let (status, _) = call_with(&server, &judy, "/api/query", "users:viewer", json!({})).await;
+    assert_eq!(status, 401);
     let (_, listed) = users_command(&server, &["list"], "").await;
     assert!(listed.lines().next().unwrap().contains("disabled"), "{listed}");
 

@@ -228,9 +228,11 @@ pub const MAX_KEYS_BYTES: usize = 1 << 20;
 pub const MAX_VERIFIED_TOKENS: usize = 10_000;
 
 /// How long an access token this deployment issues lasts by default (Convex Auth's default: an
-/// hour; `--auth-token-lifetime`). The client refreshes it ten seconds before it ends; sign-out
-/// and `jangar users disable` end the session, so no new one is issued, and one already issued
-/// lasts until then.
+/// hour; `--auth-token-lifetime`). The client refreshes it ten seconds before it ends.
 pub const ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(3_600);
+/// How long a signed-in session seen alive is trusted without reading it again: a token of a
+/// session ended elsewhere (another replica's sign-out, `jangar users disable`) is refused within
+/// this; one ended by this process's sign-out, at once.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(5);
 /// The shortest lifetime allowed: the client refreshes ten seconds before the end.
 pub const MIN_ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(15);

@@ -58,6 +58,7 @@ async fn run_decoded(state: &AppState, identity: &Identity, path: &str, args: Va
         if let Some(session) = session {
             mutate(state, move |tx| auth::end_session(tx, session).map_err(FunctionError::from)).await?;
         }
+        ended(state, session);
         return Ok(Value::Null);
     }
     if let Some(extra) = args.keys().find(|k| !SIGN_IN_FIELDS.contains(&k.as_str())) {
@@ -82,11 +83,13 @@ async fn run_decoded(state: &AppState, identity: &Identity, path: &str, args: Va
         }
         Some(auth::PASSWORD) => {
             let signed_in = password(state, &params, session).await?;
+            ended(state, session);
             tokens(state, Some(&signed_in)).await
         }
         Some(auth::ANONYMOUS) => {
             let account = random_hex()?;
             let signed_in = mutate(state, move |tx| auth::sign_in_anonymously(tx, &account, session)).await?;
+            ended(state, session);
             tokens(state, Some(&signed_in)).await
         }
         Some(other) => Err(invalid(format!(
@@ -161,6 +164,14 @@ async fn tokens(state: &AppState, signed_in: Option<&SignedIn>) -> Result<Value,
         }
     };
     Ok(Value::Object(Object::from([("tokens".to_owned(), tokens)])))
+}
+
+/// The caller's session was ended (by a sign-out, or replaced by a sign-in): its tokens are
+/// refused at once.
+fn ended(state: &AppState, session: Option<DocumentId>) {
+    if let Some(session) = session {
+        state.auth.issuer().forget_session(session);
+    }
 }
 
 /// The session of a token this deployment issued.

@@ -7,11 +7,15 @@
 //! the first time it is needed and kept with the data (`Storage::keep_secret`), so every replica
 //! of a shared database signs and verifies alike, and a restart signs nobody out.
 
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use jangar_engine::knobs::{MAX_VERIFIED_TOKENS, SESSION_RECHECK};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jangar_domain::auth::SignedIn;
-use jangar_engine::storage::Storage;
+use jangar_engine::id::DocumentId;
+use jangar_engine::storage::{Storage, StorageError};
+use jangar_engine::value::Value;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -34,6 +38,10 @@ pub struct Issuer {
     lifetime: Duration,
     source: KeySource,
     key: OnceCell<SigningKey>,
+    /// The sessions of tokens checked lately, and when each was last seen alive.
+    sessions_seen: Mutex<HashMap<DocumentId, Instant>>,
+    /// Where the sessions are read.
+    storage: Weak<dyn Storage>,
 }
 
 enum KeySource {
@@ -64,7 +72,14 @@ impl Issuer {
             Some(pem) => KeySource::Given(pem),
             None => KeySource::Stored(Arc::downgrade(storage)),
         };
-        Arc::new(Issuer { issuer: site_url.trim_end_matches('/').to_owned(), lifetime, source, key: OnceCell::new() })
+        Arc::new(Issuer {
+            issuer: site_url.trim_end_matches('/').to_owned(),
+            lifetime,
+            source,
+            key: OnceCell::new(),
+            sessions_seen: Mutex::default(),
+            storage: Arc::downgrade(storage),
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -139,9 +154,52 @@ impl Issuer {
             AuthError::KeysUnavailable
         })?;
         let (mut user, expires) = key.verifier.verify(token).await?;
-        let owner = user.subject.split_once('|').map(|(user, _)| user.to_owned()).ok_or(AuthError::BadToken)?;
-        user.signed_in_here = Some(owner);
+        let (owner, session) = user.subject.split_once('|').ok_or(AuthError::BadToken)?;
+        let session = DocumentId::decode(session).map_err(|_| AuthError::BadToken)?;
+        user.signed_in_here = Some(owner.to_owned());
+        if !self.session_alive(session).await? {
+            return Err(AuthError::SessionEnded);
+        }
         Ok((user, expires))
+    }
+
+    /// Whether a session has not ended: read at most every `SESSION_RECHECK`, so a busy client
+    /// costs no read per call.
+    async fn session_alive(&self, session: DocumentId) -> Result<bool, AuthError> {
+        let seen = self.seen().get(&session).copied();
+        if seen.is_some_and(|at| at.elapsed() < SESSION_RECHECK) {
+            return Ok(true);
+        }
+        let storage = self.storage.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<Option<f64>, StorageError> {
+            let storage =
+                storage.upgrade().ok_or_else(|| StorageError::Unavailable("the server is stopping".into()))?;
+            let document = storage.snapshot()?.get(&session)?;
+            Ok(document.and_then(|d| d.fields.get("expirationTime").and_then(Value::as_f64)))
+        });
+        let expiration = read.await.ok().and_then(Result::ok).ok_or(AuthError::KeysUnavailable)?;
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0;
+        let alive = expiration.is_some_and(|at| at > now_ms);
+        let mut seen = self.seen();
+        if alive {
+            if seen.len() >= MAX_VERIFIED_TOKENS {
+                seen.retain(|_, at| at.elapsed() < SESSION_RECHECK);
+            }
+            seen.insert(session, Instant::now());
+        } else {
+            seen.remove(&session);
+        }
+        Ok(alive)
+    }
+
+    /// A session this process just ended: its tokens are refused from now on, not after
+    /// `SESSION_RECHECK`.
+    pub(crate) fn forget_session(&self, session: DocumentId) {
+        self.seen().remove(&session);
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<DocumentId, Instant>> {
+        self.sessions_seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -121,6 +121,8 @@ pub(crate) enum AuthError {
     Revoked,
     #[error("The token is not valid yet.")]
     NotYetValid,
+    #[error("The token's session has ended (signed out, or the user was disabled): sign in again.")]
+    SessionEnded,
     #[error("The token's signature does not verify with its provider's keys.")]
     BadSignature,
     #[error("The identity provider's keys cannot be fetched right now; try again later.")]
