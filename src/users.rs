@@ -60,7 +60,7 @@ pub async fn reset_password(remote: &Remote, email: &str, password: Option<Strin
 fn random_password() -> Result<String, String> {
     let mut bytes = [0u8; 15];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a password: {e}"))?;
-    Ok(jangar_engine::base64::encode(&bytes).replace('+', "-").replace('/', "_"))
+    Ok(jangar_engine::base64::encode_url(&bytes))
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.

@@ -2,6 +2,7 @@
 //! `@convex-dev/auth`'s clients call them over HTTP, on a deployment with an admin key (so a
 //! caller without credentials is refused, as on any production deployment).
 
+use jangar_engine::base64::encode_url;
 use jangar_test_support::{TempDir, TestServer, temp_dir};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -232,7 +233,7 @@ async fn tokens_verify_with_the_published_key_and_outlive_a_restart() {
     // A tampered token is refused.
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let payload = claims.to_string().replace(&user, "k57000000000000000000000000000000");
-    parts[1] = base64url(payload.as_bytes());
+    parts[1] = encode_url(payload.as_bytes());
     let (status, body) = call_with(&server, &parts.join("."), "/api/query", "users:viewer", json!({})).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("Unauthenticated")), "{body}");
 
@@ -245,10 +246,6 @@ async fn tokens_verify_with_the_published_key_and_outlive_a_restart() {
     })
     .await;
     assert_eq!(viewer(&restarted, &token).await["_id"], user.as_str());
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    jangar_engine::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
 /// `jangar users` against a running server, as an operator runs it.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use jangar_engine::base64::encode_url;
 use jangar_test_support::tokens::{self, AUDIENCE, ISSUER, JwksServer, SigningKey};
 use jangar_test_support::{TempDir, TestServer, temp_dir};
 use serde_json::{Value, json};
@@ -39,10 +40,6 @@ async fn accepted_as(server: &TestServer, token: &str, user_id: &str) {
 /// Accepted, from the only provider: the bare subject names the user.
 async fn accepted(server: &TestServer, token: &str) {
     accepted_as(server, token, "alice").await;
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    jangar_engine::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
 #[tokio::test]
@@ -84,10 +81,10 @@ async fn tokens_are_checked_against_the_provider() {
     // A valid token with its payload swapped.
     let genuine = key.token("alice", 60);
     let parts: Vec<&str> = genuine.split('.').collect();
-    let forged_payload = base64url(tokens::claims("mallory", 60).to_string().as_bytes());
+    let forged_payload = encode_url(tokens::claims("mallory", 60).to_string().as_bytes());
     refused(&server, &format!("{}.{forged_payload}.{}", parts[0], parts[2]), "tampered payload").await;
     // Unsigned, and signed with an algorithm the provider does not use.
-    let none_header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let none_header = encode_url(br#"{"alg":"none","typ":"JWT"}"#);
     refused(&server, &format!("{none_header}.{}.", parts[1]), "alg none").await;
     let hmac = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -1,5 +1,6 @@
 //! Standard base64 (RFC 4648, padded), as used by Convex's `$bytes`, `$integer`
-//! and `$float` encodings and by sync-protocol timestamps.
+//! and `$float` encodings and by sync-protocol timestamps; and the URL-safe unpadded
+//! form JWTs and JWKs use.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -17,6 +18,11 @@ pub fn encode(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Base64url without padding (RFC 4648 section 5): JWT parts, JWK numbers, text for URLs.
+pub fn encode_url(bytes: &[u8]) -> String {
+    encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_")
 }
 
 fn sextet(c: u8) -> Option<u32> {
@@ -80,6 +86,8 @@ mod tests {
         assert_eq!(encode(b"fo"), "Zm8=");
         assert_eq!(encode(&1i64.to_le_bytes()), "AQAAAAAAAAA=");
         assert_eq!(decode("Zm8").unwrap(), b"fo");
+        assert_eq!(encode_url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(encode_url(b"fo"), "Zm8");
     }
 
     #[test]

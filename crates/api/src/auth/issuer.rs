@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jangar_domain::auth::SignedIn;
+use jangar_engine::base64::encode_url;
 use jangar_engine::id::DocumentId;
 use jangar_engine::storage::{Storage, StorageError};
 use jangar_engine::value::Value;
@@ -209,15 +210,12 @@ impl SigningKey {
             .map_err(|e| format!("the token signing key is not an RSA private key in PKCS#8 PEM: {e}"))?;
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
         let public = private.to_public_key();
-        let base64url = |bytes: Vec<u8>| {
-            jangar_engine::base64::encode(&bytes).replace('+', "-").replace('/', "_").trim_end_matches('=').to_owned()
-        };
         let jwks = json!({"keys": [{
             "use": "sig",
             "kty": "RSA",
             "alg": "RS256",
-            "n": base64url(public.n().to_bytes_be()),
-            "e": base64url(public.e().to_bytes_be()),
+            "n": encode_url(&public.n().to_bytes_be()),
+            "e": encode_url(&public.e().to_bytes_be()),
         }]});
         let set: JwkSet = serde_json::from_value(jwks.clone()).map_err(|e| e.to_string())?;
         let verifier = Providers::issued_here(issuer, AUDIENCE, set);
