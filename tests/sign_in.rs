@@ -318,3 +318,36 @@ async fn operators_list_disable_and_reset_users() {
     let (ok, out) = users_command(&server, &["disable", "nobody@example.com"], "").await;
     assert!(!ok && out.contains("No user signs in as nobody@example.com"), "{out}");
 }
+
+/// `JWT_PRIVATE_KEY` on one line (newlines as spaces, as Convex Auth's CLI writes it): the tokens
+/// are signed with that key, and the published key is its public half.
+#[tokio::test]
+async fn a_given_signing_key_signs_the_tokens() {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    use rsa::traits::PublicKeyParts;
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let one_line = private.to_pkcs8_pem(LineEnding::LF).unwrap().replace('\n', " ");
+    let dir = temp_dir();
+    let server = TestServer::start_custom(&dir, |config| {
+        config.admin_keys = vec![ADMIN_KEY.to_owned()];
+        config.jwt_private_key = Some(one_line);
+    })
+    .await;
+    let (token, _) = tokens(&sign_in(&server, password("signUp", "lee@example.com", "lee's secret")).await);
+    let keys: JwkSet = serde_json::from_value(
+        server.client.get(&format!("{}/.well-known/jwks.json", server.url)).await.unwrap().json().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(keys.keys.len(), 1);
+    let published: Value = serde_json::to_value(&keys.keys[0]).unwrap();
+    assert_eq!(published["n"], encode_url(&private.to_public_key().n().to_bytes_be()));
+    let key = DecodingKey::from_rsa_components(
+        &encode_url(&private.to_public_key().n().to_bytes_be()),
+        &encode_url(&private.to_public_key().e().to_bytes_be()),
+    )
+    .unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&["convex"]);
+    jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("signed with the given key");
+    assert_eq!(viewer(&server, &token).await["email"], "lee@example.com");
+}

@@ -292,7 +292,9 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<(crate::auth:
 fn auth_error(error: AuthError) -> ApiError {
     match error {
         // Not the caller's fault: they may try again.
-        AuthError::KeysUnavailable => ApiError::new(ApiCode::AuthProviderUnavailable, error.to_string()),
+        AuthError::KeysUnavailable | AuthError::SessionsUnavailable => {
+            ApiError::new(ApiCode::AuthProviderUnavailable, error.to_string())
+        }
         _ => ApiError::of(ErrorCode::Unauthenticated, error.to_string()),
     }
 }

@@ -37,20 +37,14 @@ pub struct Issuer {
     issuer: String,
     /// How long an access token lasts.
     lifetime: Duration,
-    source: KeySource,
+    /// `JWT_PRIVATE_KEY`'s PEM; `None`: the key kept in `storage`.
+    given_key: Option<String>,
     key: OnceCell<SigningKey>,
     /// The sessions of tokens checked lately, and when each was last seen alive.
     sessions_seen: Mutex<HashMap<DocumentId, Instant>>,
-    /// Where the sessions are read.
+    /// Where the key is kept and the sessions are read. Weak: the database owns its storage, and
+    /// closes it off the async runtime (PostgreSQL's client blocks as it closes).
     storage: Weak<dyn Storage>,
-}
-
-enum KeySource {
-    /// `JWT_PRIVATE_KEY`'s PEM.
-    Given(String),
-    /// Weak: the database owns its storage, and closes it off the async runtime (PostgreSQL's
-    /// client blocks as it closes).
-    Stored(Weak<dyn Storage>),
 }
 
 struct SigningKey {
@@ -69,39 +63,30 @@ impl Issuer {
         private_key: Option<String>,
         storage: &Arc<dyn Storage>,
     ) -> Arc<Issuer> {
-        let source = match private_key {
-            Some(pem) => KeySource::Given(pem),
-            None => KeySource::Stored(Arc::downgrade(storage)),
-        };
         Arc::new(Issuer {
             issuer: site_url.trim_end_matches('/').to_owned(),
             lifetime,
-            source,
+            given_key: private_key,
             key: OnceCell::new(),
             sessions_seen: Mutex::default(),
             storage: Arc::downgrade(storage),
         })
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// The key, read (or made) once, off the async runtime: making one takes a while.
     async fn key(&self) -> Result<&SigningKey, String> {
         self.key
             .get_or_try_init(|| async {
-                let pem = match &self.source {
-                    KeySource::Given(pem) => normalize_pem(pem),
-                    KeySource::Stored(storage) => {
-                        let storage = storage.clone();
-                        let stored = tokio::task::spawn_blocking(move || {
-                            let storage = storage.upgrade().ok_or_else(|| {
-                                jangar_engine::storage::StorageError::Unavailable("the server is stopping".into())
-                            })?;
-                            storage.keep_secret(SIGNING_KEY_SECRET, &mut || new_private_key().map(String::into_bytes))
-                        });
-                        let bytes = stored.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                let pem = match &self.given_key {
+                    Some(pem) => normalize_pem(pem),
+                    None => {
+                        let bytes = self
+                            .on_storage(|storage| {
+                                storage
+                                    .keep_secret(SIGNING_KEY_SECRET, &mut || new_private_key().map(String::into_bytes))
+                            })
+                            .await
+                            .map_err(|e| e.to_string())?;
                         String::from_utf8(bytes).map_err(|_| "the stored signing key is not text".to_owned())?
                     }
                 };
@@ -171,14 +156,16 @@ impl Issuer {
         if seen.is_some_and(|at| at.elapsed() < SESSION_RECHECK) {
             return Ok(true);
         }
-        let storage = self.storage.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<Option<f64>, StorageError> {
-            let storage =
-                storage.upgrade().ok_or_else(|| StorageError::Unavailable("the server is stopping".into()))?;
-            let document = storage.snapshot()?.get(&session)?;
-            Ok(document.and_then(|d| d.fields.get("expirationTime").and_then(Value::as_f64)))
-        });
-        let expiration = read.await.ok().and_then(Result::ok).ok_or(AuthError::KeysUnavailable)?;
+        let expiration = self
+            .on_storage(move |storage| {
+                let document = storage.snapshot()?.get(&session)?;
+                Ok(document.and_then(|d| d.fields.get("expirationTime").and_then(Value::as_f64)))
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "a token's session cannot be read");
+                AuthError::SessionsUnavailable
+            })?;
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0;
         let alive = expiration.is_some_and(|at| at > now_ms);
         let mut seen = self.seen();
@@ -197,6 +184,21 @@ impl Issuer {
     /// `SESSION_RECHECK`.
     pub(crate) fn forget_session(&self, session: DocumentId) {
         self.seen().remove(&session);
+    }
+
+    /// Storage calls block: on the blocking pool.
+    async fn on_storage<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let storage =
+                storage.upgrade().ok_or_else(|| StorageError::Unavailable("the server is stopping".into()))?;
+            read(&*storage)
+        })
+        .await
+        .map_err(|e| StorageError::Other(e.to_string()))?
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<DocumentId, Instant>> {
@@ -224,8 +226,8 @@ impl SigningKey {
 }
 
 /// A new RSA-2048 key as a PKCS#8 PEM.
-fn new_private_key() -> Result<String, jangar_engine::storage::StorageError> {
-    let fail = |e: String| jangar_engine::storage::StorageError::Other(format!("cannot make a signing key: {e}"));
+fn new_private_key() -> Result<String, StorageError> {
+    let fail = |e: String| StorageError::Other(format!("cannot make a signing key: {e}"));
     let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| fail(e.to_string()))?;
     let pem = private.to_pkcs8_pem(LineEnding::LF).map_err(|e| fail(e.to_string()))?;
     Ok(pem.to_string())

@@ -127,6 +127,8 @@ pub(crate) enum AuthError {
     BadSignature,
     #[error("The identity provider's keys cannot be fetched right now; try again later.")]
     KeysUnavailable,
+    #[error("The sessions of this deployment's users cannot be read right now; try again later.")]
+    SessionsUnavailable,
 }
 
 /// What a socket authenticated with, kept to check again after a change.
