@@ -295,6 +295,7 @@ pub fn sign_in_anonymously(
     new_session(tx, user, ending)
 }
 
+/// Refuses a user who was disabled (`jangar users disable`) or is gone.
 fn refuse_disabled(tx: &mut Ctx<'_, '_>, user: DocumentId) -> Result<(), FunctionError> {
     match tx.get_unchecked(tables::USERS, user)? {
         Some(found) if number(&found, "disabledTime").is_none() => Ok(()),
@@ -371,9 +372,13 @@ pub fn refresh(tx: &mut Ctx<'_, '_>, refresh_token: &str) -> Result<Option<Signe
         return Ok(None);
     };
     let user = field_id(&found, "userId")?;
-    if tx.get_unchecked(tables::USERS, user)?.is_none_or(|u| number(&u, "disabledTime").is_some()) {
-        end_session(tx, session)?;
-        return Ok(None);
+    match refuse_disabled(tx, user) {
+        Ok(()) => {}
+        Err(FunctionError::Engine(e)) => return Err(e),
+        Err(FunctionError::App(_)) => {
+            end_session(tx, session)?;
+            return Ok(None);
+        }
     }
     let signed_in = |refresh_token| Ok(Some(SignedIn { user, session, refresh_token }));
     let Some(first_used) = number(&token, "firstUsedTime") else {
