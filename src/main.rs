@@ -10,7 +10,6 @@ use jangar::remote::Remote;
 use jangar::server::{Limits, ServerConfig, serve};
 use jangar::snapshots::{self, LocalStore, Target};
 use jangar_api::auth::keys::{self, AdminKeys};
-use jangar_api::client::HttpClient;
 use jangar_api::temporal::TemporalConfig;
 use jangar_engine::knobs::{DEFAULT_BACKUP_EVERY, DEFAULT_BACKUP_KEEP};
 use jangar_engine::snapshot::{ImportFormat, ImportMode};
@@ -533,18 +532,7 @@ async fn check(
 }
 
 async fn check_server(url: &str) -> Result<serde_json::Value, String> {
-    let url = format!("{}/jangar/check", url.trim_end_matches('/'));
-    let authorization = AdminKeys::from_environment().into_iter().next().map(|key| format!("Convex {}", key.trim()));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(authorization) = &authorization {
-        headers.push(("authorization", authorization.as_str()));
-    }
-    let response = HttpClient::default().send(hyper::Method::POST, &url, &headers, String::new()).await?;
-    let body = response.json()?;
-    if !response.status.is_success() {
-        return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
-    }
-    Ok(body)
+    Remote::new(Some(url.to_owned()), None).post("/jangar/check", String::new()).await
 }
 
 /// Prints an integrity report; exits 0 when it found nothing wrong, 1 otherwise.

@@ -1,5 +1,5 @@
 //! Calling a running server's functions as an admin, for the commands that work on one
-//! (`jangar run`, `jangar users`, `jangar temporal status`).
+//! (`jangar run`, `jangar users`, `jangar temporal status`, `jangar check --url`).
 
 use jangar_api::auth::keys::AdminKeys;
 use jangar_api::client::HttpClient;
@@ -27,20 +27,8 @@ impl Remote {
 
     /// Runs the function at `path`; its value, or what went wrong (with the error's data).
     pub async fn call(&self, path: &str, args: Value) -> Result<Value, String> {
-        let url = format!("{}/api/function", self.url.trim_end_matches('/'));
-        let body = json!({"path": path, "args": args, "format": "json"}).to_string();
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(authorization) = &self.authorization {
-            headers.push(("authorization", authorization.as_str()));
-        }
-        let response = HttpClient::default()
-            .send(hyper::Method::POST, &url, &headers, body)
-            .await
-            .map_err(|e| format!("{e}\nis `jangar serve` running at {}?", self.url))?;
-        let body = response.json()?;
-        if !response.status.is_success() {
-            return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
-        }
+        let body =
+            self.post("/api/function", json!({"path": path, "args": args, "format": "json"}).to_string()).await?;
         match body["status"].as_str() {
             Some("success") => Ok(body["value"].clone()),
             _ => {
@@ -53,5 +41,23 @@ impl Remote {
                 ))
             }
         }
+    }
+
+    /// POSTs `body` to `route` as an admin; the JSON answer of a 2xx, else what went wrong.
+    pub async fn post(&self, route: &str, body: String) -> Result<Value, String> {
+        let url = format!("{}{route}", self.url.trim_end_matches('/'));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(authorization) = &self.authorization {
+            headers.push(("authorization", authorization.as_str()));
+        }
+        let response = HttpClient::default()
+            .send(hyper::Method::POST, &url, &headers, body)
+            .await
+            .map_err(|e| format!("{e}\nis `jangar serve` running at {}?", self.url))?;
+        let body = response.json()?;
+        if !response.status.is_success() {
+            return Err(format!("{} {}", response.status, body["message"].as_str().unwrap_or(&body.to_string())));
+        }
+        Ok(body)
     }
 }
